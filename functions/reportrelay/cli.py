@@ -1,0 +1,129 @@
+"""The ``reportrelay`` command: run a job locally, serve the provider simulators, run the demo.
+
+Exit codes: 0 the report is ready, 1 the report failed, 2 bad input (with a one-line message).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from reportrelay.config import Connections, SecretResolver, parse_job_request
+from reportrelay.errors import ReportRelayError
+
+EXIT_READY, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+class BadInput(Exception):
+    """Input the user must fix before anything runs."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.command(args)
+    except BadInput as error:
+        print(f"reportrelay: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="reportrelay", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run one job through the state machine on emulated AWS")
+    run.add_argument("--connections", required=True, type=Path, help="connections JSON file")
+    run.add_argument("--request", required=True, type=Path, help="job request JSON file")
+    run.add_argument("--out", required=True, type=Path, help="folder the report file is copied to")
+    run.add_argument("--json", action="store_true", help="print only the completion event's detail as JSON")
+    run.add_argument("--verbose", action="store_true", help="show the functions' logs on stderr")
+    run.set_defaults(command=command_run)
+
+    from reportrelay.sandbox.cli import add_sandbox_commands
+
+    add_sandbox_commands(commands)
+    return parser
+
+
+def load_job(connections_path: Path, request_path: Path) -> tuple[Connections, dict[str, Any]]:
+    """Read and check everything the job needs before any AWS emulation starts; BadInput otherwise."""
+    from reportrelay.providers import open_provider, provider_class
+
+    try:
+        connections = Connections.from_file(connections_path)
+        document = _read_json(request_path, "request")
+        request = parse_job_request(document)
+        connection = connections.get(request.connection)
+        provider_class(connection.provider).validate(request)
+        open_provider(connection, SecretResolver())  # resolves the secrets: a missing one fails here
+    except ReportRelayError as error:
+        raise BadInput(str(error)) from None
+    return connections, document
+
+
+def _read_json(path: Path, what: str) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise BadInput(f"cannot read {what} file {path}: {error.strerror}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise BadInput(
+            f"{what} file {path} is not valid JSON (line {error.lineno}, column {error.colno}): {error.msg}"
+        ) from None
+
+
+def command_run(args: argparse.Namespace) -> int:
+    from reportrelay.local.aws import LocalAws
+    from reportrelay.local.runner import run_job
+
+    load_job(args.connections, args.request)
+    request = json.loads(args.request.read_text(encoding="utf-8"))
+    environment = {
+        "REPORTRELAY_CONNECTIONS_FILE": str(args.connections.resolve()),
+        "POWERTOOLS_LOG_LEVEL": "INFO" if args.verbose else "ERROR",
+    }
+    progress = None if args.json else _print_progress
+    with LocalAws(environment) as aws:
+        outcome = run_job(aws, request, out_dir=args.out, on_progress=progress)
+    if args.json:
+        print(json.dumps(outcome.detail, sort_keys=True))
+    else:
+        _print_outcome(outcome)
+    return EXIT_READY if outcome.ready else EXIT_FAILED
+
+
+def _print_progress(progress: Any) -> None:
+    parts = [f"[{progress.elapsed_seconds:6.1f}s]", f"{progress.state:<16}"]
+    if progress.status:
+        parts.append(progress.status)
+    if progress.progress is not None:
+        parts.append(f"{progress.progress:.0f}%")
+    if progress.polls:
+        parts.append(f"polls={progress.polls}")
+    print(" ".join(parts), file=sys.stderr, flush=True)
+
+
+def _print_outcome(outcome: Any) -> None:
+    if outcome.local_file is not None:
+        print(f"stored {outcome.detail['object']['key']} -> {outcome.local_file}", file=sys.stderr)
+    elif outcome.detail and outcome.detail.get("error"):
+        error = outcome.detail["error"]
+        print(f"failed: {error['code']}: {error['message']}", file=sys.stderr)
+    if outcome.detail_type is None:
+        print(f"the execution ended {outcome.execution_status} without an event", file=sys.stderr)
+        return
+    print(json.dumps({"source": "reportrelay", "detail-type": outcome.detail_type, "detail": outcome.detail}, indent=2))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())

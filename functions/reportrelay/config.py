@@ -1,0 +1,267 @@
+"""Connections and job requests: the two documents users write, validated at the edge.
+
+A connection says where one provider account lives and how to sign in; a job request says which report
+to fetch through which connection. Secret-bearing fields only ever hold a *reference* to a secret
+(``{"env": "NAME"}`` locally, ``{"secret": "name-or-arn", "key": "field"}`` in AWS) so that neither
+file, nor the state machine that carries the request, ever holds a secret value.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from reportrelay.errors import BadRequest, ConfigurationError
+
+DEFAULT_DEADLINE_SECONDS = 24 * 3600
+MAX_DEADLINE_SECONDS = 7 * 24 * 3600
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EnvSecret(_Strict):
+    env: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class AwsSecret(_Strict):
+    secret: str = Field(min_length=1)
+    key: str | None = None
+
+
+SecretRef = EnvSecret | AwsSecret
+
+
+def _reject_literal_secret(value: Any) -> Any:
+    if isinstance(value, str):
+        raise ValueError(
+            'must be a reference to a secret such as {"env": "NAME"} or {"secret": "name", "key": "field"}, '
+            "never the secret itself"
+        )
+    return value
+
+
+Secret = Annotated[SecretRef, BeforeValidator(_reject_literal_secret)]
+
+
+class NoAuth(_Strict):
+    type: Literal["none"]
+
+
+class BearerAuth(_Strict):
+    type: Literal["bearer"]
+    token: Secret
+
+
+class BasicAuth(_Strict):
+    type: Literal["basic"]
+    username: str
+    password: Secret
+
+
+class HeaderAuth(_Strict):
+    """A custom header such as ``X-Api-Key: <secret>`` (with an optional prefix before the value)."""
+
+    type: Literal["header"]
+    header: str = Field(min_length=1)
+    value: Secret
+    prefix: str = ""
+
+
+class OAuthPasswordAuth(_Strict):
+    """OAuth2 resource-owner password grant; the token URL is relative to the connection's base URL."""
+
+    type: Literal["oauth_password"]
+    username: str
+    password: Secret | None = Field(default=None, description="omit for an account with a blank password")
+    token_path: str = "/oauth/token"
+    client_id: str | None = None
+    client_secret: Secret | None = None
+    scope: str | None = None
+
+
+AuthConfig = Annotated[
+    NoAuth | BearerAuth | BasicAuth | HeaderAuth | OAuthPasswordAuth, Field(discriminator="type")
+]
+
+
+class PollPolicy(_Strict):
+    """How long to wait between status checks: grows by `factor` from `initial` up to `max`."""
+
+    initial_seconds: int = Field(default=5, ge=1, le=3600)
+    max_seconds: int = Field(default=300, ge=1, le=3600)
+    factor: float = Field(default=1.5, ge=1.0, le=10.0)
+    min_seconds: int = Field(default=1, ge=1, le=3600)
+
+
+class Timeouts(_Strict):
+    connect_seconds: float = Field(default=10, gt=0, le=120)
+    read_seconds: float = Field(default=60, gt=0, le=900)
+
+
+class Connection(BaseModel):
+    """One provider account. Provider-specific settings (e.g. ``tenant_id``) ride along as extras."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    name: str
+    provider: str
+    base_url: str = Field(pattern=r"^https?://[^\s/$.?#][^\s]*$")
+    auth: AuthConfig
+    poll: PollPolicy = PollPolicy()
+    timeouts: Timeouts = Timeouts()
+    verify_tls: bool = True
+    deadline_seconds: int = Field(default=DEFAULT_DEADLINE_SECONDS, ge=60, le=MAX_DEADLINE_SECONDS)
+
+    @property
+    def provider_settings(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class OutputOptions(_Strict):
+    key_prefix: str = Field(default="", max_length=512)
+
+    @field_validator("key_prefix")
+    @classmethod
+    def _safe_prefix(cls, value: str) -> str:
+        if value.startswith("/") or ".." in value.split("/"):
+            raise ValueError("must be a relative S3 key prefix without '..' segments, e.g. 'finance/'")
+        return value
+
+
+class JobRequest(_Strict):
+    """What a user asks for. ``report`` and ``parameters`` are checked by the provider."""
+
+    connection: str = Field(min_length=1, max_length=128)
+    report: dict[str, Any]
+    format: str = Field(min_length=1, max_length=32)
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    output: OutputOptions = OutputOptions()
+    client_token: str | None = Field(default=None, min_length=1, max_length=64)
+    deadline_seconds: int | None = Field(default=None, ge=60, le=MAX_DEADLINE_SECONDS)
+
+    @model_validator(mode="after")
+    def _format_is_lowercase(self) -> JobRequest:
+        if self.format != self.format.lower():
+            object.__setattr__(self, "format", self.format.lower())
+        return self
+
+
+def describe_validation_error(error: ValidationError, where: str) -> str:
+    """One line naming every bad field, in the user's own terms ("request.format: ...")."""
+    problems = []
+    for item in error.errors():
+        location = ".".join(str(part) for part in item["loc"] if not str(part).endswith("Auth"))
+        location = re.sub(r"\.(none|bearer|basic|header|oauth_password)(?=\.|$)", "", location)
+        message = item["msg"].removeprefix("Value error, ")
+        problems.append(f"{where}.{location}: {message}" if location else f"{where}: {message}")
+    return "; ".join(problems)
+
+
+def parse_job_request(document: Any) -> JobRequest:
+    if not isinstance(document, Mapping):
+        raise BadRequest("the job request must be a JSON object with 'connection', 'report' and 'format'")
+    try:
+        return JobRequest.model_validate(document)
+    except ValidationError as error:
+        raise BadRequest(describe_validation_error(error, "request")) from None
+
+
+class Connections:
+    """The set of connections a deployment knows, by name."""
+
+    def __init__(self, connections: Mapping[str, Connection]) -> None:
+        self._connections = dict(connections)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._connections
+
+    def names(self) -> list[str]:
+        return sorted(self._connections)
+
+    def get(self, name: str) -> Connection:
+        try:
+            return self._connections[name]
+        except KeyError:
+            known = ", ".join(self.names()) or "none"
+            raise BadRequest(f"unknown connection '{name}' (configured: {known})") from None
+
+    @classmethod
+    def from_document(cls, document: Any) -> Connections:
+        if not isinstance(document, Mapping) or not isinstance(document.get("connections"), Mapping):
+            raise ConfigurationError('the connections file must be a JSON object {"connections": {...}}')
+        parsed = {}
+        for name, body in document["connections"].items():
+            if not isinstance(body, Mapping):
+                raise ConfigurationError(f"connections.{name}: must be an object")
+            try:
+                parsed[name] = Connection.model_validate({**body, "name": name})
+            except ValidationError as error:
+                raise ConfigurationError(describe_validation_error(error, f"connections.{name}")) from None
+        return cls(parsed)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> Connections:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as error:
+            raise ConfigurationError(f"cannot read connections file {path}: {error.strerror}") from None
+        try:
+            document = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ConfigurationError(
+                f"connections file {path} is not valid JSON (line {error.lineno}, column {error.colno}): "
+                f"{error.msg}"
+            ) from None
+        return cls.from_document(document)
+
+
+SecretLoader = Callable[[str], str]
+
+
+class SecretResolver:
+    """Turns a secret reference into its value, at the last moment, inside the function that needs it."""
+
+    def __init__(
+        self, environ: Mapping[str, str] | None = None, aws_secret_loader: SecretLoader | None = None
+    ) -> None:
+        self._environ = os.environ if environ is None else environ
+        self._aws_secret_loader = aws_secret_loader
+        self._aws_cache: dict[str, str] = {}
+
+    def resolve(self, ref: SecretRef, field: str) -> str:
+        if isinstance(ref, EnvSecret):
+            value = self._environ.get(ref.env)
+            if not value:
+                raise ConfigurationError(f"{field}: environment variable {ref.env} is not set")
+            return value
+        raw = self._load_aws_secret(ref.secret, field)
+        if ref.key is None:
+            return raw
+        try:
+            value = json.loads(raw)[ref.key]
+        except (json.JSONDecodeError, TypeError, KeyError):
+            raise ConfigurationError(f"{field}: secret {ref.secret} has no JSON field '{ref.key}'") from None
+        return str(value)
+
+    def _load_aws_secret(self, secret_id: str, field: str) -> str:
+        if secret_id not in self._aws_cache:
+            if self._aws_secret_loader is None:
+                raise ConfigurationError(f"{field}: AWS secrets are not available here; use {{\"env\": ...}}")
+            self._aws_cache[secret_id] = self._aws_secret_loader(secret_id)
+        return self._aws_cache[secret_id]

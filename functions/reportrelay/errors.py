@@ -1,0 +1,86 @@
+"""The errors a job can end with.
+
+The class name is the error code: Lambda reports it as ``errorType``, the state machine's Retry and
+Catch rules match on it, and the ``Report Failed`` event carries it as ``error.code``. Messages are
+for people: they say what happened and, where possible, what to do. They never contain secrets,
+request bodies or query strings.
+"""
+
+from __future__ import annotations
+
+
+class ReportRelayError(Exception):
+    """Base of every error reportrelay raises on purpose."""
+
+    retryable = False
+
+    @property
+    def code(self) -> str:
+        return type(self).__name__
+
+
+# Bad input: the job or the configuration is wrong; retrying cannot help.
+class BadRequest(ReportRelayError):
+    """The job request is invalid (unknown connection, bad format, missing field)."""
+
+
+class ConfigurationError(ReportRelayError):
+    """The connection configuration is invalid or a secret it references is missing."""
+
+
+class InternalError(ReportRelayError):
+    """A bug in reportrelay; the function's log has the details, the event only says where."""
+
+
+# Provider answers that retrying cannot change.
+class ProviderRejected(ReportRelayError):
+    """The provider refused the request (400, 403, 404, ...)."""
+
+
+class ProviderAuthFailed(ReportRelayError):
+    """The provider refused the credentials, even after signing in again."""
+
+
+class ProviderProtocolError(ReportRelayError):
+    """The provider answered in a shape reportrelay does not understand."""
+
+
+class ReportGenerationFailed(ReportRelayError):
+    """The provider reports that generating the report failed."""
+
+
+class ReportCancelled(ReportRelayError):
+    """The report was cancelled, at the provider or by a user."""
+
+
+class DeadlineExceeded(ReportRelayError):
+    """The job ran past its overall deadline and was abandoned."""
+
+
+# Transient: the state machine retries these with backoff.
+class TransientProviderError(ReportRelayError):
+    retryable = True
+
+
+class ProviderThrottled(TransientProviderError):
+    """HTTP 429 (or 503 with Retry-After): the request was not processed."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ProviderUnavailable(TransientProviderError):
+    """The provider could not be reached or answered 502/503/504: the request was not processed."""
+
+
+class ProviderServerError(TransientProviderError):
+    """The provider answered 500 or another 5xx: it may or may not have acted on the request."""
+
+
+class ProviderTimeout(TransientProviderError):
+    """The provider did not answer in time: it may or may not have acted on the request."""
+
+
+class DownloadInterrupted(TransientProviderError):
+    """The download broke off or delivered fewer bytes than announced; nothing was stored."""

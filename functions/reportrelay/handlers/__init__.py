@@ -1,0 +1,32 @@
+"""Lambda entry points, one module per workflow step, and the error boundary they share."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from reportrelay.errors import InternalError, ReportRelayError
+from reportrelay.observability import logger
+from reportrelay.runtime import Runtime
+
+Step = Callable[[dict[str, Any], Runtime], dict[str, Any]]
+
+
+def run_step(step: Step, event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Run one step; errors of our own pass through by name, anything else becomes InternalError.
+
+    Unexpected exceptions are logged here with their traceback and replaced by a message that names
+    only their type, so nothing they carried (a URL, a header) reaches the execution history or events.
+    """
+    try:
+        return step(event, Runtime.from_env())
+    except ReportRelayError as error:
+        logger.info("step ended with an error", extra={"step": step.__name__, "error_code": error.code})
+        raise
+    except Exception as error:
+        logger.exception("unexpected error", extra={"step": step.__name__})
+        request_id = getattr(context, "aws_request_id", "unknown")
+        raise InternalError(
+            f"unexpected {type(error).__name__} in the {step.__name__} step; "
+            f"see the function's log for request id {request_id}"
+        ) from None

@@ -1,0 +1,190 @@
+"""reportrelay's AWS side on one laptop: moto's Step Functions interpreter running the real ASL file.
+
+moto would run Lambda code in Docker; here each function's handler is imported and called in-process
+instead, with the function's environment variables applied, so the state machine, its retries and
+catches, S3 and EventBridge all behave as deployed while the Python runs in this process.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import threading
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+from moto import mock_aws
+from moto.awslambda.models import LambdaFunction
+
+REGION = "us-east-1"
+STATE_MACHINE_FILE = Path(__file__).resolve().parents[3] / "statemachines" / "report.asl.json"
+FUNCTIONS = {
+    "SubmitFunctionArn": ("reportrelay-submit", "reportrelay.handlers.submit.handler"),
+    "CheckFunctionArn": ("reportrelay-check", "reportrelay.handlers.check.handler"),
+    "FetchFunctionArn": ("reportrelay-fetch", "reportrelay.handlers.fetch.handler"),
+    "ConcludeFunctionArn": ("reportrelay-conclude", "reportrelay.handlers.conclude.handler"),
+}
+_FAKE_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "local",
+    "AWS_SECRET_ACCESS_KEY": "local",
+    "AWS_SESSION_TOKEN": "local",
+    "AWS_DEFAULT_REGION": REGION,
+    "AWS_REGION": REGION,
+}
+
+
+def state_machine_definition(path: Path = STATE_MACHINE_FILE, substitutions: Mapping[str, str] = ()) -> str:
+    """The ASL file with ``${Name}`` substitutions filled, exactly as CloudFormation would."""
+    text = path.read_text(encoding="utf-8")
+    for name, value in dict(substitutions).items():
+        text = text.replace("${" + name + "}", value)
+    return text
+
+
+@dataclass
+class LambdaContext:
+    function_name: str
+    invoked_function_arn: str
+    aws_request_id: str
+    memory_limit_in_mb: int = 512
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 900_000
+
+
+_env_lock = threading.Lock()
+
+
+def _invoke_in_process(function: LambdaFunction, event: Any) -> tuple[str, bool, str]:
+    """Replacement for moto's Docker invocation: import the handler and call it here."""
+    module_name, _, attribute = function.handler.rpartition(".")
+    handler = getattr(importlib.import_module(module_name), attribute)
+    with _env_lock:
+        os.environ.update(function.environment_vars or {})
+    context = LambdaContext(function.function_name, function.function_arn, str(uuid.uuid4()))
+    try:
+        result = handler(event, context)
+    except Exception as error:  # reported to the state machine exactly as Lambda reports it
+        return json.dumps({"errorType": type(error).__name__, "errorMessage": str(error)}), True, ""
+    return json.dumps(result), False, ""
+
+
+@contextmanager
+def _patched_env(values: Mapping[str, str]) -> Iterator[None]:
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+class LocalAws:
+    """Emulated AWS with reportrelay deployed: bucket, functions, state machine, bus and an event tap."""
+
+    bucket = "reportrelay-local-reports"
+    event_bus = "reportrelay"
+
+    def __init__(self, function_environment: Mapping[str, str], definition_file: Path = STATE_MACHINE_FILE) -> None:
+        self.function_environment = {
+            **function_environment,
+            "REPORTRELAY_BUCKET": self.bucket,
+            "POWERTOOLS_TRACE_DISABLED": "true",
+            "POWERTOOLS_METRICS_DISABLED": "true",
+            "POWERTOOLS_SERVICE_NAME": "reportrelay",
+        }
+        self.definition_file = definition_file
+        self.state_machine_arn = ""
+        self._events_queue_url = ""
+        self._events_seen: list[dict[str, Any]] = []
+        self._events_lock = threading.Lock()
+        self._mock = mock_aws(config={"stepfunctions": {"execute_state_machine": True}})
+        self._original_invoke = LambdaFunction._invoke_lambda
+
+    def __enter__(self) -> LocalAws:
+        self._env = _patched_env(_FAKE_CREDENTIALS)
+        self._env.__enter__()
+        self._mock.start()
+        LambdaFunction._invoke_lambda = lambda function, event: _invoke_in_process(function, event)
+        try:
+            self._deploy()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        LambdaFunction._invoke_lambda = self._original_invoke
+        self._mock.stop()
+        self._env.__exit__(None, None, None)
+
+    def client(self, service: str) -> Any:
+        return boto3.client(service, region_name=REGION)
+
+    def _deploy(self) -> None:
+        iam = self.client("iam")
+        role_arn = iam.create_role(
+            RoleName="reportrelay-local", AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17"})
+        )["Role"]["Arn"]
+        self.client("s3").create_bucket(Bucket=self.bucket)
+        lambdas = self.client("lambda")
+        arns = {}
+        for placeholder, (name, handler) in FUNCTIONS.items():
+            arns[placeholder] = lambdas.create_function(
+                FunctionName=name,
+                Runtime="python3.12",
+                Role=role_arn,
+                Handler=handler,
+                Code={"ZipFile": b"in-process"},
+                Timeout=900,
+                Environment={"Variables": self.function_environment},
+            )["FunctionArn"]
+        events = self.client("events")
+        events.create_event_bus(Name=self.event_bus)
+        sqs = self.client("sqs")
+        self._events_queue_url = sqs.create_queue(QueueName="reportrelay-events")["QueueUrl"]
+        queue_arn = sqs.get_queue_attributes(QueueUrl=self._events_queue_url, AttributeNames=["QueueArn"])[
+            "Attributes"
+        ]["QueueArn"]
+        events.put_rule(
+            Name="all-reportrelay-events",
+            EventBusName=self.event_bus,
+            EventPattern=json.dumps({"source": ["reportrelay"]}),
+        )
+        events.put_targets(
+            Rule="all-reportrelay-events", EventBusName=self.event_bus, Targets=[{"Id": "tap", "Arn": queue_arn}]
+        )
+        definition = state_machine_definition(self.definition_file, {**arns, "EventBusName": self.event_bus})
+        self.state_machine_arn = self.client("stepfunctions").create_state_machine(
+            name="reportrelay", definition=definition, roleArn=role_arn, type="STANDARD"
+        )["stateMachineArn"]
+
+    def start(self, request: Any, job_id: str | None = None) -> str:
+        """Start one job; returns the execution ARN."""
+        return self.client("stepfunctions").start_execution(
+            stateMachineArn=self.state_machine_arn,
+            name=job_id or str(uuid.uuid4()),
+            input=json.dumps(request),
+        )["executionArn"]
+
+    def events(self) -> list[dict[str, Any]]:
+        """Every event announced on the bus so far, in order of arrival at the tap queue."""
+        sqs = self.client("sqs")
+        with self._events_lock:
+            while messages := sqs.receive_message(QueueUrl=self._events_queue_url, MaxNumberOfMessages=10).get(
+                "Messages", []
+            ):
+                for message in messages:
+                    self._events_seen.append(json.loads(message["Body"]))
+                    sqs.delete_message(QueueUrl=self._events_queue_url, ReceiptHandle=message["ReceiptHandle"])
+            return list(self._events_seen)

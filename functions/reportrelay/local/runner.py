@@ -1,0 +1,129 @@
+"""Run one job through the state machine on emulated AWS and bring the stored file home."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from reportrelay.local.aws import LocalAws
+
+
+@dataclass(frozen=True)
+class Progress:
+    state: str
+    status: str | None
+    progress: float | None
+    polls: int
+    elapsed_seconds: float
+    message: str | None = None
+
+
+@dataclass
+class JobOutcome:
+    execution_arn: str
+    execution_status: str
+    detail_type: str | None
+    detail: dict[str, Any] | None
+    local_file: Path | None
+    seconds: float
+
+    @property
+    def ready(self) -> bool:
+        return self.detail_type == "Report Ready"
+
+
+def run_job(
+    aws: LocalAws,
+    request: Any,
+    *,
+    out_dir: Path | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+    job_id: str | None = None,
+    poll_interval: float = 0.2,
+) -> JobOutcome:
+    """Start the job, follow its execution until it ends, then copy the stored report to ``out_dir``."""
+    started = time.monotonic()
+    execution_arn = aws.start(request, job_id)
+    last: Progress | None = None
+    sfn = aws.client("stepfunctions")
+    while True:
+        description = sfn.describe_execution(executionArn=execution_arn)
+        if on_progress is not None:
+            current = _progress(sfn, execution_arn, time.monotonic() - started)
+            if current is not None and current != last and _changed(current, last):
+                on_progress(current)
+                last = current
+        if description["status"] != "RUNNING":
+            break
+        time.sleep(poll_interval)
+    event = _completion_event(aws, execution_arn)
+    local_file = None
+    detail = event["detail"] if event else None
+    if event and event["detail-type"] == "Report Ready" and out_dir is not None:
+        local_file = _download(aws, detail["object"], out_dir)
+    return JobOutcome(
+        execution_arn=execution_arn,
+        execution_status=description["status"],
+        detail_type=event["detail-type"] if event else None,
+        detail=detail,
+        local_file=local_file,
+        seconds=time.monotonic() - started,
+    )
+
+
+def _changed(current: Progress, last: Progress | None) -> bool:
+    if last is None:
+        return True
+    return (current.state, current.status, current.progress, current.polls) != (
+        last.state,
+        last.status,
+        last.progress,
+        last.polls,
+    )
+
+
+def _progress(sfn: Any, execution_arn: str, elapsed: float) -> Progress | None:
+    """The latest state entered, and the job's status as the last submit or check left it."""
+    events = sfn.get_execution_history(executionArn=execution_arn, reverseOrder=True, maxResults=50)["events"]
+    entered = next((e for e in events if e["type"].endswith("StateEntered")), None)
+    exited = next(
+        (
+            e
+            for e in events
+            if e["type"] == "TaskStateExited" and e["stateExitedEventDetails"]["name"] in ("Submit", "Check")
+        ),
+        None,
+    )
+    if entered is None:
+        return None
+    job: dict[str, Any] = {}
+    if exited is not None:
+        job = json.loads(exited["stateExitedEventDetails"].get("output") or "{}").get("job") or {}
+    return Progress(
+        state=entered["stateEnteredEventDetails"]["name"],
+        status=job.get("status"),
+        progress=job.get("progress"),
+        polls=job.get("polls", 0),
+        elapsed_seconds=elapsed,
+        message=job.get("message"),
+    )
+
+
+def _completion_event(aws: LocalAws, execution_arn: str) -> dict[str, Any] | None:
+    for _ in range(50):
+        for event in aws.events():
+            if execution_arn in event.get("resources", []):
+                return event
+        time.sleep(0.05)
+    return None
+
+
+def _download(aws: LocalAws, stored: dict[str, Any], out_dir: Path) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / stored["filename"]
+    aws.client("s3").download_file(stored["bucket"], stored["key"], str(target))
+    return target

@@ -1,0 +1,157 @@
+"""What every provider adapter implements, and the small types they exchange with the workflow.
+
+An adapter speaks one vendor's HTTP protocol and nothing else: it does not know Lambda, S3 or Step
+Functions. Its *handle* is the small JSON it needs to find the report again on the next call (an export
+id, a queue entry id); it goes into the state machine's state, so it must never hold a secret.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, ClassVar
+
+import requests
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from reportrelay.config import Connection, JobRequest, describe_validation_error
+from reportrelay.errors import BadRequest, ConfigurationError
+from reportrelay.httpclient import ProviderHttp
+
+Handle = dict[str, Any]
+
+
+class ReportState(StrEnum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    READY = "READY"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def finished(self) -> bool:
+        return self in (ReportState.READY, ReportState.FAILED, ReportState.CANCELLED)
+
+
+@dataclass(frozen=True)
+class ReportStatus:
+    state: ReportState
+    progress: float | None = None
+    message: str | None = None
+    handle: Handle | None = None
+    """A replacement handle, when checking taught the adapter something it needs later."""
+
+
+@dataclass
+class ResultStream:
+    """The finished report as a byte stream, with what the provider said about it."""
+
+    chunks: Iterator[bytes]
+    filename: str
+    content_type: str
+    content_length: int | None = None
+    sha256: str | None = None
+
+
+class ProviderSettings(BaseModel):
+    """Connection settings specific to one provider; none by default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Provider(ABC):
+    """One vendor's report API: submit, check, open the result, cancel."""
+
+    key: ClassVar[str]
+    settings_model: ClassVar[type[ProviderSettings]] = ProviderSettings
+
+    def __init__(self, connection: Connection, http: ProviderHttp) -> None:
+        self.connection = connection
+        self.http = http
+        self.settings = self.parse_settings(connection)
+
+    @classmethod
+    def parse_settings(cls, connection: Connection) -> ProviderSettings:
+        try:
+            return cls.settings_model.model_validate(connection.provider_settings)
+        except ValidationError as error:
+            raise ConfigurationError(describe_validation_error(error, f"connections.{connection.name}")) from None
+
+    @classmethod
+    @abstractmethod
+    def validate(cls, request: JobRequest) -> None:
+        """Raise BadRequest when the request's report, format or parameters cannot work."""
+
+    @abstractmethod
+    def submit(self, request: JobRequest) -> ReportStatus:
+        """Ask the provider to generate the report; the status carries the handle that finds it again."""
+
+    @abstractmethod
+    def check(self, request: JobRequest, handle: Handle) -> ReportStatus:
+        """Where the report stands now."""
+
+    @abstractmethod
+    def open_result(self, request: JobRequest, handle: Handle) -> AbstractContextManager[ResultStream]:
+        """Open the finished report for streaming; the context closes the connection."""
+
+    def cancel(self, request: JobRequest, handle: Handle) -> bool:
+        """Cancel at the provider where the API allows; False when it does not."""
+        return False
+
+
+def parse_report(model: type[BaseModel], request: JobRequest) -> Any:
+    """Validate the provider-specific ``report`` object of a request."""
+    try:
+        return model.model_validate(request.report)
+    except ValidationError as error:
+        raise BadRequest(describe_validation_error(error, "request.report")) from None
+
+
+def require_format(request: JobRequest, allowed: tuple[str, ...], what: str) -> None:
+    if request.format not in allowed:
+        raise BadRequest(
+            f"request.format: '{request.format}' is not available for {what}; choose one of {', '.join(allowed)}"
+        )
+
+
+_FILENAME_IN_DISPOSITION = re.compile(r"filename\*=(?:UTF-8'')?([^;]+)|filename=\"?([^\";]+)\"?", re.I)
+
+
+def filename_from_response(response: requests.Response, fallback: str) -> str:
+    """The provider's filename from Content-Disposition, else the fallback; always a safe base name."""
+    disposition = response.headers.get("Content-Disposition", "")
+    name = None
+    for star, plain in _FILENAME_IN_DISPOSITION.findall(disposition):
+        name = requests.utils.unquote(star.strip()) if star else plain.strip()
+        if star:
+            break
+    return safe_filename(name or fallback)
+
+
+def safe_filename(name: str) -> str:
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    base = re.sub(r"[\x00-\x1f\x7f]", "", base).strip().strip(".")
+    return base[:200] or "report"
+
+
+def content_type_of(response: requests.Response, filename: str) -> str:
+    declared = response.headers.get("Content-Type", "").split(";")[0].strip()
+    if declared and declared != "application/octet-stream":
+        return declared
+    return mimetypes.guess_type(filename)[0] or declared or "application/octet-stream"
+
+
+def streamed(response: requests.Response, filename: str, chunk_size: int = 1024 * 1024) -> ResultStream:
+    """A ResultStream reading a ``stream=True`` response as it arrives."""
+    length = response.headers.get("Content-Length")
+    return ResultStream(
+        chunks=response.iter_content(chunk_size=chunk_size),
+        filename=filename,
+        content_type=content_type_of(response, filename),
+        content_length=int(length) if length and length.isdigit() else None,
+    )

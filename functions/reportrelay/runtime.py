@@ -1,0 +1,101 @@
+"""What a step needs from its surroundings, read once from the environment into typed objects.
+
+Environment variables (set by CDK in AWS, by the local runner on a laptop):
+- ``REPORTRELAY_BUCKET``: the S3 bucket reports are stored in (fetch only).
+- ``REPORTRELAY_CONNECTIONS_FILE``: path of the connections JSON document.
+- ``REPORTRELAY_CONNECTIONS``: the connections JSON document itself (alternative to the file).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+from reportrelay.config import Connections, SecretResolver
+from reportrelay.errors import ConfigurationError
+
+
+@dataclass(frozen=True)
+class Settings:
+    bucket: str | None
+    connections_file: str | None
+    connections_document: str | None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        return cls(
+            bucket=env.get("REPORTRELAY_BUCKET") or None,
+            connections_file=env.get("REPORTRELAY_CONNECTIONS_FILE") or None,
+            connections_document=env.get("REPORTRELAY_CONNECTIONS") or None,
+        )
+
+
+@lru_cache(maxsize=8)
+def _connections_from_file(path: str, modified: float) -> Connections:
+    return Connections.from_file(path)
+
+
+@lru_cache(maxsize=8)
+def _connections_from_text(text: str) -> Connections:
+    try:
+        return Connections.from_document(json.loads(text))
+    except json.JSONDecodeError as error:
+        raise ConfigurationError(f"REPORTRELAY_CONNECTIONS is not valid JSON: {error.msg}") from None
+
+
+def load_connections(settings: Settings) -> Connections:
+    if settings.connections_document:
+        return _connections_from_text(settings.connections_document)
+    if settings.connections_file:
+        try:
+            modified = os.stat(settings.connections_file).st_mtime
+        except OSError:
+            modified = 0.0
+        return _connections_from_file(settings.connections_file, modified)
+    raise ConfigurationError("no connections configured: set REPORTRELAY_CONNECTIONS_FILE")
+
+
+def _secrets_manager_loader(secret_id: str) -> str:
+    import boto3
+
+    return boto3.client("secretsmanager").get_secret_value(SecretId=secret_id)["SecretString"]
+
+
+@dataclass
+class Runtime:
+    """Connections, secrets, storage and the clock: everything the workflow steps touch outside themselves."""
+
+    settings: Settings
+    connections: Connections
+    secrets: SecretResolver
+    clock: Callable[[], float] = time.time
+    _s3: Any = field(default=None, repr=False)
+
+    @classmethod
+    def from_env(cls) -> Runtime:
+        settings = Settings.from_env()
+        return cls(
+            settings=settings,
+            connections=load_connections(settings),
+            secrets=SecretResolver(aws_secret_loader=_secrets_manager_loader),
+        )
+
+    @property
+    def s3(self) -> Any:
+        if self._s3 is None:
+            import boto3
+
+            self._s3 = boto3.client("s3")
+        return self._s3
+
+    @property
+    def bucket(self) -> str:
+        if not self.settings.bucket:
+            raise ConfigurationError("REPORTRELAY_BUCKET is not set: the fetch step has nowhere to store reports")
+        return self.settings.bucket

@@ -1,0 +1,229 @@
+"""The steps of a job, one function each, called by the Lambda handlers.
+
+Every step takes the workflow state ``{"request": {...}, "job": {...}}`` and returns it updated. The state
+machine decides the order; these functions decide what each step means. The state only ever holds ids,
+timestamps and small handles: never a secret and never report content.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from aws_lambda_powertools.metrics import MetricUnit
+
+from reportrelay.config import JobRequest, parse_job_request
+from reportrelay.errors import (
+    BadRequest,
+    DeadlineExceeded,
+    ProviderThrottled,
+    ReportCancelled,
+    ReportGenerationFailed,
+    ReportRelayError,
+)
+from reportrelay.observability import logger, metrics
+from reportrelay.poll_policy import next_wait_seconds
+from reportrelay.providers import open_provider, provider_class
+from reportrelay.providers.base import Provider, ReportState, ReportStatus
+from reportrelay.runtime import Runtime
+from reportrelay.transfer import stream_to_s3
+
+State = dict[str, Any]
+
+
+def submit(state: State, runtime: Runtime) -> State:
+    """Validate the request and ask the provider for the report (exactly once)."""
+    request = parse_job_request(state.get("request"))
+    connection = runtime.connections.get(request.connection)
+    provider_class(connection.provider).validate(request)
+    provider = open_provider(connection, runtime.secrets)
+    now = runtime.clock()
+    accepted_at = _parse_time(state.get("job", {}).get("accepted_at")) or now
+    deadline_seconds = request.deadline_seconds or connection.deadline_seconds
+    status = provider.submit(request)
+    job = {
+        **state.get("job", {}),
+        "connection": request.connection,
+        "provider": connection.provider,
+        "handle": status.handle or {},
+        "polls": 0,
+        "queued_at": _iso(now),
+        "deadline_at": _iso(accepted_at + deadline_seconds),
+    }
+    logger.info("report queued", extra={"job_id": job.get("job_id"), "provider": connection.provider})
+    return _with_status(state, job, status, runtime, provider, now)
+
+
+def check(state: State, runtime: Runtime) -> State:
+    """Ask where the report stands; work out how long to wait before asking again."""
+    request, job, provider = _resume(state, runtime)
+    now = runtime.clock()
+    if now >= _parse_time(job["deadline_at"]):
+        _abandon(request, job, provider, now)
+    job = {**job, "polls": job.get("polls", 0) + 1}
+    try:
+        status = provider.check(request, job["handle"])
+    except ProviderThrottled as throttled:
+        # No news is not bad news: keep the last known state and come back when the provider says.
+        status = ReportStatus(ReportState(job.get("status", "PENDING")), job.get("progress"), job.get("message"))
+        return _with_status(state, job, status, runtime, provider, now, retry_after=throttled.retry_after or 0)
+    return _with_status(state, job, status, runtime, provider, now)
+
+
+def fetch(state: State, runtime: Runtime) -> State:
+    """Stream the finished report into S3; either the whole file is stored or nothing is."""
+    request, job, provider = _resume(state, runtime)
+    with provider.open_result(request, job["handle"]) as result:
+        stored = stream_to_s3(
+            result.chunks,
+            s3_client=runtime.s3,
+            bucket=runtime.bucket,
+            key=object_key(request, job["job_id"], result.filename),
+            content_type=result.content_type,
+            filename=result.filename,
+            expected_size=result.content_length,
+            expected_sha256=result.sha256,
+        )
+    logger.info("report stored", extra={"job_id": job["job_id"], "size": stored.size})
+    return {**state, "job": {**job, "object": stored.to_dict(), "stored_at": _iso(runtime.clock())}}
+
+
+def object_key(request: JobRequest, job_id: str, filename: str) -> str:
+    """``<key_prefix><job id>/<provider's file name>``: unique per job, readable by people."""
+    prefix = request.output.key_prefix
+    if prefix and not prefix.endswith("/"):
+        prefix += "/"
+    return f"{prefix}{job_id}/{filename}"
+
+
+def _resume(state: State, runtime: Runtime) -> tuple[JobRequest, dict[str, Any], Provider]:
+    request = parse_job_request(state.get("request"))
+    job = state.get("job") or {}
+    if "handle" not in job:
+        raise BadRequest("the workflow state has no provider handle: the job was never submitted")
+    connection = runtime.connections.get(request.connection)
+    return request, job, open_provider(connection, runtime.secrets)
+
+
+def _with_status(
+    state: State,
+    job: dict[str, Any],
+    status: ReportStatus,
+    runtime: Runtime,
+    provider: Provider,
+    now: float,
+    retry_after: float | None = None,
+) -> State:
+    if status.state is ReportState.FAILED:
+        raise ReportGenerationFailed(status.message or "the provider reports that generating the report failed")
+    if status.state is ReportState.CANCELLED:
+        raise ReportCancelled(status.message or "the report was cancelled at the provider")
+    job = {
+        **job,
+        "status": status.state.value,
+        "progress": status.progress,
+        "message": status.message,
+        "handle": {**job.get("handle", {}), **(status.handle or {})},
+    }
+    if status.state is ReportState.READY:
+        job["ready_at"] = _iso(now)
+        job["wait_seconds"] = 0
+    else:
+        job["wait_seconds"] = next_wait_seconds(
+            provider.connection.poll,
+            job.get("polls", 0),
+            elapsed_seconds=now - (_parse_time(job.get("queued_at")) or now),
+            progress=status.progress,
+            retry_after=retry_after,
+            seconds_left=max(0.0, _parse_time(job["deadline_at"]) - now),
+        )
+    return {**state, "job": job}
+
+
+def _abandon(request: JobRequest, job: dict[str, Any], provider: Provider, now: float) -> None:
+    cancelled = False
+    try:
+        cancelled = provider.cancel(request, job["handle"])
+    except ReportRelayError as error:
+        logger.warning("cancel at provider failed", extra={"job_id": job.get("job_id"), "error": error.code})
+    at_provider = "cancelled at the provider" if cancelled else "the provider offers no cancel, so it may still run"
+    raise DeadlineExceeded(
+        f"the report was not ready by its deadline {job['deadline_at']} after {job.get('polls', 0)} checks; "
+        f"{at_provider}"
+    )
+
+
+def conclude(state: State, runtime: Runtime) -> dict[str, Any]:
+    """The completion event for the job, with the job's figures recorded as metrics."""
+    outcome = describe_outcome(state)
+    detail = outcome["detail"]
+    metrics.add_metric(name="ReportsReady" if detail["status"] == "READY" else "ReportsFailed",
+                       unit=MetricUnit.Count, value=1)
+    if detail["object"]:
+        metrics.add_metric(name="BytesFetched", unit=MetricUnit.Bytes, value=detail["object"]["size"])
+    accepted_at = _parse_time((state.get("job") or {}).get("accepted_at"))
+    if accepted_at:
+        metrics.add_metric(name="JobDuration", unit=MetricUnit.Seconds, value=runtime.clock() - accepted_at)
+    logger.info("job concluded", extra={"job_id": detail["job_id"], "status": detail["status"],
+                                        "error_code": (detail["error"] or {}).get("code")})
+    return outcome
+
+
+def describe_outcome(state: State) -> dict[str, Any]:
+    """The completion event for this state: ``Report Ready``, or ``Report Failed`` when it carries an error."""
+    request = state.get("request") if isinstance(state.get("request"), dict) else {}
+    job = state.get("job") or {}
+    error = describe_error(state["error"]) if state.get("error") else None
+    detail = {
+        "job_id": job.get("job_id"),
+        "status": "FAILED" if error else "READY",
+        "connection": request.get("connection"),
+        "provider": job.get("provider"),
+        "report": request.get("report"),
+        "format": request.get("format"),
+        "object": None if error else job.get("object"),
+        "error": error,
+        "polls": job.get("polls", 0),
+        "queued_at": job.get("queued_at"),
+        "ready_at": job.get("ready_at"),
+        "stored_at": None if error else job.get("stored_at"),
+    }
+    return {"detail_type": "Report Failed" if error else "Report Ready", "detail": detail}
+
+
+_STATES_ERROR_MESSAGES = {
+    "States.Timeout": "a step of the workflow timed out",
+    "States.TaskFailed": "a step of the workflow failed",
+    "States.Runtime": "the workflow hit a runtime error",
+}
+
+
+def describe_error(caught: dict[str, Any]) -> dict[str, str]:
+    """``{"code", "message"}`` from a Step Functions Catch result (``Error`` and ``Cause``)."""
+    code = str(caught.get("Error") or "InternalError")
+    cause = caught.get("Cause")
+    message = None
+    if isinstance(cause, str) and cause.startswith("{"):
+        try:
+            parsed = json.loads(cause)
+            message = parsed.get("errorMessage")
+            code = parsed.get("errorType") or code
+        except (json.JSONDecodeError, AttributeError):
+            message = None
+    if not message:
+        message = cause if isinstance(cause, str) and cause else _STATES_ERROR_MESSAGES.get(code, code)
+    return {"code": code, "message": message}
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _parse_time(value: Any) -> float | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
