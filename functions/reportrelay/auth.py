@@ -30,6 +30,7 @@ from reportrelay.errors import ProviderAuthFailed, ProviderProtocolError, Provid
 from reportrelay.httpclient import error_for_response
 
 RENEW_BEFORE_EXPIRY_SECONDS = 60
+RENEW_BEFORE_EXPIRY_FRACTION = 0.1  # short-lived tokens renew in their last tenth instead
 
 
 class Auth(Protocol):
@@ -59,9 +60,11 @@ class StaticHeaders:
 class IssuedToken:
     value: str
     expires_at: float
+    lifetime: float
 
     def usable(self, now: float) -> bool:
-        return now < self.expires_at - RENEW_BEFORE_EXPIRY_SECONDS
+        margin = min(RENEW_BEFORE_EXPIRY_SECONDS, self.lifetime * RENEW_BEFORE_EXPIRY_FRACTION)
+        return now < self.expires_at - margin
 
 
 TokenRequest = Callable[[], IssuedToken]
@@ -123,8 +126,10 @@ def oauth_password_grant(
         value = body["access_token"]
         lifetime = float(body.get("expires_in", 3600))
     except (ValueError, KeyError, TypeError):
-        raise ProviderProtocolError(f"sign-in at {_path(token_url)} answered without an access_token") from None
-    return IssuedToken(value=str(value), expires_at=clock() + lifetime)
+        raise ProviderProtocolError(
+            f"sign-in at {_path(token_url)} answered without an access_token"
+        ) from None
+    return IssuedToken(value=str(value), expires_at=clock() + lifetime, lifetime=lifetime)
 
 
 def _oauth_error_text(response: requests.Response) -> str:

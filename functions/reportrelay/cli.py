@@ -85,6 +85,7 @@ def command_run(args: argparse.Namespace) -> int:
     from reportrelay.local.aws import LocalAws
     from reportrelay.local.runner import run_job
 
+    os.environ["POWERTOOLS_LOG_LEVEL"] = "INFO" if args.verbose else "ERROR"
     load_job(args.connections, args.request)
     request = json.loads(args.request.read_text(encoding="utf-8"))
     environment = {
@@ -121,7 +122,11 @@ def _print_outcome(outcome: Any) -> None:
     if outcome.detail_type is None:
         print(f"the execution ended {outcome.execution_status} without an event", file=sys.stderr)
         return
-    print(json.dumps({"source": "reportrelay", "detail-type": outcome.detail_type, "detail": outcome.detail}, indent=2))
+    print(
+        json.dumps(
+            {"source": "reportrelay", "detail-type": outcome.detail_type, "detail": outcome.detail}, indent=2
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -262,6 +262,6 @@ class SecretResolver:
     def _load_aws_secret(self, secret_id: str, field: str) -> str:
         if secret_id not in self._aws_cache:
             if self._aws_secret_loader is None:
-                raise ConfigurationError(f"{field}: AWS secrets are not available here; use {{\"env\": ...}}")
+                raise ConfigurationError(f'{field}: AWS secrets are not available here; use {{"env": ...}}')
             self._aws_cache[secret_id] = self._aws_secret_loader(secret_id)
         return self._aws_cache[secret_id]

@@ -203,7 +203,9 @@ class ProviderHttp:
         """The pause before the next attempt, or None when this call has used its budget."""
         if attempt >= self.budget.attempts:
             return None
-        pause = retry_after if retry_after is not None else self.budget.base_backoff_seconds * 2 ** (attempt - 1)
+        pause = (
+            retry_after if retry_after is not None else self.budget.base_backoff_seconds * 2 ** (attempt - 1)
+        )
         if waited + pause > self.budget.max_total_wait_seconds:
             return None
         return pause

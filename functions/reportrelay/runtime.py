@@ -97,5 +97,7 @@ class Runtime:
     @property
     def bucket(self) -> str:
         if not self.settings.bucket:
-            raise ConfigurationError("REPORTRELAY_BUCKET is not set: the fetch step has nowhere to store reports")
+            raise ConfigurationError(
+                "REPORTRELAY_BUCKET is not set: the fetch step has nowhere to store reports"
+            )
         return self.settings.bucket

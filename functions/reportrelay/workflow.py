@@ -66,8 +66,12 @@ def check(state: State, runtime: Runtime) -> State:
         status = provider.check(request, job["handle"])
     except ProviderThrottled as throttled:
         # No news is not bad news: keep the last known state and come back when the provider says.
-        status = ReportStatus(ReportState(job.get("status", "PENDING")), job.get("progress"), job.get("message"))
-        return _with_status(state, job, status, runtime, provider, now, retry_after=throttled.retry_after or 0)
+        status = ReportStatus(
+            ReportState(job.get("status", "PENDING")), job.get("progress"), job.get("message")
+        )
+        return _with_status(
+            state, job, status, runtime, provider, now, retry_after=throttled.retry_after or 0
+        )
     return _with_status(state, job, status, runtime, provider, now)
 
 
@@ -116,7 +120,9 @@ def _with_status(
     retry_after: float | None = None,
 ) -> State:
     if status.state is ReportState.FAILED:
-        raise ReportGenerationFailed(status.message or "the provider reports that generating the report failed")
+        raise ReportGenerationFailed(
+            status.message or "the provider reports that generating the report failed"
+        )
     if status.state is ReportState.CANCELLED:
         raise ReportCancelled(status.message or "the report was cancelled at the provider")
     job = {
@@ -147,7 +153,9 @@ def _abandon(request: JobRequest, job: dict[str, Any], provider: Provider, now: 
         cancelled = provider.cancel(request, job["handle"])
     except ReportRelayError as error:
         logger.warning("cancel at provider failed", extra={"job_id": job.get("job_id"), "error": error.code})
-    at_provider = "cancelled at the provider" if cancelled else "the provider offers no cancel, so it may still run"
+    at_provider = (
+        "cancelled at the provider" if cancelled else "the provider offers no cancel, so it may still run"
+    )
     raise DeadlineExceeded(
         f"the report was not ready by its deadline {job['deadline_at']} after {job.get('polls', 0)} checks; "
         f"{at_provider}"
@@ -158,20 +166,29 @@ def conclude(state: State, runtime: Runtime) -> dict[str, Any]:
     """The completion event for the job, with the job's figures recorded as metrics."""
     outcome = describe_outcome(state)
     detail = outcome["detail"]
-    metrics.add_metric(name="ReportsReady" if detail["status"] == "READY" else "ReportsFailed",
-                       unit=MetricUnit.Count, value=1)
+    metrics.add_metric(
+        name="ReportsReady" if detail["status"] == "READY" else "ReportsFailed",
+        unit=MetricUnit.Count,
+        value=1,
+    )
     if detail["object"]:
         metrics.add_metric(name="BytesFetched", unit=MetricUnit.Bytes, value=detail["object"]["size"])
     accepted_at = _parse_time((state.get("job") or {}).get("accepted_at"))
     if accepted_at:
         metrics.add_metric(name="JobDuration", unit=MetricUnit.Seconds, value=runtime.clock() - accepted_at)
-    logger.info("job concluded", extra={"job_id": detail["job_id"], "status": detail["status"],
-                                        "error_code": (detail["error"] or {}).get("code")})
+    logger.info(
+        "job concluded",
+        extra={
+            "job_id": detail["job_id"],
+            "status": detail["status"],
+            "error_code": (detail["error"] or {}).get("code"),
+        },
+    )
     return outcome
 
 
 def describe_outcome(state: State) -> dict[str, Any]:
-    """The completion event for this state: ``Report Ready``, or ``Report Failed`` when it carries an error."""
+    """The completion event: ``Report Ready``, or ``Report Failed`` when the state carries an error."""
     request = state.get("request") if isinstance(state.get("request"), dict) else {}
     job = state.get("job") or {}
     error = describe_error(state["error"]) if state.get("error") else None

@@ -101,8 +101,10 @@ def test_a_job_request_must_be_an_object():
 
 
 def test_an_output_prefix_cannot_escape_upwards():
-    with pytest.raises(BadRequest, match="request.output.key_prefix"):
-        parse_job_request({"connection": "c", "report": {}, "format": "pdf", "output": {"key_prefix": "../x/"}})
+    with pytest.raises(BadRequest, match=r"request\.output\.key_prefix"):
+        parse_job_request(
+            {"connection": "c", "report": {}, "format": "pdf", "output": {"key_prefix": "../x/"}}
+        )
 
 
 def test_format_is_case_insensitive():

@@ -58,15 +58,13 @@ class LambdaContext:
         return 900_000
 
 
-_env_lock = threading.Lock()
-
-
 def _invoke_in_process(function: LambdaFunction, event: Any) -> tuple[str, bool, str]:
-    """Replacement for moto's Docker invocation: import the handler and call it here."""
+    """Replacement for moto's Docker invocation: import the handler and call it here.
+
+    Every function shares one environment, applied to this process while LocalAws is open.
+    """
     module_name, _, attribute = function.handler.rpartition(".")
     handler = getattr(importlib.import_module(module_name), attribute)
-    with _env_lock:
-        os.environ.update(function.environment_vars or {})
     context = LambdaContext(function.function_name, function.function_arn, str(uuid.uuid4()))
     try:
         result = handler(event, context)
@@ -95,7 +93,9 @@ class LocalAws:
     bucket = "reportrelay-local-reports"
     event_bus = "reportrelay"
 
-    def __init__(self, function_environment: Mapping[str, str], definition_file: Path = STATE_MACHINE_FILE) -> None:
+    def __init__(
+        self, function_environment: Mapping[str, str], definition_file: Path = STATE_MACHINE_FILE
+    ) -> None:
         self.function_environment = {
             **function_environment,
             "REPORTRELAY_BUCKET": self.bucket,
@@ -112,7 +112,7 @@ class LocalAws:
         self._original_invoke = LambdaFunction._invoke_lambda
 
     def __enter__(self) -> LocalAws:
-        self._env = _patched_env(_FAKE_CREDENTIALS)
+        self._env = _patched_env({**_FAKE_CREDENTIALS, **self.function_environment})
         self._env.__enter__()
         self._mock.start()
         LambdaFunction._invoke_lambda = lambda function, event: _invoke_in_process(function, event)
@@ -162,7 +162,9 @@ class LocalAws:
             EventPattern=json.dumps({"source": ["reportrelay"]}),
         )
         events.put_targets(
-            Rule="all-reportrelay-events", EventBusName=self.event_bus, Targets=[{"Id": "tap", "Arn": queue_arn}]
+            Rule="all-reportrelay-events",
+            EventBusName=self.event_bus,
+            Targets=[{"Id": "tap", "Arn": queue_arn}],
         )
         definition = state_machine_definition(self.definition_file, {**arns, "EventBusName": self.event_bus})
         self.state_machine_arn = self.client("stepfunctions").create_state_machine(
@@ -181,10 +183,12 @@ class LocalAws:
         """Every event announced on the bus so far, in order of arrival at the tap queue."""
         sqs = self.client("sqs")
         with self._events_lock:
-            while messages := sqs.receive_message(QueueUrl=self._events_queue_url, MaxNumberOfMessages=10).get(
-                "Messages", []
-            ):
+            while messages := sqs.receive_message(
+                QueueUrl=self._events_queue_url, MaxNumberOfMessages=10
+            ).get("Messages", []):
                 for message in messages:
                     self._events_seen.append(json.loads(message["Body"]))
-                    sqs.delete_message(QueueUrl=self._events_queue_url, ReceiptHandle=message["ReceiptHandle"])
+                    sqs.delete_message(
+                        QueueUrl=self._events_queue_url, ReceiptHandle=message["ReceiptHandle"]
+                    )
             return list(self._events_seen)

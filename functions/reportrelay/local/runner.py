@@ -88,7 +88,8 @@ def _changed(current: Progress, last: Progress | None) -> bool:
 
 def _progress(sfn: Any, execution_arn: str, elapsed: float) -> Progress | None:
     """The latest state entered, and the job's status as the last submit or check left it."""
-    events = sfn.get_execution_history(executionArn=execution_arn, reverseOrder=True, maxResults=50)["events"]
+    events = sfn.get_execution_history(executionArn=execution_arn)["events"]
+    events.sort(key=lambda event: event["id"], reverse=True)
     entered = next((e for e in events if e["type"].endswith("StateEntered")), None)
     exited = next(
         (

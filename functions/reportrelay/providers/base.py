@@ -80,7 +80,9 @@ class Provider(ABC):
         try:
             return cls.settings_model.model_validate(connection.provider_settings)
         except ValidationError as error:
-            raise ConfigurationError(describe_validation_error(error, f"connections.{connection.name}")) from None
+            raise ConfigurationError(
+                describe_validation_error(error, f"connections.{connection.name}")
+            ) from None
 
     @classmethod
     @abstractmethod
@@ -115,7 +117,8 @@ def parse_report(model: type[BaseModel], request: JobRequest) -> Any:
 def require_format(request: JobRequest, allowed: tuple[str, ...], what: str) -> None:
     if request.format not in allowed:
         raise BadRequest(
-            f"request.format: '{request.format}' is not available for {what}; choose one of {', '.join(allowed)}"
+            f"request.format: '{request.format}' is not available for {what}; "
+            f"choose one of {', '.join(allowed)}"
         )
 
 

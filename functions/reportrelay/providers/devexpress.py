@@ -76,7 +76,9 @@ class DevExpress(Provider):
         require_format(request, DASHBOARD_FORMATS, "a DevExpress dashboard")
         image_format = report.export_options.get("format", "png")
         if request.format == "image" and image_format not in IMAGE_FORMATS:
-            raise BadRequest(f"request.report.export_options.format: choose one of {', '.join(IMAGE_FORMATS)}")
+            raise BadRequest(
+                f"request.report.export_options.format: choose one of {', '.join(IMAGE_FORMATS)}"
+            )
 
     def submit(self, request: JobRequest) -> ReportStatus:
         report = parse_report(DevExpressReport, request)
@@ -110,7 +112,9 @@ class DevExpress(Provider):
         message = None
         if state is ReportState.FAILED:
             detail = _fault_detail(body)
-            message = f"DevExpress export {handle['export_id']} ended in Fault" + (f": {detail}" if detail else "")
+            message = f"DevExpress export {handle['export_id']} ended in Fault" + (
+                f": {detail}" if detail else ""
+            )
         return ReportStatus(state, message=message)
 
     @contextmanager
@@ -145,7 +149,9 @@ class DevExpress(Provider):
     def _export_body(request: JobRequest, report: DevExpressReport) -> dict[str, Any]:
         return {
             "exportOptions": {**report.export_options, "exportFormat": request.format},
-            "documentParameters": [{"name": name, "value": value} for name, value in request.parameters.items()],
+            "documentParameters": [
+                {"name": name, "value": value} for name, value in request.parameters.items()
+            ],
         }
 
     @staticmethod
@@ -159,9 +165,8 @@ def _json(response: Any) -> Any:
     try:
         return response.json()
     except ValueError:
-        raise ProviderProtocolError(
-            f"{response.request.method} {response.request.path_url.split('?')[0]} answered with non-JSON content"
-        ) from None
+        path = response.request.path_url.split("?")[0]
+        raise ProviderProtocolError(f"{response.request.method} {path} answered with non-JSON content") from None
 
 
 def _fault_detail(body: Any) -> str | None:

@@ -1,0 +1,170 @@
+"""``reportrelay sandbox`` (serve the provider simulators) and ``reportrelay demo`` (use them end to end)."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from reportrelay.sandbox.devexpress import DevExpressSimulator
+from reportrelay.sandbox.server import Faults, Simulator, run_simulators
+
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
+SANDBOX_PASSWORD = "sandbox-password"
+
+
+@dataclass(frozen=True)
+class SandboxProvider:
+    """One simulator as the sandbox serves it: default port, example connection and request."""
+
+    key: str
+    port: int
+    connection: str
+    request_file: str
+    password_env: str
+
+    def build(self, port: int, faults: Faults, args: argparse.Namespace | None = None) -> Simulator:
+        password = os.environ.get(self.password_env, SANDBOX_PASSWORD)
+        knobs: dict[str, Any] = {}
+        if args is not None:
+            knobs = {
+                "generation_seconds": args.generation_seconds,
+                "token_lifetime_seconds": args.token_lifetime,
+                "fail_reports": args.fail,
+            }
+        return DevExpressSimulator(port=port, faults=faults, users={"api": password}, **knobs)
+
+
+SANDBOX_PROVIDERS = [
+    SandboxProvider(
+        key="devexpress",
+        port=8701,
+        connection="sandbox-devexpress",
+        request_file="devexpress-report.json",
+        password_env="SANDBOX_DEVEXPRESS_PASSWORD",
+    ),
+]
+
+
+def add_sandbox_commands(commands: Any) -> None:
+    sandbox = commands.add_parser("sandbox", help="serve the provider simulators on loopback")
+    sandbox.add_argument("--port-offset", type=int, default=0, help="add to every default port (8701...)")
+    sandbox.add_argument("--generation-seconds", type=float, default=5.0, help="time to generate a report")
+    sandbox.add_argument("--token-lifetime", type=float, default=1199, help="token lifetime in seconds")
+    sandbox.add_argument("--fail", metavar="MESSAGE", help="make every report fail with this message")
+    sandbox.add_argument("--throttle", type=int, default=0, help="answer the next N API calls with 429")
+    sandbox.add_argument("--retry-after", type=int, default=1, help="Retry-After seconds sent with a 429")
+    sandbox.add_argument("--break-downloads", type=int, default=0, help="cut the next N downloads half-way")
+    sandbox.set_defaults(command=command_sandbox)
+
+    demo = commands.add_parser("demo", help="start the sandbox and fetch a report from each simulator")
+    demo.add_argument("--out", type=Path, default=Path("out/demo"), help="folder for the fetched files")
+    demo.set_defaults(command=command_demo)
+
+
+def command_sandbox(args: argparse.Namespace) -> int:
+    simulators = []
+    for provider in SANDBOX_PROVIDERS:
+        faults = Faults(
+            throttle_next=args.throttle,
+            throttle_retry_after=args.retry_after,
+            break_downloads_next=args.break_downloads,
+        )
+        simulators.append(provider.build(provider.port + args.port_offset, faults, args))
+
+    def announce(name: str, base_url: str) -> None:
+        print(f"{name:<16} {base_url}", flush=True)
+
+    print(
+        "reportrelay sandbox: simulators on loopback (Ctrl-C to stop); user 'api', password "
+        f"'{SANDBOX_PASSWORD}' unless set in the environment",
+        flush=True,
+    )
+    run_simulators(simulators, announce=announce)
+    return 0
+
+
+def command_demo(args: argparse.Namespace) -> int:
+    """Serve every simulator, then run each example request through ``reportrelay run``."""
+    out_dir: Path = args.out
+    out_dir.mkdir(parents=True, exist_ok=True)
+    connections = json.loads((EXAMPLES / "connections.json").read_text(encoding="utf-8"))
+    environment = dict(os.environ)
+    simulators: dict[str, Simulator] = {}
+    try:
+        for provider in SANDBOX_PROVIDERS:
+            environment.setdefault(provider.password_env, SANDBOX_PASSWORD)
+            os.environ.setdefault(provider.password_env, SANDBOX_PASSWORD)
+            simulator = provider.build(0, Faults()).start()
+            simulators[provider.key] = simulator
+            connections["connections"][provider.connection]["base_url"] = simulator.base_url
+        with tempfile.TemporaryDirectory(prefix="reportrelay-demo-") as scratch:
+            connections_file = Path(scratch) / "connections.json"
+            connections_file.write_text(json.dumps(connections, indent=2), encoding="utf-8")
+            results = [
+                _run_example(provider, simulators[provider.key], connections_file, out_dir, environment)
+                for provider in SANDBOX_PROVIDERS
+            ]
+    finally:
+        for simulator in simulators.values():
+            simulator.stop()
+    print()
+    for line in results:
+        print(line.text)
+    return 0 if all(line.ok for line in results) else 1
+
+
+@dataclass(frozen=True)
+class DemoLine:
+    ok: bool
+    text: str
+
+
+def _run_example(
+    provider: SandboxProvider,
+    simulator: Simulator,
+    connections_file: Path,
+    out_dir: Path,
+    env: dict[str, str],
+) -> DemoLine:
+    command = [
+        sys.executable, "-m", "reportrelay.cli", "run",
+        "--connections", str(connections_file),
+        "--request", str(EXAMPLES / provider.request_file),
+        "--out", str(out_dir / provider.key),
+    ]  # fmt: skip
+    print(
+        f"$ reportrelay run --connections <sandbox> --request examples/{provider.request_file} "
+        f"--out {out_dir / provider.key}",
+        flush=True,
+    )
+    started = time.monotonic()
+    finished = subprocess.run(command, env=env, stdout=subprocess.PIPE, text=True, check=False)
+    seconds = time.monotonic() - started
+    print(finished.stdout, flush=True)
+    try:
+        event = json.loads(finished.stdout)
+        detail = event["detail"]
+    except (json.JSONDecodeError, KeyError):
+        return DemoLine(False, f"{provider.key:<16} ERROR   exit {finished.returncode}, no completion event")
+    if detail["status"] != "READY":
+        error = detail["error"]
+        return DemoLine(False, f"{provider.key:<16} FAILED  {error['code']}: {error['message']}")
+    stored = detail["object"]
+    local_file = out_dir / provider.key / stored["filename"]
+    local_sha = hashlib.sha256(local_file.read_bytes()).hexdigest()
+    matches = local_sha == stored["sha256"] and local_sha in simulator.served.values()
+    verdict = "matches the simulator" if matches else "DOES NOT MATCH the simulator"
+    return DemoLine(
+        matches,
+        f"{provider.key:<16} READY   {local_file}  {stored['size']:,} bytes  sha256 {local_sha[:16]}… "
+        f"({verdict})  {seconds:.1f}s  polls={detail['polls']}",
+    )

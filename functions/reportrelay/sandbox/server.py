@@ -1,0 +1,484 @@
+"""The shared base of every provider simulator: routing, the request log, fault knobs and file answers.
+
+A simulator is a subclass of ``Simulator`` that declares its endpoints with ``@route`` and answers with
+the helpers below. The bad-day behaviour every real provider shows (429, 503, slow answers, downloads
+cut half-way) is applied here, once, so a subclass only marks which routes are sign-in calls and which
+are downloads, and its own code reads like the vendor document it imitates.
+
+Standard library only: the simulators run in tests, in the demo and next to the local runner.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import json
+import random
+import re
+import signal
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, NamedTuple, Self, TypeVar
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
+
+JSON_CONTENT_TYPE = "application/json; charset=utf-8"
+
+
+# --------------------------------------------------------------------------------------------------
+# Fault knobs
+
+
+@dataclass
+class Faults:
+    """Bad-day behaviour shared by every simulator, changeable while it runs.
+
+    The counters count down: ``throttle_next = 2`` makes the next two API requests answer 429, then
+    the simulator behaves again. When several are set, a request is delayed by ``slow_seconds``, then
+    throttled, then refused with 503, in that order. Sign-in routes are spared unless
+    ``include_sign_in`` is set, so a throttling test does not also become an authentication test.
+    """
+
+    throttle_next: int = 0
+    throttle_retry_after: int | None = 1  # seconds sent in Retry-After; None sends a 429 without it
+    server_errors_next: int = 0  # the next N API requests answer 503
+    break_downloads_next: int = 0  # the next N successful downloads are cut half-way
+    slow_seconds: float = 0.0  # delay before answering each API request
+    include_sign_in: bool = False  # apply throttle / 503 / slow to sign-in routes too
+
+
+# --------------------------------------------------------------------------------------------------
+# Requests, responses and errors
+
+
+@dataclass
+class Request:
+    """What a route handler sees: the parsed request, with header names in lower case."""
+
+    method: str
+    path: str
+    raw_query: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: bytes
+    params: dict[str, str] = field(default_factory=dict)
+
+    def header(self, name: str, default: str | None = None) -> str | None:
+        return self.headers.get(name.lower(), default)
+
+    def json(self) -> Any:
+        """The body as JSON; a missing or malformed body is the client's fault, so it answers 400."""
+        if not self.body:
+            raise HttpError(400, "the request has no body; a JSON body is required")
+        try:
+            return json.loads(self.body)
+        except ValueError:
+            raise HttpError(400, "the request body is not valid JSON") from None
+
+    def form(self) -> dict[str, str]:
+        """The body as ``application/x-www-form-urlencoded`` fields (blank values kept)."""
+        return dict(parse_qsl(self.body.decode("utf-8", "replace"), keep_blank_values=True))
+
+
+@dataclass
+class Response:
+    """A complete answer. ``broken`` sends the full Content-Length but only half the body."""
+
+    status: int
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+    broken: bool = False
+
+
+class HttpError(Exception):
+    """Raised by a handler to answer an error; the simulator shapes the body in its vendor's style."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+
+
+class LoggedRequest(NamedTuple):
+    """One request as the simulator saw it. Bodies are never kept: they may carry passwords."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(status, json.dumps(data).encode(), {"Content-Type": JSON_CONTENT_TYPE, **(headers or {})})
+
+
+def empty_response(status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """An answer without a body, for vendors whose calls return nothing useful."""
+    return Response(status, b"", dict(headers or {}))
+
+
+def file_response(content: bytes, content_type: str, filename: str, status: int = 200) -> Response:
+    """A downloadable file: Content-Type, an attachment Content-Disposition and (when sent) Content-Length."""
+    headers = {"Content-Type": content_type, "Content-Disposition": _attachment(filename)}
+    return Response(status, content, headers)
+
+
+def broken(response: Response) -> Response:
+    """The same answer, but the connection is cut after half the body."""
+    return replace(response, broken=True)
+
+
+def _attachment(filename: str) -> str:
+    if filename.isascii():
+        return f'attachment; filename="{filename}"'
+    fallback = filename.encode("ascii", "replace").decode().replace("?", "_")
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename)}"
+
+
+# --------------------------------------------------------------------------------------------------
+# Deterministic report content
+
+
+def deterministic_bytes(seed: str, size: int, prefix: bytes = b"") -> bytes:
+    """``size`` bytes that are always the same for the same seed, so a stored copy can be checked."""
+    if size <= len(prefix):
+        return prefix[:size]
+    return prefix + random.Random(seed).randbytes(size - len(prefix))
+
+
+def sha256_hex(content: bytes) -> str:
+    return hashlib.sha256(content).hexdigest()
+
+
+# --------------------------------------------------------------------------------------------------
+# Routes
+
+
+@dataclass(frozen=True)
+class Route:
+    """One endpoint: a method and a path pattern with ``{name}`` placeholders, bound to a handler."""
+
+    method: str
+    pattern: str
+    handler: str
+    download: bool = False
+    sign_in: bool = False
+
+    def match(self, path: str) -> dict[str, str] | None:
+        found = _pattern_regex(self.pattern).fullmatch(path)
+        return {name: unquote(value) for name, value in found.groupdict().items()} if found else None
+
+
+@functools.lru_cache(maxsize=256)
+def _pattern_regex(pattern: str) -> re.Pattern[str]:
+    parts = re.split(r"\{(\w+)\}", pattern)
+    # re.split alternates literal text and placeholder names.
+    regex = "".join(re.escape(part) if i % 2 == 0 else f"(?P<{part}>[^/]+)" for i, part in enumerate(parts))
+    return re.compile(regex)
+
+
+Handler = TypeVar("Handler", bound=Callable[..., Response])
+_ROUTES_ATTRIBUTE = "_sandbox_routes"
+
+
+def route(
+    method: str, pattern: str, *, download: bool = False, sign_in: bool = False
+) -> Callable[[Handler], Handler]:
+    """Declare a handler method ``(self, request: Request) -> Response`` for one endpoint.
+
+    ``download`` routes are the ones ``Faults.break_downloads_next`` cuts; ``sign_in`` routes are spared
+    the other faults unless ``Faults.include_sign_in`` is set.
+    """
+
+    def mark(handler: Handler) -> Handler:
+        marks = handler.__dict__.setdefault(_ROUTES_ATTRIBUTE, [])
+        marks.append((method.upper(), pattern, download, sign_in))
+        return handler
+
+    return mark
+
+
+# --------------------------------------------------------------------------------------------------
+# The simulator
+
+
+class Simulator:
+    """An HTTP server on 127.0.0.1 imitating one provider, started in a daemon thread.
+
+    Use it as a context manager (``with DevExpressSimulator() as sim: sim.base_url``) or call
+    ``start()`` / ``stop()``. Everything tests read or change (``faults``, ``served``, the request log,
+    a subclass's knobs) may be touched from another thread while it runs.
+    """
+
+    name = "simulator"
+    #: Headers copied into the request log (only those present). Subclasses add their own.
+    logged_headers: tuple[str, ...] = ("Authorization", "Content-Type", "Accept")
+
+    def __init__(self, *, port: int = 0, faults: Faults | None = None) -> None:
+        self.port = port
+        self.faults = faults if faults is not None else Faults()
+        #: id or filename -> SHA-256 hex of the content served under it.
+        self.served: dict[str, str] = {}
+        #: Guards the log, the fault counters and any state a subclass keeps.
+        self.lock = threading.RLock()
+        self._log: list[LoggedRequest] = []
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self._routes = self._collect_routes()
+
+    # ---- lifecycle
+
+    def start(self) -> Self:
+        if self._server is not None:
+            return self
+        server = _Server(("127.0.0.1", self.port), _RequestHandler)
+        server.simulator = self
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"{self.name}-simulator",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        server, thread = self._server, self._thread
+        self._server = self._thread = None
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        if thread is not None:
+            thread.join(timeout=5)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def base_url(self) -> str:
+        if self._server is None:
+            raise RuntimeError(f"the {self.name} simulator is not running; call start() first")
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    # ---- the request log
+
+    @property
+    def request_log(self) -> list[LoggedRequest]:
+        """A snapshot of every request received so far, in arrival order."""
+        with self.lock:
+            return list(self._log)
+
+    def calls(self, method: str | None = None, pattern: str | None = None) -> list[LoggedRequest]:
+        """Logged requests with this method and/or a path matching a ``{name}`` pattern."""
+        regex = _pattern_regex(pattern) if pattern is not None else None
+        return [
+            entry
+            for entry in self.request_log
+            if (method is None or entry.method == method.upper())
+            and (regex is None or regex.fullmatch(entry.path))
+        ]
+
+    def clear_log(self) -> None:
+        with self.lock:
+            self._log.clear()
+
+    # ---- helpers for subclasses
+
+    def record_served(self, key: str, content: bytes) -> str:
+        """Remember what was served under ``key`` so a stored copy can be compared; returns the SHA-256."""
+        digest = sha256_hex(content)
+        with self.lock:
+            self.served[key] = digest
+        return digest
+
+    def error_body(self, status: int, message: str) -> Any:
+        """The JSON body of an error answer. Subclasses override it to match their vendor's shape."""
+        return {"status": status, "message": message}
+
+    def error(self, status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+        return json_response(self.error_body(status, message), status, headers)
+
+    # ---- dispatch (called from the server's handler threads)
+
+    def _collect_routes(self) -> list[Route]:
+        routes = []
+        for attribute in dir(type(self)):
+            marks = getattr(getattr(type(self), attribute), _ROUTES_ATTRIBUTE, [])
+            for method, pattern, download, sign_in in marks:
+                routes.append(Route(method, pattern, attribute, download=download, sign_in=sign_in))
+        # Literal paths before patterns with placeholders, so /export/status is not read as /{id}/status.
+        return sorted(routes, key=lambda r: r.pattern.count("{"))
+
+    def _take(self, counter: str) -> bool:
+        """Use up one unit of a fault counter; True when this request is the one to fail."""
+        with self.lock:
+            remaining = getattr(self.faults, counter)
+            if remaining <= 0:
+                return False
+            setattr(self.faults, counter, remaining - 1)
+            return True
+
+    def _record(self, request: Request) -> None:
+        wanted = {name.lower(): name for name in self.logged_headers}
+        headers = {wanted[key]: value for key, value in request.headers.items() if key in wanted}
+        with self.lock:
+            self._log.append(LoggedRequest(request.method, request.path, dict(request.query), headers))
+
+    def _respond(self, request: Request) -> Response:
+        """Route the request, apply the fault knobs and run the handler; never raises."""
+        self._record(request)
+        allowed = []
+        for candidate in self._routes:
+            params = candidate.match(request.path)
+            if params is None:
+                continue
+            if candidate.method != request.method:
+                allowed.append(candidate.method)
+                continue
+            request.params = params
+            return self._run(candidate, request)
+        if allowed:
+            return self.error(405, f"{request.method} is not allowed here", {"Allow": ", ".join(allowed)})
+        return self.error(404, f"no such endpoint: {request.method} {request.path}")
+
+    def _run(self, chosen: Route, request: Request) -> Response:
+        faults = self.faults
+        if not chosen.sign_in or faults.include_sign_in:
+            if faults.slow_seconds > 0:
+                time.sleep(faults.slow_seconds)
+            if self._take("throttle_next"):
+                retry_after = faults.throttle_retry_after
+                headers = {"Retry-After": str(int(retry_after))} if retry_after is not None else {}
+                return self.error(429, "Too many requests; slow down", headers)
+            if self._take("server_errors_next"):
+                return self.error(503, "Service temporarily unavailable")
+        try:
+            response: Response = getattr(self, chosen.handler)(request)
+        except HttpError as failure:
+            return self.error(failure.status, failure.message, failure.headers)
+        except Exception as bug:  # a simulator bug should show up in the test, not hang it
+            return self.error(500, f"simulator error in {chosen.handler}: {bug!r}")
+        if chosen.download and response.status == 200 and self._take("break_downloads_next"):
+            return broken(response)
+        return response
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    simulator: Simulator
+
+
+class _RequestHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, like the real services; every answer has a Content-Length
+    server: _Server
+    timeout = 30  # idle keep-alive connections end, so no handler thread lingers long after stop()
+
+    def do_GET(self) -> None:
+        self._handle()
+
+    do_POST = do_PUT = do_PATCH = do_DELETE = do_GET
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: tests read the request log instead of stderr."""
+
+    def _handle(self) -> None:
+        split = urlsplit(self.path)
+        request = Request(
+            method=self.command.upper(),
+            path=split.path,
+            raw_query=split.query,
+            query=dict(parse_qsl(split.query, keep_blank_values=True)),
+            headers={key.lower(): value for key, value in self.headers.items()},
+            body=self._read_body(),
+        )
+        self._send(self.server.simulator._respond(request))
+
+    def _read_body(self) -> bytes:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            chunks = []
+            while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                pass  # trailers
+            return b"".join(chunks)
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length > 0 else b""
+
+    def _send(self, response: Response) -> None:
+        self.send_response(response.status)
+        for name, value in response.headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(response.body)))
+        self.end_headers()
+        if not response.broken:
+            self.wfile.write(response.body)
+            return
+        self.wfile.write(response.body[: len(response.body) // 2])
+        self._cut_connection()
+
+    def _cut_connection(self) -> None:
+        """End the connection mid-body, as a failing proxy or server would.
+
+        Half-close first and give the client a moment to read what was sent, so it reliably sees a
+        truncated body rather than a reset that may discard the headers; then reset the connection.
+        """
+        self.close_connection = True
+        connection = self.connection
+        try:
+            connection.shutdown(socket.SHUT_WR)
+            connection.settimeout(2.0)
+            while connection.recv(65536):
+                pass
+        except OSError:
+            pass
+        with contextlib.suppress(OSError):
+            connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+# --------------------------------------------------------------------------------------------------
+# Command-line entry
+
+
+def run_simulators(
+    simulators: Iterable[Simulator],
+    *,
+    announce: Callable[[str, str], None],
+    until: threading.Event | None = None,
+) -> None:
+    """Start every simulator, announce ``(name, base_url)`` for each, and serve until Ctrl-C or SIGTERM.
+
+    ``until`` lets a caller (or a test) stop the loop without a signal.
+    """
+    stop = until if until is not None else threading.Event()
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous: Any = None
+    if in_main_thread:
+        previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    started: list[Simulator] = []
+    try:
+        for simulator in simulators:
+            simulator.start()
+            started.append(simulator)
+            announce(simulator.name, simulator.base_url)
+        while not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for simulator in reversed(started):
+            simulator.stop()
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)

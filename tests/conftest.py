@@ -1,0 +1,58 @@
+"""Fixtures shared by every test tier: simulators over real HTTP, emulated AWS, connection files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from reportrelay.auth import forget_cached_tokens
+from reportrelay.local.aws import LocalAws
+from reportrelay.sandbox.devexpress import DevExpressSimulator
+
+DX_PASSWORD = "dx-Secret-Passw0rd-1f9c"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_token_cache():
+    forget_cached_tokens()
+    yield
+    forget_cached_tokens()
+
+
+@pytest.fixture
+def devexpress_sim():
+    with DevExpressSimulator(users={"api": DX_PASSWORD}, generation_seconds=0.5) as simulator:
+        yield simulator
+
+
+def write_connections(directory: Path, connections: dict) -> Path:
+    path = directory / "connections.json"
+    path.write_text(json.dumps({"connections": connections}), encoding="utf-8")
+    return path
+
+
+def devexpress_connection(base_url: str, **overrides) -> dict:
+    body = {
+        "provider": "devexpress",
+        "base_url": base_url,
+        "auth": {"type": "oauth_password", "username": "api", "password": {"env": "TEST_DX_PASSWORD"}},
+        "poll": {"initial_seconds": 1, "max_seconds": 2},
+    }
+    body.update(overrides)
+    return body
+
+
+@pytest.fixture
+def dx_connections(tmp_path, devexpress_sim, monkeypatch) -> Path:
+    monkeypatch.setenv("TEST_DX_PASSWORD", DX_PASSWORD)
+    return write_connections(tmp_path, {"dx": devexpress_connection(devexpress_sim.base_url)})
+
+
+@pytest.fixture
+def local_aws(dx_connections):
+    with LocalAws(
+        {"REPORTRELAY_CONNECTIONS_FILE": str(dx_connections), "POWERTOOLS_LOG_LEVEL": "WARNING"}
+    ) as aws:
+        yield aws

@@ -1,0 +1,334 @@
+"""Streaming a report into S3: the whole, verified file is stored, or nothing is."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Iterator
+
+import boto3
+import pytest
+import requests
+import urllib3.exceptions
+from botocore.exceptions import ClientError
+from moto import mock_aws
+
+from reportrelay.errors import DownloadInterrupted
+from reportrelay.transfer import StoredObject, stream_to_s3
+
+BUCKET = "reportrelay-test-reports"
+KEY = "reports/job-1/report.pdf"
+MiB = 1024 * 1024
+PART = 5 * MiB  # the smallest part S3 (and moto) accepts for every part but the last
+
+
+@pytest.fixture
+def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
+    """A moto S3 with one empty bucket, and fake credentials so nothing can reach real AWS."""
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    with mock_aws():
+        client = boto3.client("s3", region_name="us-east-1")
+        client.create_bucket(Bucket=BUCKET)
+        yield client
+
+
+def random_bytes(size: int, seed: int = 1) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+def in_chunks(data: bytes, *sizes: int) -> Iterator[bytes]:
+    """``data`` cut into chunks of the given sizes (the last size repeats until the data runs out)."""
+    position, index = 0, 0
+    while position < len(data):
+        size = sizes[min(index, len(sizes) - 1)]
+        yield data[position : position + size]
+        position += size
+        index += 1
+
+
+def breaking_after(data: bytes, error: BaseException, chunk_size: int = MiB) -> Iterator[bytes]:
+    """Yields ``data`` and then, instead of ending, raises ``error`` like a dropped connection."""
+    yield from in_chunks(data, chunk_size)
+    raise error
+
+
+def store(s3, chunks, **options) -> StoredObject:
+    arguments = {
+        "s3_client": s3,
+        "bucket": BUCKET,
+        "key": KEY,
+        "content_type": "application/pdf",
+        "filename": "report.pdf",
+        "part_size": PART,
+    }
+    return stream_to_s3(chunks, **{**arguments, **options})
+
+
+def stored_bytes(s3) -> bytes:
+    return s3.get_object(Bucket=BUCKET, Key=KEY)["Body"].read()
+
+
+def tags(s3) -> dict[str, str]:
+    return {tag["Key"]: tag["Value"] for tag in s3.get_object_tagging(Bucket=BUCKET, Key=KEY)["TagSet"]}
+
+
+def assert_nothing_stored(s3) -> None:
+    assert s3.list_objects_v2(Bucket=BUCKET)["KeyCount"] == 0
+    assert s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
+
+
+def counting_part_uploads(s3, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Records the size of every part the code under test uploads."""
+    sizes: list[int] = []
+    upload_part = s3.upload_part
+
+    def spy(**kwargs):
+        sizes.append(len(kwargs["Body"]))
+        return upload_part(**kwargs)
+
+    monkeypatch.setattr(s3, "upload_part", spy)
+    return sizes
+
+
+def test_a_multi_part_file_is_stored_byte_identical_with_size_checksum_tag_and_content_type(s3, monkeypatch):
+    # given an 11 MiB report arriving in 1 MiB chunks, with 5 MiB parts
+    data = random_bytes(11 * MiB)
+    part_sizes = counting_part_uploads(s3, monkeypatch)
+    # when it is streamed into S3
+    stored = store(s3, in_chunks(data, MiB), expected_size=len(data))
+    # then the object holds exactly those bytes, uploaded as three parts
+    assert stored_bytes(s3) == data
+    assert part_sizes == [PART, PART, MiB]
+    # and the result, the tag and the headers describe it
+    digest = hashlib.sha256(data).hexdigest()
+    assert stored == StoredObject(BUCKET, KEY, len(data), digest, "application/pdf", "report.pdf")
+    assert tags(s3) == {"sha256": digest}
+    head = s3.head_object(Bucket=BUCKET, Key=KEY)
+    assert head["ContentLength"] == len(data)
+    assert head["ContentType"] == "application/pdf"
+    assert head["ContentDisposition"] == 'attachment; filename="report.pdf"'
+
+
+def test_a_file_of_exactly_whole_parts_gets_no_empty_trailing_part(s3, monkeypatch):
+    # given a report of exactly two parts
+    data = random_bytes(2 * PART)
+    part_sizes = counting_part_uploads(s3, monkeypatch)
+    # when it is streamed into S3
+    store(s3, in_chunks(data, 3 * MiB))
+    # then it is uploaded as exactly those two parts
+    assert part_sizes == [PART, PART]
+    assert stored_bytes(s3) == data
+
+
+def test_an_empty_stream_is_stored_as_an_empty_object(s3):
+    # given a report with no bytes at all (and a provider that says so)
+    # when it is streamed into S3
+    stored = store(s3, iter([]), expected_size=0)
+    # then an empty object exists, tagged with the SHA-256 of nothing
+    empty_digest = hashlib.sha256(b"").hexdigest()
+    assert stored_bytes(s3) == b""
+    assert (stored.size, stored.sha256) == (0, empty_digest)
+    assert tags(s3) == {"sha256": empty_digest}
+    assert s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
+
+
+def test_irregular_chunk_sizes_are_reassembled_exactly(s3):
+    # given chunks of awkward sizes that straddle the part boundaries, including empty ones
+    data = random_bytes(11 * MiB + 17)
+    sizes = [1, 7 * MiB, 3, 0, PART - 5, 2 * MiB + 1, 0, 9]
+    chunks, position = [], 0
+    for size in sizes:
+        chunks.append(data[position : position + size])
+        position += size
+    chunks.append(data[position:])
+    # when they are streamed into S3
+    stored = store(s3, iter(chunks))
+    # then the object is the original bytes
+    assert stored_bytes(s3) == data
+    assert stored.size == len(data)
+    assert stored.sha256 == hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        requests.exceptions.ChunkedEncodingError("Connection broken: IncompleteRead(0 bytes read)"),
+        requests.exceptions.ConnectionError("Connection aborted."),
+        urllib3.exceptions.ProtocolError("Connection broken: InvalidChunkLength"),
+        ConnectionResetError(104, "Connection reset by peer"),
+    ],
+    ids=lambda error: type(error).__name__,
+)
+def test_a_download_that_breaks_off_half_way_stores_nothing(s3, error):
+    # given a 6 MiB download (more than one part already uploaded) whose connection then breaks
+    chunks = breaking_after(random_bytes(6 * MiB), error)
+    # when it is streamed into S3
+    with pytest.raises(DownloadInterrupted) as raised:
+        store(s3, chunks, expected_size=10 * MiB)
+    # then a retryable DownloadInterrupted says how far it got, caused by the network error
+    assert str(raised.value).startswith(f"download broke off after {6 * MiB} bytes: {type(error).__name__}")
+    assert str(raised.value).endswith("; nothing was stored")
+    assert raised.value.__cause__ is error
+    assert raised.value.retryable
+    # and there is no object and no open multipart upload
+    assert_nothing_stored(s3)
+
+
+def test_the_reason_for_a_broken_download_leaves_out_urls(s3):
+    # given a connection error whose message names the URL, with its query string
+    error = requests.exceptions.ConnectionError(
+        "HTTPSConnectionPool(host='reports.example', port=443): Read timed out. "
+        "(read timeout=30) url: /export?token=SECRET"
+    )
+    # when the download breaks with it
+    with pytest.raises(DownloadInterrupted) as raised:
+        store(s3, breaking_after(b"abc", error))
+    # then the message keeps the reason but not the query string
+    assert "Read timed out" in str(raised.value)
+    assert "SECRET" not in str(raised.value)
+    assert_nothing_stored(s3)
+
+
+def test_fewer_bytes_than_announced_store_nothing(s3):
+    # given a provider that announced 8 MiB but whose stream ends cleanly after 6 MiB
+    chunks = in_chunks(random_bytes(6 * MiB), MiB)
+    # when it is streamed into S3
+    with pytest.raises(DownloadInterrupted, match=f"download ended after {6 * MiB} of {8 * MiB} bytes"):
+        store(s3, chunks, expected_size=8 * MiB)
+    # then there is no object and no open multipart upload
+    assert_nothing_stored(s3)
+
+
+def test_more_bytes_than_announced_store_nothing_and_stop_reading(s3):
+    # given a provider that announced 1 MiB but keeps sending
+    sent = []
+
+    def endless() -> Iterator[bytes]:
+        while True:
+            sent.append(MiB)
+            yield bytes(MiB)
+
+    # when it is streamed into S3
+    with pytest.raises(DownloadInterrupted, match="more than the announced"):
+        store(s3, endless(), expected_size=MiB)
+    # then reading stopped at the first surplus chunk, and nothing is stored
+    assert len(sent) == 2
+    assert_nothing_stored(s3)
+
+
+def test_a_checksum_that_does_not_match_stores_nothing(s3):
+    # given a provider that announced the SHA-256 of different bytes
+    data = random_bytes(MiB)
+    announced = hashlib.sha256(b"something else").hexdigest()
+    # when the download is streamed into S3
+    with pytest.raises(DownloadInterrupted, match="SHA-256"):
+        store(s3, in_chunks(data, 4096), expected_size=len(data), expected_sha256=announced)
+    # then nothing is stored
+    assert_nothing_stored(s3)
+
+
+def test_a_matching_checksum_is_accepted_in_any_case(s3):
+    # given a provider that announced the right SHA-256 in upper case
+    data = random_bytes(1000)
+    announced = hashlib.sha256(data).hexdigest().upper()
+    # when the download is streamed into S3
+    stored = store(s3, iter([data]), expected_sha256=announced)
+    # then it is stored
+    assert stored.sha256 == announced.lower()
+    assert stored_bytes(s3) == data
+
+
+def test_an_s3_failure_during_a_part_upload_propagates_and_aborts_the_upload(s3, monkeypatch):
+    # given an S3 that fails the second part
+    upload_part = s3.upload_part
+    failure = ClientError(
+        {"Error": {"Code": "InternalError", "Message": "We encountered an error"}}, "UploadPart"
+    )
+
+    def flaky_upload_part(**kwargs):
+        if kwargs["PartNumber"] == 2:
+            raise failure
+        return upload_part(**kwargs)
+
+    monkeypatch.setattr(s3, "upload_part", flaky_upload_part)
+    # when an 11 MiB report is streamed into S3
+    with pytest.raises(ClientError) as raised:
+        store(s3, in_chunks(random_bytes(11 * MiB), MiB))
+    # then S3's own error reaches the caller, unwrapped, and the upload was aborted
+    assert raised.value is failure
+    assert_nothing_stored(s3)
+
+
+def test_an_error_that_is_not_a_network_error_propagates_unchanged(s3):
+    # given a stream that fails with a programming error
+    failure = ValueError("decoder bug")
+    # when it is streamed into S3
+    with pytest.raises(ValueError) as raised:
+        store(s3, breaking_after(random_bytes(100), failure))
+    # then that very error reaches the caller, and nothing is stored
+    assert raised.value is failure
+    assert_nothing_stored(s3)
+
+
+def test_a_failed_abort_does_not_hide_the_original_error(s3, monkeypatch):
+    # given a broken download and an S3 that also refuses the abort
+    def failing_abort(**kwargs):
+        raise ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}}, "AbortMultipartUpload")
+
+    monkeypatch.setattr(s3, "abort_multipart_upload", failing_abort)
+    # when it is streamed into S3
+    # then the caller still learns that the download broke off
+    with pytest.raises(DownloadInterrupted, match="broke off after 3 bytes"):
+        store(s3, breaking_after(b"abc", requests.exceptions.ChunkedEncodingError("broken")))
+
+
+def test_an_object_whose_checksum_tag_cannot_be_set_is_deleted(s3, monkeypatch):
+    # given an S3 that completes the upload but refuses the tag
+    failure = ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}}, "PutObjectTagging")
+
+    def failing_tagging(**kwargs):
+        raise failure
+
+    monkeypatch.setattr(s3, "put_object_tagging", failing_tagging)
+    # when a report is streamed into S3
+    with pytest.raises(ClientError) as raised:
+        store(s3, iter([b"report"]))
+    # then the error reaches the caller and the untagged object is gone
+    assert raised.value is failure
+    assert_nothing_stored(s3)
+
+
+def test_a_non_ascii_file_name_is_offered_exactly_with_an_ascii_fallback(s3):
+    # given a file name with accents, a non-Latin script, a quote and a percent sign
+    filename = 'Umsätze "Q1" 100% 报告.xlsx'
+    # when a report with that name is streamed into S3
+    store(s3, iter([b"x"]), filename=filename)
+    # then the header is ASCII, with an approximate filename and the exact name in filename*
+    disposition = s3.head_object(Bucket=BUCKET, Key=KEY)["ContentDisposition"]
+    assert disposition == (
+        'attachment; filename="Umsatze _Q1_ 100_ __.xlsx"; '
+        "filename*=UTF-8''Ums%C3%A4tze%20%22Q1%22%20100%25%20%E6%8A%A5%E5%91%8A.xlsx"
+    )
+
+
+def test_the_stored_object_is_described_by_a_plain_dict():
+    # given a stored object
+    stored = StoredObject("bucket", "key", 3, "ab" * 32, "text/csv", "a.csv")
+    # when it is turned into workflow state
+    # then it is a plain dict with exactly its fields
+    assert stored.to_dict() == {
+        "bucket": "bucket",
+        "key": "key",
+        "size": 3,
+        "sha256": "ab" * 32,
+        "content_type": "text/csv",
+        "filename": "a.csv",
+    }

@@ -1,0 +1,204 @@
+"""DevExpress jobs executed through statemachines/report.asl.json on moto, against the simulator over HTTP."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+
+from reportrelay.local.runner import run_job
+from tests.conftest import DX_PASSWORD
+
+
+def report_request(**overrides):
+    request = {
+        "connection": "dx",
+        "report": {"document_id": 10},
+        "format": "pdf",
+        "parameters": {"Year": 2025},
+    }
+    request.update(overrides)
+    return request
+
+
+def stored_bytes(aws, detail):
+    stored = detail["object"]
+    return aws.client("s3").get_object(Bucket=stored["bucket"], Key=stored["key"])["Body"].read()
+
+
+def open_uploads(aws):
+    return aws.client("s3").list_multipart_uploads(Bucket=aws.bucket).get("Uploads", [])
+
+
+def history_text(aws, execution_arn):
+    return json.dumps(
+        aws.client("stepfunctions").get_execution_history(executionArn=execution_arn), default=str
+    )
+
+
+def test_a_report_export_is_queued_polled_fetched_and_announced(local_aws, devexpress_sim, tmp_path):
+    # given a report that takes half a second to generate
+    # when the job runs through the state machine
+    outcome = run_job(local_aws, report_request(output={"key_prefix": "finance/"}), out_dir=tmp_path / "out")
+    # then the Report Ready event describes the stored object
+    assert outcome.detail_type == "Report Ready"
+    detail = outcome.detail
+    assert detail["status"] == "READY" and detail["error"] is None
+    assert detail["provider"] == "devexpress" and detail["connection"] == "dx"
+    assert detail["polls"] >= 1
+    (export_id,) = devexpress_sim.exports
+    stored = detail["object"]
+    assert stored["key"] == f"finance/{detail['job_id']}/Sales.pdf"
+    assert stored["content_type"] == "application/pdf"
+    # and the bytes in S3 and in the output folder are exactly what the simulator served
+    content = stored_bytes(local_aws, detail)
+    assert hashlib.sha256(content).hexdigest() == stored["sha256"] == devexpress_sim.served[export_id]
+    assert outcome.local_file.read_bytes() == content
+    tags = local_aws.client("s3").get_object_tagging(Bucket=stored["bucket"], Key=stored["key"])["TagSet"]
+    assert {"Key": "sha256", "Value": stored["sha256"]} in tags
+    # and the report parameters reached the provider
+    assert devexpress_sim.exports[export_id]["parameters"] == [{"name": "Year", "value": 2025}] or (
+        devexpress_sim.exports[export_id]["parameters"] == {"Year": 2025}
+    )
+    # and the execution output is the event detail
+    assert outcome.execution_status == "SUCCEEDED"
+
+
+def test_a_dashboard_export_answers_with_the_file_and_needs_no_polling(local_aws, devexpress_sim):
+    # given a dashboard, which DevExpress exports synchronously
+    request = report_request(report={"dashboard_id": 20, "export_options": {"format": "png"}}, format="image")
+    # when the job runs
+    outcome = run_job(local_aws, request)
+    # then the image is stored and no status was ever polled
+    assert outcome.detail_type == "Report Ready", outcome.detail
+    assert outcome.detail["object"]["filename"] == "Operations.png"
+    assert outcome.detail["object"]["content_type"] == "image/png"
+    assert outcome.detail["object"]["sha256"] == devexpress_sim.served_last_dashboard
+    assert outcome.detail["polls"] == 0
+    assert devexpress_sim.calls("GET", "/api/documents/export/status/{id}") == []
+
+
+def test_a_provider_fault_fails_the_job_with_the_providers_message(local_aws, devexpress_sim):
+    # given a server whose exports end in Fault
+    devexpress_sim.fail_reports = "Parameter 'Year' is out of range"
+    # when the job runs
+    outcome = run_job(local_aws, report_request())
+    # then Report Failed carries the provider's own words, and nothing was stored
+    assert outcome.detail_type == "Report Failed"
+    assert outcome.execution_status == "FAILED"
+    error = outcome.detail["error"]
+    assert error["code"] == "ReportGenerationFailed"
+    assert "Parameter 'Year' is out of range" in error["message"]
+    assert outcome.detail["object"] is None
+    assert local_aws.client("s3").list_objects_v2(Bucket=local_aws.bucket).get("KeyCount", 0) == 0
+
+
+def test_a_token_revoked_mid_job_is_replaced_and_the_job_carries_on(local_aws, devexpress_sim):
+    # given a token that stops working as soon as the export is queued
+    devexpress_sim.generation_seconds = 1.5
+
+    def revoke_after_queueing():
+        deadline = time.monotonic() + 10
+        while not devexpress_sim.exports and time.monotonic() < deadline:
+            time.sleep(0.01)
+        devexpress_sim.revoke_tokens()
+
+    revoker = threading.Thread(target=revoke_after_queueing)
+    revoker.start()
+    # when the job runs
+    outcome = run_job(local_aws, report_request())
+    revoker.join()
+    # then it signed in again after the 401 and fetched the report, queueing it only once
+    assert outcome.detail_type == "Report Ready", outcome.detail
+    assert devexpress_sim.tokens_refused == 1
+    assert devexpress_sim.tokens_issued == 2
+    assert len(devexpress_sim.exports) == 1
+
+
+def test_a_token_about_to_expire_is_renewed_before_use(local_aws, devexpress_sim):
+    # given tokens that live one second, and a report that takes three
+    devexpress_sim.token_lifetime_seconds = 1
+    devexpress_sim.generation_seconds = 3
+    # when the job runs
+    outcome = run_job(local_aws, report_request())
+    # then new tokens were obtained along the way, before the server had to refuse an expired one
+    assert outcome.detail_type == "Report Ready"
+    assert devexpress_sim.tokens_issued >= 3
+    assert devexpress_sim.tokens_refused == 0
+
+
+def test_a_429_is_honoured_and_the_export_is_queued_once(local_aws, devexpress_sim):
+    # given a server that throttles the export call, asking for a one-second pause
+    devexpress_sim.faults.throttle_next = 1
+    devexpress_sim.faults.throttle_retry_after = 1
+    # when the job runs
+    started = time.monotonic()
+    outcome = run_job(local_aws, report_request())
+    # then the export was retried after the pause, and queued exactly once
+    assert outcome.detail_type == "Report Ready"
+    posts = devexpress_sim.calls("POST", "/api/documents/export/report/{id}")
+    assert len(posts) == 2
+    assert len(devexpress_sim.exports) == 1
+    assert time.monotonic() - started >= 1
+
+
+def test_a_download_broken_half_way_is_retried_and_leaves_nothing_partial(local_aws, devexpress_sim):
+    # given a server that cuts the first download half-way
+    devexpress_sim.faults.break_downloads_next = 1
+    # when the job runs
+    outcome = run_job(local_aws, report_request())
+    # then the second download is stored whole, once, and no upload is left open
+    assert outcome.detail_type == "Report Ready", outcome.detail
+    (export_id,) = devexpress_sim.exports
+    assert outcome.detail["object"]["sha256"] == devexpress_sim.served[export_id]
+    assert len(devexpress_sim.calls("GET", "/api/documents/export/result/{id}")) == 2
+    assert local_aws.client("s3").list_objects_v2(Bucket=local_aws.bucket)["KeyCount"] == 1
+    assert open_uploads(local_aws) == []
+
+
+def test_a_download_that_always_breaks_fails_the_job_and_stores_nothing(local_aws, devexpress_sim):
+    # given a server that cuts every download half-way
+    devexpress_sim.faults.break_downloads_next = 100
+    # when the job runs (the fetch is retried with backoff, then given up)
+    outcome = run_job(local_aws, report_request())
+    # then the job fails saying why, with no object and no open multipart upload
+    assert outcome.detail_type == "Report Failed"
+    assert outcome.detail["error"]["code"] == "DownloadInterrupted"
+    assert "nothing was stored" in outcome.detail["error"]["message"]
+    assert local_aws.client("s3").list_objects_v2(Bucket=local_aws.bucket).get("KeyCount", 0) == 0
+    assert open_uploads(local_aws) == []
+
+
+def test_an_invalid_request_inside_the_workflow_is_announced_as_failed(local_aws, devexpress_sim):
+    # given a request for a format DevExpress reports cannot export
+    outcome = run_job(local_aws, report_request(format="csv"))
+    # then the workflow announces Report Failed naming the allowed formats, and queues nothing
+    assert outcome.detail_type == "Report Failed"
+    assert outcome.detail["error"]["code"] == "BadRequest"
+    assert "pdf, html, xlsx, docx" in outcome.detail["error"]["message"]
+    assert devexpress_sim.exports == {}
+
+
+def test_wrong_credentials_fail_with_an_actionable_message(local_aws, devexpress_sim, monkeypatch):
+    # given a password the server does not accept
+    monkeypatch.setenv("TEST_DX_PASSWORD", "not-the-password")
+    # when the job runs
+    outcome = run_job(local_aws, report_request())
+    # then it fails once, without retrying, telling the user to check the credentials
+    assert outcome.detail["error"]["code"] == "ProviderAuthFailed"
+    assert "check the connection's username and password" in outcome.detail["error"]["message"]
+    assert devexpress_sim.exports == {}
+
+
+def test_no_secret_reaches_the_history_the_event_or_the_object(local_aws, devexpress_sim):
+    # given a job signed in with a recognisable password and bearer token
+    outcome = run_job(local_aws, report_request())
+    tokens = set(devexpress_sim.valid_tokens)
+    # then neither appears in the execution history or the event
+    text = history_text(local_aws, outcome.execution_arn) + json.dumps(outcome.detail)
+    stored = outcome.detail["object"]
+    head = local_aws.client("s3").head_object(Bucket=stored["bucket"], Key=stored["key"])
+    text += json.dumps(head, default=str)
+    assert DX_PASSWORD not in text
+    assert tokens and not any(token in text for token in tokens)
