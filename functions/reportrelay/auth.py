@@ -12,24 +12,29 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from datetime import UTC, datetime
+from typing import Any, Protocol
 
 import requests
 
 from reportrelay.config import (
+    AppTokenAuth,
     AuthConfig,
     BasicAuth,
     BearerAuth,
     Connection,
     HeaderAuth,
     NoAuth,
+    OAuthClientCredentialsAuth,
     OAuthPasswordAuth,
+    OAuthRefreshTokenAuth,
     SecretResolver,
 )
 from reportrelay.errors import ProviderAuthFailed, ProviderProtocolError, ProviderUnavailable
 from reportrelay.httpclient import error_for_response
 
 RENEW_BEFORE_EXPIRY_SECONDS = 60
+DEFAULT_TOKEN_LIFETIME_SECONDS = 3600.0
 RENEW_BEFORE_EXPIRY_FRACTION = 0.1  # short-lived tokens renew in their last tenth instead
 
 
@@ -76,9 +81,19 @@ _token_cache_lock = threading.Lock()
 class CachedToken:
     """A bearer token obtained by a sign-in call, kept until shortly before it expires or until a 401."""
 
-    def __init__(self, cache_key: tuple[str, ...], request_token: TokenRequest, clock=time.time) -> None:
+    def __init__(
+        self,
+        cache_key: tuple[str, ...],
+        request_token: TokenRequest,
+        *,
+        header: str = "Authorization",
+        prefix: str = "Bearer ",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._cache_key = cache_key
         self._request_token = request_token
+        self._header = header
+        self._prefix = prefix
         self._clock = clock
 
     def headers(self) -> dict[str, str]:
@@ -87,7 +102,7 @@ class CachedToken:
             if token is None or not token.usable(self._clock()):
                 token = self._request_token()
                 _token_cache[self._cache_key] = token
-        return {"Authorization": f"Bearer {token.value}"}
+        return {self._header: f"{self._prefix}{token.value}"}
 
     def renew(self) -> bool:
         with _token_cache_lock:
@@ -101,43 +116,72 @@ def forget_cached_tokens() -> None:
         _token_cache.clear()
 
 
-def oauth_password_grant(
+def request_token(
     session: requests.Session,
     token_url: str,
-    form: dict[str, str],
+    *,
     timeout: tuple[float, float],
     verify: bool,
-    clock=time.time,
-) -> IssuedToken:
-    """POST an OAuth2 password grant and read ``access_token`` / ``expires_in`` from the answer."""
+    form: dict[str, str] | None = None,
+    json_body: dict[str, str] | None = None,
+    basic: tuple[str, str] | None = None,
+    token_field: str = "access_token",
+    clock: Callable[[], float] = time.time,
+) -> tuple[IssuedToken, dict[str, Any]]:
+    """POST a sign-in request and read the token and its lifetime; returns the whole answer too."""
+    where = f"sign-in at {_path(token_url)}"
     try:
-        response = session.post(token_url, data=form, timeout=timeout, verify=verify)
+        response = session.post(
+            token_url, data=form, json=json_body, auth=basic, timeout=timeout, verify=verify
+        )
     except requests.RequestException as error:
-        raise ProviderUnavailable(f"sign-in at {_path(token_url)} failed: {type(error).__name__}") from None
+        raise ProviderUnavailable(f"{where} failed: {type(error).__name__}") from None
     if response.status_code in (400, 401, 403):
         raise ProviderAuthFailed(
-            f"sign-in at {_path(token_url)} was refused (HTTP {response.status_code}): "
-            f"{_oauth_error_text(response)}; check the connection's username and password secret"
+            f"{where} was refused (HTTP {response.status_code}): {_sign_in_error_text(response)}; "
+            "check the connection's credentials and their secrets"
         )
     if response.status_code >= 300:
         raise error_for_response(response, "sign-in")
     try:
         body = response.json()
-        value = body["access_token"]
-        lifetime = float(body.get("expires_in", 3600))
+        value = body[token_field]
     except (ValueError, KeyError, TypeError):
-        raise ProviderProtocolError(
-            f"sign-in at {_path(token_url)} answered without an access_token"
-        ) from None
-    return IssuedToken(value=str(value), expires_at=clock() + lifetime, lifetime=lifetime)
+        raise ProviderProtocolError(f"{where} answered without a {token_field}") from None
+    now = clock()
+    lifetime = _lifetime_seconds(body, now)
+    return IssuedToken(value=str(value), expires_at=now + lifetime, lifetime=lifetime), body
 
 
-def _oauth_error_text(response: requests.Response) -> str:
+def _lifetime_seconds(body: dict[str, Any], now: float) -> float:
+    """``expires_in`` seconds (OAuth2), or ``expires`` as seconds, epoch or ISO time; one hour if absent."""
+    if isinstance(body.get("expires_in"), int | float | str):
+        try:
+            return max(0.0, float(body["expires_in"]))
+        except ValueError:
+            pass
+    expires = body.get("expires")
+    if isinstance(expires, int | float):
+        return max(0.0, expires - now) if expires > 1e9 else float(expires)
+    if isinstance(expires, str):
+        try:
+            moment = datetime.fromisoformat(expires.replace("Z", "+00:00"))
+        except ValueError:
+            return DEFAULT_TOKEN_LIFETIME_SECONDS
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return max(0.0, moment.timestamp() - now)
+    return DEFAULT_TOKEN_LIFETIME_SECONDS
+
+
+def _sign_in_error_text(response: requests.Response) -> str:
     try:
         body = response.json()
-        return str(body.get("error_description") or body.get("error") or body)[:300]
     except ValueError:
-        return response.text[:300] or response.reason or "no details"
+        return " ".join(response.text.split())[:300] or response.reason or "no details"
+    if isinstance(body, dict):
+        return str(body.get("error_description") or body.get("message") or body.get("error") or body)[:300]
+    return str(body)[:300]
 
 
 def _path(url: str) -> str:
@@ -148,33 +192,81 @@ def build_auth(connection: Connection, secrets: SecretResolver, session: request
     """The signing strategy a connection asks for, with its secrets resolved here and nowhere else."""
     config: AuthConfig = connection.auth
     where = f"connections.{connection.name}.auth"
+
+    def secret(ref: Any, field: str) -> str:
+        return secrets.resolve(ref, f"{where}.{field}")
+
     if isinstance(config, NoAuth):
         return StaticHeaders({})
     if isinstance(config, BearerAuth):
-        return StaticHeaders({"Authorization": f"Bearer {secrets.resolve(config.token, f'{where}.token')}"})
+        return StaticHeaders({"Authorization": f"Bearer {secret(config.token, 'token')}"})
     if isinstance(config, BasicAuth):
-        password = secrets.resolve(config.password, f"{where}.password")
-        pair = base64.b64encode(f"{config.username}:{password}".encode()).decode()
+        pair = base64.b64encode(f"{config.username}:{secret(config.password, 'password')}".encode()).decode()
         return StaticHeaders({"Authorization": f"Basic {pair}"})
     if isinstance(config, HeaderAuth):
-        value = secrets.resolve(config.value, f"{where}.value")
-        return StaticHeaders({config.header: f"{config.prefix}{value}"})
-    if isinstance(config, OAuthPasswordAuth):
-        form = {"grant_type": "password", "username": config.username, "password": ""}
-        if config.password is not None:
-            form["password"] = secrets.resolve(config.password, f"{where}.password")
-        if config.client_id:
-            form["client_id"] = config.client_id
-        if config.client_secret is not None:
-            form["client_secret"] = secrets.resolve(config.client_secret, f"{where}.client_secret")
-        if config.scope:
-            form["scope"] = config.scope
-        token_url = connection.base_url.rstrip("/") + "/" + config.token_path.lstrip("/")
-        timeout = (connection.timeouts.connect_seconds, connection.timeouts.read_seconds)
+        return StaticHeaders({config.header: f"{config.prefix}{secret(config.value, 'value')}"})
+
+    timeout = (connection.timeouts.connect_seconds, connection.timeouts.read_seconds)
+    token_url = _absolute(connection.base_url, config.token_url)
+    if isinstance(config, AppTokenAuth):
+        body = {
+            "application_id": config.application_id,
+            "application_key": secret(config.application_key, "application_key"),
+            "user": config.user,
+        }
         return CachedToken(
-            cache_key=(connection.name, token_url, config.username),
-            request_token=lambda: oauth_password_grant(
-                session, token_url, form, timeout, connection.verify_tls
-            ),
+            cache_key=(connection.name, token_url, config.user),
+            request_token=lambda: request_token(
+                session,
+                token_url,
+                timeout=timeout,
+                verify=connection.verify_tls,
+                json_body=body,
+                token_field="token",
+            )[0],
+            header=config.header,
+            prefix="",
         )
-    raise AssertionError(f"unhandled auth config {type(config).__name__}")
+
+    form: dict[str, str] = {}
+    basic = None
+    if config.client_id:
+        client_secret = secret(config.client_secret, "client_secret") if config.client_secret else ""
+        if config.client_auth == "basic":
+            basic = (config.client_id, client_secret)
+        else:
+            form["client_id"] = config.client_id
+            if config.client_secret:
+                form["client_secret"] = client_secret
+    if config.scope:
+        form["scope"] = config.scope
+    if isinstance(config, OAuthPasswordAuth):
+        form.update(grant_type="password", username=config.username, password="")
+        if config.password is not None:
+            form["password"] = secret(config.password, "password")
+        subject = config.username
+    elif isinstance(config, OAuthClientCredentialsAuth):
+        form["grant_type"] = "client_credentials"
+        subject = config.client_id or ""
+    elif isinstance(config, OAuthRefreshTokenAuth):
+        form.update(grant_type="refresh_token", refresh_token=secret(config.refresh_token, "refresh_token"))
+        subject = config.client_id or ""
+    else:
+        raise AssertionError(f"unhandled auth config {type(config).__name__}")
+
+    def sign_in() -> IssuedToken:
+        token, answer = request_token(
+            session, token_url, timeout=timeout, verify=connection.verify_tls, form=form, basic=basic
+        )
+        if form.get("grant_type") == "refresh_token" and answer.get("refresh_token"):
+            # Rotating refresh tokens: the old one may now be void, so use the new one from here on.
+            form["refresh_token"] = str(answer["refresh_token"])
+        return token
+
+    return CachedToken(cache_key=(connection.name, token_url, config.type, subject), request_token=sign_in)
+
+
+def _absolute(base_url: str, url: str) -> str:
+    if url.startswith(("http://", "https://")):
+        return url
+    return base_url.rstrip("/") + "/" + url.lstrip("/")

@@ -83,20 +83,60 @@ class HeaderAuth(_Strict):
     prefix: str = ""
 
 
-class OAuthPasswordAuth(_Strict):
-    """OAuth2 resource-owner password grant; the token URL is relative to the connection's base URL."""
+class _OAuth(_Strict):
+    """Where and how to ask for an OAuth2 access token; ``token_url`` may be relative to ``base_url``."""
+
+    token_url: str = "/oauth/token"
+    client_id: str | None = None
+    client_secret: Secret | None = None
+    client_auth: Literal["body", "basic"] = Field(
+        default="body", description="send the client credentials in the form body or as HTTP Basic auth"
+    )
+    scope: str | None = None
+
+
+class OAuthPasswordAuth(_OAuth):
+    """OAuth2 resource-owner password grant (DevExpress; identity services that sign in a user)."""
 
     type: Literal["oauth_password"]
     username: str
     password: Secret | None = Field(default=None, description="omit for an account with a blank password")
-    token_path: str = "/oauth/token"
-    client_id: str | None = None
-    client_secret: Secret | None = None
-    scope: str | None = None
+
+
+class OAuthClientCredentialsAuth(_OAuth):
+    """OAuth2 client credentials grant: a service signs in as itself."""
+
+    type: Literal["oauth_client_credentials"]
+
+
+class OAuthRefreshTokenAuth(_OAuth):
+    """OAuth2 refresh-token grant: a refresh token, obtained once by a person, buys access tokens."""
+
+    type: Literal["oauth_refresh_token"]
+    refresh_token: Secret
+
+
+class AppTokenAuth(_Strict):
+    """An application key exchanged for a session token sent in a header (Metric Insights ``get_token``)."""
+
+    type: Literal["app_token"]
+    token_url: str = "/api/get_token/"
+    application_id: str
+    application_key: Secret
+    user: str
+    header: str = "Token"
 
 
 AuthConfig = Annotated[
-    NoAuth | BearerAuth | BasicAuth | HeaderAuth | OAuthPasswordAuth, Field(discriminator="type")
+    NoAuth
+    | BearerAuth
+    | BasicAuth
+    | HeaderAuth
+    | OAuthPasswordAuth
+    | OAuthClientCredentialsAuth
+    | OAuthRefreshTokenAuth
+    | AppTokenAuth,
+    Field(discriminator="type"),
 ]
 
 
@@ -167,7 +207,7 @@ def describe_validation_error(error: ValidationError, where: str) -> str:
     problems = []
     for item in error.errors():
         location = ".".join(str(part) for part in item["loc"] if not str(part).endswith("Auth"))
-        location = re.sub(r"\.(none|bearer|basic|header|oauth_password)(?=\.|$)", "", location)
+        location = re.sub(r"\.(none|bearer|basic|header|oauth_\w+|app_token)(?=\.|$)", "", location)
         message = item["msg"].removeprefix("Value error, ")
         problems.append(f"{where}.{location}: {message}" if location else f"{where}: {message}")
     return "; ".join(problems)

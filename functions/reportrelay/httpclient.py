@@ -126,6 +126,7 @@ class ProviderHttp:
         timeout: tuple[float, float] = (10.0, 60.0),
         verify: bool = True,
         budget: RetryBudget = RetryBudget(),
+        reauth_statuses: tuple[int, ...] = (401,),
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.base_url = base_url.rstrip("/")
@@ -135,6 +136,7 @@ class ProviderHttp:
         self.timeout = timeout
         self.verify = verify
         self.budget = budget
+        self.reauth_statuses = reauth_statuses
         self._sleep = sleep
 
     def url(self, path: str) -> str:
@@ -181,7 +183,7 @@ class ProviderHttp:
                 raise failure from None
             if response.status_code in accept:
                 return response
-            if response.status_code == 401 and not renewed and self.auth.renew():
+            if response.status_code in self.reauth_statuses and not renewed and self.auth.renew():
                 renewed = True
                 response.close()
                 continue

@@ -4,6 +4,8 @@ Environment variables (set by CDK in AWS, by the local runner on a laptop):
 - ``REPORTRELAY_BUCKET``: the S3 bucket reports are stored in (fetch only).
 - ``REPORTRELAY_CONNECTIONS_FILE``: path of the connections JSON document.
 - ``REPORTRELAY_CONNECTIONS``: the connections JSON document itself (alternative to the file).
+- ``REPORTRELAY_HANDLE_KEY``: KMS key that seals credential fields of provider handles.
+- ``REPORTRELAY_HOLDER_FUNCTION``: the function invoked asynchronously to hold a long request open.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 
 from reportrelay.config import Connections, SecretResolver
 from reportrelay.errors import ConfigurationError
+from reportrelay.sealing import HandleSealer
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,8 @@ class Settings:
     bucket: str | None
     connections_file: str | None
     connections_document: str | None
+    handle_key: str | None = None
+    holder_function: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -33,6 +38,8 @@ class Settings:
             bucket=env.get("REPORTRELAY_BUCKET") or None,
             connections_file=env.get("REPORTRELAY_CONNECTIONS_FILE") or None,
             connections_document=env.get("REPORTRELAY_CONNECTIONS") or None,
+            handle_key=env.get("REPORTRELAY_HANDLE_KEY") or None,
+            holder_function=env.get("REPORTRELAY_HOLDER_FUNCTION") or None,
         )
 
 
@@ -75,7 +82,7 @@ class Runtime:
     connections: Connections
     secrets: SecretResolver
     clock: Callable[[], float] = time.time
-    _s3: Any = field(default=None, repr=False)
+    _clients: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_env(cls) -> Runtime:
@@ -86,13 +93,30 @@ class Runtime:
             secrets=SecretResolver(aws_secret_loader=_secrets_manager_loader),
         )
 
-    @property
-    def s3(self) -> Any:
-        if self._s3 is None:
+    def client(self, service: str) -> Any:
+        if service not in self._clients:
             import boto3
 
-            self._s3 = boto3.client("s3")
-        return self._s3
+            self._clients[service] = boto3.client(service)
+        return self._clients[service]
+
+    @property
+    def s3(self) -> Any:
+        return self.client("s3")
+
+    @property
+    def sealer(self) -> HandleSealer:
+        return HandleSealer(self.settings.handle_key, lambda: self.client("kms"))
+
+    def start_holder(self, state: dict[str, Any]) -> None:
+        """Invoke the holder function asynchronously: it keeps the provider's long request open."""
+        if not self.settings.holder_function:
+            raise ConfigurationError("REPORTRELAY_HOLDER_FUNCTION is not set: this provider needs a holder")
+        self.client("lambda").invoke(
+            FunctionName=self.settings.holder_function,
+            InvocationType="Event",
+            Payload=json.dumps(state).encode(),
+        )
 
     @property
     def bucket(self) -> str:

@@ -25,45 +25,65 @@ from reportrelay.errors import (
 from reportrelay.observability import logger, metrics
 from reportrelay.poll_policy import next_wait_seconds
 from reportrelay.providers import open_provider, provider_class
-from reportrelay.providers.base import Provider, ReportState, ReportStatus
+from reportrelay.providers.base import Handle, Provider, ReportState, ReportStatus
 from reportrelay.runtime import Runtime
 from reportrelay.transfer import stream_to_s3
 
 State = dict[str, Any]
 
 
+MAX_RESTARTS = 2
+
+
 def submit(state: State, runtime: Runtime) -> State:
-    """Validate the request and ask the provider for the report (exactly once)."""
+    """Validate the request and ask the provider for the report (exactly once per attempt)."""
     request = parse_job_request(state.get("request"))
     connection = runtime.connections.get(request.connection)
     provider_class(connection.provider).validate(request)
     provider = open_provider(connection, runtime.secrets)
     now = runtime.clock()
-    accepted_at = _parse_time(state.get("job", {}).get("accepted_at")) or now
+    previous = state.get("job") or {}
+    accepted_at = _parse_time(previous.get("accepted_at")) or now
     deadline_seconds = request.deadline_seconds or connection.deadline_seconds
     status = provider.submit(request)
     job = {
-        **state.get("job", {}),
+        **previous,
         "connection": request.connection,
         "provider": connection.provider,
-        "handle": status.handle or {},
-        "polls": 0,
+        "handle": {},
+        "polls": previous.get("polls", 0),
         "queued_at": _iso(now),
-        "deadline_at": _iso(accepted_at + deadline_seconds),
+        "deadline_at": previous.get("deadline_at") or _iso(accepted_at + deadline_seconds),
     }
     logger.info("report queued", extra={"job_id": job.get("job_id"), "provider": connection.provider})
-    return _with_status(state, job, status, runtime, provider, now)
+    submitted = _with_status(state, job, status, runtime, provider, now)
+    if provider.holds_request:
+        runtime.start_holder(submitted)
+    return submitted
+
+
+def hold(state: State, runtime: Runtime) -> State:
+    """Keep the provider's long generation request open until it answers (asynchronous holder)."""
+    request, job, provider, handle = _resume(state, runtime)
+    try:
+        provider.hold(request, handle)
+    except ReportRelayError as error:
+        # The check step learns the outcome from the provider; this is only for the operator.
+        logger.warning(
+            "held request ended with an error", extra={"job_id": job.get("job_id"), "error": str(error)}
+        )
+    return state
 
 
 def check(state: State, runtime: Runtime) -> State:
     """Ask where the report stands; work out how long to wait before asking again."""
-    request, job, provider = _resume(state, runtime)
+    request, job, provider, handle = _resume(state, runtime)
     now = runtime.clock()
     if now >= _parse_time(job["deadline_at"]):
-        _abandon(request, job, provider, now)
+        _abandon(request, job, handle, provider)
     job = {**job, "polls": job.get("polls", 0) + 1}
     try:
-        status = provider.check(request, job["handle"])
+        status = provider.check(request, handle)
     except ProviderThrottled as throttled:
         # No news is not bad news: keep the last known state and come back when the provider says.
         status = ReportStatus(
@@ -77,18 +97,27 @@ def check(state: State, runtime: Runtime) -> State:
 
 def fetch(state: State, runtime: Runtime) -> State:
     """Stream the finished report into S3; either the whole file is stored or nothing is."""
-    request, job, provider = _resume(state, runtime)
-    with provider.open_result(request, job["handle"]) as result:
-        stored = stream_to_s3(
-            result.chunks,
-            s3_client=runtime.s3,
-            bucket=runtime.bucket,
-            key=object_key(request, job["job_id"], result.filename),
-            content_type=result.content_type,
-            filename=result.filename,
-            expected_size=result.content_length,
-            expected_sha256=result.sha256,
-        )
+    request, job, provider, handle = _resume(state, runtime)
+    try:
+        with provider.open_result(request, handle) as result:
+            stored = stream_to_s3(
+                result.chunks,
+                s3_client=runtime.s3,
+                bucket=runtime.bucket,
+                key=object_key(request, job["job_id"], result.filename),
+                content_type=result.content_type,
+                filename=result.filename,
+                expected_size=result.content_length,
+                expected_sha256=result.sha256,
+            )
+    except Exception as error:
+        if not provider.single_use_result or job.get("restarts", 0) >= MAX_RESTARTS:
+            raise
+        # The provider will not serve this result again: generate it afresh rather than retry the download.
+        logger.warning("single-use result lost; restarting the job", extra={"job_id": job["job_id"]})
+        reason = str(error) if isinstance(error, ReportRelayError) else type(error).__name__
+        restarted = {**job, "status": "RESTART", "restarts": job.get("restarts", 0) + 1, "message": reason}
+        return {**state, "job": restarted}
     logger.info("report stored", extra={"job_id": job["job_id"], "size": stored.size})
     return {**state, "job": {**job, "object": stored.to_dict(), "stored_at": _iso(runtime.clock())}}
 
@@ -101,13 +130,15 @@ def object_key(request: JobRequest, job_id: str, filename: str) -> str:
     return f"{prefix}{job_id}/{filename}"
 
 
-def _resume(state: State, runtime: Runtime) -> tuple[JobRequest, dict[str, Any], Provider]:
+def _resume(state: State, runtime: Runtime) -> tuple[JobRequest, dict[str, Any], Provider, Handle]:
+    """The request, the job, a signed-in adapter, and the handle with its sealed fields opened."""
     request = parse_job_request(state.get("request"))
     job = state.get("job") or {}
     if "handle" not in job:
         raise BadRequest("the workflow state has no provider handle: the job was never submitted")
     connection = runtime.connections.get(request.connection)
-    return request, job, open_provider(connection, runtime.secrets)
+    handle = runtime.sealer.unseal(job["handle"], job["job_id"])
+    return request, job, open_provider(connection, runtime.secrets), handle
 
 
 def _with_status(
@@ -130,7 +161,9 @@ def _with_status(
         "status": status.state.value,
         "progress": status.progress,
         "message": status.message,
-        "handle": {**job.get("handle", {}), **(status.handle or {})},
+        "handle": runtime.sealer.seal(
+            {**job.get("handle", {}), **(status.handle or {})}, provider.sealed_handle_fields, job["job_id"]
+        ),
     }
     if status.state is ReportState.READY:
         job["ready_at"] = _iso(now)
@@ -147,10 +180,10 @@ def _with_status(
     return {**state, "job": job}
 
 
-def _abandon(request: JobRequest, job: dict[str, Any], provider: Provider, now: float) -> None:
+def _abandon(request: JobRequest, job: dict[str, Any], handle: Handle, provider: Provider) -> None:
     cancelled = False
     try:
-        cancelled = provider.cancel(request, job["handle"])
+        cancelled = provider.cancel(request, handle)
     except ReportRelayError as error:
         logger.warning("cancel at provider failed", extra={"job_id": job.get("job_id"), "error": error.code})
     at_provider = (

@@ -187,7 +187,7 @@ def test_wrong_credentials_fail_with_an_actionable_message(local_aws, devexpress
     outcome = run_job(local_aws, report_request())
     # then it fails once, without retrying, telling the user to check the credentials
     assert outcome.detail["error"]["code"] == "ProviderAuthFailed"
-    assert "check the connection's username and password" in outcome.detail["error"]["message"]
+    assert "check the connection's credentials" in outcome.detail["error"]["message"]
     assert devexpress_sim.exports == {}
 
 

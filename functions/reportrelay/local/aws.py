@@ -30,6 +30,7 @@ FUNCTIONS = {
     "FetchFunctionArn": ("reportrelay-fetch", "reportrelay.handlers.fetch.handler"),
     "ConcludeFunctionArn": ("reportrelay-conclude", "reportrelay.handlers.conclude.handler"),
 }
+HOLDER_FUNCTION = ("reportrelay-hold", "reportrelay.handlers.hold.handler")
 _FAKE_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "local",
     "AWS_SECRET_ACCESS_KEY": "local",
@@ -109,24 +110,46 @@ class LocalAws:
         self._events_seen: list[dict[str, Any]] = []
         self._events_lock = threading.Lock()
         self._mock = mock_aws(config={"stepfunctions": {"execute_state_machine": True}})
-        self._original_invoke = LambdaFunction._invoke_lambda
+        self._original_invoke_lambda = LambdaFunction._invoke_lambda
+        self._original_invoke = LambdaFunction.invoke
+        self._background: list[threading.Thread] = []
 
     def __enter__(self) -> LocalAws:
-        self._env = _patched_env({**_FAKE_CREDENTIALS, **self.function_environment})
-        self._env.__enter__()
         self._mock.start()
         LambdaFunction._invoke_lambda = lambda function, event: _invoke_in_process(function, event)
+        LambdaFunction.invoke = lambda function, *args: self._invoke(function, *args)
+        self._env = _patched_env(_FAKE_CREDENTIALS)
+        self._env.__enter__()
         try:
             self._deploy()
+            self._function_env = _patched_env(self.function_environment)
+            self._function_env.__enter__()
         except BaseException:
             self.__exit__(None, None, None)
             raise
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        LambdaFunction._invoke_lambda = self._original_invoke
-        self._mock.stop()
+        for thread in self._background:
+            thread.join(timeout=5)
+        LambdaFunction._invoke_lambda = self._original_invoke_lambda
+        LambdaFunction.invoke = self._original_invoke
+        if hasattr(self, "_function_env"):
+            self._function_env.__exit__(None, None, None)
         self._env.__exit__(None, None, None)
+        self._mock.stop()
+
+    def _invoke(
+        self, function: LambdaFunction, body: str, request_headers: Any, response_headers: Any
+    ) -> str | bytes:
+        """Asynchronous (``Event``) invocations run on a thread and answer at once, as Lambda does."""
+        if request_headers.get("x-amz-invocation-type") != "Event":
+            return self._original_invoke(function, body, request_headers, response_headers)
+        event = json.loads(body) if body else {}
+        thread = threading.Thread(target=_invoke_in_process, args=(function, event), daemon=True)
+        self._background.append(thread)
+        thread.start()
+        return b""
 
     def client(self, service: str) -> Any:
         return boto3.client(service, region_name=REGION)
@@ -138,8 +161,12 @@ class LocalAws:
         )["Role"]["Arn"]
         self.client("s3").create_bucket(Bucket=self.bucket)
         lambdas = self.client("lambda")
+        self.function_environment["REPORTRELAY_HANDLE_KEY"] = self.client("kms").create_key(
+            Description="reportrelay sealed handle fields"
+        )["KeyMetadata"]["KeyId"]
+        self.function_environment["REPORTRELAY_HOLDER_FUNCTION"] = HOLDER_FUNCTION[0]
         arns = {}
-        for placeholder, (name, handler) in FUNCTIONS.items():
+        for placeholder, (name, handler) in {**FUNCTIONS, "HolderFunctionArn": HOLDER_FUNCTION}.items():
             arns[placeholder] = lambdas.create_function(
                 FunctionName=name,
                 Runtime="python3.12",

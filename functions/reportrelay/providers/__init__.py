@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import requests
 
 from reportrelay.auth import build_auth
@@ -9,17 +11,26 @@ from reportrelay.config import Connection, SecretResolver
 from reportrelay.errors import BadRequest, ConfigurationError
 from reportrelay.httpclient import ProviderHttp
 from reportrelay.providers.base import Provider
-from reportrelay.providers.devexpress import DevExpress
 
-PROVIDERS: dict[str, type[Provider]] = {cls.key: cls for cls in (DevExpress,)}
+#: provider key -> "module:class"; modules are imported on first use so a function loads only its own.
+PROVIDERS: dict[str, str] = {
+    "devexpress": "reportrelay.providers.devexpress:DevExpress",
+    "torus": "reportrelay.providers.torus:Torus",
+    "metric_insights": "reportrelay.providers.metric_insights:MetricInsights",
+    "myreports": "reportrelay.providers.myreports:MyReports",
+    "clinical_one": "reportrelay.providers.clinical_one:ClinicalOne",
+}
 
 
 def provider_class(key: str) -> type[Provider]:
     try:
-        return PROVIDERS[key]
+        module_name, _, class_name = PROVIDERS[key].partition(":")
     except KeyError:
         known = ", ".join(sorted(PROVIDERS))
         raise ConfigurationError(f"unknown provider '{key}' (available: {known})") from None
+    cls = getattr(importlib.import_module(module_name), class_name)
+    assert cls.key == key, f"{PROVIDERS[key]} declares key {cls.key!r}"
+    return cls
 
 
 def check_connections(connections: list[Connection]) -> None:
@@ -38,6 +49,7 @@ def open_provider(connection: Connection, secrets: SecretResolver) -> Provider:
         session=session,
         timeout=(connection.timeouts.connect_seconds, connection.timeouts.read_seconds),
         verify=connection.verify_tls,
+        reauth_statuses=cls.reauth_statuses,
     )
     return cls(connection, http)
 

@@ -65,10 +65,24 @@ class ProviderSettings(BaseModel):
 
 
 class Provider(ABC):
-    """One vendor's report API: submit, check, open the result, cancel."""
+    """One vendor's report API: submit, check, open the result, cancel.
+
+    Class attributes describe the vendor's protocol to the workflow:
+    - ``reauth_statuses``: answers that mean "sign in again" (401 everywhere; some vendors add others).
+    - ``sealed_handle_fields``: handle fields that are credentials (a download session token, say);
+      the workflow encrypts them before the handle enters the state machine's state.
+    - ``holds_request``: the vendor generates the report only while one request stays open; the
+      workflow then calls ``hold`` from a separate, asynchronously invoked function after ``submit``.
+    - ``single_use_result``: the result can be downloaded once; if storing it fails, the workflow
+      starts the job again from ``submit`` (a bounded number of times) instead of retrying the download.
+    """
 
     key: ClassVar[str]
     settings_model: ClassVar[type[ProviderSettings]] = ProviderSettings
+    reauth_statuses: ClassVar[tuple[int, ...]] = (401,)
+    sealed_handle_fields: ClassVar[frozenset[str]] = frozenset()
+    holds_request: ClassVar[bool] = False
+    single_use_result: ClassVar[bool] = False
 
     def __init__(self, connection: Connection, http: ProviderHttp) -> None:
         self.connection = connection
@@ -100,6 +114,10 @@ class Provider(ABC):
     @abstractmethod
     def open_result(self, request: JobRequest, handle: Handle) -> AbstractContextManager[ResultStream]:
         """Open the finished report for streaming; the context closes the connection."""
+
+    def hold(self, request: JobRequest, handle: Handle) -> None:
+        """Make the long-lived request that keeps generation going (only when ``holds_request``)."""
+        raise NotImplementedError(f"{self.key} does not hold a request open")
 
     def cancel(self, request: JobRequest, handle: Handle) -> bool:
         """Cancel at the provider where the API allows; False when it does not."""

@@ -165,8 +165,8 @@ def _json(response: Any) -> Any:
     try:
         return response.json()
     except ValueError:
-        path = response.request.path_url.split("?")[0]
-        raise ProviderProtocolError(f"{response.request.method} {path} answered with non-JSON content") from None
+        method, path = response.request.method, response.request.path_url.split("?")[0]
+        raise ProviderProtocolError(f"{method} {path} answered with non-JSON content") from None
 
 
 def _fault_detail(body: Any) -> str | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib
 import json
 import os
 import subprocess
@@ -14,44 +15,42 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from reportrelay.sandbox.devexpress import DevExpressSimulator
 from reportrelay.sandbox.server import Faults, Simulator, run_simulators
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
-SANDBOX_PASSWORD = "sandbox-password"
+SANDBOX_SECRET = "sandbox-secret"
 
 
 @dataclass(frozen=True)
 class SandboxProvider:
-    """One simulator as the sandbox serves it: default port, example connection and request."""
+    """One simulator as the sandbox serves it: default port, example connection and request.
+
+    ``factory`` names a module-level ``sandbox_simulator(*, port, faults, secret, generation_seconds,
+    token_lifetime_seconds, fail_reports)`` function in the simulator's module.
+    """
 
     key: str
     port: int
     connection: str
     request_file: str
-    password_env: str
+    factory: str
 
-    def build(self, port: int, faults: Faults, args: argparse.Namespace | None = None) -> Simulator:
-        password = os.environ.get(self.password_env, SANDBOX_PASSWORD)
-        knobs: dict[str, Any] = {}
-        if args is not None:
-            knobs = {
-                "generation_seconds": args.generation_seconds,
-                "token_lifetime_seconds": args.token_lifetime,
-                "fail_reports": args.fail,
-            }
-        return DevExpressSimulator(port=port, faults=faults, users={"api": password}, **knobs)
+    def build(self, port: int, faults: Faults, knobs: dict[str, Any] | None = None) -> Simulator:
+        module_name, _, function_name = self.factory.partition(":")
+        make = getattr(importlib.import_module(module_name), function_name)
+        secret = os.environ.get(SANDBOX_SECRET_ENV, SANDBOX_SECRET)
+        return make(port=port, faults=faults, secret=secret, **{**DEMO_KNOBS, **(knobs or {})})
 
+
+SANDBOX_SECRET_ENV = "SANDBOX_SECRET"
+DEMO_KNOBS: dict[str, Any] = {"generation_seconds": 3.0, "token_lifetime_seconds": 1199, "fail_reports": None}
 
 SANDBOX_PROVIDERS = [
     SandboxProvider(
-        key="devexpress",
-        port=8701,
-        connection="sandbox-devexpress",
-        request_file="devexpress-report.json",
-        password_env="SANDBOX_DEVEXPRESS_PASSWORD",
+        "devexpress", 8701, "sandbox-devexpress", "devexpress-report.json",
+        "reportrelay.sandbox.devexpress:sandbox_simulator",
     ),
-]
+]  # fmt: skip
 
 
 def add_sandbox_commands(commands: Any) -> None:
@@ -78,14 +77,19 @@ def command_sandbox(args: argparse.Namespace) -> int:
             throttle_retry_after=args.retry_after,
             break_downloads_next=args.break_downloads,
         )
-        simulators.append(provider.build(provider.port + args.port_offset, faults, args))
+        knobs = {
+            "generation_seconds": args.generation_seconds,
+            "token_lifetime_seconds": args.token_lifetime,
+            "fail_reports": args.fail,
+        }
+        simulators.append(provider.build(provider.port + args.port_offset, faults, knobs))
 
     def announce(name: str, base_url: str) -> None:
         print(f"{name:<16} {base_url}", flush=True)
 
     print(
-        "reportrelay sandbox: simulators on loopback (Ctrl-C to stop); user 'api', password "
-        f"'{SANDBOX_PASSWORD}' unless set in the environment",
+        "reportrelay sandbox: simulators on loopback (Ctrl-C to stop); every credential is "
+        f"'{os.environ.get(SANDBOX_SECRET_ENV, SANDBOX_SECRET)}' (set {SANDBOX_SECRET_ENV} to change it)",
         flush=True,
     )
     run_simulators(simulators, announce=announce)
@@ -97,12 +101,10 @@ def command_demo(args: argparse.Namespace) -> int:
     out_dir: Path = args.out
     out_dir.mkdir(parents=True, exist_ok=True)
     connections = json.loads((EXAMPLES / "connections.json").read_text(encoding="utf-8"))
-    environment = dict(os.environ)
+    environment = {**os.environ, SANDBOX_SECRET_ENV: os.environ.get(SANDBOX_SECRET_ENV, SANDBOX_SECRET)}
     simulators: dict[str, Simulator] = {}
     try:
         for provider in SANDBOX_PROVIDERS:
-            environment.setdefault(provider.password_env, SANDBOX_PASSWORD)
-            os.environ.setdefault(provider.password_env, SANDBOX_PASSWORD)
             simulator = provider.build(0, Faults()).start()
             simulators[provider.key] = simulator
             connections["connections"][provider.connection]["base_url"] = simulator.base_url

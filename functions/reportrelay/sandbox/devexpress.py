@@ -332,3 +332,23 @@ def _dashboard_kind(export_format: str, options: dict[str, Any]) -> FileKind:
     if resolution is not None and (isinstance(resolution, bool) or not isinstance(resolution, int)):
         raise HttpError(400, f"exportOptions.resolution must be an integer (got {resolution!r}).")
     return IMAGE_FORMATS[image_format.lower()]
+
+
+def sandbox_simulator(
+    *,
+    port: int,
+    faults: Faults,
+    secret: str,
+    generation_seconds: float,
+    token_lifetime_seconds: float,
+    fail_reports: str | None,
+) -> DevExpressSimulator:
+    """The simulator as ``reportrelay sandbox`` serves it: user ``api`` with the sandbox secret."""
+    return DevExpressSimulator(
+        port=port,
+        faults=faults,
+        users={"api": secret},
+        generation_seconds=generation_seconds,
+        token_lifetime_seconds=token_lifetime_seconds,
+        fail_reports=fail_reports,
+    )
