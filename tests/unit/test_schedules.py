@@ -10,6 +10,7 @@ from typing import Any
 import boto3
 import pytest
 from moto import mock_aws
+
 from reportrelay.errors import ConfigurationError
 from reportrelay.handlers import start_scheduled
 from reportrelay.schedules import job_id, render, resolve_window, scheduled_job
