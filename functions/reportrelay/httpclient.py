@@ -151,6 +151,7 @@ class ProviderHttp:
         idempotent: bool | None = None,
         stream: bool = False,
         accept: tuple[int, ...] = (200, 201, 202, 204),
+        timeout: tuple[float, float] | None = None,
         **kwargs: Any,
     ) -> requests.Response:
         """Send one logical request; ``action`` names it in errors ("queue export", "check status")."""
@@ -167,7 +168,7 @@ class ProviderHttp:
                     method,
                     self.url(path),
                     headers={**extra_headers, **self.auth.headers()},
-                    timeout=self.timeout,
+                    timeout=timeout or self.timeout,
                     verify=self.verify,
                     stream=stream,
                     **kwargs,
@@ -188,6 +189,8 @@ class ProviderHttp:
                 response.close()
                 continue
             failure = error_for_response(response, action)
+            if response.status_code in self.reauth_statuses and not isinstance(failure, ProviderAuthFailed):
+                failure = ProviderAuthFailed(f"{failure}; check the connection's credentials")
             response.close()
             not_processed = response.status_code in (429, 503)
             retry_after = failure.retry_after if isinstance(failure, ProviderThrottled) else None

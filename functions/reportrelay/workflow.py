@@ -111,7 +111,8 @@ def fetch(state: State, runtime: Runtime) -> State:
                 expected_sha256=result.sha256,
             )
     except Exception as error:
-        if not provider.single_use_result or job.get("restarts", 0) >= MAX_RESTARTS:
+        permanent = isinstance(error, ReportRelayError) and not error.retryable
+        if permanent or not provider.single_use_result or job.get("restarts", 0) >= MAX_RESTARTS:
             raise
         # The provider will not serve this result again: generate it afresh rather than retry the download.
         logger.warning("single-use result lost; restarting the job", extra={"job_id": job["job_id"]})

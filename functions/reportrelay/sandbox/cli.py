@@ -50,6 +50,10 @@ SANDBOX_PROVIDERS = [
         "devexpress", 8701, "sandbox-devexpress", "devexpress-report.json",
         "reportrelay.sandbox.devexpress:sandbox_simulator",
     ),
+    SandboxProvider(
+        "metric_insights", 8703, "sandbox-metric_insights", "metric_insights-report.json",
+        "reportrelay.sandbox.metric_insights:sandbox_simulator",
+    ),
 ]  # fmt: skip
 
 
