@@ -54,6 +54,10 @@ SANDBOX_PROVIDERS = [
         "metric_insights", 8703, "sandbox-metric_insights", "metric_insights-report.json",
         "reportrelay.sandbox.metric_insights:sandbox_simulator",
     ),
+    SandboxProvider(
+        "clinical_one", 8705, "sandbox-clinical_one", "clinical_one-report.json",
+        "reportrelay.sandbox.clinical_one:sandbox_simulator",
+    ),
 ]  # fmt: skip
 
 
@@ -111,7 +115,7 @@ def command_demo(args: argparse.Namespace) -> int:
         for provider in SANDBOX_PROVIDERS:
             simulator = provider.build(0, Faults()).start()
             simulators[provider.key] = simulator
-            connections["connections"][provider.connection]["base_url"] = simulator.base_url
+            _point_at(connections["connections"][provider.connection], simulator.base_url)
         with tempfile.TemporaryDirectory(prefix="reportrelay-demo-") as scratch:
             connections_file = Path(scratch) / "connections.json"
             connections_file.write_text(json.dumps(connections, indent=2), encoding="utf-8")
@@ -174,3 +178,12 @@ def _run_example(
         f"{provider.key:<16} READY   {local_file}  {stored['size']:,} bytes  sha256 {local_sha[:16]}… "
         f"({verdict})  {seconds:.1f}s  polls={detail['polls']}",
     )
+
+
+def _point_at(connection: dict[str, Any], base_url: str) -> None:
+    """Aim an example connection at a simulator, including an identity service it also serves."""
+    default_base = connection["base_url"].rstrip("/")
+    connection["base_url"] = base_url
+    token_url = connection.get("auth", {}).get("token_url")
+    if isinstance(token_url, str) and token_url.startswith(default_base + "/"):
+        connection["auth"]["token_url"] = base_url + token_url[len(default_base) :]
