@@ -6,6 +6,7 @@ Environment variables (set by CDK in AWS, by the local runner on a laptop):
 - ``REPORTRELAY_CONNECTIONS``: the connections JSON document itself (alternative to the file).
 - ``REPORTRELAY_HANDLE_KEY``: KMS key that seals credential fields of provider handles.
 - ``REPORTRELAY_HOLDER_FUNCTION``: the function invoked asynchronously to hold a long request open.
+- ``REPORTRELAY_CLAIMS_TABLE``: DynamoDB table of claims on shared queue entries (see reportrelay.claims).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+from reportrelay.claims import CLAIMS_TABLE_ENV, ClaimStore, DynamoDbClaims
 from reportrelay.config import Connections, SecretResolver
 from reportrelay.errors import ConfigurationError
 from reportrelay.sealing import HandleSealer
@@ -30,6 +32,7 @@ class Settings:
     connections_document: str | None
     handle_key: str | None = None
     holder_function: str | None = None
+    claims_table: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -40,6 +43,7 @@ class Settings:
             connections_document=env.get("REPORTRELAY_CONNECTIONS") or None,
             handle_key=env.get("REPORTRELAY_HANDLE_KEY") or None,
             holder_function=env.get("REPORTRELAY_HOLDER_FUNCTION") or None,
+            claims_table=env.get(CLAIMS_TABLE_ENV) or None,
         )
 
 
@@ -103,6 +107,13 @@ class Runtime:
     @property
     def s3(self) -> Any:
         return self.client("s3")
+
+    @property
+    def claims(self) -> ClaimStore | None:
+        """The shared claim store, when the deployment has one."""
+        if not self.settings.claims_table:
+            return None
+        return DynamoDbClaims(self.settings.claims_table, lambda: self.client("dynamodb"))
 
     @property
     def sealer(self) -> HandleSealer:

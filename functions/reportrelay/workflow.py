@@ -40,7 +40,7 @@ def submit(state: State, runtime: Runtime) -> State:
     request = parse_job_request(state.get("request"))
     connection = runtime.connections.get(request.connection)
     provider_class(connection.provider).validate(request)
-    provider = open_provider(connection, runtime.secrets)
+    provider = open_provider(connection, runtime.secrets, runtime.claims)
     now = runtime.clock()
     previous = state.get("job") or {}
     accepted_at = _parse_time(previous.get("accepted_at")) or now
@@ -139,7 +139,7 @@ def _resume(state: State, runtime: Runtime) -> tuple[JobRequest, dict[str, Any],
         raise BadRequest("the workflow state has no provider handle: the job was never submitted")
     connection = runtime.connections.get(request.connection)
     handle = runtime.sealer.unseal(job["handle"], job["job_id"])
-    return request, job, open_provider(connection, runtime.secrets), handle
+    return request, job, open_provider(connection, runtime.secrets, runtime.claims), handle
 
 
 def _with_status(

@@ -22,6 +22,8 @@ import boto3
 from moto import mock_aws
 from moto.awslambda.models import LambdaFunction
 
+from reportrelay.claims import CLAIMS_TABLE_ENV, KEY_ATTRIBUTE, TTL_ATTRIBUTE
+
 REGION = "us-east-1"
 STATE_MACHINE_FILE = Path(__file__).resolve().parents[3] / "statemachines" / "report.asl.json"
 FUNCTIONS = {
@@ -93,6 +95,7 @@ class LocalAws:
 
     bucket = "reportrelay-local-reports"
     event_bus = "reportrelay"
+    claims_table = "reportrelay-claims"
 
     def __init__(
         self, function_environment: Mapping[str, str], definition_file: Path = STATE_MACHINE_FILE
@@ -165,6 +168,7 @@ class LocalAws:
             Description="reportrelay sealed handle fields"
         )["KeyMetadata"]["KeyId"]
         self.function_environment["REPORTRELAY_HOLDER_FUNCTION"] = HOLDER_FUNCTION[0]
+        self._create_claims_table()
         arns = {}
         for placeholder, (name, handler) in {**FUNCTIONS, "HolderFunctionArn": HOLDER_FUNCTION}.items():
             arns[placeholder] = lambdas.create_function(
@@ -197,6 +201,20 @@ class LocalAws:
         self.state_machine_arn = self.client("stepfunctions").create_state_machine(
             name="reportrelay", definition=definition, roleArn=role_arn, type="STANDARD"
         )["stateMachineArn"]
+
+    def _create_claims_table(self) -> None:
+        dynamodb = self.client("dynamodb")
+        dynamodb.create_table(
+            TableName=self.claims_table,
+            AttributeDefinitions=[{"AttributeName": KEY_ATTRIBUTE, "AttributeType": "S"}],
+            KeySchema=[{"AttributeName": KEY_ATTRIBUTE, "KeyType": "HASH"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        dynamodb.update_time_to_live(
+            TableName=self.claims_table,
+            TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE},
+        )
+        self.function_environment[CLAIMS_TABLE_ENV] = self.claims_table
 
     def start(self, request: Any, job_id: str | None = None) -> str:
         """Start one job; returns the execution ARN."""

@@ -7,6 +7,7 @@ import importlib
 import requests
 
 from reportrelay.auth import build_auth
+from reportrelay.claims import ClaimStore
 from reportrelay.config import Connection, SecretResolver
 from reportrelay.errors import BadRequest, ConfigurationError
 from reportrelay.httpclient import ProviderHttp
@@ -39,8 +40,10 @@ def check_connections(connections: list[Connection]) -> None:
         provider_class(connection.provider).parse_settings(connection)
 
 
-def open_provider(connection: Connection, secrets: SecretResolver) -> Provider:
-    """An adapter for the connection, signed in with its (resolved) credentials."""
+def open_provider(
+    connection: Connection, secrets: SecretResolver, claims: ClaimStore | None = None
+) -> Provider:
+    """An adapter for the connection, signed in with its (resolved) credentials, and the claim store."""
     cls = provider_class(connection.provider)
     session = requests.Session()
     http = ProviderHttp(
@@ -51,7 +54,10 @@ def open_provider(connection: Connection, secrets: SecretResolver) -> Provider:
         verify=connection.verify_tls,
         reauth_statuses=cls.reauth_statuses,
     )
-    return cls(connection, http)
+    provider = cls(connection, http)
+    if claims is not None:
+        provider.claims = claims
+    return provider
 
 
 __all__ = ["PROVIDERS", "BadRequest", "Provider", "check_connections", "open_provider", "provider_class"]

@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 import requests
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from reportrelay.claims import ClaimStore
 from reportrelay.config import Connection, JobRequest, describe_validation_error
 from reportrelay.errors import BadRequest, ConfigurationError
 from reportrelay.httpclient import ProviderHttp
@@ -75,6 +76,9 @@ class Provider(ABC):
       workflow then calls ``hold`` from a separate, asynchronously invoked function after ``submit``.
     - ``single_use_result``: the result can be downloaded once; if storing it fails, the workflow
       starts the job again from ``submit`` (a bounded number of times) instead of retrying the download.
+
+    ``claims`` is the shared claim store (``reportrelay.claims``) for vendors whose queue hands back no id,
+    so that concurrent jobs can agree which queue entry is whose; None where none was given.
     """
 
     key: ClassVar[str]
@@ -83,6 +87,7 @@ class Provider(ABC):
     sealed_handle_fields: ClassVar[frozenset[str]] = frozenset()
     holds_request: ClassVar[bool] = False
     single_use_result: ClassVar[bool] = False
+    claims: ClaimStore | None = None
 
     def __init__(self, connection: Connection, http: ProviderHttp) -> None:
         self.connection = connection

@@ -51,6 +51,10 @@ SANDBOX_PROVIDERS = [
         "reportrelay.sandbox.devexpress:sandbox_simulator",
     ),
     SandboxProvider(
+        "torus", 8702, "sandbox-torus", "torus-report.json",
+        "reportrelay.sandbox.torus:sandbox_simulator",
+    ),
+    SandboxProvider(
         "metric_insights", 8703, "sandbox-metric_insights", "metric_insights-report.json",
         "reportrelay.sandbox.metric_insights:sandbox_simulator",
     ),
