@@ -3,29 +3,40 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+CDK := npx --no-install cdk
+CDK_FLAGS := --no-notices
+STACK ?= ReportRelay
 export PYTHONPATH := $(CURDIR)/functions:$(CURDIR)
 export CDK_DISABLE_CLI_TELEMETRY := true
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
-export AWS_REGION ?= us-east-1
 
-.PHONY: demo test lint format bench clean dev
+.PHONY: demo test lint format bench clean dev infra-dev synth lint-infra test-infra diff deploy destroy openapi
 
-$(VENV)/.stamp-python: requirements.txt requirements-dev.txt pyproject.toml
+# Local targets run offline against emulated AWS; deploy/diff/destroy use your AWS profile's region.
+demo test test-infra synth lint-infra: export AWS_REGION ?= us-east-1
+
+$(VENV)/.stamp-python: requirements.txt requirements-dev.txt requirements-cdk.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet -r requirements-dev.txt -r requirements-cdk.txt
 	$(PY) -m pip install --quiet --no-deps -e .
+	touch $@
+
+node_modules/.stamp: package.json package-lock.json
+	npm ci --no-audit --no-fund
 	touch $@
 
 dev: $(VENV)/.stamp-python
 
-demo: dev  ## Fetch a report end to end through the state machine, against the bundled simulators.
+infra-dev: $(VENV)/.stamp-python node_modules/.stamp
+
+demo: dev  ## Fetch a report from every simulator end to end through the state machine.
 	$(PY) -m reportrelay.cli demo --out out/demo
 
-test: dev  ## Every test: unit, provider contracts over HTTP, the executed state machine.
+test: infra-dev  ## Every test: units, provider contracts over HTTP, the executed state machine, the CDK app.
 	$(PY) -m pytest -q
 
-lint: dev
+lint: infra-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
@@ -36,5 +47,27 @@ format: dev
 bench: dev  ## Throughput and peak memory of streaming into S3 (128 MiB and 1 GiB).
 	$(PY) benchmarks/transfer.py
 
+synth: infra-dev  ## Synthesize the CloudFormation template (offline).
+	$(CDK) synth $(CDK_FLAGS) --quiet
+
+lint-infra: synth  ## cfn-lint the template; validate the deployed ASL with asl-validator and statelint.
+	$(VENV)/bin/cfn-lint cdk.out/*.template.json
+	mkdir -p build
+	$(PY) -m infra.definition cdk.out/$(STACK).template.json > build/deployed.asl.json
+	npx --no-install asl-validator --json-path build/deployed.asl.json
+	$(VENV)/bin/statelint --ignore=FLOAT build/deployed.asl.json
+
+test-infra: dev
+	$(PY) -m pytest -q tests/infra tests/unit/test_schedules.py
+
+diff: infra-dev
+	$(CDK) diff $(CDK_FLAGS)
+
+deploy: infra-dev  ## Deploy to the AWS account and region of your current credentials.
+	$(CDK) deploy $(CDK_FLAGS) --require-approval broadening
+
+destroy: infra-dev
+	$(CDK) destroy $(CDK_FLAGS)
+
 clean:
-	rm -rf $(VENV) node_modules cdk.out out .pytest_cache .ruff_cache
+	rm -rf $(VENV) node_modules cdk.out out build .pytest_cache .ruff_cache

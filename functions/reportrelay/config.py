@@ -167,6 +167,12 @@ class Connection(BaseModel):
     timeouts: Timeouts = Timeouts()
     verify_tls: bool = True
     deadline_seconds: int = Field(default=DEFAULT_DEADLINE_SECONDS, ge=60, le=MAX_DEADLINE_SECONDS)
+    max_concurrent_jobs: int | None = Field(
+        default=None,
+        ge=1,
+        le=1000,
+        description="jobs beyond this many wait their turn (see reportrelay.slots)",
+    )
 
     @property
     def provider_settings(self) -> dict[str, Any]:

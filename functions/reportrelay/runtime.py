@@ -7,6 +7,11 @@ Environment variables (set by CDK in AWS, by the local runner on a laptop):
 - ``REPORTRELAY_HANDLE_KEY``: KMS key that seals credential fields of provider handles.
 - ``REPORTRELAY_HOLDER_FUNCTION``: the function invoked asynchronously to hold a long request open.
 - ``REPORTRELAY_CLAIMS_TABLE``: DynamoDB table of claims on shared queue entries (see reportrelay.claims).
+- ``REPORTRELAY_JOBS_TABLE``: DynamoDB table of jobs (see reportrelay.jobs); steps record progress there.
+- ``REPORTRELAY_API_URL``: the job API's base URL, for the download link in the completion event.
+- ``REPORTRELAY_STATE_MACHINE_ARN``: the state machine the job API starts and stops (API only).
+- ``REPORTRELAY_EVENT_BUS``: the bus the job API announces cancelled jobs on (API only).
+- ``REPORTRELAY_DOWNLOAD_URL_SECONDS``: lifetime of the API's presigned download links (default 300).
 """
 
 from __future__ import annotations
@@ -22,7 +27,11 @@ from typing import Any
 from reportrelay.claims import CLAIMS_TABLE_ENV, ClaimStore, DynamoDbClaims
 from reportrelay.config import Connections, SecretResolver
 from reportrelay.errors import ConfigurationError
+from reportrelay.jobs import JOBS_TABLE_ENV, DynamoDbJobs
 from reportrelay.sealing import HandleSealer
+from reportrelay.slots import ConcurrencySlots
+
+DEFAULT_DOWNLOAD_URL_SECONDS = 300
 
 
 @dataclass(frozen=True)
@@ -33,6 +42,11 @@ class Settings:
     handle_key: str | None = None
     holder_function: str | None = None
     claims_table: str | None = None
+    jobs_table: str | None = None
+    api_url: str | None = None
+    state_machine_arn: str | None = None
+    event_bus: str | None = None
+    download_url_seconds: int = DEFAULT_DOWNLOAD_URL_SECONDS
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -44,7 +58,29 @@ class Settings:
             handle_key=env.get("REPORTRELAY_HANDLE_KEY") or None,
             holder_function=env.get("REPORTRELAY_HOLDER_FUNCTION") or None,
             claims_table=env.get(CLAIMS_TABLE_ENV) or None,
+            jobs_table=env.get(JOBS_TABLE_ENV) or None,
+            api_url=(env.get("REPORTRELAY_API_URL") or "").rstrip("/") or None,
+            state_machine_arn=env.get("REPORTRELAY_STATE_MACHINE_ARN") or None,
+            event_bus=env.get("REPORTRELAY_EVENT_BUS") or None,
+            download_url_seconds=_seconds(
+                env.get("REPORTRELAY_DOWNLOAD_URL_SECONDS"), DEFAULT_DOWNLOAD_URL_SECONDS
+            ),
         )
+
+
+def _seconds(value: str | None, default: int) -> int:
+    """A presigned link lives 1 s to 7 days (SigV4's limit); anything else is a deployment mistake."""
+    if not value:
+        return default
+    try:
+        seconds = int(value)
+    except ValueError:
+        seconds = 0
+    if not 1 <= seconds <= 7 * 24 * 3600:
+        raise ConfigurationError(
+            f"REPORTRELAY_DOWNLOAD_URL_SECONDS={value!r}: expected a whole number of seconds, 1 to 604800"
+        )
+    return seconds
 
 
 @lru_cache(maxsize=8)
@@ -114,6 +150,17 @@ class Runtime:
         if not self.settings.claims_table:
             return None
         return DynamoDbClaims(self.settings.claims_table, lambda: self.client("dynamodb"))
+
+    @property
+    def slots(self) -> ConcurrencySlots:
+        return ConcurrencySlots(self.settings.claims_table, lambda: self.client("dynamodb"))
+
+    @property
+    def jobs(self) -> DynamoDbJobs | None:
+        """The job store, when the deployment has one (steps record progress there; the API reads it)."""
+        if not self.settings.jobs_table:
+            return None
+        return DynamoDbJobs(self.settings.jobs_table, lambda: self.client("dynamodb"), clock=self.clock)
 
     @property
     def sealer(self) -> HandleSealer:

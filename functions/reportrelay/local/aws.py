@@ -21,7 +21,9 @@ from typing import Any
 import boto3
 from moto import mock_aws
 from moto.awslambda.models import LambdaFunction
+from moto.dynamodb.models import DynamoDBBackend
 
+from reportrelay import jobs
 from reportrelay.claims import CLAIMS_TABLE_ENV, KEY_ATTRIBUTE, TTL_ATTRIBUTE
 
 REGION = "us-east-1"
@@ -33,6 +35,7 @@ FUNCTIONS = {
     "ConcludeFunctionArn": ("reportrelay-conclude", "reportrelay.handlers.conclude.handler"),
 }
 HOLDER_FUNCTION = ("reportrelay-hold", "reportrelay.handlers.hold.handler")
+API_FUNCTION = ("reportrelay-api", "reportrelay.handlers.api.handler")
 _FAKE_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "local",
     "AWS_SECRET_ACCESS_KEY": "local",
@@ -77,6 +80,29 @@ def _invoke_in_process(function: LambdaFunction, event: Any) -> tuple[str, bool,
 
 
 @contextmanager
+def _atomic_dynamodb_writes() -> Iterator[None]:
+    """Make moto's conditional writes atomic, as DynamoDB's are: jobs run on parallel threads here."""
+    lock = threading.RLock()
+    writes = ("put_item", "update_item", "delete_item", "transact_write_items")
+    originals = {name: getattr(DynamoDBBackend, name) for name in writes}
+
+    def serialised(original: Any) -> Any:
+        def write(*args: Any, **kwargs: Any) -> Any:
+            with lock:
+                return original(*args, **kwargs)
+
+        return write
+
+    for name, original in originals.items():
+        setattr(DynamoDBBackend, name, serialised(original))
+    try:
+        yield
+    finally:
+        for name, original in originals.items():
+            setattr(DynamoDBBackend, name, original)
+
+
+@contextmanager
 def _patched_env(values: Mapping[str, str]) -> Iterator[None]:
     saved = {name: os.environ.get(name) for name in values}
     os.environ.update(values)
@@ -96,6 +122,9 @@ class LocalAws:
     bucket = "reportrelay-local-reports"
     event_bus = "reportrelay"
     claims_table = "reportrelay-claims"
+    jobs_table = "reportrelay-jobs"
+    # Where the job API would be; only ever printed in links (the API runs in-process, see ``api``).
+    api_url = "https://api.reportrelay.localhost/v1"
 
     def __init__(
         self, function_environment: Mapping[str, str], definition_file: Path = STATE_MACHINE_FILE
@@ -119,6 +148,8 @@ class LocalAws:
 
     def __enter__(self) -> LocalAws:
         self._mock.start()
+        self._atomic_writes = _atomic_dynamodb_writes()
+        self._atomic_writes.__enter__()
         LambdaFunction._invoke_lambda = lambda function, event: _invoke_in_process(function, event)
         LambdaFunction.invoke = lambda function, *args: self._invoke(function, *args)
         self._env = _patched_env(_FAKE_CREDENTIALS)
@@ -140,6 +171,7 @@ class LocalAws:
         if hasattr(self, "_function_env"):
             self._function_env.__exit__(None, None, None)
         self._env.__exit__(None, None, None)
+        self._atomic_writes.__exit__(None, None, None)
         self._mock.stop()
 
     def _invoke(
@@ -169,6 +201,7 @@ class LocalAws:
         )["KeyMetadata"]["KeyId"]
         self.function_environment["REPORTRELAY_HOLDER_FUNCTION"] = HOLDER_FUNCTION[0]
         self._create_claims_table()
+        self._create_jobs_table()
         arns = {}
         for placeholder, (name, handler) in {**FUNCTIONS, "HolderFunctionArn": HOLDER_FUNCTION}.items():
             arns[placeholder] = lambdas.create_function(
@@ -201,6 +234,9 @@ class LocalAws:
         self.state_machine_arn = self.client("stepfunctions").create_state_machine(
             name="reportrelay", definition=definition, roleArn=role_arn, type="STANDARD"
         )["stateMachineArn"]
+        # The job API's own settings (it starts and stops this state machine, announces cancellations).
+        self.function_environment["REPORTRELAY_STATE_MACHINE_ARN"] = self.state_machine_arn
+        self.function_environment["REPORTRELAY_EVENT_BUS"] = self.event_bus
 
     def _create_claims_table(self) -> None:
         dynamodb = self.client("dynamodb")
@@ -215,6 +251,20 @@ class LocalAws:
             TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE},
         )
         self.function_environment[CLAIMS_TABLE_ENV] = self.claims_table
+
+    def _create_jobs_table(self) -> None:
+        """The job store (reportrelay.jobs), and the settings that point the functions and the API at it."""
+        self.client("dynamodb").create_table(**jobs.create_table_request(self.jobs_table))
+        self.function_environment[jobs.JOBS_TABLE_ENV] = self.jobs_table
+        self.function_environment.setdefault("REPORTRELAY_API_URL", self.api_url)
+
+    def api(self, event: dict[str, Any]) -> dict[str, Any]:
+        """Call the job API's handler in-process with an API Gateway REST proxy event; returns its answer."""
+        module_name, _, attribute = API_FUNCTION[1].rpartition(".")
+        handler = getattr(importlib.import_module(module_name), attribute)
+        arn = f"arn:aws:lambda:{REGION}:123456789012:function:{API_FUNCTION[0]}"
+        result: dict[str, Any] = handler(event, LambdaContext(API_FUNCTION[0], arn, str(uuid.uuid4())))
+        return result
 
     def start(self, request: Any, job_id: str | None = None) -> str:
         """Start one job; returns the execution ARN."""

@@ -121,6 +121,10 @@ class DevExpressSimulator(Simulator):
         #: One record per dashboard file served: {key, document_id, format, options, parameters, sha256}.
         self.dashboard_exports: list[dict[str, Any]] = []
         self.served_last_dashboard: str | None = None
+        #: Exports queued and not yet downloaded count as active; above this many, new exports get 429
+        #: (how a real server's per-account limit looks to a client).
+        self.max_active_exports: int | None = None
+        self.peak_active_exports = 0
         self.tokens_issued = 0
         self.tokens_refused = 0  # live-looking tokens refused as unknown, expired or revoked
         self._tokens: dict[str, float] = {}  # access token -> expiry (time.time())
@@ -171,6 +175,12 @@ class DevExpressSimulator(Simulator):
         export_format = _export_format(options, tuple(REPORT_FORMATS))
         export_id = uuid.uuid4().hex
         with self.lock:
+            active = sum(1 for export in self.exports.values() if not export.get("downloaded"))
+            if self.max_active_exports is not None and active >= self.max_active_exports:
+                raise HttpError(
+                    429, "Too many export tasks in progress for this account.", {"Retry-After": "1"}
+                )
+            self.peak_active_exports = max(self.peak_active_exports, active + 1)
             self.exports[export_id] = {
                 "document_id": document_id,
                 "document_name": document["name"],
@@ -211,6 +221,8 @@ class DevExpressSimulator(Simulator):
         # Seeded by the export id, so repeated downloads serve the same bytes.
         content = deterministic_bytes(f"devexpress:report:{export_id}", export["size"], kind.magic)
         self.record_served(export_id, content)
+        with self.lock:
+            self.exports[export_id]["downloaded"] = True
         return file_response(content, kind.content_type, f"{export['document_name']}.{kind.extension}")
 
     # ---- 3. export a dashboard: the answer is the file

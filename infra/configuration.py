@@ -1,0 +1,211 @@
+"""The deployed configuration: connections and schedules from ``config/``, checked at synthesis.
+
+Both files are validated with the functions' own models (``reportrelay.config``, ``reportrelay.schedules``),
+so a mistake stops ``cdk synth`` with the same message the function would give, instead of failing the
+first job after the deploy.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from infra import constants
+from reportrelay.config import Connections, parse_job_request
+from reportrelay.errors import ReportRelayError
+from reportrelay.providers import check_connections, provider_class
+from reportrelay.schedules import render, resolve_window, zone
+
+_SCHEDULE_NAME = re.compile(r"^[0-9A-Za-z_.-]{1,64}$")
+_RATE = re.compile(r"^rate\(\s*[1-9]\d*\s+(minute|minutes|hour|hours|day|days)\s*\)$")
+_CRON = re.compile(r"^cron\(([^()]+)\)$")
+_AT = re.compile(r"^at\(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\)$")
+MAX_SCHEDULE_INPUT = 8192  # characters EventBridge Scheduler accepts as a target's input
+# Any time will do to try a template out; this one is near a month end, in winter.
+_TRIAL_TIME = datetime(2025, 1, 31, 23, 30, tzinfo=UTC)
+
+
+class ConfigError(ValueError):
+    """The deployed configuration is wrong; the message names the file and the field."""
+
+
+@dataclass(frozen=True)
+class DeployedConnections:
+    """The connections document as deployed, the secrets it refers to, and what its providers need."""
+
+    document: dict[str, Any]
+    secrets: tuple[str, ...]
+    # Some provider's handle carries a credential, sealed with a KMS key between steps (reportrelay.sealing).
+    needs_handle_key: bool = False
+    # Some provider generates a report only while one request stays open (the asynchronous holder).
+    needs_holder: bool = False
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(self.document["connections"])
+
+    def env_value(self) -> str:
+        """The document for ``REPORTRELAY_CONNECTIONS``: compact, since Lambda allows 4 KB of environment."""
+        return json.dumps(self.document, separators=(",", ":"), sort_keys=True)
+
+
+def load_connections(path: Path) -> DeployedConnections:
+    document = _read_json(path)
+    try:
+        connections = Connections.from_document(document)
+        check_connections([connections.get(name) for name in connections.names()])
+    except ReportRelayError as error:
+        raise ConfigError(f"{path}: {error}") from None
+    secrets: list[str] = []
+    for where, reference in _secret_references(document["connections"], "connections"):
+        if "env" in reference:
+            raise ConfigError(
+                f"{path}: {where} refers to the environment variable {reference['env']}, which deployed "
+                'functions do not have: use {"secret": "<name or ARN>", "key": "<JSON field>"}'
+            )
+        if reference["secret"] not in secrets:
+            secrets.append(reference["secret"])
+    providers = [provider_class(connections.get(name).provider) for name in connections.names()]
+    deployed = DeployedConnections(
+        document=document,
+        secrets=tuple(secrets),
+        needs_handle_key=any(provider.sealed_handle_fields for provider in providers),
+        needs_holder=any(provider.holds_request for provider in providers),
+    )
+    size = len(deployed.env_value().encode())
+    if size > constants.MAX_CONNECTIONS_ENV_BYTES:
+        raise ConfigError(
+            f"{path}: the connections take {size} bytes, more than the {constants.MAX_CONNECTIONS_ENV_BYTES} "
+            "that fit in the functions' environment; drop optional fields or split the deployment"
+        )
+    return deployed
+
+
+def _secret_references(value: Any, where: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every ``{"secret": ...}`` and ``{"env": ...}`` reference in the document, with where it is."""
+    if isinstance(value, Mapping):
+        if set(value) <= {"secret", "key"} and isinstance(value.get("secret"), str):
+            yield where, dict(value)
+            return
+        if set(value) == {"env"} and isinstance(value["env"], str):
+            yield where, dict(value)
+            return
+        for key, item in value.items():
+            yield from _secret_references(item, f"{where}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _secret_references(item, f"{where}[{index}]")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """One entry of ``config/schedules.json``: when to run, and the job request template to run."""
+
+    name: str
+    expression: str
+    timezone: str
+    window: str
+    request: dict[str, Any]
+    enabled: bool = True
+    description: str = ""
+
+    def target_input(self) -> str:
+        """What Scheduler passes ``start_scheduled``; it fills in ``<aws.scheduler.scheduled-time>``."""
+        return json.dumps(
+            {
+                "schedule": self.name,
+                "scheduled_time": "<aws.scheduler.scheduled-time>",
+                "window": {"window": self.window, "timezone": self.timezone},
+                "request": self.request,
+            },
+            separators=(",", ":"),
+        )
+
+
+_SCHEDULE_FIELDS = {"description", "schedule", "timezone", "enabled", "window", "request"}
+
+
+def load_schedules(path: Path, connections: DeployedConnections) -> list[Schedule]:
+    """The schedules, each tried out once against the connections; a missing file means none."""
+    if not path.exists():
+        return []
+    document = _read_json(path)
+    if not isinstance(document, Mapping) or not isinstance(document.get("schedules"), Mapping):
+        raise ConfigError(f'{path}: expected {{"schedules": {{"<name>": {{...}}}}}}')
+    known = Connections.from_document(connections.document)
+    schedules = []
+    for name, body in document["schedules"].items():
+        where = f"{path}: schedules.{name}"
+        if not _SCHEDULE_NAME.match(name):
+            raise ConfigError(f"{where}: a name is 1-64 letters, digits, '.', '-' or '_'")
+        if not isinstance(body, Mapping):
+            raise ConfigError(f"{where}: must be an object")
+        unknown = set(body) - _SCHEDULE_FIELDS
+        if unknown:
+            raise ConfigError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
+        schedule = Schedule(
+            name=name,
+            expression=_expression(body.get("schedule"), where),
+            timezone=str(body.get("timezone") or "UTC"),
+            window=str(body.get("window") or "today"),
+            request=_request(body.get("request"), where),
+            enabled=_enabled(body.get("enabled", True), where),
+            description=str(body.get("description") or ""),
+        )
+        _try_out(schedule, known, where)
+        if len(schedule.target_input()) > MAX_SCHEDULE_INPUT:
+            raise ConfigError(
+                f"{where}: the request is longer than Scheduler's {MAX_SCHEDULE_INPUT} characters"
+            )
+        schedules.append(schedule)
+    return schedules
+
+
+def _expression(value: Any, where: str) -> str:
+    text = str(value or "").strip()
+    cron = _CRON.match(text)
+    if cron and len(cron.group(1).split()) == 6:
+        return text
+    if _RATE.match(text) or _AT.match(text):
+        return text
+    raise ConfigError(
+        f"{where}.schedule: expected cron(min hour day-of-month month day-of-week year), "
+        "rate(<n> minutes|hours|days) or at(yyyy-mm-ddThh:mm:ss), e.g. cron(0 6 * * ? *)"
+    )
+
+
+def _request(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where}.request: expected a job request object")
+    return dict(value)
+
+
+def _enabled(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}.enabled: expected true or false")
+    return value
+
+
+def _try_out(schedule: Schedule, connections: Connections, where: str) -> None:
+    """Resolve the template once and check the result as the submit step would."""
+    try:
+        zone(schedule.timezone)
+        window = resolve_window({"window": schedule.window, "timezone": schedule.timezone}, _TRIAL_TIME)
+        request = parse_job_request(render(schedule.request, window))
+        provider_class(connections.get(request.connection).provider).validate(request)
+    except ReportRelayError as error:
+        raise ConfigError(f"{where}: {error}") from None
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise ConfigError(f"cannot read {path}: {error.strerror}") from None
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"{path} is not valid JSON (line {error.lineno}): {error.msg}") from None

@@ -1,0 +1,59 @@
+"""Names and paths every construct agrees on, in one place (plain Python: importing it starts no CDK)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+FUNCTIONS_DIR = REPO_ROOT / "functions"
+PACKAGE_DIR = FUNCTIONS_DIR / "reportrelay"
+REQUIREMENTS_FILE = REPO_ROOT / "requirements.txt"
+STATE_MACHINE_FILE = REPO_ROOT / "statemachines" / "report.asl.json"
+CONNECTIONS_FILE = REPO_ROOT / "config" / "connections.json"
+SCHEDULES_FILE = REPO_ROOT / "config" / "schedules.json"
+SCHEMAS_DIR = REPO_ROOT / "schemas"
+# Where the bundler keeps installed Lambda dependencies between syntheses (git-ignored via build/).
+BUNDLE_CACHE_DIR = REPO_ROOT / "build" / "lambda-deps"
+
+SERVICE = "reportrelay"
+DEFAULT_STACK_NAME = "ReportRelay"
+DEFAULT_EVENT_BUS_NAME = "reportrelay"
+EVENT_SOURCE = "reportrelay"
+DETAIL_TYPE_READY = "Report Ready"
+DETAIL_TYPE_FAILED = "Report Failed"
+SCHEMA_FILES = {DETAIL_TYPE_READY: "report-ready.json", DETAIL_TYPE_FAILED: "report-failed.json"}
+
+# Custom metrics the conclude function emits through Powertools EMF (reportrelay.observability).
+METRICS_NAMESPACE = "ReportRelay"
+METRICS_DIMENSIONS = {"service": SERVICE}
+METRIC_REPORTS_READY = "ReportsReady"
+METRIC_REPORTS_FAILED = "ReportsFailed"
+METRIC_BYTES_FETCHED = "BytesFetched"
+METRIC_JOB_DURATION = "JobDuration"
+
+# One runtime and architecture for every function; the bundler installs wheels for exactly these.
+PYTHON_VERSION = "3.12"
+LAMBDA_RUNTIME_NAME = f"python{PYTHON_VERSION}"
+LAMBDA_ARCHITECTURE_NAME = "arm64"
+PIP_PLATFORM = "manylinux2014_aarch64"
+DOCKER_PLATFORM = "linux/arm64"
+
+# The ${...} substitutions in statemachines/report.asl.json.
+PLACEHOLDER_SUBMIT = "SubmitFunctionArn"
+PLACEHOLDER_CHECK = "CheckFunctionArn"
+PLACEHOLDER_FETCH = "FetchFunctionArn"
+PLACEHOLDER_CONCLUDE = "ConcludeFunctionArn"
+PLACEHOLDER_EVENT_BUS = "EventBusName"
+FUNCTION_PLACEHOLDERS = (PLACEHOLDER_SUBMIT, PLACEHOLDER_CHECK, PLACEHOLDER_FETCH, PLACEHOLDER_CONCLUDE)
+PLACEHOLDERS = (*FUNCTION_PLACEHOLDERS, PLACEHOLDER_EVENT_BUS)
+
+# Environment variables the functions read (reportrelay.runtime, reportrelay.handlers.start_scheduled).
+ENV_BUCKET = "REPORTRELAY_BUCKET"
+ENV_CONNECTIONS = "REPORTRELAY_CONNECTIONS"
+ENV_STATE_MACHINE_ARN = "REPORTRELAY_STATE_MACHINE_ARN"
+ENV_HANDLE_KEY = "REPORTRELAY_HANDLE_KEY"
+ENV_HOLDER_FUNCTION = "REPORTRELAY_HOLDER_FUNCTION"
+# reportrelay.sealing binds every sealed field to its job with this encryption context key.
+SEALING_CONTEXT_KEY = "reportrelay:job"
+# Lambda allows 4 KB of environment in all; the connections document must leave room for the rest.
+MAX_CONNECTIONS_ENV_BYTES = 3072

@@ -1,0 +1,170 @@
+"""Deployment settings: CDK context values ``reportrelay:*`` (cdk.json, or ``-c key=value``), checked once.
+
+Every setting has a safe default, so ``cdk deploy`` works with none given. Values given with ``-c``
+arrive as strings, so booleans and numbers are parsed here, and a wrong value stops the synthesis
+with a message naming the setting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aws_cdk import aws_logs as logs
+from constructs import Construct
+
+from infra import constants
+
+PREFIX = "reportrelay:"
+
+
+class SettingsError(ValueError):
+    """A ``reportrelay:*`` context value is missing its shape; the message names the key."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    stack_name: str = constants.DEFAULT_STACK_NAME
+    # Storage
+    bucket_encryption: str = "s3"  # "s3" (SSE-S3) or "kms" (a customer managed key with rotation)
+    versioned: bool = True
+    report_retention_days: int = 90  # reports expire this many days after they are stored
+    noncurrent_retention_days: int = 30  # overwritten or deleted versions (versioned buckets only)
+    access_logs: bool = True  # S3 server access logs into a separate bucket
+    access_log_retention_days: int = 365
+    # Workflow
+    log_retention_days: int = 30
+    bundle: bool = True  # False: skip pip (tests), the asset then holds the reportrelay package only
+    # Events, configuration, monitoring
+    event_bus_name: str = constants.DEFAULT_EVENT_BUS_NAME
+    connections_file: Path = constants.CONNECTIONS_FILE
+    schedules_file: Path = constants.SCHEDULES_FILE
+    alarm_email: str | None = None
+    provider_errors_threshold: int = 5  # submit/check/fetch errors in 15 minutes before their alarm fires
+
+    @classmethod
+    def from_context(cls, scope: Construct) -> Settings:
+        """Every ``reportrelay:*`` context value; a misspelt one is an error, not silently ignored."""
+        context = scope.node.get_all_context()
+        return cls.from_mapping(
+            {key.removeprefix(PREFIX): value for key, value in context.items() if key.startswith(PREFIX)},
+            where="context",
+        )
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any], where: str = "settings") -> Settings:
+        parsed = {}
+        for key, value in values.items():
+            if key not in _PARSERS:
+                raise SettingsError(f"{where}: unknown setting {PREFIX}{key}")
+            if value is None or value == "":
+                continue
+            attribute, parse = _PARSERS[key]
+            try:
+                parsed[attribute] = parse(value)
+            except (TypeError, ValueError) as error:
+                raise SettingsError(f"{where}: {PREFIX}{key}={value!r}: {error}") from None
+        return cls(**parsed)
+
+    @property
+    def log_retention(self) -> logs.RetentionDays:
+        return _RETENTION[self.log_retention_days]
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no"):
+        return False
+    raise ValueError("expected true or false")
+
+
+def _between(low: int, high: int) -> Callable[[Any], int]:
+    def parse(value: Any) -> int:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ValueError("expected a whole number")
+        number = int(value)
+        if not low <= number <= high:
+            raise ValueError(f"expected {low} to {high}")
+        return number
+
+    return parse
+
+
+def _one_of(*choices: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        if value not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}")
+        return str(value)
+
+    return parse
+
+
+def _log_retention(value: Any) -> int:
+    days = int(value)
+    if days not in _RETENTION:
+        raise ValueError(f"CloudWatch Logs keeps logs for one of {sorted(_RETENTION)} days")
+    return days
+
+
+def _path(value: Any) -> Path:
+    path = Path(str(value))
+    return path if path.is_absolute() else constants.REPO_ROOT / path
+
+
+def _name(value: Any) -> str:
+    text = str(value)
+    if not text or len(text) > 256 or not all(char.isalnum() or char in "-_." for char in text):
+        raise ValueError("expected letters, digits, '-', '_' or '.'")
+    return text
+
+
+def _email(value: Any) -> str:
+    text = str(value).strip()
+    if "@" not in text or " " in text:
+        raise ValueError("expected an e-mail address")
+    return text
+
+
+_RETENTION = {
+    1: logs.RetentionDays.ONE_DAY,
+    3: logs.RetentionDays.THREE_DAYS,
+    5: logs.RetentionDays.FIVE_DAYS,
+    7: logs.RetentionDays.ONE_WEEK,
+    14: logs.RetentionDays.TWO_WEEKS,
+    30: logs.RetentionDays.ONE_MONTH,
+    60: logs.RetentionDays.TWO_MONTHS,
+    90: logs.RetentionDays.THREE_MONTHS,
+    120: logs.RetentionDays.FOUR_MONTHS,
+    150: logs.RetentionDays.FIVE_MONTHS,
+    180: logs.RetentionDays.SIX_MONTHS,
+    365: logs.RetentionDays.ONE_YEAR,
+    400: logs.RetentionDays.THIRTEEN_MONTHS,
+    545: logs.RetentionDays.EIGHTEEN_MONTHS,
+    731: logs.RetentionDays.TWO_YEARS,
+    1827: logs.RetentionDays.FIVE_YEARS,
+    3653: logs.RetentionDays.TEN_YEARS,
+}
+
+# context key (after "reportrelay:") -> (Settings attribute, parser)
+_PARSERS: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    "stackName": ("stack_name", _name),
+    "bucketEncryption": ("bucket_encryption", _one_of("s3", "kms")),
+    "versioned": ("versioned", _bool),
+    "reportRetentionDays": ("report_retention_days", _between(1, 36500)),
+    "noncurrentRetentionDays": ("noncurrent_retention_days", _between(1, 36500)),
+    "accessLogs": ("access_logs", _bool),
+    "accessLogRetentionDays": ("access_log_retention_days", _between(1, 36500)),
+    "logRetentionDays": ("log_retention_days", _log_retention),
+    "bundle": ("bundle", _bool),
+    "eventBusName": ("event_bus_name", _name),
+    "connectionsFile": ("connections_file", _path),
+    "schedulesFile": ("schedules_file", _path),
+    "alarmEmail": ("alarm_email", _email),
+    "providerErrorsThreshold": ("provider_errors_threshold", _between(1, 10000)),
+}

@@ -1,0 +1,70 @@
+"""The reportrelay stack: it only composes the capabilities, each of which is one construct."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_cdk import CfnOutput, Stack, Tags
+from constructs import Construct
+
+from infra import constants
+from infra.bundling import function_code
+from infra.configuration import load_connections, load_schedules
+from infra.events import ReportEvents
+from infra.monitoring import Monitoring
+from infra.schedules import ReportSchedules
+from infra.settings import Settings
+from infra.storage import ReportStorage
+from infra.workflow import HOLD, STEPS, Workflow
+
+
+class ReportRelayStack(Stack):
+    def __init__(self, scope: Construct, construct_id: str, *, settings: Settings, **kwargs: Any) -> None:
+        super().__init__(
+            scope,
+            construct_id,
+            description="reportrelay: fetch long-running vendor reports into S3 through Step Functions",
+            **kwargs,
+        )
+        Tags.of(self).add("service", constants.SERVICE)
+        # W3005: CDK makes each function (and the state machine) DependsOn its role as well as the role's
+        # policy; the role dependency repeats the GetAtt. Harmless, and not ours to change.
+        self.template_options.metadata = {"cfn-lint": {"config": {"ignore_checks": ["W3005"]}}}
+        connections = load_connections(settings.connections_file)
+        schedules = load_schedules(settings.schedules_file, connections)
+        code = function_code(install_dependencies=settings.bundle)
+
+        self.storage = ReportStorage(self, "Storage", settings=settings)
+        self.events = ReportEvents(self, "Events", settings=settings)
+        self.workflow = Workflow(
+            self,
+            "Workflow",
+            settings=settings,
+            code=code,
+            connections=connections,
+            storage=self.storage,
+            events=self.events,
+        )
+        self.schedules = ReportSchedules(
+            self,
+            "Schedules",
+            settings=settings,
+            code=code,
+            state_machine=self.workflow.state_machine,
+            schedules=schedules,
+        )
+        functions = {**self.workflow.functions, "StartScheduled": self.schedules.function}
+        self.monitoring = Monitoring(
+            self,
+            "Monitoring",
+            settings=settings,
+            state_machine=self.workflow.state_machine,
+            functions=functions,
+            provider_functions=frozenset(step.name for step in (*STEPS, HOLD) if step.talks_to_provider),
+        )
+
+        CfnOutput(self, "ReportsBucketName", value=self.storage.bucket.bucket_name)
+        CfnOutput(self, "StateMachineArn", value=self.workflow.state_machine.state_machine_arn)
+        CfnOutput(self, "EventBusName", value=self.events.bus.event_bus_name)
+        CfnOutput(self, "AlarmTopicArn", value=self.monitoring.topic.topic_arn)
+        CfnOutput(self, "DashboardName", value=self.monitoring.dashboard.dashboard_name)

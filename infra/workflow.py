@@ -1,0 +1,293 @@
+"""The workflow: the state machine from statemachines/report.asl.json and the four step functions it runs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_secretsmanager as secretsmanager
+from aws_cdk import aws_stepfunctions as sfn
+from constructs import Construct
+
+from infra import constants
+from infra.configuration import DeployedConnections
+from infra.events import ReportEvents
+from infra.functions import python_function
+from infra.nag import acknowledge
+from infra.settings import Settings
+from infra.storage import ReportStorage
+from reportrelay.claims import CLAIMS_TABLE_ENV, KEY_ATTRIBUTE, TTL_ATTRIBUTE
+
+# Making a claim is one conditional PutItem: no reads, no deletes.
+CLAIM = ("dynamodb:PutItem",)
+RELEASE = ("dynamodb:DeleteItem",)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One function of the workflow and what it may touch. Timeouts stay under the Task's TimeoutSeconds
+    in the ASL, so the function's own error (not States.Timeout) reaches the execution history."""
+
+    name: str
+    handler: str
+    description: str
+    timeout: Duration
+    memory_size: int
+    placeholder: str | None = None  # its ${...} in the ASL; None for a function the ASL does not invoke
+    talks_to_provider: bool = False
+    writes_reports: bool = False
+    seals_handles: bool = False  # kms:Encrypt with the handle key (reportrelay.sealing)
+    unseals_handles: bool = False  # kms:Decrypt with the handle key
+    claims_actions: tuple[str, ...] = ()  # DynamoDB actions on the claims table (reportrelay.claims)
+
+
+SUBMIT = Step(
+    "Submit",
+    "reportrelay.handlers.submit.handler",
+    "reportrelay: validate a job request and queue the report at the provider",
+    Duration.seconds(110),
+    256,
+    placeholder=constants.PLACEHOLDER_SUBMIT,
+    talks_to_provider=True,
+    claims_actions=CLAIM,
+    seals_handles=True,
+)
+CHECK = Step(
+    "Check",
+    "reportrelay.handlers.check.handler",
+    "reportrelay: ask the provider where the report stands",
+    Duration.seconds(110),
+    256,
+    placeholder=constants.PLACEHOLDER_CHECK,
+    talks_to_provider=True,
+    claims_actions=CLAIM,
+    seals_handles=True,
+    unseals_handles=True,
+)
+FETCH = Step(
+    "Fetch",
+    "reportrelay.handlers.fetch.handler",
+    "reportrelay: stream the finished report into S3",
+    Duration.minutes(15),
+    1024,  # one 8 MiB part in flight, plus the network throughput that memory buys
+    placeholder=constants.PLACEHOLDER_FETCH,
+    talks_to_provider=True,
+    claims_actions=CLAIM,
+    writes_reports=True,
+    unseals_handles=True,
+)
+CONCLUDE = Step(
+    "Conclude",
+    "reportrelay.handlers.conclude.handler",
+    "reportrelay: build the completion event and record the job's metrics",
+    Duration.seconds(30),
+    256,
+    placeholder=constants.PLACEHOLDER_CONCLUDE,
+    claims_actions=RELEASE,  # gives back the job's concurrency slot (reportrelay.slots)
+)
+# Invoked asynchronously by submit, only for providers that generate while one request stays open.
+HOLD = Step(
+    "Hold",
+    "reportrelay.handlers.hold.handler",
+    "reportrelay: hold a provider's long generation request open",
+    Duration.minutes(15),
+    256,
+    talks_to_provider=True,
+    claims_actions=CLAIM,
+    unseals_handles=True,
+)
+STEPS = (SUBMIT, CHECK, FETCH, CONCLUDE)  # the functions the state machine invokes
+
+
+class Workflow(Construct):
+    """Functions with one role each, granted exactly what their step does, and the state machine."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        settings: Settings,
+        code: lambda_.Code,
+        connections: DeployedConnections,
+        storage: ReportStorage,
+        events: ReportEvents,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self._settings = settings
+        self._code = code
+        self._connections = connections
+        self._storage = storage
+        self.handle_key = self._build_handle_key() if connections.needs_handle_key else None
+        self.claims_table = self._build_claims_table()
+        self.functions: dict[str, lambda_.Function] = {
+            step.name: self._build_function(step) for step in STEPS
+        }
+        self.holder = self._build_holder() if connections.needs_holder else None
+        if self.holder is not None:
+            self.functions[HOLD.name] = self.holder
+        self.state_machine = self._build_state_machine(events)
+
+    def _build_function(self, step: Step) -> lambda_.Function:
+        environment = {}
+        if step.talks_to_provider:
+            environment[constants.ENV_CONNECTIONS] = self._connections.env_value()
+        if step.writes_reports:
+            environment[constants.ENV_BUCKET] = self._storage.bucket.bucket_name
+        if step.claims_actions:
+            environment[CLAIMS_TABLE_ENV] = self.claims_table.table_name
+        if self.handle_key is not None and (step.seals_handles or step.unseals_handles):
+            environment[constants.ENV_HANDLE_KEY] = self.handle_key.key_arn
+        function = python_function(
+            self,
+            f"{step.name}Function",
+            code=self._code,
+            handler=step.handler,
+            description=step.description,
+            timeout=step.timeout,
+            memory_size=step.memory_size,
+            settings=self._settings,
+            environment=environment,
+        )
+        if step.talks_to_provider:
+            self._grant_connection_secrets(function)
+        if step.claims_actions:
+            function.add_to_role_policy(
+                iam.PolicyStatement(
+                    actions=list(step.claims_actions), resources=[self.claims_table.table_arn]
+                )
+            )
+        if step.writes_reports:
+            self._storage.grant_write_reports(function)
+        if self.handle_key is not None:
+            self._grant_handle_key(function, step)
+        return function
+
+    def _build_holder(self) -> lambda_.Function:
+        """The holder, and submit's right to start it (asynchronously, once: a retry re-runs the report)."""
+        holder = self._build_function(HOLD)
+        holder.configure_async_invoke(retry_attempts=0, max_event_age=Duration.hours(1))
+        submit = self.functions[SUBMIT.name]
+        submit.add_environment(constants.ENV_HOLDER_FUNCTION, holder.function_arn)
+        submit.add_to_role_policy(
+            iam.PolicyStatement(actions=["lambda:InvokeFunction"], resources=[holder.function_arn])
+        )
+        return holder
+
+    def _build_claims_table(self) -> dynamodb.Table:
+        """Which job owns which entry of a provider's shared queue (reportrelay.claims); items expire."""
+        return dynamodb.Table(
+            self,
+            "Claims",
+            partition_key=dynamodb.Attribute(name=KEY_ATTRIBUTE, type=dynamodb.AttributeType.STRING),
+            time_to_live_attribute=TTL_ATTRIBUTE,
+            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+            encryption=dynamodb.TableEncryption.AWS_MANAGED,
+            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+                point_in_time_recovery_enabled=True
+            ),
+            # Claims outlive a job by design, never a deployment.
+            removal_policy=RemovalPolicy.DESTROY,
+        )
+
+    def _build_handle_key(self) -> kms.Key:
+        return kms.Key(
+            self,
+            "HandleKey",
+            description="reportrelay: seals credentials in provider handles while they sit in workflow state",
+            enable_key_rotation=True,
+            # Sealed values live only as long as an execution: nothing needs the key after the stack.
+            removal_policy=RemovalPolicy.DESTROY,
+            pending_window=Duration.days(7),
+        )
+
+    def _grant_handle_key(self, function: lambda_.Function, step: Step) -> None:
+        """Encrypt and/or decrypt, and only with a job bound in as encryption context."""
+        assert self.handle_key is not None
+        actions = [
+            action
+            for action, wanted in (("kms:Encrypt", step.seals_handles), ("kms:Decrypt", step.unseals_handles))
+            if wanted
+        ]
+        if actions:
+            function.add_to_role_policy(
+                iam.PolicyStatement(
+                    actions=actions,
+                    resources=[self.handle_key.key_arn],
+                    conditions={
+                        "StringLike": {f"kms:EncryptionContext:{constants.SEALING_CONTEXT_KEY}": "*"}
+                    },
+                )
+            )
+
+    def _grant_connection_secrets(self, function: lambda_.Function) -> None:
+        """Read exactly the secrets the connections refer to (secrets encrypted with aws/secretsmanager)."""
+        for index, secret_id in enumerate(self._connections.secrets):
+            secret_from_reference(function, f"ConnectionSecret{index}", secret_id).grant_read(function)
+
+    def _build_state_machine(self, events: ReportEvents) -> sfn.StateMachine:
+        log_group = logs.LogGroup(
+            self,
+            "StateMachineLogs",
+            retention=self._settings.log_retention,
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+        invoked = [self.functions[step.name] for step in STEPS]
+        substitutions = {
+            step.placeholder: self.functions[step.name].function_arn for step in STEPS if step.placeholder
+        }
+        substitutions[constants.PLACEHOLDER_EVENT_BUS] = events.bus.event_bus_name
+        state_machine = sfn.StateMachine(
+            self,
+            "StateMachine",
+            definition_body=sfn.DefinitionBody.from_string(
+                constants.STATE_MACHINE_FILE.read_text(encoding="utf-8")
+            ),
+            definition_substitutions=substitutions,
+            state_machine_type=sfn.StateMachineType.STANDARD,
+            comment="reportrelay: submit, wait, check, fetch into S3, announce (statemachines/)",
+            tracing_enabled=True,
+            logs=sfn.LogOptions(
+                destination=log_group, level=sfn.LogLevel.ERROR, include_execution_data=False
+            ),
+        )
+        # The ASL invokes each function by its unqualified ARN: no versions, no aliases, no other function.
+        state_machine.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["lambda:InvokeFunction"], resources=[function.function_arn for function in invoked]
+            )
+        )
+        events.grant_put_events(state_machine)
+        acknowledge(
+            state_machine,
+            "AwsSolutions-IAM5[Resource::*]",
+            "Vended log delivery (logs:CreateLogDelivery and friends) and X-Ray (PutTraceSegments) support "
+            "no resource-level permissions, so the state machine's logging and tracing need Resource '*'.",
+        )
+        acknowledge(
+            state_machine,
+            "AwsSolutions-SF1",
+            "Logging at ERROR level with execution data excluded is deliberate (issue 4): ALL would log "
+            "every state transition, and execution data would copy provider messages into the log.",
+        )
+        return state_machine
+
+
+def secret_from_reference(scope: Construct, construct_id: str, secret_id: str) -> secretsmanager.ISecret:
+    """The secret a connection names: by name (any 6-character suffix) or by ARN (complete or partial)."""
+    if not secret_id.startswith("arn:"):
+        return secretsmanager.Secret.from_secret_name_v2(scope, construct_id, secret_id)
+    if _has_secret_suffix(secret_id):
+        return secretsmanager.Secret.from_secret_complete_arn(scope, construct_id, secret_id)
+    return secretsmanager.Secret.from_secret_partial_arn(scope, construct_id, secret_id)
+
+
+def _has_secret_suffix(arn: str) -> bool:
+    """Secrets Manager appends '-' and 6 random characters to a secret's name in its complete ARN."""
+    name = arn.split(":secret:", 1)[-1]
+    return len(name) > 7 and name[-7] == "-" and name[-6:].isalnum()

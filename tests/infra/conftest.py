@@ -1,0 +1,136 @@
+"""Synthesized templates for the infra tests: each variant is synthesized once per session.
+
+Synthesis runs the real app (``infra.app.build_app``, as ``cdk synth`` does) with cdk.json's context and
+``reportrelay:bundle=false``, so no pip runs: the asset holds the reportrelay package only. cdk-nag runs
+as part of every synthesis; an unacknowledged finding fails it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from infra import constants
+from infra.app import build_app
+from reportrelay import providers
+from tests.infra import fake_provider
+
+CDK_CONTEXT: dict[str, Any] = json.loads((constants.REPO_ROOT / "cdk.json").read_text(encoding="utf-8"))[
+    "context"
+]
+
+
+@dataclass(frozen=True)
+class Synthesized:
+    """One synthesized stack: its template and the cloud assembly directory it was written to."""
+
+    template: dict[str, Any]
+    directory: Path
+    stack_name: str
+
+    @property
+    def template_file(self) -> Path:
+        return self.directory / f"{self.stack_name}.template.json"
+
+    def resources(self, resource_type: str) -> dict[str, dict[str, Any]]:
+        return {
+            logical_id: resource
+            for logical_id, resource in self.template["Resources"].items()
+            if resource["Type"] == resource_type
+        }
+
+    def resource(self, resource_type: str) -> tuple[str, dict[str, Any]]:
+        found = self.resources(resource_type)
+        assert len(found) == 1, f"expected one {resource_type}, found {sorted(found)}"
+        return next(iter(found.items()))
+
+
+def synthesize(directory: Path, **settings: Any) -> Synthesized:
+    """Synthesize the app into ``directory`` with ``reportrelay:<key>`` settings on top of cdk.json's."""
+    context = {**CDK_CONTEXT, "reportrelay:bundle": False}
+    context.update({f"reportrelay:{key}": value for key, value in settings.items()})
+    assembly = build_app(context, outdir=str(directory)).synth()
+    (stack,) = assembly.stacks
+    return Synthesized(template=stack.template, directory=directory, stack_name=stack.stack_name)
+
+
+@pytest.fixture(scope="session")
+def synthesized(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    """The app exactly as ``cdk deploy`` would deploy it with the repository's configuration."""
+    return synthesize(tmp_path_factory.mktemp("cdk.out"))
+
+
+@pytest.fixture(scope="session")
+def template(synthesized: Synthesized) -> dict[str, Any]:
+    """The synthesized CloudFormation template as a dict (see infra.definition for the ASL in it)."""
+    return synthesized.template
+
+
+@pytest.fixture(scope="session")
+def hardened(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    """Every setting moved off its default: KMS bucket, no versioning, no access logs, other names."""
+    return synthesize(
+        tmp_path_factory.mktemp("cdk.out.hardened"),
+        stackName="ReportRelayHardened",
+        bucketEncryption="kms",
+        versioned="false",
+        accessLogs="false",
+        reportRetentionDays="30",
+        logRetentionDays="90",
+        eventBusName="reports-test",
+        alarmEmail="ops@example.com",
+    )
+
+
+HOLDER_SECRET_ARN = "arn:aws:secretsmanager:eu-west-1:111122223333:secret:reportrelay/holding-AbCdEf"
+
+
+@pytest.fixture(scope="session")
+def with_holder(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    """A deployment with a provider that holds its request open and seals a session token."""
+    directory = tmp_path_factory.mktemp("cdk.out.holder")
+    connections = directory.parent / "holder-connections.json"
+    connections.write_text(
+        json.dumps(
+            {
+                "connections": {
+                    "holding": {
+                        "provider": fake_provider.KEY,
+                        "base_url": "https://holding.example",
+                        "auth": {"type": "bearer", "token": {"secret": HOLDER_SECRET_ARN, "key": "token"}},
+                    }
+                }
+            }
+        ),
+        encoding="utf-8",
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(providers.PROVIDERS, fake_provider.KEY, fake_provider.PROVIDER_PATH)
+        return synthesize(
+            directory,
+            stackName="ReportRelayHolder",
+            connectionsFile=str(connections),
+            schedulesFile=str(directory.parent / "no-schedules.json"),
+        )
+
+
+def references(value: Any) -> set[str]:
+    """Logical ids a CloudFormation expression refers to (Ref, Fn::GetAtt, Fn::Sub ${Id...})."""
+    found: set[str] = set()
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if key == "Ref" and isinstance(item, str):
+                found.add(item)
+            elif key == "Fn::GetAtt":
+                found.add(item[0] if isinstance(item, list) else str(item).split(".")[0])
+            else:
+                found |= references(item)
+    elif isinstance(value, list):
+        for item in value:
+            found |= references(item)
+    return found

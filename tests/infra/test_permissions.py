@@ -1,0 +1,313 @@
+"""Least privilege: each role may do what its step does, on its own resources, and nothing else."""
+
+from __future__ import annotations
+
+import pytest
+
+from infra.storage import KMS_WRITE_ACTIONS, WRITE_REPORT_ACTIONS
+from tests.infra.conftest import HOLDER_SECRET_ARN, Synthesized, references
+from tests.infra.policies import (
+    function_id,
+    function_role,
+    grantees,
+    grants,
+    role_actions,
+    role_grants,
+)
+
+SUBMIT = "reportrelay.handlers.submit.handler"
+CHECK = "reportrelay.handlers.check.handler"
+FETCH = "reportrelay.handlers.fetch.handler"
+CONCLUDE = "reportrelay.handlers.conclude.handler"
+HOLD = "reportrelay.handlers.hold.handler"
+START_SCHEDULED = "reportrelay.handlers.start_scheduled.handler"
+WORKFLOW_HANDLERS = (SUBMIT, CHECK, FETCH, CONCLUDE)
+BASELINE = {"logs:CreateLogStream", "logs:PutLogEvents", "xray:PutTraceSegments", "xray:PutTelemetryRecords"}
+SECRET_READ = {"secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"}
+
+
+def bucket_id(synthesized: Synthesized) -> str:
+    (reports,) = [
+        logical_id
+        for logical_id, bucket in synthesized.resources("AWS::S3::Bucket").items()
+        if "LifecycleConfiguration" in bucket["Properties"]
+        and any(
+            rule["Id"] == "expire-reports" for rule in bucket["Properties"]["LifecycleConfiguration"]["Rules"]
+        )
+    ]
+    return reports
+
+
+def key_described(synthesized: Synthesized, words: str) -> str:
+    (key,) = [
+        logical_id
+        for logical_id, key in synthesized.resources("AWS::KMS::Key").items()
+        if words in key["Properties"]["Description"]
+    ]
+    return key
+
+
+def state_machine_role(synthesized: Synthesized) -> str:
+    _, machine = synthesized.resource("AWS::StepFunctions::StateMachine")
+    (role,) = references(machine["Properties"]["RoleArn"])
+    return role
+
+
+@pytest.mark.parametrize("handler", [*WORKFLOW_HANDLERS, START_SCHEDULED])
+def test_every_function_has_its_own_role_without_managed_policies(
+    synthesized: Synthesized, handler: str
+) -> None:
+    # given the synthesized app / when a function's role is read
+    role_id = function_role(synthesized, handler)
+    role = synthesized.template["Resources"][role_id]["Properties"]
+
+    # then no managed policy (AWSLambdaBasicExecutionRole would open every log group) and no sharing
+    assert "ManagedPolicyArns" not in role
+    assert role["AssumeRolePolicyDocument"]["Statement"] == [
+        {"Action": "sts:AssumeRole", "Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}}
+    ]
+    others = {function_role(synthesized, other) for other in (*WORKFLOW_HANDLERS, START_SCHEDULED)}
+    assert len(others) == len(WORKFLOW_HANDLERS) + 1
+
+
+@pytest.mark.parametrize("handler", [*WORKFLOW_HANDLERS, START_SCHEDULED])
+def test_every_function_writes_only_its_own_log_group(synthesized: Synthesized, handler: str) -> None:
+    # given a function and the log group it logs to
+    function = synthesized.template["Resources"][function_id(synthesized, handler)]["Properties"]
+    (log_group,) = references(function["LoggingConfig"]["LogGroup"])
+
+    # when its logging grants are read
+    logging = [
+        grant
+        for grant in role_grants(synthesized, function_role(synthesized, handler))
+        if any(action.startswith("logs:") for action in grant.actions)
+    ]
+
+    # then it may write streams of that one log group, and nothing else in CloudWatch Logs
+    assert [grant.actions for grant in logging] == [frozenset({"logs:CreateLogStream", "logs:PutLogEvents"})]
+    assert logging[0].resource_ids == {log_group}
+
+
+def test_fetch_writes_reports_but_cannot_read_delete_or_touch_other_buckets(synthesized: Synthesized) -> None:
+    # given the fetch function's role
+    role = function_role(synthesized, FETCH)
+    s3_grants = [
+        grant for grant in role_grants(synthesized, role) if any(a.startswith("s3:") for a in grant.actions)
+    ]
+
+    # then its S3 rights are: put objects (multipart included), tag them, abort an upload
+    assert {action for grant in s3_grants for action in grant.actions} == set(WRITE_REPORT_ACTIONS)
+    # and only on the objects of the reports bucket
+    reports = bucket_id(synthesized)
+    for grant in s3_grants:
+        assert grant.resource_ids == {reports}
+        for resource in grant.resources:
+            assert resource == {"Fn::Join": ["", [{"Fn::GetAtt": [reports, "Arn"]}, "/*"]]}
+    # and nothing that reads, lists or deletes
+    assert not {
+        a for a in role_actions(synthesized, role) if a.startswith(("s3:Get", "s3:List", "s3:Delete"))
+    }
+
+
+@pytest.mark.parametrize("handler", [SUBMIT, CHECK, CONCLUDE, START_SCHEDULED])
+def test_only_fetch_may_touch_s3(synthesized: Synthesized, handler: str) -> None:
+    # given a function other than fetch / then its role has no S3 action at all
+    assert not {
+        a for a in role_actions(synthesized, function_role(synthesized, handler)) if a.startswith("s3:")
+    }
+
+
+def test_conclude_needs_nothing_but_logs_traces_and_releasing_its_slot(synthesized: Synthesized) -> None:
+    # given the conclude function (its metrics go out as EMF log lines: no PutMetricData)
+    # then its role holds the baseline, plus giving back the job's concurrency slot, and nothing more
+    assert role_actions(synthesized, function_role(synthesized, CONCLUDE)) == BASELINE | {"dynamodb:DeleteItem"}
+
+
+@pytest.mark.parametrize("handler", [SUBMIT, CHECK, FETCH])
+def test_provider_steps_read_exactly_the_configured_secret(synthesized: Synthesized, handler: str) -> None:
+    # given config/connections.json, whose one connection names the secret "reportrelay/acme-dx"
+    secret_grants = [
+        grant
+        for grant in role_grants(synthesized, function_role(synthesized, handler))
+        if any(action.startswith("secretsmanager:") for action in grant.actions)
+    ]
+    # then the function may read that secret (any version suffix), and no other
+    assert [grant.actions for grant in secret_grants] == [frozenset(SECRET_READ)]
+    (resource,) = secret_grants[0].resources
+    assert resource["Fn::Join"][1][-1] == ":secret:reportrelay/acme-dx-??????"
+
+
+@pytest.mark.parametrize("handler", [CONCLUDE, START_SCHEDULED])
+def test_steps_that_never_meet_a_provider_cannot_read_secrets(synthesized: Synthesized, handler: str) -> None:
+    actions = role_actions(synthesized, function_role(synthesized, handler))
+    assert not {action for action in actions if action.startswith(("secretsmanager:", "kms:"))}
+
+
+def test_only_the_state_machine_invokes_the_workflow_functions(synthesized: Synthesized) -> None:
+    # given the four functions the ASL invokes
+    machine_role = state_machine_role(synthesized)
+    invoked = {function_id(synthesized, handler) for handler in WORKFLOW_HANDLERS}
+
+    # then the state machine's role, and no other, may invoke each of them
+    for function in invoked:
+        assert grantees(synthesized, "lambda:InvokeFunction", function) == {machine_role}
+    # and it may invoke exactly those, by unqualified ARN (no versions, no aliases, no wildcard)
+    (invoke,) = [
+        grant for grant in role_grants(synthesized, machine_role) if "lambda:InvokeFunction" in grant.actions
+    ]
+    assert invoke.actions == {"lambda:InvokeFunction"}
+    assert sorted(invoke.resources, key=str) == sorted(
+        ({"Fn::GetAtt": [function, "Arn"]} for function in invoked), key=str
+    )
+
+
+def test_only_the_state_machine_puts_events_on_the_bus(synthesized: Synthesized) -> None:
+    # given the event bus
+    bus, _ = synthesized.resource("AWS::Events::EventBus")
+    # when every role allowed events:PutEvents is listed
+    putters = [grant for grant in grants(synthesized) if "events:PutEvents" in grant.actions]
+    # then it is the state machine's role, on this bus only
+    assert [(grant.role, grant.resources) for grant in putters] == [
+        (state_machine_role(synthesized), ({"Fn::GetAtt": [bus, "Arn"]},))
+    ]
+
+
+def test_the_state_machine_role_does_only_invoke_put_events_log_delivery_and_tracing(
+    synthesized: Synthesized,
+) -> None:
+    actions = role_actions(synthesized, state_machine_role(synthesized))
+    assert {a for a in actions if not a.startswith(("logs:", "xray:"))} == {
+        "lambda:InvokeFunction",
+        "events:PutEvents",
+    }
+
+
+def test_the_scheduler_starts_jobs_only_through_the_start_function(synthesized: Synthesized) -> None:
+    # given the schedule's role and the start function's role
+    _, schedule = next(iter(synthesized.resources("AWS::Scheduler::Schedule").items()))
+    (scheduler_role,) = references(schedule["Properties"]["Target"]["RoleArn"])
+    start_role = function_role(synthesized, START_SCHEDULED)
+    start_function = function_id(synthesized, START_SCHEDULED)
+    machine, _ = synthesized.resource("AWS::StepFunctions::StateMachine")
+
+    # then Scheduler may invoke that function and nothing else
+    assert [(g.actions, g.resources) for g in role_grants(synthesized, scheduler_role)] == [
+        (frozenset({"lambda:InvokeFunction"}), ({"Fn::GetAtt": [start_function, "Arn"]},))
+    ]
+    # and only Scheduler, from this account's schedule group, may assume that role
+    trust = synthesized.template["Resources"][scheduler_role]["Properties"]["AssumeRolePolicyDocument"]
+    (statement,) = trust["Statement"]
+    assert statement["Principal"] == {"Service": "scheduler.amazonaws.com"}
+    assert set(statement["Condition"]["StringEquals"]) == {"aws:SourceAccount", "aws:SourceArn"}
+    # and the function may start executions of this state machine, and do nothing else beyond the baseline
+    assert role_actions(synthesized, start_role) == BASELINE | {"states:StartExecution"}
+    assert grantees(synthesized, "states:StartExecution", machine) == {start_role}
+
+
+def test_no_role_is_granted_a_wildcard_action(synthesized: Synthesized, with_holder: Synthesized) -> None:
+    for deployment in (synthesized, with_holder):
+        wildcards = {a for grant in grants(deployment) for a in grant.actions if "*" in a}
+        assert wildcards == set()
+
+
+def test_a_kms_bucket_lets_fetch_encrypt_with_its_key_and_no_one_else(hardened: Synthesized) -> None:
+    # given the stack with reportrelay:bucketEncryption=kms
+    key = key_described(hardened, "stored reports")
+    # then fetch may generate data keys and decrypt (to complete multipart uploads) with that key only
+    fetch_role = function_role(hardened, FETCH)
+    kms_grants = [
+        g for g in role_grants(hardened, fetch_role) if any(a.startswith("kms:") for a in g.actions)
+    ]
+    assert [(g.actions, g.resource_ids) for g in kms_grants] == [(frozenset(KMS_WRITE_ACTIONS), {key})]
+    # and no other role may use it
+    for action in KMS_WRITE_ACTIONS:
+        assert grantees(hardened, action, key) == {fetch_role}
+
+
+def test_a_holding_provider_brings_a_holder_that_only_submit_may_start(with_holder: Synthesized) -> None:
+    # given a connection whose provider holds its request open
+    holder = function_id(with_holder, HOLD)
+    submit = function_id(with_holder, SUBMIT)
+    environment = with_holder.template["Resources"][submit]["Properties"]["Environment"]["Variables"]
+
+    # then submit knows the holder and may invoke it (asynchronously), and no one else may
+    assert references(environment["REPORTRELAY_HOLDER_FUNCTION"]) == {holder}
+    assert grantees(with_holder, "lambda:InvokeFunction", holder) == {function_role(with_holder, SUBMIT)}
+    # and a retried hold would generate the report twice, so Lambda never retries it
+    (config,) = with_holder.resources("AWS::Lambda::EventInvokeConfig").values()
+    assert config["Properties"]["MaximumRetryAttempts"] == 0
+    # and the holder reads the connection's secret like the other provider steps
+    assert role_actions(with_holder, function_role(with_holder, HOLD)) >= SECRET_READ
+
+
+def test_sealed_handles_use_one_key_each_step_as_far_as_it_needs(with_holder: Synthesized) -> None:
+    # given a provider that seals a session token into its handle
+    key = key_described(with_holder, "provider handles")
+    expected = {
+        SUBMIT: {"kms:Encrypt"},  # seals the handle it creates
+        CHECK: {"kms:Encrypt", "kms:Decrypt"},  # opens it, seals the updated one
+        FETCH: {"kms:Decrypt"},
+        HOLD: {"kms:Decrypt"},
+        CONCLUDE: set(),
+        START_SCHEDULED: set(),
+    }
+    for handler, actions in expected.items():
+        role = function_role(with_holder, handler)
+        kms_grants = [
+            g for g in role_grants(with_holder, role) if any(a.startswith("kms:") for a in g.actions)
+        ]
+        # then each step gets only the operations it performs, on that key, bound to a job
+        assert {a for g in kms_grants for a in g.actions} == actions, handler
+        for grant in kms_grants:
+            assert grant.resource_ids == {key}
+            assert grant.conditions == {"StringLike": {"kms:EncryptionContext:reportrelay:job": "*"}}
+        if actions:
+            function = with_holder.template["Resources"][function_id(with_holder, handler)]["Properties"]
+            assert references(function["Environment"]["Variables"]["REPORTRELAY_HANDLE_KEY"]) == {key}
+
+
+def test_a_secret_given_by_complete_arn_is_granted_by_that_arn(with_holder: Synthesized) -> None:
+    role = function_role(with_holder, SUBMIT)
+    (secret_grant,) = [
+        g for g in role_grants(with_holder, role) if "secretsmanager:GetSecretValue" in g.actions
+    ]
+    assert secret_grant.resources == (HOLDER_SECRET_ARN,)
+
+
+def test_the_default_deployment_has_no_holder_and_no_handle_key(synthesized: Synthesized) -> None:
+    # given only DevExpress connections, which neither hold requests nor seal handles
+    handlers = {f["Properties"]["Handler"] for f in synthesized.resources("AWS::Lambda::Function").values()}
+    # then neither the holder nor the handle key is deployed
+    assert HOLD not in handlers
+    assert not [
+        key
+        for key in synthesized.resources("AWS::KMS::Key").values()
+        if "provider handles" in key["Properties"]["Description"]
+    ]
+
+
+@pytest.mark.parametrize("handler", [SUBMIT, CHECK, FETCH])
+def test_provider_steps_may_only_put_claims(synthesized: Synthesized, handler: str) -> None:
+    # given the claims table (which job owns which entry of a shared provider queue)
+    table, _ = synthesized.resource("AWS::DynamoDB::Table")
+    role = function_role(synthesized, handler)
+    dynamo = [g for g in role_grants(synthesized, role) if any(a.startswith("dynamodb:") for a in g.actions)]
+    # then a provider step may make a claim (one conditional PutItem) on that table, and nothing else
+    assert [(g.actions, g.resource_ids) for g in dynamo] == [(frozenset({"dynamodb:PutItem"}), {table})]
+    function = synthesized.template["Resources"][function_id(synthesized, handler)]["Properties"]
+    assert references(function["Environment"]["Variables"]["REPORTRELAY_CLAIMS_TABLE"]) == {table}
+
+
+def test_the_conclude_step_may_only_release_claims(synthesized: Synthesized) -> None:
+    # given the claims table, which also holds the connections' concurrency slots
+    table, _ = synthesized.resource("AWS::DynamoDB::Table")
+    role = function_role(synthesized, CONCLUDE)
+    dynamo = [g for g in role_grants(synthesized, role) if any(a.startswith("dynamodb:") for a in g.actions)]
+    # then concluding a job may give its slot back (a conditional DeleteItem), and nothing else
+    assert [(g.actions, g.resource_ids) for g in dynamo] == [(frozenset({"dynamodb:DeleteItem"}), {table})]
+
+
+@pytest.mark.parametrize("handler", [START_SCHEDULED])
+def test_other_steps_cannot_touch_the_claims(synthesized: Synthesized, handler: str) -> None:
+    actions = role_actions(synthesized, function_role(synthesized, handler))
+    assert not {action for action in actions if action.startswith("dynamodb:")}

@@ -1,0 +1,220 @@
+"""The state machine is the ASL file, wired to the step functions; each function is sized for its step."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+from statelint.config import Config
+from statelint.linter import Linter
+from statelint.problem import ProblemType
+
+from infra import constants
+from infra.definition import DefinitionError, definition_from_template, placeholder_resources
+from reportrelay.claims import KEY_ATTRIBUTE, TTL_ATTRIBUTE
+from tests.infra.conftest import Synthesized, references
+from tests.infra.policies import function_id
+
+ASL_TEXT = constants.STATE_MACHINE_FILE.read_text(encoding="utf-8")
+HANDLERS = {
+    constants.PLACEHOLDER_SUBMIT: "reportrelay.handlers.submit.handler",
+    constants.PLACEHOLDER_CHECK: "reportrelay.handlers.check.handler",
+    constants.PLACEHOLDER_FETCH: "reportrelay.handlers.fetch.handler",
+    constants.PLACEHOLDER_CONCLUDE: "reportrelay.handlers.conclude.handler",
+}
+PROVIDER_STEPS = {constants.PLACEHOLDER_SUBMIT, constants.PLACEHOLDER_CHECK, constants.PLACEHOLDER_FETCH}
+
+
+def state_machine(synthesized: Synthesized) -> dict[str, Any]:
+    _, machine = synthesized.resource("AWS::StepFunctions::StateMachine")
+    return machine["Properties"]
+
+
+def function(synthesized: Synthesized, placeholder: str) -> dict[str, Any]:
+    return synthesized.template["Resources"][function_id(synthesized, HANDLERS[placeholder])]["Properties"]
+
+
+def task_timeouts(definition: str) -> dict[str, list[int]]:
+    """Placeholder of each invoked function -> TimeoutSeconds of every Task state invoking it."""
+    timeouts: dict[str, list[int]] = {}
+    for state in json.loads(definition)["States"].values():
+        name = state.get("Parameters", {}).get("FunctionName", "")
+        if state["Type"] == "Task" and name.startswith("${"):
+            timeouts.setdefault(name[2:-1], []).append(state["TimeoutSeconds"])
+    return timeouts
+
+
+def test_the_deployed_definition_is_the_asl_file(template: dict[str, Any]) -> None:
+    # given the synthesized template
+    # when the definition is read back out of it
+    definition = definition_from_template(template)
+    # then it is the file in statemachines/, placeholders and all
+    assert definition == ASL_TEXT
+
+
+def test_each_placeholder_is_filled_with_its_own_function_and_the_bus(synthesized: Synthesized) -> None:
+    # given the state machine's substitutions
+    substitutions = state_machine(synthesized)["DefinitionSubstitutions"]
+    bus, _ = synthesized.resource("AWS::Events::EventBus")
+
+    # then every placeholder of the file is filled, each function ARN by the function with that step's handler
+    assert set(substitutions) == set(constants.PLACEHOLDERS)
+    for placeholder, handler in HANDLERS.items():
+        assert substitutions[placeholder] == {"Fn::GetAtt": [function_id(synthesized, handler), "Arn"]}
+    assert substitutions[constants.PLACEHOLDER_EVENT_BUS] == {"Ref": bus}
+    assert placeholder_resources(synthesized.template) == {
+        name: references(value).pop() for name, value in substitutions.items()
+    }
+
+
+def test_definition_from_template_restores_placeholders_from_join_and_sub() -> None:
+    # given templates carrying the definition as Fn::Join and as Fn::Sub, as CDK may write it
+    resources = {
+        "Submit1": {
+            "Type": "AWS::Lambda::Function",
+            "Properties": {"Handler": HANDLERS["SubmitFunctionArn"]},
+        },
+        "Bus1": {"Type": "AWS::Events::EventBus", "Properties": {"Name": "reportrelay"}},
+    }
+    joined = ['{"F": "', {"Fn::GetAtt": ["Submit1", "Arn"]}, '", "B": "', {"Ref": "Bus1"}, '"}']
+    subbed = ['{"F": "${Fn}", "B": "${Bus1}"}', {"Fn": {"Fn::GetAtt": ["Submit1", "Arn"]}}]
+
+    # when the definition is rebuilt from each
+    for definition in ({"Fn::Join": ["", joined]}, {"Fn::Sub": subbed}):
+        template = {
+            "Resources": {
+                **resources,
+                "Machine": {
+                    "Type": "AWS::StepFunctions::StateMachine",
+                    "Properties": {"DefinitionString": definition},
+                },
+            }
+        }
+        # then the references are placeholders again
+        assert definition_from_template(template) == '{"F": "${SubmitFunctionArn}", "B": "${EventBusName}"}'
+
+
+def test_definition_from_template_refuses_a_reference_it_cannot_name() -> None:
+    template = {
+        "Resources": {
+            "Machine": {
+                "Type": "AWS::StepFunctions::StateMachine",
+                "Properties": {"DefinitionString": {"Fn::Join": ["", ["{", {"Ref": "Elsewhere"}, "}"]]}},
+            }
+        }
+    }
+    with pytest.raises(DefinitionError, match="Elsewhere"):
+        definition_from_template(template)
+
+
+def test_the_deployed_definition_passes_statelint(template: dict[str, Any]) -> None:
+    # given the deployed definition with its placeholders filled as CloudFormation would
+    definition = definition_from_template(template)
+    for placeholder in constants.FUNCTION_PLACEHOLDERS:
+        definition = definition.replace(
+            "${" + placeholder + "}", f"arn:aws:lambda:eu-west-1:111122223333:function:{placeholder}"
+        )
+    definition = definition.replace("${EventBusName}", "reportrelay")
+    # when statelint checks it (its FLOAT rule wants 2.0 where the ASL, like AWS, accepts 2)
+    lenient_on_floats = Config({ProblemType.FLOAT})
+    problems = Linter.validate(definition, lenient_on_floats)
+    # then it finds nothing, though it does find a state that leads nowhere
+    assert problems == []
+    broken = json.dumps({**json.loads(definition), "StartAt": "Nowhere"})
+    assert Linter.validate(broken, lenient_on_floats) != []
+
+
+def test_the_workflow_logs_errors_only_without_execution_data_and_is_traced(synthesized: Synthesized) -> None:
+    # given the state machine
+    properties = state_machine(synthesized)
+    # then it logs at ERROR, never execution data (inputs may carry provider messages), and traces with X-Ray
+    logging = properties["LoggingConfiguration"]
+    assert logging["Level"] == "ERROR"
+    assert logging["IncludeExecutionData"] is False
+    assert properties["TracingConfiguration"] == {"Enabled": True}
+    assert properties["StateMachineType"] == "STANDARD"
+    # and its log group keeps logs for the configured time, not forever
+    (log_group,) = references(logging["Destinations"][0]["CloudWatchLogsLogGroup"]["LogGroupArn"])
+    assert synthesized.template["Resources"][log_group]["Properties"]["RetentionInDays"] == 30
+
+
+@pytest.mark.parametrize("placeholder", list(HANDLERS))
+def test_each_function_is_arm_python_traced_and_retains_logs(
+    synthesized: Synthesized, placeholder: str
+) -> None:
+    properties = function(synthesized, placeholder)
+    assert properties["Runtime"] == f"python{constants.PYTHON_VERSION}"
+    assert properties["Architectures"] == ["arm64"]
+    assert properties["TracingConfig"] == {"Mode": "Active"}
+    (log_group,) = references(properties["LoggingConfig"]["LogGroup"])
+    assert synthesized.template["Resources"][log_group]["Properties"]["RetentionInDays"] == 30
+    assert properties["Environment"]["Variables"]["POWERTOOLS_SERVICE_NAME"] == constants.SERVICE
+
+
+def test_log_retention_follows_its_setting(hardened: Synthesized) -> None:
+    # given reportrelay:logRetentionDays=90 / then every log group keeps 90 days
+    retentions = {
+        group["Properties"]["RetentionInDays"] for group in hardened.resources("AWS::Logs::LogGroup").values()
+    }
+    assert retentions == {90}
+
+
+def test_each_function_times_out_within_its_task_and_fetch_gets_fifteen_minutes(
+    synthesized: Synthesized,
+) -> None:
+    # given the Task states of the deployed definition and the functions they invoke
+    timeouts = task_timeouts(definition_from_template(synthesized.template))
+    assert set(timeouts) == set(HANDLERS)
+    for placeholder, task_timeouts_seconds in timeouts.items():
+        # then each function gives up before (or as) the state machine stops waiting for it
+        assert function(synthesized, placeholder)["Timeout"] <= min(task_timeouts_seconds), placeholder
+    # and fetch may stream for Lambda's full 15 minutes, with memory to match
+    assert function(synthesized, constants.PLACEHOLDER_FETCH)["Timeout"] == 900
+    assert function(synthesized, constants.PLACEHOLDER_FETCH)["MemorySize"] >= 1024
+
+
+def test_connections_are_deployed_as_configuration_to_the_provider_steps_only(
+    synthesized: Synthesized,
+) -> None:
+    # given config/connections.json
+    configured = json.loads((constants.REPO_ROOT / "config" / "connections.json").read_text(encoding="utf-8"))
+    for placeholder in HANDLERS:
+        variables = function(synthesized, placeholder)["Environment"]["Variables"]
+        if placeholder in PROVIDER_STEPS:
+            # then the steps that talk to providers get the document itself (secret references only)
+            assert json.loads(variables[constants.ENV_CONNECTIONS]) == configured
+        else:
+            assert constants.ENV_CONNECTIONS not in variables
+
+
+def test_only_fetch_is_told_the_bucket(synthesized: Synthesized) -> None:
+    buckets = synthesized.resources("AWS::S3::Bucket")
+    for placeholder in HANDLERS:
+        variables = function(synthesized, placeholder)["Environment"]["Variables"]
+        if placeholder == constants.PLACEHOLDER_FETCH:
+            (bucket,) = references(variables[constants.ENV_BUCKET])
+            assert bucket in buckets
+        else:
+            assert constants.ENV_BUCKET not in variables
+
+
+def test_the_claims_table_matches_what_the_claim_store_writes(synthesized: Synthesized) -> None:
+    # given the claims table / then its key and TTL are the ones reportrelay.claims writes
+    _, table = synthesized.resource("AWS::DynamoDB::Table")
+    properties = table["Properties"]
+    assert properties["KeySchema"] == [{"AttributeName": KEY_ATTRIBUTE, "KeyType": "HASH"}]
+    assert properties["AttributeDefinitions"] == [{"AttributeName": KEY_ATTRIBUTE, "AttributeType": "S"}]
+    assert properties["TimeToLiveSpecification"] == {"AttributeName": TTL_ATTRIBUTE, "Enabled": True}
+    # and it costs nothing idle, is encrypted with a KMS key and can be restored to a point in time
+    assert properties["BillingMode"] == "PAY_PER_REQUEST"
+    assert properties["SSESpecification"]["SSEEnabled"] is True
+    assert properties["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+
+
+def test_every_placeholder_in_the_asl_file_is_one_the_stack_fills() -> None:
+    # given the ${...} placeholders in statemachines/ (a new one needs its function in infra/workflow.py)
+    written = set(re.findall(r"\$\{(\w+)\}", ASL_TEXT))
+    # then the stack fills exactly those
+    assert written == set(constants.PLACEHOLDERS)
