@@ -7,13 +7,15 @@ timestamps and small handles: never a secret and never report content.
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from reportrelay.config import JobRequest, parse_job_request
+from reportrelay.config import JobRequest, PollPolicy, parse_job_request
 from reportrelay.errors import (
     BadRequest,
     DeadlineExceeded,
@@ -22,6 +24,7 @@ from reportrelay.errors import (
     ReportGenerationFailed,
     ReportRelayError,
 )
+from reportrelay.jobs import outcome_fields, progress_fields
 from reportrelay.observability import logger, metrics
 from reportrelay.poll_policy import next_wait_seconds
 from reportrelay.providers import open_provider, provider_class
@@ -33,33 +36,98 @@ State = dict[str, Any]
 
 
 MAX_RESTARTS = 2
+WAITING_FOR_SLOT = "WAITING_FOR_SLOT"
 
 
+def records_progress(step: Callable[[State, Runtime], State]) -> Callable[[State, Runtime], State]:
+    """After the step, note how far the job got in the job store (when the deployment has one)."""
+
+    @functools.wraps(step)
+    def recorded(state: State, runtime: Runtime) -> State:
+        result = step(state, runtime)
+        _record(runtime, result)
+        return result
+
+    return recorded
+
+
+def _record(runtime: Runtime, state: State) -> None:
+    """The job API reads progress from the store; a store that fails must never fail the report."""
+    store = runtime.jobs
+    if store is None:
+        return
+    job_id, fields, accepted_at = progress_fields(state)
+    if not job_id:
+        return
+    try:
+        store.record(job_id, fields, created_at=accepted_at)
+    except Exception as error:
+        logger.warning("job progress not recorded", extra={"job_id": job_id, "error": _named(error)})
+
+
+def _record_outcome(runtime: Runtime, detail: dict[str, Any], state: State) -> None:
+    store = runtime.jobs
+    if store is None or not detail.get("job_id"):
+        return
+    accepted_at = (state.get("job") or {}).get("accepted_at")
+    try:
+        if not store.finish(detail["job_id"], outcome_fields(detail), created_at=accepted_at):
+            logger.info("job had already finished (cancelled?)", extra={"job_id": detail["job_id"]})
+    except Exception as error:
+        logger.warning("job outcome not recorded", extra={"job_id": detail["job_id"], "error": _named(error)})
+
+
+def _named(error: Exception) -> str:
+    """Our own errors' messages are safe to log; anything else is named by its type only."""
+    return f"{error.code}: {error}" if isinstance(error, ReportRelayError) else type(error).__name__
+
+
+@records_progress
 def submit(state: State, runtime: Runtime) -> State:
     """Validate the request and ask the provider for the report (exactly once per attempt)."""
     request = parse_job_request(state.get("request"))
     connection = runtime.connections.get(request.connection)
     provider_class(connection.provider).validate(request)
-    provider = open_provider(connection, runtime.secrets, runtime.claims)
     now = runtime.clock()
     previous = state.get("job") or {}
     accepted_at = _parse_time(previous.get("accepted_at")) or now
     deadline_seconds = request.deadline_seconds or connection.deadline_seconds
-    status = provider.submit(request)
-    job = {
+    previous = {
         **previous,
         "connection": request.connection,
         "provider": connection.provider,
-        "handle": {},
-        "polls": previous.get("polls", 0),
-        "queued_at": _iso(now),
         "deadline_at": previous.get("deadline_at") or _iso(accepted_at + deadline_seconds),
     }
+    if connection.max_concurrent_jobs and previous.get("slot") is None:
+        slot = _take_slot(previous, connection.max_concurrent_jobs, runtime, now)
+        if slot is None:
+            return {**state, "job": _waiting_for_slot(previous, connection.poll, now)}
+        previous["slot"] = slot
+    provider = open_provider(connection, runtime.secrets, runtime.claims)
+    status = provider.submit(request)
+    job = {**previous, "handle": {}, "polls": previous.get("polls", 0), "queued_at": _iso(now)}
     logger.info("report queued", extra={"job_id": job.get("job_id"), "provider": connection.provider})
     submitted = _with_status(state, job, status, runtime, provider, now)
     if provider.holds_request:
         runtime.start_holder(submitted)
     return submitted
+
+
+def _take_slot(job: dict[str, Any], limit: int, runtime: Runtime, now: float) -> int | None:
+    deadline = _parse_time(job["deadline_at"])
+    if now >= deadline:
+        raise DeadlineExceeded(
+            f"the job waited for one of the {limit} concurrent-job slots of connection '{job['connection']}' "
+            f"until its deadline {job['deadline_at']}; nothing was queued at the provider"
+        )
+    return runtime.slots.acquire(job["connection"], limit, job["job_id"], now=now, lease_until=deadline)
+
+
+def _waiting_for_slot(job: dict[str, Any], policy: PollPolicy, now: float) -> dict[str, Any]:
+    waits = job.get("slot_waits", 0) + 1
+    seconds_left = max(0.0, _parse_time(job["deadline_at"]) - now)
+    wait = next_wait_seconds(policy, waits, elapsed_seconds=0, seconds_left=seconds_left)
+    return {**job, "status": WAITING_FOR_SLOT, "slot_waits": waits, "wait_seconds": wait}
 
 
 def hold(state: State, runtime: Runtime) -> State:
@@ -75,6 +143,7 @@ def hold(state: State, runtime: Runtime) -> State:
     return state
 
 
+@records_progress
 def check(state: State, runtime: Runtime) -> State:
     """Ask where the report stands; work out how long to wait before asking again."""
     request, job, provider, handle = _resume(state, runtime)
@@ -95,6 +164,7 @@ def check(state: State, runtime: Runtime) -> State:
     return _with_status(state, job, status, runtime, provider, now)
 
 
+@records_progress
 def fetch(state: State, runtime: Runtime) -> State:
     """Stream the finished report into S3; either the whole file is stored or nothing is."""
     request, job, provider, handle = _resume(state, runtime)
@@ -198,8 +268,10 @@ def _abandon(request: JobRequest, job: dict[str, Any], handle: Handle, provider:
 
 def conclude(state: State, runtime: Runtime) -> dict[str, Any]:
     """The completion event for the job, with the job's figures recorded as metrics."""
-    outcome = describe_outcome(state)
+    outcome = describe_outcome(state, runtime.settings.api_url)
     detail = outcome["detail"]
+    _record_outcome(runtime, detail, state)
+    _release_slot(state, runtime)
     metrics.add_metric(
         name="ReportsReady" if detail["status"] == "READY" else "ReportsFailed",
         unit=MetricUnit.Count,
@@ -221,8 +293,23 @@ def conclude(state: State, runtime: Runtime) -> dict[str, Any]:
     return outcome
 
 
-def describe_outcome(state: State) -> dict[str, Any]:
-    """The completion event: ``Report Ready``, or ``Report Failed`` when the state carries an error."""
+def _release_slot(state: State, runtime: Runtime) -> None:
+    job = state.get("job") or {}
+    if job.get("slot") is None:
+        return
+    try:
+        runtime.slots.release(job["connection"], job["slot"], job["job_id"])
+    except ReportRelayError as error:
+        # The lease runs out on its own; the job's outcome must not depend on this.
+        logger.warning("concurrency slot not released", extra={"job_id": job["job_id"], "error": str(error)})
+
+
+def describe_outcome(state: State, api_url: str | None = None) -> dict[str, Any]:
+    """The completion event: ``Report Ready``, or ``Report Failed`` when the state carries an error.
+
+    With the job API's URL, a ready report's event links to ``GET /reports/{id}/download``, which always
+    answers with a freshly signed link (people and chat bots click it long after the event was sent).
+    """
     request = state.get("request") if isinstance(state.get("request"), dict) else {}
     job = state.get("job") or {}
     error = describe_error(state["error"]) if state.get("error") else None
@@ -239,6 +326,11 @@ def describe_outcome(state: State) -> dict[str, Any]:
         "queued_at": job.get("queued_at"),
         "ready_at": job.get("ready_at"),
         "stored_at": None if error else job.get("stored_at"),
+        "download_url": (
+            f"{api_url}/reports/{job['job_id']}/download"
+            if api_url and not error and job.get("job_id")
+            else None
+        ),
     }
     return {"detail_type": "Report Failed" if error else "Report Ready", "detail": detail}
 

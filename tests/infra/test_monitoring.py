@@ -122,7 +122,11 @@ def test_the_conclude_step_emits_the_metrics_the_dashboard_shows() -> None:
             "object": {"bucket": "b", "key": "k", "size": 1234, "sha256": "0" * 64},
         },
     }
-    runtime = SimpleNamespace(clock=lambda: datetime(2025, 3, 1, 6, 5, tzinfo=UTC).timestamp())
+    runtime = SimpleNamespace(
+        clock=lambda: datetime(2025, 3, 1, 6, 5, tzinfo=UTC).timestamp(),
+        settings=SimpleNamespace(api_url=None),
+        jobs=None,
+    )
     metrics.clear_metrics()  # the metric set is shared: start from nothing other tests left behind
     try:
         workflow.conclude(state, runtime)  # type: ignore[arg-type]

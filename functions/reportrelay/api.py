@@ -1,0 +1,561 @@
+"""What the job API does: start, describe, list, cancel and download jobs. No HTTP here, only the rules.
+
+The HTTP edge (``reportrelay.handlers.api``) parses requests into these calls and turns their answers and
+errors into responses. The job store (``reportrelay.jobs``) is the memory; Step Functions runs the jobs;
+S3 holds the files; EventBridge hears about cancellations, which the state machine cannot announce
+itself (a stopped execution runs no more states).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+from urllib.parse import quote
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from reportrelay.config import JobRequest, parse_job_request
+from reportrelay.errors import BadRequest, ConfigurationError, ReportRelayError
+from reportrelay.jobs import (
+    MAX_REQUEST_JSON,
+    ClientToken,
+    DynamoDbJobs,
+    Job,
+    JobState,
+    TokenReused,
+    outcome_fields,
+    request_fingerprint,
+)
+from reportrelay.observability import logger
+from reportrelay.providers import open_provider, provider_class
+from reportrelay.runtime import Runtime
+from reportrelay.workflow import describe_outcome
+
+CANCELLED_CODE = "Cancelled"
+EVENT_SOURCE = "reportrelay"
+# Step Functions execution names (our job ids): 1-80 of letters, digits, '-' and '_'.
+JOB_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
+StateName = Literal["queued", "running", "ready", "failed", "cancelled"]
+STOP_ATTEMPTS = 4
+RECONCILE_AFTER_SECONDS = 15 * 60
+"""An unfinished job whose record has not moved for this long is checked against its execution."""
+
+
+# ---- errors the HTTP edge maps to status codes
+
+
+class JobNotFound(ReportRelayError):
+    """No job has this id (404)."""
+
+
+class JobConflict(ReportRelayError):
+    """The job's state forbids this (409): cancelling a finished job, downloading an unready one."""
+
+
+class ClientTokenReused(JobConflict):
+    """The client token already named a job asked for with a different request (409)."""
+
+
+class RequestTooLarge(ReportRelayError):
+    """The job request is larger than a job may carry (413)."""
+
+
+class ReportExpired(ReportRelayError):
+    """The job was ready, but its file has since expired from the bucket (410)."""
+
+
+class ServiceUnavailable(ReportRelayError):
+    """An AWS service we depend on refused or failed; nothing changed that the client cannot retry (503)."""
+
+    retryable = True
+
+
+# ---- what the API answers with
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StoredObject(_Model):
+    """The stored report, as in the ``Report Ready`` event."""
+
+    bucket: str
+    key: str
+    size: int = Field(ge=0, description="bytes stored")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="SHA-256 of the stored bytes, lower-case hex")
+    content_type: str
+    filename: str
+
+
+class JobError(_Model):
+    code: str = Field(description="the error's name, e.g. ProviderRejected, DeadlineExceeded, Cancelled")
+    message: str = Field(description="what happened, in the provider's own words where it gave any")
+
+
+class JobLinks(_Model):
+    status: str = Field(description="GET this job")
+    download: str | None = Field(description="GET the report (a redirect to S3); null until the job is ready")
+
+
+class JobView(_Model):
+    """A job as the API shows it."""
+
+    job_id: str = Field(description="the job's id: its Step Functions execution name")
+    state: StateName = Field(
+        description="queued (accepted, or queued at the provider), running (generating or being stored), "
+        "ready (stored), failed, cancelled"
+    )
+    source: str = Field(description="what started the job: api, schedule, or workflow (started directly)")
+    connection: str | None
+    provider: str | None
+    report: dict[str, Any] | None = Field(description="the request's report reference")
+    format: str | None
+    provider_status: str | None = Field(description="the provider's status as last checked")
+    progress: float | None = Field(description="percent complete as the provider reports it, where it does")
+    message: str | None = Field(description="the provider's latest message, where it gave one")
+    polls: int = Field(ge=0, description="status checks so far")
+    created_at: str = Field(description="when the job was accepted (ISO 8601, UTC)")
+    updated_at: str
+    queued_at: str | None = Field(description="when the provider queued the report")
+    ready_at: str | None = Field(description="when the provider reported it ready")
+    stored_at: str | None = Field(description="when the file was stored in S3")
+    finished_at: str | None = Field(description="when the job reached ready, failed or cancelled")
+    object: StoredObject | None = Field(description="the stored file; null unless ready")
+    error: JobError | None = Field(description="why the job failed or was cancelled")
+    links: JobLinks
+
+
+class JobAccepted(_Model):
+    job_id: str
+    state: StateName
+    status_url: str = Field(description="GET this to watch the job")
+    replayed: bool = Field(description="true when the client token named a job that already existed")
+
+
+class JobList(_Model):
+    jobs: list[JobView]
+    next_cursor: str | None = Field(description="pass as ?cursor= for the next page; null on the last page")
+
+
+class DownloadLink(_Model):
+    url: str = Field(description="a presigned S3 GET URL (also the Location header)")
+    expires_in: int = Field(description="seconds the URL stays valid")
+    filename: str
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is asking (the IAM principal API Gateway authenticated) and where the API lives, for links."""
+
+    identity: str
+    base_url: str
+
+
+# ---- the operations
+
+
+def start_job(
+    request: JobRequest, caller: Caller, runtime: Runtime, *, idempotency_key: str | None = None
+) -> tuple[Job, bool]:
+    """Validate the request fully, store the job and start its execution; ``(job, created)``.
+
+    Nothing is queued unless the request is valid for its connection and provider. With a client token
+    (the body's ``client_token`` or the ``Idempotency-Key`` header), the same caller sending the same
+    request again gets the same job back, however often and however concurrently it asks.
+    """
+    token_value = _client_token(request, idempotency_key)
+    if request.connection not in runtime.connections:
+        known = ", ".join(runtime.connections.names()) or "none"
+        raise BadRequest(
+            f"request.connection: unknown connection '{request.connection}' (configured: {known})"
+        )
+    connection = runtime.connections.get(request.connection)
+    provider_class(connection.provider).validate(request)
+    document = request.model_dump(mode="json", exclude={"client_token"}, exclude_defaults=True)
+    document.update(connection=request.connection, report=request.report, format=request.format)
+    size = len(json.dumps(document, sort_keys=True, separators=(",", ":")))
+    if size > MAX_REQUEST_JSON:
+        raise RequestTooLarge(
+            f"request: {size} bytes of JSON; a job request may have at most {MAX_REQUEST_JSON}"
+        )
+    store = _store(runtime)
+    state_machine = _state_machine_arn(runtime)
+    job_id = str(uuid.uuid4())
+    now = _iso(runtime.clock())
+    new = Job(
+        job_id=job_id,
+        state=JobState.QUEUED,
+        created_at=now,
+        updated_at=now,
+        source="api",
+        connection=request.connection,
+        provider=connection.provider,
+        request=document,
+        execution_arn=_execution_arn(state_machine, job_id),
+    )
+    token = None
+    if token_value is not None:
+        token = ClientToken(caller.identity, token_value, request_fingerprint(document))
+    try:
+        job, created = store.create(new, token)
+    except TokenReused as error:
+        raise ClientTokenReused(str(error)) from None
+    if job.state is JobState.QUEUED and not job.started:
+        _start_execution(job, state_machine, runtime, store, keep_for_retry=token is not None)
+    if created:
+        logger.info("job accepted", extra={"job_id": job.job_id, "connection": job.connection})
+    return job, created
+
+
+def describe_job(job_id: str, runtime: Runtime) -> Job:
+    """The job as last recorded, checked against its execution when the record has gone quiet."""
+    store = _store(runtime)
+    job = _get(store, job_id)
+    if not job.state.finished and _started(job) and _quiet_for(job, runtime) > RECONCILE_AFTER_SECONDS:
+        return _reconcile(job, runtime, store)
+    return job
+
+
+def list_jobs(
+    runtime: Runtime,
+    *,
+    connection: str | None = None,
+    state: str | None = None,
+    limit: int = 20,
+    cursor: str | None = None,
+) -> tuple[list[Job], str | None]:
+    page = _store(runtime).list(
+        connection=connection, state=JobState(state) if state else None, limit=limit, cursor=cursor
+    )
+    return page.jobs, page.cursor
+
+
+def cancel_job(job_id: str, caller: Caller, runtime: Runtime) -> Job:
+    """Stop the execution, cancel at the provider where it can, record and announce the cancellation."""
+    store = _store(runtime)
+    job = _get(store, job_id)
+    if job.state.finished:
+        raise JobConflict(
+            f"job {job_id} is already {job.state.value}; only a queued or running job can be cancelled"
+        )
+    if _started(job):
+        _stop_execution(job, runtime)
+    at_provider = _cancel_at_provider(job, runtime)
+    message = "the job was cancelled through the job API; " + _AT_PROVIDER[at_provider]
+    error = {"code": CANCELLED_CODE, "message": message}
+    if not store.finish(job_id, {"state": JobState.CANCELLED, "error": error}):
+        finished = _get(store, job_id)
+        raise JobConflict(
+            f"job {job_id} is already {finished.state.value}; it finished while being cancelled"
+        )
+    _announce_cancelled(job, error, runtime)
+    logger.info(
+        "job cancelled", extra={"job_id": job_id, "at_provider": at_provider, "cancelled_by": caller.identity}
+    )
+    return _get(store, job_id)
+
+
+def download_link(job_id: str, runtime: Runtime) -> tuple[str, int, dict[str, Any]]:
+    """``(presigned URL, seconds it lives, stored object)`` for a ready job, signed now, not hours ago."""
+    job = _get(_store(runtime), job_id)
+    if job.state is not JobState.READY or not job.object:
+        raise JobConflict(
+            f"job {job_id} is {job.state.value}; its report can be downloaded once the job is ready"
+        )
+    stored = job.object
+    s3 = _presigning_s3()
+    try:
+        s3.head_object(Bucket=stored["bucket"], Key=stored["key"])
+    except Exception as error:
+        if _aws_code(error) in ("404", "NoSuchKey", "NotFound"):
+            raise ReportExpired(
+                f"job {job_id}'s report is no longer stored (reports expire from the bucket); "
+                "run the job again"
+            ) from None
+        raise ServiceUnavailable(f"S3 could not be asked about job {job_id}'s report; try again") from None
+    seconds = runtime.settings.download_url_seconds
+    url: str = s3.generate_presigned_url(
+        "get_object",
+        Params={
+            "Bucket": stored["bucket"],
+            "Key": stored["key"],
+            "ResponseContentDisposition": content_disposition(stored["filename"]),
+        },
+        ExpiresIn=seconds,
+    )
+    return url, seconds, stored
+
+
+def job_view(job: Job, base_url: str) -> JobView:
+    request = job.request or {}
+    status_url = f"{base_url}/reports/{job.job_id}"
+    return JobView(
+        job_id=job.job_id,
+        state=job.state.value,
+        source=job.source,
+        connection=job.connection,
+        provider=job.provider,
+        report=request.get("report") if isinstance(request.get("report"), dict) else None,
+        format=request.get("format") if isinstance(request.get("format"), str) else None,
+        provider_status=job.provider_status,
+        progress=job.progress,
+        message=job.message,
+        polls=job.polls,
+        created_at=job.created_at,
+        updated_at=job.updated_at,
+        queued_at=job.queued_at,
+        ready_at=job.ready_at,
+        stored_at=job.stored_at,
+        finished_at=job.finished_at,
+        object=StoredObject.model_validate(job.object) if job.object else None,
+        error=JobError.model_validate(job.error) if job.error else None,
+        links=JobLinks(
+            status=status_url, download=f"{status_url}/download" if job.state is JobState.READY else None
+        ),
+    )
+
+
+def content_disposition(filename: str) -> str:
+    """``attachment`` with an ASCII fallback name and the exact name in RFC 5987 form."""
+    fallback = re.sub(r"[^A-Za-z0-9._ -]", "_", filename) or "report"
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
+
+
+def valid_job_id(job_id: str) -> bool:
+    """Only an execution name can be a job id; anything else is unknown without asking the store."""
+    return bool(JOB_ID_PATTERN.match(job_id))
+
+
+# ---- helpers
+
+
+def _client_token(request: JobRequest, header: str | None) -> str | None:
+    if header is not None and request.client_token is not None and header != request.client_token:
+        raise BadRequest(
+            "Idempotency-Key: differs from the body's client_token; "
+            "send one of them, or the same value in both"
+        )
+    return header if header is not None else request.client_token
+
+
+def _store(runtime: Runtime) -> DynamoDbJobs:
+    store = runtime.jobs
+    if store is None:
+        raise ConfigurationError("REPORTRELAY_JOBS_TABLE is not set: the job API has no job store")
+    return store
+
+
+def _state_machine_arn(runtime: Runtime) -> str:
+    if not runtime.settings.state_machine_arn:
+        raise ConfigurationError(
+            "REPORTRELAY_STATE_MACHINE_ARN is not set: the job API has no workflow to start"
+        )
+    return runtime.settings.state_machine_arn
+
+
+def _get(store: DynamoDbJobs, job_id: str) -> Job:
+    job = store.get(job_id) if valid_job_id(job_id) else None
+    if job is None:
+        raise JobNotFound(f"no job has the id '{job_id[:80]}'")
+    return job
+
+
+def _started(job: Job) -> bool:
+    """Whether the job has an execution: the API's once started; any other's, since it exists at all."""
+    return job.started or job.source != "api"
+
+
+def _execution_of(job: Job, runtime: Runtime) -> str:
+    return job.execution_arn or _execution_arn(_state_machine_arn(runtime), job.job_id)
+
+
+def _execution_arn(state_machine_arn: str, name: str) -> str:
+    """``arn:...:stateMachine:<sm>`` -> ``arn:...:execution:<sm>:<name>`` (as Step Functions names it)."""
+    return state_machine_arn.replace(":stateMachine:", ":execution:", 1) + f":{name}"
+
+
+def _start_execution(
+    job: Job, state_machine_arn: str, runtime: Runtime, store: DynamoDbJobs, *, keep_for_retry: bool
+) -> None:
+    """Start the job's execution, named by its id: starting it twice with the same input starts it once."""
+    sfn = runtime.client("stepfunctions")
+    try:
+        sfn.start_execution(
+            stateMachineArn=state_machine_arn,
+            name=job.job_id,
+            input=json.dumps(job.request, sort_keys=True, separators=(",", ":")),
+        )
+    except Exception as error:
+        if _aws_code(error) != "ExecutionAlreadyExists":
+            logger.warning(
+                "execution not started", extra={"job_id": job.job_id, "error": _aws_code(error) or "unknown"}
+            )
+            if not keep_for_retry:
+                failure = {"code": "StartFailed", "message": "the workflow could not be started; ask again"}
+                store.finish(job.job_id, {"state": JobState.FAILED, "error": failure})
+            raise ServiceUnavailable(
+                "the workflow could not be started; try again"
+                + (" with the same client token" if keep_for_retry else "")
+            ) from None
+    store.mark_started(job.job_id)
+
+
+def _stop_execution(job: Job, runtime: Runtime) -> None:
+    """Stop the execution; a JobConflict when it had already ended by itself."""
+    sfn = runtime.client("stepfunctions")
+    execution_arn = _execution_of(job, runtime)
+    for attempt in range(STOP_ATTEMPTS):
+        try:
+            sfn.stop_execution(
+                executionArn=execution_arn, error=CANCELLED_CODE, cause="cancelled through the job API"
+            )
+            status = _settled_status(sfn, execution_arn)
+            break
+        except Exception as error:
+            if _aws_code(error) == "ExecutionDoesNotExist":
+                return
+            if attempt + 1 == STOP_ATTEMPTS:
+                raise ServiceUnavailable(
+                    f"the workflow of job {job.job_id} could not be stopped; try again"
+                ) from None
+            # An execution started a moment ago may not be stoppable yet (moto's interpreter, too).
+            time.sleep(0.2 * (attempt + 1))
+    if status != "ABORTED":
+        raise JobConflict(
+            f"job {job.job_id} finished before it could be cancelled (its workflow {status.lower()})"
+        )
+
+
+def _settled_status(sfn: Any, execution_arn: str) -> str:
+    """The execution's status once a stop has taken effect (at once in AWS; a moment later in moto)."""
+    for _ in range(20):
+        status: str = sfn.describe_execution(executionArn=execution_arn)["status"]
+        if status != "RUNNING":
+            return status
+        time.sleep(0.1)
+    return status
+
+
+_AT_PROVIDER = {
+    "cancelled": "the report was cancelled at the provider too",
+    "unsupported": "the provider offers no way to cancel, so it may still generate the report",
+    "failed": "cancelling at the provider failed, so it may still generate the report",
+    "not_queued": "no provider handle had been recorded yet, so there was nothing to cancel there",
+}
+
+
+def _cancel_at_provider(job: Job, runtime: Runtime) -> str:
+    """What became of the report at the provider: a key of ``_AT_PROVIDER``. Never raises."""
+    if not job.handle or not job.request:
+        return "not_queued"
+    try:
+        request = parse_job_request(job.request)
+        connection = runtime.connections.get(request.connection)
+        handle = runtime.sealer.unseal(job.handle, job.job_id)
+        cancelled = open_provider(connection, runtime.secrets).cancel(request, handle)
+    except Exception as error:
+        code = error.code if isinstance(error, ReportRelayError) else type(error).__name__
+        logger.warning("cancel at provider failed", extra={"job_id": job.job_id, "error": code})
+        return "failed"
+    return "cancelled" if cancelled else "unsupported"
+
+
+def _announce_cancelled(job: Job, error: Mapping[str, str], runtime: Runtime) -> None:
+    """``Report Failed`` with code Cancelled, shaped exactly as the workflow's own failure events."""
+    state = {
+        "request": job.request or {"connection": job.connection},
+        "job": {
+            "job_id": job.job_id,
+            "provider": job.provider,
+            "polls": job.polls,
+            "queued_at": job.queued_at,
+            "ready_at": job.ready_at,
+        },
+        "error": {"Error": error["code"], "Cause": error["message"]},
+    }
+    outcome = describe_outcome(state, runtime.settings.api_url)
+    entry: dict[str, Any] = {
+        "Source": EVENT_SOURCE,
+        "DetailType": outcome["detail_type"],
+        "Detail": json.dumps(outcome["detail"]),
+        "Resources": [_execution_of(job, runtime)],
+    }
+    if runtime.settings.event_bus:
+        entry["EventBusName"] = runtime.settings.event_bus
+    try:
+        answer = runtime.client("events").put_events(Entries=[entry])
+        failed = answer.get("FailedEntryCount", 0)
+    except Exception as problem:
+        failed, entry_error = 1, _aws_code(problem) or type(problem).__name__
+    else:
+        entry_error = (answer.get("Entries") or [{}])[0].get("ErrorCode")
+    if failed:
+        logger.error(
+            "Report Failed (Cancelled) not announced", extra={"job_id": job.job_id, "error": entry_error}
+        )
+
+
+def _quiet_for(job: Job, runtime: Runtime) -> float:
+    try:
+        updated = datetime.fromisoformat(job.updated_at.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return 0.0
+    return runtime.clock() - updated
+
+
+def _reconcile(job: Job, runtime: Runtime, store: DynamoDbJobs) -> Job:
+    """A job whose execution ended without the workflow recording it (stopped in the console, timed out)."""
+    try:
+        execution = runtime.client("stepfunctions").describe_execution(
+            executionArn=_execution_of(job, runtime)
+        )
+    except Exception:
+        return job
+    status = execution.get("status")
+    if status == "RUNNING":
+        return job
+    if status == "SUCCEEDED":
+        try:
+            detail = json.loads(execution.get("output") or "{}")
+        except json.JSONDecodeError:
+            return job
+        fields = outcome_fields(detail)
+    else:
+        error = {
+            "ABORTED": ("Aborted", "the workflow was stopped outside the job API"),
+            "TIMED_OUT": ("States.Timeout", "the workflow ran out of time"),
+        }.get(
+            status or "",
+            (execution.get("error") or "States.Runtime", execution.get("cause") or "the workflow failed"),
+        )
+        fields = {"state": JobState.FAILED, "error": {"code": error[0], "message": error[1]}}
+    store.finish(job.job_id, fields)
+    return store.get(job.job_id) or job
+
+
+def _presigning_s3() -> Any:
+    """S3 with SigV4 (required for KMS-encrypted objects and every region opened since 2014)."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client("s3", config=Config(signature_version="s3v4"))
+
+
+def _aws_code(error: BaseException) -> str:
+    response = getattr(error, "response", None)
+    if isinstance(response, dict):
+        return str(response.get("Error", {}).get("Code", ""))
+    return ""
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -1,0 +1,567 @@
+"""The job store: what the job API answers from, kept in one DynamoDB table. The only module that talks to it.
+
+Jobs are created by the API (``queued``, before their execution starts) or by the scheduler, and every
+workflow step records how far the job got, so ``GET /reports/{id}`` never has to read execution history.
+Terminal states (``ready``, ``failed``, ``cancelled``) are final: every write that could overwrite one is
+conditional, so a cancel racing the workflow's last step cannot be undone by it, nor the other way round.
+
+Idempotency: a ``client_token`` (scoped by the caller) is an item of its own, written in the same
+transaction as the job it names and only if absent; so two concurrent requests with one token create
+one job, and the loser reads the winner's job id.
+
+Table layout (for infrastructure code): partition key ``id`` (string); TTL attribute ``expires_at``;
+global secondary indexes ``recent`` (``kind``, ``created_key``) and ``by-connection`` (``connection``,
+``created_key``), both projecting all attributes. Token items carry neither ``kind`` nor ``connection``,
+so they never appear in a listing.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from reportrelay.errors import BadRequest, ReportRelayError
+
+JOBS_TABLE_ENV = "REPORTRELAY_JOBS_TABLE"
+KEY_ATTRIBUTE = "id"
+TTL_ATTRIBUTE = "expires_at"
+KIND_ATTRIBUTE = "kind"
+CREATED_ATTRIBUTE = "created_key"
+CONNECTION_ATTRIBUTE = "connection"
+RECENT_INDEX = "recent"
+CONNECTION_INDEX = "by-connection"
+KIND_JOB = "job"
+TOKEN_PREFIX = "client-token#"
+DEFAULT_RETENTION_SECONDS = 90 * 24 * 3600
+"""As long as reports are kept in the bucket by default: a job outlives its file by no more than that."""
+MAX_REQUEST_JSON = 32 * 1024
+_MAX_QUERIES_PER_PAGE = 8
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    READY = "ready"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in FINISHED
+
+
+FINISHED = frozenset({JobState.READY, JobState.FAILED, JobState.CANCELLED})
+
+
+class JobStoreUnavailable(ReportRelayError):
+    """The job store could not be asked or answered an error; nothing was changed that we know of."""
+
+    retryable = True
+
+
+class TokenReused(ReportRelayError):
+    """A client token already named a job whose request was different."""
+
+    def __init__(self, message: str, job_id: str) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+
+
+@dataclass(frozen=True)
+class Job:
+    """One job as the store keeps it. ``handle`` is the provider handle with its credentials sealed."""
+
+    job_id: str
+    state: JobState
+    created_at: str
+    updated_at: str
+    source: str = "workflow"
+    connection: str | None = None
+    provider: str | None = None
+    request: dict[str, Any] | None = None
+    execution_arn: str | None = None
+    started: bool = False
+    provider_status: str | None = None
+    progress: float | None = None
+    message: str | None = None
+    polls: int = 0
+    queued_at: str | None = None
+    ready_at: str | None = None
+    stored_at: str | None = None
+    finished_at: str | None = None
+    object: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    handle: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class ClientToken:
+    """An idempotency key as the store keys it: scoped by who asked, bound to what was asked."""
+
+    scope: str
+    token: str
+    fingerprint: str
+
+    @property
+    def key(self) -> str:
+        digest = hashlib.sha256(f"{self.scope}\0{self.token}".encode()).hexdigest()
+        return TOKEN_PREFIX + digest
+
+
+@dataclass(frozen=True)
+class Page:
+    jobs: list[Job]
+    cursor: str | None = None
+
+
+@dataclass
+class DynamoDbJobs:
+    """Jobs as DynamoDB items (low-level client, so nothing here depends on boto3's resource layer)."""
+
+    table_name: str
+    client: Callable[[], Any]
+    clock: Callable[[], float] = time.time
+    retention_seconds: int = DEFAULT_RETENTION_SECONDS
+
+    # ---- creating
+
+    def create(self, job: Job, token: ClientToken | None = None) -> tuple[Job, bool]:
+        """Store a new ``queued`` job; with a token, the job the token already names (and False) instead.
+
+        Raises TokenReused when the token names a job that was asked for with a different request.
+        """
+        item = self._item(job)
+        writes: list[dict[str, Any]] = [
+            {
+                "Put": {
+                    "TableName": self.table_name,
+                    "Item": item,
+                    "ConditionExpression": "attribute_not_exists(#key)",
+                    "ExpressionAttributeNames": {"#key": KEY_ATTRIBUTE},
+                }
+            }
+        ]
+        if token is not None:
+            writes.insert(
+                0,
+                {
+                    "Put": {
+                        "TableName": self.table_name,
+                        "Item": {
+                            KEY_ATTRIBUTE: {"S": token.key},
+                            "job_id": {"S": job.job_id},
+                            "fingerprint": {"S": token.fingerprint},
+                            TTL_ATTRIBUTE: {"N": str(self._expiry())},
+                        },
+                        "ConditionExpression": "attribute_not_exists(#key)",
+                        "ExpressionAttributeNames": {"#key": KEY_ATTRIBUTE},
+                    }
+                },
+            )
+        try:
+            self._call("transact_write_items", TransactItems=writes)
+        except _Conditional:
+            if token is None:
+                raise JobStoreUnavailable(f"job {job.job_id} already exists") from None
+            return self._job_for_token(token), False
+        return job, True
+
+    def _job_for_token(self, token: ClientToken) -> Job:
+        found = self._call(
+            "get_item", TableName=self.table_name, Key={KEY_ATTRIBUTE: {"S": token.key}}, ConsistentRead=True
+        ).get("Item")
+        if not found:
+            raise JobStoreUnavailable("the client token is being used by another request; try again")
+        job_id = found["job_id"]["S"]
+        if found["fingerprint"]["S"] != token.fingerprint:
+            raise TokenReused(
+                f"client_token '{token.token}' was already used for job {job_id} with a different request; "
+                "send the same request to get that job again, or a new token for a new job",
+                job_id,
+            )
+        job = self.get(job_id)
+        if job is None:
+            raise JobStoreUnavailable(f"job {job_id} named by the client token is not stored yet; try again")
+        return job
+
+    def mark_started(self, job_id: str) -> None:
+        self._update(job_id, {"started": True}, only_if_unfinished=False)
+
+    # ---- reading
+
+    def get(self, job_id: str) -> Job | None:
+        found = self._call(
+            "get_item", TableName=self.table_name, Key={KEY_ATTRIBUTE: {"S": job_id}}, ConsistentRead=True
+        ).get("Item")
+        if not found or found.get(KIND_ATTRIBUTE, {}).get("S") != KIND_JOB:
+            return None
+        return _job(found)
+
+    def list(
+        self,
+        *,
+        connection: str | None = None,
+        state: JobState | None = None,
+        limit: int = 20,
+        cursor: str | None = None,
+    ) -> Page:
+        """Newest first, optionally one connection's and/or one state's, ``limit`` at a time."""
+        index = CONNECTION_INDEX if connection else RECENT_INDEX
+        query: dict[str, Any] = {
+            "TableName": self.table_name,
+            "IndexName": index,
+            "ScanIndexForward": False,
+            "Limit": max(limit, 25),
+            "ExpressionAttributeNames": {"#pk": CONNECTION_ATTRIBUTE if connection else KIND_ATTRIBUTE},
+            "ExpressionAttributeValues": {":pk": {"S": connection or KIND_JOB}},
+            "KeyConditionExpression": "#pk = :pk",
+        }
+        if state is not None:
+            query["FilterExpression"] = "#state = :state"
+            query["ExpressionAttributeNames"]["#state"] = "state"
+            query["ExpressionAttributeValues"][":state"] = {"S": state.value}
+        start = _decode_cursor(cursor, index, connection) if cursor else None
+        jobs: list[Job] = []
+        last_key: dict[str, Any] | None = start
+        for _ in range(_MAX_QUERIES_PER_PAGE):
+            if last_key:
+                query["ExclusiveStartKey"] = last_key
+            answer = self._call("query", **query)
+            items = answer.get("Items", [])
+            last_key = answer.get("LastEvaluatedKey")
+            for position, item in enumerate(items, start=1):
+                jobs.append(_job(item))
+                if len(jobs) == limit:
+                    more = position < len(items) or last_key
+                    return Page(jobs, _encode_cursor(index, _index_key(item, index)) if more else None)
+            if not last_key:
+                return Page(jobs)
+        return Page(jobs, _encode_cursor(index, last_key))
+
+    # ---- recording progress
+
+    def record(self, job_id: str, fields: Mapping[str, Any], *, created_at: str | None = None) -> bool:
+        """Update an unfinished job (creating it if the API never did); False when it had finished."""
+        now = _iso(self.clock())
+        return self._update(job_id, fields, only_if_unfinished=True, created_at=created_at or now)
+
+    def finish(self, job_id: str, fields: Mapping[str, Any], *, created_at: str | None = None) -> bool:
+        """Move an unfinished job to a terminal state; False when it had already finished."""
+        now = _iso(self.clock())
+        values = {"finished_at": now, **fields}
+        return self._update(job_id, values, only_if_unfinished=True, created_at=created_at or now)
+
+    # ---- DynamoDB plumbing
+
+    def _update(
+        self,
+        job_id: str,
+        fields: Mapping[str, Any],
+        *,
+        only_if_unfinished: bool,
+        created_at: str | None = None,
+    ) -> bool:
+        names = {"#updated": "updated_at", "#expires": TTL_ATTRIBUTE}
+        values: dict[str, Any] = {
+            ":updated": {"S": _iso(self.clock())},
+            ":expires": {"N": str(self._expiry())},
+        }
+        sets = ["#updated = :updated", "#expires = :expires"]
+        removes = []
+        for position, (name, value) in enumerate(sorted(fields.items())):
+            names[f"#f{position}"] = name
+            encoded = _encode(name, value)
+            if encoded is None:
+                removes.append(f"#f{position}")
+            else:
+                values[f":f{position}"] = encoded
+                sets.append(f"#f{position} = :f{position}")
+        if created_at is not None:
+            names.update({"#kind": KIND_ATTRIBUTE, "#created": "created_at", "#ckey": CREATED_ATTRIBUTE})
+            values.update(
+                {
+                    ":kind": {"S": KIND_JOB},
+                    ":created": {"S": created_at},
+                    ":ckey": {"S": f"{created_at}#{job_id}"},
+                }
+            )
+            sets += [
+                "#kind = :kind",
+                "#created = if_not_exists(#created, :created)",
+                "#ckey = if_not_exists(#ckey, :ckey)",
+            ]
+            if "state" not in fields:  # a job first heard of from its starter is queued
+                names["#state"] = "state"
+                values[":queued"] = {"S": JobState.QUEUED.value}
+                sets.append("#state = if_not_exists(#state, :queued)")
+        expression = "SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removes) if removes else "")
+        request: dict[str, Any] = {
+            "TableName": self.table_name,
+            "Key": {KEY_ATTRIBUTE: {"S": job_id}},
+            "UpdateExpression": expression,
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+        }
+        if only_if_unfinished:
+            names["#state"] = "state"
+            values.update({f":done{n}": {"S": state.value} for n, state in enumerate(sorted(FINISHED))})
+            finished = ", ".join(f":done{n}" for n in range(len(FINISHED)))
+            request["ConditionExpression"] = f"attribute_not_exists(#state) OR NOT (#state IN ({finished}))"
+        else:
+            names["#key"] = KEY_ATTRIBUTE
+            request["ConditionExpression"] = "attribute_exists(#key)"
+        try:
+            self._call("update_item", **request)
+        except _Conditional:
+            return False
+        return True
+
+    def _item(self, job: Job) -> dict[str, Any]:
+        item: dict[str, Any] = {
+            KEY_ATTRIBUTE: {"S": job.job_id},
+            KIND_ATTRIBUTE: {"S": KIND_JOB},
+            CREATED_ATTRIBUTE: {"S": f"{job.created_at}#{job.job_id}"},
+            TTL_ATTRIBUTE: {"N": str(self._expiry())},
+        }
+        for name in _FIELDS:
+            encoded = _encode(name, getattr(job, name))
+            if encoded is not None:
+                item[name] = encoded
+        return item
+
+    def _expiry(self) -> int:
+        return int(self.clock()) + self.retention_seconds
+
+    def _call(self, operation: str, **request: Any) -> dict[str, Any]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            answer: dict[str, Any] = getattr(self.client(), operation)(**request)
+        except ClientError as error:
+            code = error.response.get("Error", {}).get("Code", "")
+            if code == "ConditionalCheckFailedException":
+                raise _Conditional() from None
+            if code == "TransactionCanceledException":
+                reasons = [reason.get("Code") for reason in error.response.get("CancellationReasons", [])]
+                if "ConditionalCheckFailed" in reasons or not reasons:
+                    raise _Conditional() from None
+            raise JobStoreUnavailable(f"job store {self.table_name} answered {code or 'an error'}") from None
+        except BotoCoreError as error:
+            raise JobStoreUnavailable(
+                f"job store {self.table_name} could not be reached ({type(error).__name__})"
+            ) from None
+        return answer
+
+
+class _Conditional(Exception):
+    """A conditional write found its condition false."""
+
+
+_JSON_FIELDS = frozenset({"request", "object", "error", "handle"})
+_FIELDS = (
+    "state",
+    "created_at",
+    "updated_at",
+    "source",
+    "connection",
+    "provider",
+    "request",
+    "execution_arn",
+    "started",
+    "provider_status",
+    "progress",
+    "message",
+    "polls",
+    "queued_at",
+    "ready_at",
+    "stored_at",
+    "finished_at",
+    "object",
+    "error",
+    "handle",
+)
+
+
+def _encode(name: str, value: Any) -> dict[str, Any] | None:
+    """One attribute value; None means "no such attribute" (index keys must never be NULL)."""
+    if value is None:
+        return None
+    if name in _JSON_FIELDS:
+        text = json.dumps(value, separators=(",", ":"), sort_keys=True)
+        return {"S": text} if len(text) <= MAX_REQUEST_JSON else None
+    if isinstance(value, bool):
+        return {"BOOL": value}
+    if isinstance(value, int | float):
+        return {"N": repr(value) if isinstance(value, float) else str(value)}
+    text = str(value)
+    return {"S": text} if text else None
+
+
+def _job(item: Mapping[str, Any]) -> Job:
+    values: dict[str, Any] = {}
+    for name in _FIELDS:
+        raw = item.get(name)
+        if raw is None:
+            continue
+        if "S" in raw:
+            values[name] = json.loads(raw["S"]) if name in _JSON_FIELDS else raw["S"]
+        elif "N" in raw:
+            number = float(raw["N"])
+            values[name] = int(number) if name == "polls" else number
+        elif "BOOL" in raw:
+            values[name] = raw["BOOL"]
+    values["state"] = JobState(values.get("state", JobState.QUEUED))
+    created = values.get("created_at") or ""
+    values.setdefault("created_at", created)
+    values.setdefault("updated_at", created)
+    return Job(job_id=item[KEY_ATTRIBUTE]["S"], **values)
+
+
+def _index_key(item: Mapping[str, Any], index: str) -> dict[str, Any]:
+    partition = CONNECTION_ATTRIBUTE if index == CONNECTION_INDEX else KIND_ATTRIBUTE
+    return {name: item[name] for name in (KEY_ATTRIBUTE, partition, CREATED_ATTRIBUTE)}
+
+
+def _encode_cursor(index: str, key: Mapping[str, Any]) -> str:
+    plain = {"i": index, **{name: value["S"] for name, value in key.items()}}
+    return base64.urlsafe_b64encode(json.dumps(plain, separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str, index: str, connection: str | None) -> dict[str, Any]:
+    """The key a cursor stands for, checked to belong to the same listing; BadRequest otherwise."""
+    invalid = BadRequest("cursor: not a cursor from this listing; leave it out to start from the newest job")
+    try:
+        plain = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        raise invalid from None
+    partition = CONNECTION_ATTRIBUTE if index == CONNECTION_INDEX else KIND_ATTRIBUTE
+    expected = {"i", KEY_ATTRIBUTE, partition, CREATED_ATTRIBUTE}
+    if (
+        not isinstance(plain, dict)
+        or set(plain) != expected
+        or plain["i"] != index
+        or not all(isinstance(value, str) and 0 < len(value) <= 1024 for value in plain.values())
+        or plain[partition] != (connection or KIND_JOB)
+    ):
+        raise invalid
+    return {name: {"S": plain[name]} for name in (KEY_ATTRIBUTE, partition, CREATED_ATTRIBUTE)}
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def request_fingerprint(request: Mapping[str, Any]) -> str:
+    """What makes two requests "the same" for idempotency: their canonical JSON, client token left out."""
+    canonical = {key: value for key, value in request.items() if key != "client_token"}
+    return hashlib.sha256(json.dumps(canonical, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+# ---- what the workflow records
+
+
+def progress_fields(state: Mapping[str, Any]) -> tuple[str | None, dict[str, Any], str | None]:
+    """``(job id, fields, accepted_at)`` for a job still under way, from the workflow state."""
+    job = state.get("job") if isinstance(state.get("job"), Mapping) else {}
+    request = state.get("request") if isinstance(state.get("request"), Mapping) else {}
+    provider_status = job.get("status")
+    # Queued until the provider works on it (waiting for a concurrency slot counts as queued too).
+    queued = provider_status in (None, "PENDING", "WAITING_FOR_SLOT")
+    fields: dict[str, Any] = {
+        "state": JobState.QUEUED if queued else JobState.RUNNING,
+        "provider": job.get("provider"),
+        "provider_status": provider_status,
+        "progress": job.get("progress"),
+        "message": job.get("message"),
+        "polls": job.get("polls", 0),
+        "queued_at": job.get("queued_at"),
+        "ready_at": job.get("ready_at"),
+        "stored_at": job.get("stored_at"),
+        "handle": job.get("handle") or None,
+    }
+    fields.update(_request_fields(request))
+    return job.get("job_id"), fields, job.get("accepted_at")
+
+
+def outcome_fields(detail: Mapping[str, Any]) -> dict[str, Any]:
+    """The terminal fields from a completion event's detail (``Report Ready`` or ``Report Failed``)."""
+    ready = detail.get("status") == "READY"
+    fields: dict[str, Any] = {
+        "state": JobState.READY if ready else JobState.FAILED,
+        "provider": detail.get("provider"),
+        "polls": detail.get("polls") or 0,
+        "queued_at": detail.get("queued_at"),
+        "ready_at": detail.get("ready_at"),
+        "stored_at": detail.get("stored_at"),
+        "object": detail.get("object"),
+        "error": detail.get("error"),
+    }
+    if isinstance(detail.get("connection"), str):
+        fields["connection"] = detail["connection"]
+    return fields
+
+
+def _request_fields(request: Mapping[str, Any]) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    connection = request.get("connection")
+    if isinstance(connection, str) and 0 < len(connection) <= 128:
+        fields["connection"] = connection
+    if request:
+        fields["request"] = {key: value for key, value in request.items() if key != "client_token"}
+    return fields
+
+
+def jobs_from_env(environ: Mapping[str, str] | None = None) -> DynamoDbJobs | None:
+    """The deployment's job store when ``REPORTRELAY_JOBS_TABLE`` is set (for functions without a Runtime)."""
+    import os
+
+    table = (os.environ if environ is None else environ).get(JOBS_TABLE_ENV)
+    if not table:
+        return None
+    clients: dict[str, Any] = {}
+
+    def client() -> Any:
+        if "dynamodb" not in clients:
+            import boto3
+
+            clients["dynamodb"] = boto3.client("dynamodb")
+        return clients["dynamodb"]
+
+    return DynamoDbJobs(table, client)
+
+
+def started_fields(source: str, request: Mapping[str, Any], execution_arn: str) -> dict[str, Any]:
+    """What a starter other than the API records: who started it and what it asked (never the state)."""
+    return {"source": source, "started": True, "execution_arn": execution_arn, **_request_fields(request)}
+
+
+def create_table_request(table_name: str) -> dict[str, Any]:
+    """``CreateTable`` arguments for the layout above (the local runner and tests; CDK builds the same)."""
+    return {
+        "TableName": table_name,
+        "AttributeDefinitions": [
+            {"AttributeName": name, "AttributeType": "S"}
+            for name in (KEY_ATTRIBUTE, KIND_ATTRIBUTE, CONNECTION_ATTRIBUTE, CREATED_ATTRIBUTE)
+        ],
+        "KeySchema": [{"AttributeName": KEY_ATTRIBUTE, "KeyType": "HASH"}],
+        "GlobalSecondaryIndexes": [
+            {
+                "IndexName": index,
+                "KeySchema": [
+                    {"AttributeName": partition, "KeyType": "HASH"},
+                    {"AttributeName": CREATED_ATTRIBUTE, "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "ALL"},
+            }
+            for index, partition in ((RECENT_INDEX, KIND_ATTRIBUTE), (CONNECTION_INDEX, CONNECTION_ATTRIBUTE))
+        ],
+        "BillingMode": "PAY_PER_REQUEST",
+    }

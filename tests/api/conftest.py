@@ -1,0 +1,100 @@
+"""The job API on emulated AWS: its handler called in-process with API Gateway events, the ASL on moto."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from reportrelay.local.apigateway import DEFAULT_IDENTITY, ApiAnswer, rest_event
+from reportrelay.local.aws import LocalAws
+from tests.conftest import devexpress_connection, write_connections
+
+FINISHED = ("ready", "failed", "cancelled")
+
+
+class JobApi:
+    """Speaks to the API as an IAM-signed client would, through LocalAws.api."""
+
+    def __init__(self, aws: LocalAws) -> None:
+        self.aws = aws
+
+    def __call__(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+        query: dict[str, str] | None = None,
+        identity: str | None = DEFAULT_IDENTITY,
+    ) -> ApiAnswer:
+        event = rest_event(method, path, body=body, headers=headers, query=query, identity=identity)
+        return ApiAnswer.from_result(self.aws.api(event))
+
+    def start(self, request: dict[str, Any], **kwargs: Any) -> str:
+        answer = self("POST", "/reports", body=request, **kwargs)
+        assert answer.status == 202, answer.body
+        return str(answer.json()["job_id"])
+
+    def wait(self, job_id: str, until: tuple[str, ...] = FINISHED, timeout: float = 30) -> dict[str, Any]:
+        """The job once its state is one of ``until``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self("GET", f"/reports/{job_id}").json()
+            if job["state"] in until or time.monotonic() > deadline:
+                assert job["state"] in until, job
+                return dict(job)
+            time.sleep(0.1)
+
+    def wait_for(self, job_id: str, condition: Any, timeout: float = 30) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self("GET", f"/reports/{job_id}").json()
+            if condition(job) or time.monotonic() > deadline:
+                assert condition(job), job
+                return dict(job)
+            time.sleep(0.05)
+
+
+def report_request(**overrides: Any) -> dict[str, Any]:
+    request: dict[str, Any] = {"connection": "dx", "report": {"document_id": 10}, "format": "pdf"}
+    request.update(overrides)
+    return request
+
+
+@pytest.fixture
+def api_aws(tmp_path, devexpress_sim, monkeypatch) -> Iterator[LocalAws]:
+    """Two connections to one DevExpress simulator ("dx" and "dx-eu"), reportrelay deployed on moto."""
+    from tests.conftest import DX_PASSWORD
+
+    monkeypatch.setenv("TEST_DX_PASSWORD", DX_PASSWORD)
+    connections = write_connections(
+        tmp_path,
+        {
+            "dx": devexpress_connection(devexpress_sim.base_url),
+            "dx-eu": devexpress_connection(devexpress_sim.base_url),
+        },
+    )
+    with LocalAws(
+        {"REPORTRELAY_CONNECTIONS_FILE": str(connections), "POWERTOOLS_LOG_LEVEL": "WARNING"}
+    ) as aws:
+        yield aws
+        stop_running_executions(aws)
+
+
+def stop_running_executions(aws: LocalAws) -> None:
+    """Jobs a test left running stop with it, instead of calling handlers after the emulation is gone."""
+    sfn = aws.client("stepfunctions")
+    running = sfn.list_executions(stateMachineArn=aws.state_machine_arn, statusFilter="RUNNING")
+    for execution in running["executions"]:
+        with contextlib.suppress(Exception):  # one that ended meanwhile, or was not yet stoppable
+            sfn.stop_execution(executionArn=execution["executionArn"])
+
+
+@pytest.fixture
+def job_api(api_aws: LocalAws) -> JobApi:
+    return JobApi(api_aws)
