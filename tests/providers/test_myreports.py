@@ -28,6 +28,7 @@ from reportrelay.errors import (
 from reportrelay.providers import open_provider, provider_class
 from reportrelay.providers.base import ReportState, ReportStatus
 from reportrelay.providers.myreports import MyReports, ResultsDocument, _RawSource, status_state
+from reportrelay.sandbox.cli import EXAMPLES, SANDBOX_PROVIDERS, _point_at
 from reportrelay.sandbox.myreports import (
     CALL_LIST_FIELDS,
     DEFAULT_REPORT,
@@ -283,6 +284,38 @@ def test_sandbox_factory_accepts_the_secret_as_client_secret_refresh_token_and_s
     # then both work (the unknown request id is the only complaint)
     assert issued.status_code == 200 and issued.json()["expires_in"] == 60
     assert static.status_code == 404
+
+
+def test_the_sandbox_serves_the_example_connection_and_request_and_checks_their_csv(monkeypatch):
+    # given myreports as `reportrelay sandbox` and `reportrelay demo` serve it, with the example files
+    (entry,) = [provider for provider in SANDBOX_PROVIDERS if provider.key == "myreports"]
+    assert (entry.port, entry.connection, entry.request_file) == (
+        8704,
+        "sandbox-myreports",
+        "myreports-report.json",
+    )
+    document = json.loads((EXAMPLES / "connections.json").read_text(encoding="utf-8"))
+    body = document["connections"][entry.connection]
+    assert body["base_url"] == "http://127.0.0.1:8704" and body["auth"]["type"] == "oauth_refresh_token"
+    request = parse_job_request(json.loads((EXAMPLES / entry.request_file).read_text(encoding="utf-8")))
+    monkeypatch.setenv("SANDBOX_SECRET", "sandbox-Secret-77e0")
+    with entry.build(0, Faults(), {"generation_seconds": 0}) as simulator:
+        _point_at(body, simulator.base_url)
+        connection = Connections.from_document({"connections": {entry.connection: body}}).get(
+            entry.connection
+        )
+        provider = open_provider(connection, SecretResolver({"SANDBOX_SECRET": "sandbox-Secret-77e0"}))
+        assert isinstance(provider, MyReports)
+        # when the example request runs through the adapter
+        handle, _ = until_finished(provider, request)
+        result, content = download(provider, request, handle)
+    # then it signed in with the refresh token, and the CSV is the simulator's own rendering of its records
+    assert request.format == "csv" and result.filename.endswith(".csv")
+    assert simulator.tokens_issued == 1
+    assert hashlib.sha256(content).hexdigest() == simulator.served[f"{handle['request_id']}.csv"]
+    assert (
+        csv_rows(content)[0] == list(CALL_LIST_FIELDS) and len(csv_rows(content)) == 1 + simulator.row_count
+    )
 
 
 # --------------------------------------------------------------------------------------------------

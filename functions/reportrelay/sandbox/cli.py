@@ -59,6 +59,10 @@ SANDBOX_PROVIDERS = [
         "reportrelay.sandbox.metric_insights:sandbox_simulator",
     ),
     SandboxProvider(
+        "myreports", 8704, "sandbox-myreports", "myreports-report.json",
+        "reportrelay.sandbox.myreports:sandbox_simulator",
+    ),
+    SandboxProvider(
         "clinical_one", 8705, "sandbox-clinical_one", "clinical_one-report.json",
         "reportrelay.sandbox.clinical_one:sandbox_simulator",
     ),

@@ -29,6 +29,7 @@ the request is complete (a document without records, ``status: 0``). The real se
 from __future__ import annotations
 
 import base64
+import csv
 import gzip
 import io
 import json
@@ -114,6 +115,7 @@ class MyReportsSimulator(Simulator):
         data_status: tuple[Any, str] | None = None,
         incomplete_downloads_next: int = 0,
         gzip_data: bool = False,
+        record_csv: bool = False,
     ) -> None:
         super().__init__(port=port, faults=faults)
         self.clients: dict[str, str] = dict(clients if clients is not None else DEFAULT_CLIENTS)
@@ -142,6 +144,10 @@ class MyReportsSimulator(Simulator):
         #: The next N downloads of a finished request serve half its records with ``status: 0``.
         self.incomplete_downloads_next = incomplete_downloads_next
         self.gzip_data = gzip_data
+        #: Also record, under ``<requestId>.csv`` in ``served``, the SHA-256 of the finished document's
+        #: records written as CSV the way the issue asks for it (display fields as columns, one row per
+        #: record), built here independently of the adapter, so the demo can check a CSV it stored.
+        self.record_csv = record_csv
         #: requestId -> {request_id, workspace_id, report_id, body, created_at, date_created, checks,
         #: status, status_message, document (bytes, once finished), compressed}
         self.requests: dict[str, dict[str, Any]] = {}
@@ -382,6 +388,8 @@ class MyReportsSimulator(Simulator):
         status, message = self.data_status or (DATA_COMPLETE, COMPLETE_MESSAGE)
         record["document"] = self._build_document(request_id, record, status, message=message)
         self.record_served(request_id, record["document"])
+        if self.record_csv:
+            self.record_served(f"{request_id}.csv", csv_rendering(record["document"]))
         if self.gzip_data:
             record["compressed"] = gzip.compress(record["document"], compresslevel=1)
         return True
@@ -518,6 +526,31 @@ def _call_records(request_id: str, count: int) -> Iterator[dict[str, Any]]:
         yield row
 
 
+def csv_rendering(document: bytes) -> bytes:
+    """The records of a results document as CSV: a header of the display fields, then one row per record.
+
+    Cells hold the record's value for each display field (empty when the record lacks it; other fields
+    such as ``docId`` are left out), booleans as true/false and objects or lists as JSON text; RFC 4180
+    quoting, CRLF line ends, UTF-8. The whole document is parsed at once: meant for sandbox-sized results.
+    """
+    parsed = json.loads(document)
+    fields = [item["fieldName"] for item in parsed["request"]["displayFields"]]
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\r\n")
+    writer.writerow(fields)
+    for row in parsed["data"]:
+        writer.writerow([_cell(row.get(field)) for field in fields])
+    return text.getvalue().encode("utf-8")
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict | list):
+        return json.dumps(value, ensure_ascii=False)
+    return value
+
+
 def _guid(value: int) -> str:
     text = f"{value:032x}"
     return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
@@ -588,7 +621,8 @@ def sandbox_simulator(
     """The simulator as ``reportrelay sandbox`` serves it.
 
     Client ``reportrelay-sandbox`` whose client secret and refresh token are both the sandbox secret; the
-    secret is also accepted as a static bearer token, so either auth type of the docs works.
+    secret is also accepted as a static bearer token, so either auth type of the docs works. Finished
+    results are also recorded as CSV (``record_csv``), so a CSV the demo stored can be checked too.
     """
     return MyReportsSimulator(
         port=port,
@@ -599,4 +633,5 @@ def sandbox_simulator(
         generation_seconds=generation_seconds,
         token_lifetime_seconds=token_lifetime_seconds,
         fail_reports=fail_reports,
+        record_csv=True,
     )
