@@ -57,6 +57,9 @@ lint-infra: synth  ## cfn-lint the template; validate the deployed ASL with asl-
 	npx --no-install asl-validator --json-path build/deployed.asl.json
 	$(VENV)/bin/statelint --ignore=FLOAT build/deployed.asl.json
 
+openapi: dev  ## Regenerate docs/openapi.json from the job API's routes (a test fails while it is stale).
+	$(PY) scripts/openapi.py
+
 test-infra: dev
 	$(PY) -m pytest -q tests/infra tests/unit/test_schedules.py
 

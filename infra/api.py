@@ -1,12 +1,13 @@
 """The job API: a REST API (AWS_IAM on every method), its function, and the job table it answers from.
 
-Two constructs, composed by the stack:
+``JobApi`` is the one construct the stack adds for it. It holds:
 
 - ``JobTable``: the DynamoDB table of jobs (layout in ``reportrelay.jobs``). The workflow's steps record
-  progress in it (``grant_record``), the scheduler records the jobs it starts.
-- ``JobApi``: API Gateway (REST, regional) in front of ``reportrelay.handlers.api``, with request
-  validation, JSON access logs, stage throttling, X-Ray, and gateway errors in the API's own
-  ``{"code", "message"}`` shape; its function's role is granted exactly what the routes do.
+  progress in it (``grant_record``), the scheduler records the jobs it starts, and the conclude step
+  records outcomes and links its events to the download route.
+- API Gateway (REST, regional) in front of ``reportrelay.handlers.api``, with request validation, JSON
+  access logs, stage throttling, X-Ray, and gateway errors in the API's own ``{"code", "message"}``
+  shape; its function's role is granted exactly what the routes do.
 
 ``JobApi.url`` is built from the RestApi's id and the stage name, not from its deployment, so the
 workflow's conclude function can link to ``/reports/{id}/download`` without a dependency cycle
@@ -18,7 +19,6 @@ from __future__ import annotations
 from aws_cdk import Duration, RemovalPolicy, Stack
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_dynamodb as dynamodb
-from aws_cdk import aws_events as events
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
@@ -35,16 +35,16 @@ from infra.nag import acknowledge
 from infra.schedules import ReportSchedules
 from infra.settings import Settings
 from infra.storage import ReportStorage
-from infra.workflow import Workflow, secret_from_reference
+from infra.workflow import CHECK, CONCLUDE, FETCH, SUBMIT, Workflow, secret_from_reference
 from reportrelay import jobs
 
 STAGE_NAME = "v1"
 ENV_API_URL = "REPORTRELAY_API_URL"
 ENV_EVENT_BUS = "REPORTRELAY_EVENT_BUS"
 ENV_DOWNLOAD_URL_SECONDS = "REPORTRELAY_DOWNLOAD_URL_SECONDS"
-DEFAULT_DOWNLOAD_URL_SECONDS = 300
-# Requests per second (steady, burst) the stage lets through before answering 429.
-DEFAULT_THROTTLE = (20, 40)
+# The workflow steps that record progress in the job table (reportrelay.workflow.records_progress);
+# Conclude records the outcome and is configured apart, Hold records nothing.
+RECORDING_STEPS = (SUBMIT.name, CHECK.name, FETCH.name)
 # The job request, roughly (API Gateway speaks JSON Schema draft 4); the function checks it fully.
 _REQUEST_MODEL = apigw.JsonSchema(
     schema=apigw.JsonSchemaVersion.DRAFT4,
@@ -119,7 +119,11 @@ class JobTable(Construct):
 
 
 class JobApi(Construct):
-    """POST/GET /reports, GET/DELETE /reports/{job_id}, GET /reports/{job_id}/download; AWS_IAM on each."""
+    """POST/GET /reports, GET/DELETE /reports/{job_id}, GET /reports/{job_id}/download; AWS_IAM on each.
+
+    Also the job table the API answers from, and the workflow's (and scheduler's) right to record jobs
+    in it: everything the job API adds to the stack, in one construct.
+    """
 
     def __init__(
         self,
@@ -128,18 +132,18 @@ class JobApi(Construct):
         *,
         settings: Settings,
         code: lambda_.Code,
-        state_machine: sfn.StateMachine,
-        job_table: JobTable,
-        bucket: s3.IBucket,
-        event_bus: events.IEventBus,
         connections: DeployedConnections,
-        bucket_key: kms.IKey | None = None,
-        handle_key: kms.IKey | None = None,
-        download_url_seconds: int = DEFAULT_DOWNLOAD_URL_SECONDS,
-        throttle: tuple[int, int] = DEFAULT_THROTTLE,
+        storage: ReportStorage,
+        events: ReportEvents,
+        workflow: Workflow,
+        schedules: ReportSchedules | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
-        self.job_table = job_table
+        self.job_table = JobTable(self, "Jobs")
+        for name in RECORDING_STEPS:
+            self.job_table.grant_record(workflow.functions[name])
+        if schedules is not None:
+            self.job_table.grant_record(schedules.function)
         self.api = apigw.RestApi(
             self,
             "Api",
@@ -150,24 +154,38 @@ class JobApi(Construct):
             cloud_watch_role=True,
             cloud_watch_role_removal_policy=RemovalPolicy.RETAIN,
             deploy=True,
-            deploy_options=self._stage_options(settings, throttle),
+            deploy_options=self._stage_options(settings),
         )
+        # The stack's ApiUrl output names the URL; RestApi's own auto-named output would repeat it.
+        self.api.node.try_remove_child("Endpoint")
         self.url = (
             f"https://{self.api.rest_api_id}.execute-api.{Stack.of(self).region}."
             f"{Stack.of(self).url_suffix}/{STAGE_NAME}"
         )
         self.function = self._build_function(
-            settings, code, state_machine, job_table, bucket, bucket_key, event_bus, connections, handle_key
+            settings,
+            code,
+            workflow.state_machine,
+            storage.bucket,
+            storage.key,
+            events,
+            connections,
+            workflow.handle_key,
         )
-        self.function.add_environment(ENV_DOWNLOAD_URL_SECONDS, str(download_url_seconds))
+        self.function.add_environment(ENV_DOWNLOAD_URL_SECONDS, str(settings.download_url_seconds))
         self._build_routes()
         self._build_gateway_responses()
         self._acknowledge()
+        self._configure_conclude(workflow.functions[CONCLUDE.name])
 
-    def configure_conclude(self, conclude: lambda_.Function, job_table: JobTable) -> None:
-        """The conclude step links events to the download route, and records outcomes in the job table."""
+    def _configure_conclude(self, conclude: lambda_.Function) -> None:
+        """The conclude step links events to the download route, and records outcomes in the job table.
+
+        The URL is built from the RestApi's id, not its deployment: conclude -> RestApi only, so there is
+        no cycle through the API function (which knows the state machine, which invokes conclude).
+        """
         conclude.add_environment(ENV_API_URL, self.url)
-        job_table.grant_record(conclude)
+        self.job_table.grant_record(conclude)
 
     # ---- the function
 
@@ -176,17 +194,16 @@ class JobApi(Construct):
         settings: Settings,
         code: lambda_.Code,
         state_machine: sfn.StateMachine,
-        job_table: JobTable,
         bucket: s3.IBucket,
         bucket_key: kms.IKey | None,
-        event_bus: events.IEventBus,
+        events: ReportEvents,
         connections: DeployedConnections,
         handle_key: kms.IKey | None,
     ) -> lambda_.Function:
         environment = {
             constants.ENV_CONNECTIONS: connections.env_value(),
             constants.ENV_STATE_MACHINE_ARN: state_machine.state_machine_arn,
-            ENV_EVENT_BUS: event_bus.event_bus_name,
+            ENV_EVENT_BUS: events.bus.event_bus_name,
             ENV_API_URL: self.url,
         }
         if handle_key is not None:
@@ -202,10 +219,10 @@ class JobApi(Construct):
             settings=settings,
             environment=environment,
         )
-        job_table.grant_api(function)
+        self.job_table.grant_api(function)
         state_machine.grant_start_execution(function)
         state_machine.grant_execution(function, "states:StopExecution", "states:DescribeExecution")
-        event_bus.grant_put_events_to(function)
+        events.grant_put_events(function)  # Report Failed (Cancelled): a stopped execution announces nothing
         # Presigned GETs are signed with this role: it reads report objects (HeadObject is GetObject).
         function.add_to_role_policy(
             iam.PolicyStatement(actions=["s3:GetObject"], resources=[bucket.arn_for_objects("*")])
@@ -245,7 +262,7 @@ class JobApi(Construct):
 
     # ---- API Gateway
 
-    def _stage_options(self, settings: Settings, throttle: tuple[int, int]) -> apigw.StageOptions:
+    def _stage_options(self, settings: Settings) -> apigw.StageOptions:
         self.access_logs = logs.LogGroup(
             self, "AccessLogs", retention=settings.log_retention, removal_policy=RemovalPolicy.RETAIN
         )
@@ -267,8 +284,8 @@ class JobApi(Construct):
             data_trace_enabled=False,  # would log request and response bodies
             metrics_enabled=True,
             tracing_enabled=True,
-            throttling_rate_limit=throttle[0],
-            throttling_burst_limit=throttle[1],
+            throttling_rate_limit=settings.api_throttle_rate,
+            throttling_burst_limit=settings.api_throttle_burst,
         )
 
     def _build_routes(self) -> None:
@@ -329,45 +346,6 @@ class JobApi(Construct):
             "API Gateway's account-level CloudWatch role (execution logging at ERROR) uses the AWS managed "
             "policy made for exactly that; it is the documented way to let API Gateway write its logs.",
         )
-
-
-def add_job_api(
-    stack: Stack,
-    *,
-    settings: Settings,
-    code: lambda_.Code,
-    connections: DeployedConnections,
-    storage: ReportStorage,
-    events_: ReportEvents,
-    workflow: Workflow,
-    schedules: ReportSchedules | None = None,
-) -> JobApi:
-    """Everything the stack needs for the job API, in one call after the workflow and schedules exist.
-
-    The job table; the steps' and the scheduler's right to record jobs in it; the API; and the conclude
-    step's link to the download route. Returns the API (``.url``, ``.api``, ``.function``).
-    """
-    job_table = JobTable(stack, "Jobs")
-    for name, function in workflow.functions.items():
-        if name != "Conclude":
-            job_table.grant_record(function)
-    if schedules is not None:
-        job_table.grant_record(schedules.function)
-    job_api = JobApi(
-        stack,
-        "JobApi",
-        settings=settings,
-        code=code,
-        state_machine=workflow.state_machine,
-        job_table=job_table,
-        bucket=storage.bucket,
-        bucket_key=storage.key,
-        event_bus=events_.bus,
-        connections=connections,
-        handle_key=workflow.handle_key,
-    )
-    job_api.configure_conclude(workflow.functions["Conclude"], job_table)
-    return job_api
 
 
 def _logical_id(construct: Construct) -> str:

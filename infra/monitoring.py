@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from aws_cdk import ArnFormat, Aws, Duration, RemovalPolicy, Stack
+from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
 from aws_cdk import aws_iam as iam
@@ -34,17 +35,23 @@ class Monitoring(Construct):
         state_machine: sfn.StateMachine,
         functions: Mapping[str, lambda_.IFunction],
         provider_functions: frozenset[str],
+        api: apigw.RestApi | None = None,
     ) -> None:
-        """``functions`` by display name; those in ``provider_functions`` raise provider errors by design."""
+        """``functions`` by display name; those in ``provider_functions`` raise provider errors by design.
+
+        With the job API, a 5xx from it raises an alarm too (bad input is a 4xx by design, never a 5xx).
+        """
         super().__init__(scope, construct_id)
         self.topic = self._build_topic(settings)
         self.alarms = [self._build_failed_executions_alarm(state_machine)]
         for name, function in functions.items():
             threshold = settings.provider_errors_threshold if name in provider_functions else 1
             self.alarms.append(self._build_errors_alarm(name, function, threshold))
+        if api is not None:
+            self.alarms.append(self._build_api_errors_alarm(api))
         for alarm in self.alarms:
             alarm.add_alarm_action(cloudwatch_actions.SnsAction(self.topic))
-        self.dashboard = self._build_dashboard(state_machine, functions)
+        self.dashboard = self._build_dashboard(state_machine, functions, api)
 
     def _build_topic(self, settings: Settings) -> sns.Topic:
         key = kms.Key(
@@ -124,8 +131,22 @@ class Monitoring(Construct):
             treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
         )
 
+    def _build_api_errors_alarm(self, api: apigw.RestApi) -> cloudwatch.Alarm:
+        return api.metric_server_error(period=PERIOD, statistic="Sum").create_alarm(
+            self,
+            "ApiServerErrors",
+            alarm_description="reportrelay: the job API answered 5xx (an AWS service failed, or a bug)",
+            threshold=1,
+            evaluation_periods=1,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )
+
     def _build_dashboard(
-        self, state_machine: sfn.StateMachine, functions: Mapping[str, lambda_.IFunction]
+        self,
+        state_machine: sfn.StateMachine,
+        functions: Mapping[str, lambda_.IFunction],
+        api: apigw.RestApi | None,
     ) -> cloudwatch.Dashboard:
         dashboard = cloudwatch.Dashboard(
             self,
@@ -186,6 +207,23 @@ class Monitoring(Construct):
                 width=8,
             ),
         )
+        if api is not None:
+            dashboard.add_widgets(
+                cloudwatch.GraphWidget(
+                    title="Job API requests",
+                    left=[
+                        api.metric_count(period=hour, statistic="Sum", label="Requests"),
+                        api.metric_client_error(period=hour, statistic="Sum", label="4xx"),
+                        api.metric_server_error(period=hour, statistic="Sum", label="5xx"),
+                    ],
+                    width=12,
+                ),
+                cloudwatch.GraphWidget(
+                    title="Job API latency p90 (ms)",
+                    left=[api.metric_latency(period=hour, statistic="p90", label="p90")],
+                    width=12,
+                ),
+            )
         dashboard.add_widgets(cloudwatch.AlarmStatusWidget(title="Alarms", alarms=self.alarms, width=24))
         return dashboard
 

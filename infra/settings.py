@@ -43,6 +43,10 @@ class Settings:
     schedules_file: Path = constants.SCHEDULES_FILE
     alarm_email: str | None = None
     provider_errors_threshold: int = 5  # submit/check/fetch errors in 15 minutes before their alarm fires
+    # Job API
+    download_url_seconds: int = 300  # lifetime of the presigned links GET /reports/{id}/download makes
+    api_throttle_rate: int = 20  # requests per second the API stage lets through before answering 429
+    api_throttle_burst: int = 40
 
     @classmethod
     def from_context(cls, scope: Construct) -> Settings:
@@ -167,4 +171,8 @@ _PARSERS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "schedulesFile": ("schedules_file", _path),
     "alarmEmail": ("alarm_email", _email),
     "providerErrorsThreshold": ("provider_errors_threshold", _between(1, 10000)),
+    # SigV4 presigned URLs live at most 7 days; links signed with a role's session end with the session.
+    "downloadUrlSeconds": ("download_url_seconds", _between(1, 604800)),
+    "apiThrottleRate": ("api_throttle_rate", _between(1, 10000)),
+    "apiThrottleBurst": ("api_throttle_burst", _between(1, 5000)),
 }

@@ -8,6 +8,7 @@ from aws_cdk import CfnOutput, Stack, Tags
 from constructs import Construct
 
 from infra import constants
+from infra.api import JobApi
 from infra.bundling import function_code
 from infra.configuration import load_connections, load_schedules
 from infra.events import ReportEvents
@@ -53,7 +54,22 @@ class ReportRelayStack(Stack):
             state_machine=self.workflow.state_machine,
             schedules=schedules,
         )
-        functions = {**self.workflow.functions, "StartScheduled": self.schedules.function}
+        self.api = JobApi(
+            self,
+            "JobApi",
+            settings=settings,
+            code=code,
+            connections=connections,
+            storage=self.storage,
+            events=self.events,
+            workflow=self.workflow,
+            schedules=self.schedules,
+        )
+        functions = {
+            **self.workflow.functions,
+            "StartScheduled": self.schedules.function,
+            "Api": self.api.function,
+        }
         self.monitoring = Monitoring(
             self,
             "Monitoring",
@@ -61,10 +77,13 @@ class ReportRelayStack(Stack):
             state_machine=self.workflow.state_machine,
             functions=functions,
             provider_functions=frozenset(step.name for step in (*STEPS, HOLD) if step.talks_to_provider),
+            api=self.api.api,
         )
 
         CfnOutput(self, "ReportsBucketName", value=self.storage.bucket.bucket_name)
         CfnOutput(self, "StateMachineArn", value=self.workflow.state_machine.state_machine_arn)
         CfnOutput(self, "EventBusName", value=self.events.bus.event_bus_name)
+        CfnOutput(self, "ApiUrl", value=self.api.url, description="the job API (docs/api.md)")
+        CfnOutput(self, "JobsTableName", value=self.api.job_table.table.table_name)
         CfnOutput(self, "AlarmTopicArn", value=self.monitoring.topic.topic_arn)
         CfnOutput(self, "DashboardName", value=self.monitoring.dashboard.dashboard_name)

@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     current = DOCUMENT.read_text(encoding="utf-8") if DOCUMENT.exists() else ""
     if args.check:
         if current != text:
-            print(f"{DOCUMENT.relative_to(ROOT)} is out of date: run scripts/openapi.py", file=sys.stderr)
+            print(f"{DOCUMENT.relative_to(ROOT)} is out of date: run make openapi", file=sys.stderr)
             return 1
         return 0
     if current != text:

@@ -26,7 +26,7 @@ def test_the_committed_document_is_the_generated_one():
     # given the document in the repository and the one the routes generate now
     committed = DOCUMENT.read_text(encoding="utf-8")
     # then they are the same: after changing a route, run scripts/openapi.py and commit the result
-    assert committed == render(), "docs/openapi.json is out of date: run .venv/bin/python scripts/openapi.py"
+    assert committed == render(), "docs/openapi.json is out of date: run make openapi"
 
 
 def test_every_route_is_documented_signed_with_sigv4_and_declares_its_errors():

@@ -84,6 +84,9 @@ def hardened(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
         logRetentionDays="90",
         eventBusName="reports-test",
         alarmEmail="ops@example.com",
+        downloadUrlSeconds="60",
+        apiThrottleRate="5",
+        apiThrottleBurst="10",
     )
 
 
@@ -117,6 +120,26 @@ def with_holder(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
             connectionsFile=str(connections),
             schedulesFile=str(directory.parent / "no-schedules.json"),
         )
+
+
+def claims_table(synthesized: Synthesized) -> tuple[str, dict[str, Any]]:
+    """The claims table (reportrelay.claims): the table without secondary indexes."""
+    (found,) = [
+        (logical_id, table)
+        for logical_id, table in synthesized.resources("AWS::DynamoDB::Table").items()
+        if "GlobalSecondaryIndexes" not in table["Properties"]
+    ]
+    return found
+
+
+def job_table(synthesized: Synthesized) -> tuple[str, dict[str, Any]]:
+    """The job table (reportrelay.jobs): the table the listing's indexes are on."""
+    (found,) = [
+        (logical_id, table)
+        for logical_id, table in synthesized.resources("AWS::DynamoDB::Table").items()
+        if "GlobalSecondaryIndexes" in table["Properties"]
+    ]
+    return found
 
 
 def references(value: Any) -> set[str]:

@@ -25,6 +25,7 @@ ACKNOWLEDGED = {
         "Workflow/FetchFunction",
         "Workflow/ConcludeFunction",
         "Schedules/StartScheduledFunction",
+        "JobApi/ApiFunction",
     },
     "AwsSolutions-IAM5[Resource::*]": {
         "Workflow/SubmitFunctionRole",
@@ -32,10 +33,20 @@ ACKNOWLEDGED = {
         "Workflow/FetchFunctionRole",
         "Workflow/ConcludeFunctionRole",
         "Schedules/StartScheduledFunctionRole",
+        "JobApi/ApiFunctionRole",
         "Workflow/StateMachine",
     },
-    "AwsSolutions-IAM5[Resource::<reports bucket>/*]": {"Workflow/FetchFunctionRole"},
+    "AwsSolutions-IAM5[Resource::<reports bucket>/*]": {
+        "Workflow/FetchFunctionRole",
+        "JobApi/ApiFunctionRole",
+    },
+    "AwsSolutions-IAM5[Resource::<job table>/index/*]": {"JobApi/ApiFunctionRole"},
+    "AwsSolutions-IAM5[Resource::<state machine executions>]": {"JobApi/ApiFunctionRole"},
     "AwsSolutions-SF1": {"Workflow/StateMachine"},
+    # The job API: IAM-authorized (no WAF, no Cognito), and API Gateway's account role for its logs.
+    "AwsSolutions-APIG3": {"JobApi/Api"},
+    "AwsSolutions-COG4": {"JobApi/Api"},
+    "AwsSolutions-IAM4[AmazonAPIGatewayPushToCloudWatchLogs]": {"JobApi/Api"},
 }
 
 
@@ -51,6 +62,12 @@ def acknowledgements(synthesized: Synthesized) -> dict[str, dict[str, str]]:
                 rule = rule.removeprefix("Annotation::")
                 if rule.startswith("AwsSolutions-IAM5[Resource::<Storage"):
                     rule = "AwsSolutions-IAM5[Resource::<reports bucket>/*]"
+                elif rule.startswith("AwsSolutions-IAM5[Resource::<JobApiJobsTable"):
+                    rule = "AwsSolutions-IAM5[Resource::<job table>/index/*]"
+                elif rule.startswith("AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:states:"):
+                    rule = "AwsSolutions-IAM5[Resource::<state machine executions>]"
+                elif rule.endswith("/AmazonAPIGatewayPushToCloudWatchLogs]"):
+                    rule = "AwsSolutions-IAM4[AmazonAPIGatewayPushToCloudWatchLogs]"
                 construct = path.removeprefix(f"/{synthesized.stack_name}/")
                 found.setdefault(rule, {})[construct] = reason
     return found

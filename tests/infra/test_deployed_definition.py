@@ -1,4 +1,4 @@
-"""The definition CloudFormation deploys is the one the tests execute: taken from the template, run on moto."""
+"""The definition CloudFormation deploys is the one the tests execute: from the template, run on moto."""
 
 from __future__ import annotations
 

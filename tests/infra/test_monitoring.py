@@ -19,6 +19,7 @@ HANDLERS = {
     "Fetch": "reportrelay.handlers.fetch.handler",
     "Conclude": "reportrelay.handlers.conclude.handler",
     "StartScheduled": "reportrelay.handlers.start_scheduled.handler",
+    "Api": "reportrelay.handlers.api.handler",
 }
 
 
@@ -68,6 +69,20 @@ def test_every_function_has_an_errors_alarm(synthesized: Synthesized) -> None:
         # alarm waits for several; any error of the others is a fault
         expected = 5 if name in {"Submit", "Check", "Fetch"} else 1
         assert alarm["Threshold"] == expected, name
+
+
+def test_a_5xx_from_the_job_api_raises_the_alarm(synthesized: Synthesized) -> None:
+    # given the job API (bad input is a 4xx by design: a 5xx is a fault)
+    _, rest_api = synthesized.resource("AWS::ApiGateway::RestApi")
+    (alarm,) = [a for a in alarms(synthesized) if a.get("MetricName") == "5XXError"]
+    # then one 5xx in five minutes is enough
+    assert alarm["Namespace"] == "AWS/ApiGateway"
+    (dimension,) = alarm["Dimensions"]
+    assert dimension == {"Name": "ApiName", "Value": rest_api["Properties"]["Name"]}
+    assert alarm["Threshold"] == 1 and alarm["Statistic"] == "Sum"
+    # and the dashboard shows the API's requests, errors and latency
+    titles = {widget.get("properties", {}).get("title") for widget in dashboard_body(synthesized)["widgets"]}
+    assert {"Job API requests", "Job API latency p90 (ms)"} <= titles
 
 
 def test_every_alarm_notifies_the_encrypted_alarm_topic(synthesized: Synthesized) -> None:

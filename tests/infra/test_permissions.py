@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from infra.storage import KMS_WRITE_ACTIONS, WRITE_REPORT_ACTIONS
-from tests.infra.conftest import HOLDER_SECRET_ARN, Synthesized, references
+from tests.infra.conftest import HOLDER_SECRET_ARN, Synthesized, claims_table, job_table, references
 from tests.infra.policies import (
     function_id,
     function_role,
@@ -21,7 +21,9 @@ FETCH = "reportrelay.handlers.fetch.handler"
 CONCLUDE = "reportrelay.handlers.conclude.handler"
 HOLD = "reportrelay.handlers.hold.handler"
 START_SCHEDULED = "reportrelay.handlers.start_scheduled.handler"
+API = "reportrelay.handlers.api.handler"
 WORKFLOW_HANDLERS = (SUBMIT, CHECK, FETCH, CONCLUDE)
+ALL_HANDLERS = (*WORKFLOW_HANDLERS, START_SCHEDULED, API)
 BASELINE = {"logs:CreateLogStream", "logs:PutLogEvents", "xray:PutTraceSegments", "xray:PutTelemetryRecords"}
 SECRET_READ = {"secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"}
 
@@ -53,7 +55,7 @@ def state_machine_role(synthesized: Synthesized) -> str:
     return role
 
 
-@pytest.mark.parametrize("handler", [*WORKFLOW_HANDLERS, START_SCHEDULED])
+@pytest.mark.parametrize("handler", ALL_HANDLERS)
 def test_every_function_has_its_own_role_without_managed_policies(
     synthesized: Synthesized, handler: str
 ) -> None:
@@ -66,11 +68,11 @@ def test_every_function_has_its_own_role_without_managed_policies(
     assert role["AssumeRolePolicyDocument"]["Statement"] == [
         {"Action": "sts:AssumeRole", "Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}}
     ]
-    others = {function_role(synthesized, other) for other in (*WORKFLOW_HANDLERS, START_SCHEDULED)}
-    assert len(others) == len(WORKFLOW_HANDLERS) + 1
+    others = {function_role(synthesized, other) for other in ALL_HANDLERS}
+    assert len(others) == len(ALL_HANDLERS)
 
 
-@pytest.mark.parametrize("handler", [*WORKFLOW_HANDLERS, START_SCHEDULED])
+@pytest.mark.parametrize("handler", ALL_HANDLERS)
 def test_every_function_writes_only_its_own_log_group(synthesized: Synthesized, handler: str) -> None:
     # given a function and the log group it logs to
     function = synthesized.template["Resources"][function_id(synthesized, handler)]["Properties"]
@@ -117,10 +119,16 @@ def test_only_fetch_may_touch_s3(synthesized: Synthesized, handler: str) -> None
     }
 
 
-def test_conclude_needs_nothing_but_logs_traces_and_releasing_its_slot(synthesized: Synthesized) -> None:
+def test_conclude_needs_nothing_but_logs_traces_its_slot_and_the_jobs_outcome(
+    synthesized: Synthesized,
+) -> None:
     # given the conclude function (its metrics go out as EMF log lines: no PutMetricData)
-    # then its role holds the baseline, plus giving back the job's concurrency slot, and nothing more
-    assert role_actions(synthesized, function_role(synthesized, CONCLUDE)) == BASELINE | {"dynamodb:DeleteItem"}
+    # then its role holds the baseline, plus giving back the job's concurrency slot and recording the
+    # job's outcome for the job API, and nothing more
+    assert role_actions(synthesized, function_role(synthesized, CONCLUDE)) == BASELINE | {
+        "dynamodb:DeleteItem",
+        "dynamodb:UpdateItem",
+    }
 
 
 @pytest.mark.parametrize("handler", [SUBMIT, CHECK, FETCH])
@@ -161,15 +169,19 @@ def test_only_the_state_machine_invokes_the_workflow_functions(synthesized: Synt
     )
 
 
-def test_only_the_state_machine_puts_events_on_the_bus(synthesized: Synthesized) -> None:
+def test_only_the_state_machine_and_the_api_put_events_on_the_bus(synthesized: Synthesized) -> None:
     # given the event bus
     bus, _ = synthesized.resource("AWS::Events::EventBus")
     # when every role allowed events:PutEvents is listed
     putters = [grant for grant in grants(synthesized) if "events:PutEvents" in grant.actions]
-    # then it is the state machine's role, on this bus only
-    assert [(grant.role, grant.resources) for grant in putters] == [
-        (state_machine_role(synthesized), ({"Fn::GetAtt": [bus, "Arn"]},))
-    ]
+    # then it is the state machine's role, and the API's (a cancelled execution announces nothing itself,
+    # so the API sends its Report Failed), each on this bus only
+    assert sorted((grant.role, grant.resources) for grant in putters) == sorted(
+        [
+            (state_machine_role(synthesized), ({"Fn::GetAtt": [bus, "Arn"]},)),
+            (function_role(synthesized, API), ({"Fn::GetAtt": [bus, "Arn"]},)),
+        ]
+    )
 
 
 def test_the_state_machine_role_does_only_invoke_put_events_log_delivery_and_tracing(
@@ -199,9 +211,16 @@ def test_the_scheduler_starts_jobs_only_through_the_start_function(synthesized: 
     (statement,) = trust["Statement"]
     assert statement["Principal"] == {"Service": "scheduler.amazonaws.com"}
     assert set(statement["Condition"]["StringEquals"]) == {"aws:SourceAccount", "aws:SourceArn"}
-    # and the function may start executions of this state machine, and do nothing else beyond the baseline
-    assert role_actions(synthesized, start_role) == BASELINE | {"states:StartExecution"}
-    assert grantees(synthesized, "states:StartExecution", machine) == {start_role}
+    # and the function may start executions of this state machine and list them in the job table
+    assert role_actions(synthesized, start_role) == BASELINE | {
+        "states:StartExecution",
+        "dynamodb:UpdateItem",
+    }
+    # and besides it, only the job API starts executions
+    assert grantees(synthesized, "states:StartExecution", machine) == {
+        start_role,
+        function_role(synthesized, API),
+    }
 
 
 def test_no_role_is_granted_a_wildcard_action(synthesized: Synthesized, with_holder: Synthesized) -> None:
@@ -210,7 +229,7 @@ def test_no_role_is_granted_a_wildcard_action(synthesized: Synthesized, with_hol
         assert wildcards == set()
 
 
-def test_a_kms_bucket_lets_fetch_encrypt_with_its_key_and_no_one_else(hardened: Synthesized) -> None:
+def test_a_kms_bucket_lets_fetch_encrypt_with_its_key_and_the_api_decrypt(hardened: Synthesized) -> None:
     # given the stack with reportrelay:bucketEncryption=kms
     key = key_described(hardened, "stored reports")
     # then fetch may generate data keys and decrypt (to complete multipart uploads) with that key only
@@ -219,9 +238,10 @@ def test_a_kms_bucket_lets_fetch_encrypt_with_its_key_and_no_one_else(hardened: 
         g for g in role_grants(hardened, fetch_role) if any(a.startswith("kms:") for a in g.actions)
     ]
     assert [(g.actions, g.resource_ids) for g in kms_grants] == [(frozenset(KMS_WRITE_ACTIONS), {key})]
-    # and no other role may use it
-    for action in KMS_WRITE_ACTIONS:
-        assert grantees(hardened, action, key) == {fetch_role}
+    # and no other role may encrypt with it; only the job API may decrypt too (S3 decrypts with the
+    # signer's rights when a presigned download is fetched)
+    assert grantees(hardened, "kms:GenerateDataKey", key) == {fetch_role}
+    assert grantees(hardened, "kms:Decrypt", key) == {fetch_role, function_role(hardened, API)}
 
 
 def test_a_holding_provider_brings_a_holder_that_only_submit_may_start(with_holder: Synthesized) -> None:
@@ -286,28 +306,99 @@ def test_the_default_deployment_has_no_holder_and_no_handle_key(synthesized: Syn
     ]
 
 
-@pytest.mark.parametrize("handler", [SUBMIT, CHECK, FETCH])
-def test_provider_steps_may_only_put_claims(synthesized: Synthesized, handler: str) -> None:
-    # given the claims table (which job owns which entry of a shared provider queue)
-    table, _ = synthesized.resource("AWS::DynamoDB::Table")
+def dynamodb_grants(synthesized: Synthesized, handler: str) -> set[tuple[frozenset[str], str]]:
     role = function_role(synthesized, handler)
-    dynamo = [g for g in role_grants(synthesized, role) if any(a.startswith("dynamodb:") for a in g.actions)]
-    # then a provider step may make a claim (one conditional PutItem) on that table, and nothing else
-    assert [(g.actions, g.resource_ids) for g in dynamo] == [(frozenset({"dynamodb:PutItem"}), {table})]
+    return {
+        (grant.actions, table)
+        for grant in role_grants(synthesized, role)
+        if any(action.startswith("dynamodb:") for action in grant.actions)
+        for table in grant.resource_ids
+    }
+
+
+@pytest.mark.parametrize("handler", [SUBMIT, CHECK, FETCH])
+def test_provider_steps_may_only_put_claims_and_record_progress(
+    synthesized: Synthesized, handler: str
+) -> None:
+    # given the claims table (which job owns which entry of a shared provider queue) and the job table
+    table, _ = claims_table(synthesized)
+    jobs, _ = job_table(synthesized)
+    # then a provider step may make a claim (one conditional PutItem) on the claims table, and record the
+    # job's progress (one conditional UpdateItem) in the job table, and nothing else
+    assert dynamodb_grants(synthesized, handler) == {
+        (frozenset({"dynamodb:PutItem"}), table),
+        (frozenset({"dynamodb:UpdateItem"}), jobs),
+    }
     function = synthesized.template["Resources"][function_id(synthesized, handler)]["Properties"]
     assert references(function["Environment"]["Variables"]["REPORTRELAY_CLAIMS_TABLE"]) == {table}
 
 
 def test_the_conclude_step_may_only_release_claims(synthesized: Synthesized) -> None:
     # given the claims table, which also holds the connections' concurrency slots
-    table, _ = synthesized.resource("AWS::DynamoDB::Table")
-    role = function_role(synthesized, CONCLUDE)
-    dynamo = [g for g in role_grants(synthesized, role) if any(a.startswith("dynamodb:") for a in g.actions)]
-    # then concluding a job may give its slot back (a conditional DeleteItem), and nothing else
-    assert [(g.actions, g.resource_ids) for g in dynamo] == [(frozenset({"dynamodb:DeleteItem"}), {table})]
+    table, _ = claims_table(synthesized)
+    jobs, _ = job_table(synthesized)
+    # then concluding a job may give its slot back (a conditional DeleteItem) and record the outcome
+    assert dynamodb_grants(synthesized, CONCLUDE) == {
+        (frozenset({"dynamodb:DeleteItem"}), table),
+        (frozenset({"dynamodb:UpdateItem"}), jobs),
+    }
 
 
-@pytest.mark.parametrize("handler", [START_SCHEDULED])
-def test_other_steps_cannot_touch_the_claims(synthesized: Synthesized, handler: str) -> None:
-    actions = role_actions(synthesized, function_role(synthesized, handler))
-    assert not {action for action in actions if action.startswith("dynamodb:")}
+@pytest.mark.parametrize("handler", [START_SCHEDULED, API])
+def test_other_functions_cannot_touch_the_claims(synthesized: Synthesized, handler: str) -> None:
+    table, _ = claims_table(synthesized)
+    assert not {grant for grant in dynamodb_grants(synthesized, handler) if grant[1] == table}
+
+
+def test_the_scheduler_may_only_record_its_jobs_in_the_job_table(synthesized: Synthesized) -> None:
+    jobs, _ = job_table(synthesized)
+    assert dynamodb_grants(synthesized, START_SCHEDULED) == {(frozenset({"dynamodb:UpdateItem"}), jobs)}
+
+
+def test_the_api_does_what_its_routes_do_and_nothing_more(synthesized: Synthesized) -> None:
+    # given the job API's function
+    role = function_role(synthesized, API)
+    jobs, _ = job_table(synthesized)
+    machine, _ = synthesized.resource("AWS::StepFunctions::StateMachine")
+    bucket = bucket_id(synthesized)
+    # then beyond the baseline it may: create, read and update jobs and query their indexes; start, stop
+    # and describe executions; announce a cancellation; read reports (to presign GETs); read the
+    # connection's secret (to cancel at the provider)
+    assert role_actions(synthesized, role) == BASELINE | SECRET_READ | {
+        "dynamodb:GetItem",
+        "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:Query",
+        "states:StartExecution",
+        "states:StopExecution",
+        "states:DescribeExecution",
+        "events:PutEvents",
+        "s3:GetObject",
+    }
+    # and on its own resources only: the job table (and its indexes), this state machine, the reports
+    by_action = {action: grant for grant in role_grants(synthesized, role) for action in grant.actions}
+    assert by_action["dynamodb:PutItem"].resource_ids == {jobs}
+    assert by_action["dynamodb:Query"].resources == (
+        {"Fn::Join": ["", [{"Fn::GetAtt": [jobs, "Arn"]}, "/index/*"]]},
+    )
+    assert by_action["states:StartExecution"].resource_ids == {machine}
+    assert by_action["s3:GetObject"].resources == (
+        {"Fn::Join": ["", [{"Fn::GetAtt": [bucket, "Arn"]}, "/*"]]},
+    )
+    # and it can neither write nor delete reports
+    assert not {a for a in role_actions(synthesized, role) if a.startswith(("s3:Put", "s3:Delete"))}
+
+
+def test_the_api_is_invoked_only_by_its_rest_api(synthesized: Synthesized) -> None:
+    # given the permissions on the API function / then each is API Gateway's, for this RestApi's methods
+    function = function_id(synthesized, API)
+    rest_api, _ = synthesized.resource("AWS::ApiGateway::RestApi")
+    permissions = [
+        permission["Properties"]
+        for permission in synthesized.resources("AWS::Lambda::Permission").values()
+        if references(permission["Properties"]["FunctionName"]) == {function}
+    ]
+    assert len(permissions) == 5
+    for permission in permissions:
+        assert permission["Principal"] == "apigateway.amazonaws.com"
+        assert rest_api in references(permission["SourceArn"])

@@ -14,7 +14,7 @@ from statelint.problem import ProblemType
 from infra import constants
 from infra.definition import DefinitionError, definition_from_template, placeholder_resources
 from reportrelay.claims import KEY_ATTRIBUTE, TTL_ATTRIBUTE
-from tests.infra.conftest import Synthesized, references
+from tests.infra.conftest import Synthesized, claims_table, references
 from tests.infra.policies import function_id
 
 ASL_TEXT = constants.STATE_MACHINE_FILE.read_text(encoding="utf-8")
@@ -202,7 +202,7 @@ def test_only_fetch_is_told_the_bucket(synthesized: Synthesized) -> None:
 
 def test_the_claims_table_matches_what_the_claim_store_writes(synthesized: Synthesized) -> None:
     # given the claims table / then its key and TTL are the ones reportrelay.claims writes
-    _, table = synthesized.resource("AWS::DynamoDB::Table")
+    _, table = claims_table(synthesized)
     properties = table["Properties"]
     assert properties["KeySchema"] == [{"AttributeName": KEY_ATTRIBUTE, "KeyType": "HASH"}]
     assert properties["AttributeDefinitions"] == [{"AttributeName": KEY_ATTRIBUTE, "AttributeType": "S"}]
