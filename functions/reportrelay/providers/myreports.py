@@ -370,7 +370,11 @@ class ResultsDocument:
         self.records = 0
 
     def json_chunks(self) -> Iterator[bytes]:
-        """The document's bytes unchanged, handed on as they are parsed; the verdict comes before the last."""
+        """The document's bytes unchanged, handed on as they are parsed.
+
+        The verdict is given before the iterator ends, so a bad one raises instead of ending the stream and
+        the upload is never completed (whether or not the bytes holding ``status`` were already handed on).
+        """
         for _ in self._records():
             if self._source.kept_bytes >= CHUNK_BYTES:
                 yield self._source.take()
