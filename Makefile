@@ -44,8 +44,9 @@ format: dev
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-bench: dev  ## Throughput and peak memory of streaming into S3 (128 MiB and 1 GiB).
+bench: dev  ## Throughput and peak memory: streaming into S3 (128 MiB, 1 GiB); myreports JSON to CSV (100k, 1M rows).
 	$(PY) benchmarks/transfer.py
+	$(PY) benchmarks/myreports_csv.py
 
 synth: infra-dev  ## Synthesize the CloudFormation template (offline).
 	$(CDK) synth $(CDK_FLAGS) --quiet
