@@ -59,6 +59,9 @@ _REQUEST_MODEL = apigw.JsonSchema(
 )
 # Gateway errors (throttling, bad bodies, IAM refusals) in the API's ApiError shape: {"code", "message"}.
 _ERROR_TEMPLATE = '{"code": "$context.error.responseType", "message": $context.error.messageString}'
+# A body or parameter API Gateway's own validation refuses: the message is the validator's detail, which
+# names the field (e.g. 'object has missing required properties (["format"])'), as the function's 400s do.
+_INVALID_TEMPLATE = '{"code": "BadRequest", "message": $context.error.validationErrorString}'
 
 
 class JobTable(Construct):
@@ -319,11 +322,16 @@ class JobApi(Construct):
         job.add_resource("download").add_method("GET", integration, request_validator=validator)
 
     def _build_gateway_responses(self) -> None:
-        for kind in (apigw.ResponseType.DEFAULT_4_XX, apigw.ResponseType.DEFAULT_5_XX):
+        for kind, template in (
+            (apigw.ResponseType.DEFAULT_4_XX, _ERROR_TEMPLATE),
+            (apigw.ResponseType.DEFAULT_5_XX, _ERROR_TEMPLATE),
+            (apigw.ResponseType.BAD_REQUEST_BODY, _INVALID_TEMPLATE),
+            (apigw.ResponseType.BAD_REQUEST_PARAMETERS, _INVALID_TEMPLATE),
+        ):
             self.api.add_gateway_response(
                 f"Gateway{kind.response_type.replace('_', '')}",
                 type=kind,
-                templates={"application/json": _ERROR_TEMPLATE},
+                templates={"application/json": template},
             )
 
     def _acknowledge(self) -> None:

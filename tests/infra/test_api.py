@@ -75,13 +75,16 @@ def test_the_stage_logs_access_throttles_and_traces(synthesized: Synthesized) ->
 def test_gateway_errors_have_the_apis_error_shape(synthesized: Synthesized) -> None:
     # given API Gateway's own answers (an unsigned request, throttling) / then they are {"code", "message"}
     responses = synthesized.resources("AWS::ApiGateway::GatewayResponse").values()
-    assert {response["Properties"]["ResponseType"] for response in responses} == {
-        "DEFAULT_4XX",
-        "DEFAULT_5XX",
-    }
-    for response in responses:
-        template = response["Properties"]["ResponseTemplates"]["application/json"]
+    by_type = {response["Properties"]["ResponseType"]: response["Properties"] for response in responses}
+    assert set(by_type) == {"DEFAULT_4XX", "DEFAULT_5XX", "BAD_REQUEST_BODY", "BAD_REQUEST_PARAMETERS"}
+    for response in by_type.values():
+        template = response["ResponseTemplates"]["application/json"]
         assert '"code"' in template and '"message"' in template
+    # and what API Gateway's validator refuses is a 400 whose message is the validator's, naming the field
+    for kind in ("BAD_REQUEST_BODY", "BAD_REQUEST_PARAMETERS"):
+        assert (
+            "$context.error.validationErrorString" in by_type[kind]["ResponseTemplates"]["application/json"]
+        )
 
 
 def test_the_job_table_has_the_layout_the_store_reads(synthesized: Synthesized) -> None:
