@@ -505,3 +505,39 @@ def test_a_job_store_that_fails_never_fails_the_report(api_aws, monkeypatch):
     outcome = run_job(api_aws, report_request())
     # then the report is fetched and announced all the same
     assert outcome.detail_type == "Report Ready", outcome.detail
+
+
+def test_a_failing_aws_service_is_a_503_and_the_same_request_can_be_retried(job_api, api_aws, monkeypatch):
+    # given a workflow that cannot be started (its state machine is gone)
+    with monkeypatch.context() as patch:
+        patch.setenv("REPORTRELAY_STATE_MACHINE_ARN", api_aws.state_machine_arn + "-gone")
+        # when a job is asked for with a client token
+        refused = job_api("POST", "/reports", body=report_request(client_token="retry-me"))
+    # then the answer is a 503 saying a retry with the same token is safe, and nothing ran
+    assert refused.status == 503, refused.body
+    assert refused.json()["code"] == "ServiceUnavailable"
+    assert "same client token" in refused.json()["message"]
+    assert executions(api_aws) == []
+    # when the same request is sent again once the workflow is back
+    again = job_api("POST", "/reports", body=report_request(client_token="retry-me"))
+    # then the job the token already named is started, once
+    assert again.status == 202, again.body
+    assert [execution["name"] for execution in executions(api_aws)] == [again.json()["job_id"]]
+    job_api.wait(again.json()["job_id"])
+
+
+def test_a_job_store_that_cannot_be_read_is_a_503(job_api, monkeypatch):
+    # given a job store that answers every request with an error (its table is gone)
+    monkeypatch.setenv("REPORTRELAY_JOBS_TABLE", "no-such-table")
+    # then every route answers 503 in the API's error shape, never a 500
+    for method, path in [
+        ("GET", "/reports"),
+        ("GET", "/reports/3f0c5a8e-6d1b-4f0e-9a51-2b7c9e1d4a77"),
+        ("GET", "/reports/3f0c5a8e-6d1b-4f0e-9a51-2b7c9e1d4a77/download"),
+        ("DELETE", "/reports/3f0c5a8e-6d1b-4f0e-9a51-2b7c9e1d4a77"),
+    ]:
+        answer = job_api(method, path)
+        assert answer.status == 503, (method, path, answer.body)
+        assert answer.json()["code"] == "JobStoreUnavailable"
+    started = job_api("POST", "/reports", body=report_request())
+    assert started.status == 503 and started.json()["code"] == "JobStoreUnavailable"
