@@ -128,3 +128,20 @@ def test_the_schemas_tell_a_ready_event_from_a_failed_one(real_events: dict[str,
     # then each is refused
     for broken in (no_object, bad_digest, extra_field, failed_without_error, failed_with_object):
         assert problems(broken) != []
+
+
+def test_a_ready_event_links_to_the_job_apis_download_route(real_events: dict[str, dict[str, Any]]) -> None:
+    # given the events of a deployment with the job API (LocalAws sets REPORTRELAY_API_URL as CDK does)
+    ready = real_events[constants.DETAIL_TYPE_READY]["detail"]
+    failed = real_events[constants.DETAIL_TYPE_FAILED]["detail"]
+    # then a ready report's event links to GET /reports/{id}/download, which signs a fresh S3 URL per
+    # request, and a failed job's has nothing to link to
+    assert ready["download_url"].endswith(f"/reports/{ready['job_id']}/download")
+    assert ready["download_url"].startswith("https://")
+    assert failed["download_url"] is None
+    # and the schemas describe the field
+    for detail_type, definition in (
+        (constants.DETAIL_TYPE_READY, "ReportReadyDetail"),
+        (constants.DETAIL_TYPE_FAILED, "ReportFailedDetail"),
+    ):
+        assert "download_url" in SCHEMAS[detail_type]["definitions"][definition]["properties"]
