@@ -30,8 +30,14 @@ from reportrelay.config import (
     OAuthRefreshTokenAuth,
     SecretResolver,
 )
-from reportrelay.errors import ProviderAuthFailed, ProviderProtocolError, ProviderUnavailable
+from reportrelay.errors import (
+    ConfigurationError,
+    ProviderAuthFailed,
+    ProviderProtocolError,
+    ProviderUnavailable,
+)
 from reportrelay.httpclient import error_for_response
+from reportrelay.observability import logger
 
 RENEW_BEFORE_EXPIRY_SECONDS = 60
 DEFAULT_TOKEN_LIFETIME_SECONDS = 3600.0
@@ -76,6 +82,9 @@ TokenRequest = Callable[[], IssuedToken]
 
 _token_cache: dict[tuple[str, ...], IssuedToken] = {}
 _token_cache_lock = threading.Lock()
+#: Refresh tokens a login host handed back in place of the configured one (rotating refresh tokens).
+_rotated_refresh_tokens: dict[tuple[str, ...], str] = {}
+_rotated_lock = threading.Lock()  # separate: sign-ins run while _token_cache_lock is held
 
 
 class CachedToken:
@@ -114,6 +123,8 @@ def forget_cached_tokens() -> None:
     """Drop every cached token (tests, and processes that switch accounts)."""
     with _token_cache_lock:
         _token_cache.clear()
+    with _rotated_lock:
+        _rotated_refresh_tokens.clear()
 
 
 def request_token(
@@ -249,21 +260,74 @@ def build_auth(connection: Connection, secrets: SecretResolver, session: request
         form["grant_type"] = "client_credentials"
         subject = config.client_id or ""
     elif isinstance(config, OAuthRefreshTokenAuth):
-        form.update(grant_type="refresh_token", refresh_token=secret(config.refresh_token, "refresh_token"))
-        subject = config.client_id or ""
+        return _refresh_token_auth(connection, config, secrets, session, form, basic, token_url, timeout)
     else:
         raise AssertionError(f"unhandled auth config {type(config).__name__}")
 
     def sign_in() -> IssuedToken:
-        token, answer = request_token(
+        return request_token(
             session, token_url, timeout=timeout, verify=connection.verify_tls, form=form, basic=basic
-        )
-        if form.get("grant_type") == "refresh_token" and answer.get("refresh_token"):
-            # Rotating refresh tokens: the old one may now be void, so use the new one from here on.
-            form["refresh_token"] = str(answer["refresh_token"])
-        return token
+        )[0]
 
     return CachedToken(cache_key=(connection.name, token_url, config.type, subject), request_token=sign_in)
+
+
+def _refresh_token_auth(
+    connection: Connection,
+    config: OAuthRefreshTokenAuth,
+    secrets: SecretResolver,
+    session: requests.Session,
+    form: dict[str, str],
+    basic: tuple[str, str] | None,
+    token_url: str,
+    timeout: tuple[float, float],
+) -> CachedToken:
+    """Refresh-token grant that survives rotation: a login host may void each refresh token it redeems.
+
+    The replacement is used by this process from then on and written back to the connection's secret, so
+    the job's next step (another Lambda) and the next job start from it. When a refresh token is refused,
+    the secret is read again once: another process may have rotated it in the meantime.
+    """
+    field = f"connections.{connection.name}.auth.refresh_token"
+    cache_key = (connection.name, token_url, config.type, config.client_id or "")
+
+    def current_refresh_token(fresh: bool = False) -> str:
+        with _rotated_lock:
+            rotated = None if fresh else _rotated_refresh_tokens.get(cache_key)
+        return rotated or secrets.resolve(config.refresh_token, field, fresh=fresh)
+
+    def redeem(refresh_token: str) -> tuple[IssuedToken, dict[str, Any]]:
+        return request_token(
+            session,
+            token_url,
+            timeout=timeout,
+            verify=connection.verify_tls,
+            form={**form, "grant_type": "refresh_token", "refresh_token": refresh_token},
+            basic=basic,
+        )
+
+    def sign_in() -> IssuedToken:
+        presented = current_refresh_token()
+        try:
+            token, answer = redeem(presented)
+        except ProviderAuthFailed:
+            stored = current_refresh_token(fresh=True)
+            if stored == presented:
+                raise
+            presented = stored
+            token, answer = redeem(presented)
+        rotated = answer.get("refresh_token")
+        if isinstance(rotated, str) and rotated and rotated != presented:
+            with _rotated_lock:
+                _rotated_refresh_tokens[cache_key] = rotated
+            try:
+                secrets.keep_rotated(config.refresh_token, rotated, field)
+            except ConfigurationError as error:
+                # This step goes on with the new token; the next process may be refused and say why.
+                logger.warning("rotated refresh token not stored", extra={"error": str(error)})
+        return token
+
+    return CachedToken(cache_key=cache_key, request_token=sign_in)
 
 
 def _absolute(base_url: str, url: str) -> str:

@@ -278,24 +278,32 @@ class Connections:
 
 
 SecretLoader = Callable[[str], str]
+SecretWriter = Callable[[str, str], None]
 
 
 class SecretResolver:
     """Turns a secret reference into its value, at the last moment, inside the function that needs it."""
 
     def __init__(
-        self, environ: Mapping[str, str] | None = None, aws_secret_loader: SecretLoader | None = None
+        self,
+        environ: Mapping[str, str] | None = None,
+        aws_secret_loader: SecretLoader | None = None,
+        aws_secret_writer: SecretWriter | None = None,
     ) -> None:
         self._environ = os.environ if environ is None else environ
         self._aws_secret_loader = aws_secret_loader
+        self._aws_secret_writer = aws_secret_writer
         self._aws_cache: dict[str, str] = {}
 
-    def resolve(self, ref: SecretRef, field: str) -> str:
+    def resolve(self, ref: SecretRef, field: str, *, fresh: bool = False) -> str:
+        """The secret's value; ``fresh`` reads an AWS secret again instead of using this process's copy."""
         if isinstance(ref, EnvSecret):
             value = self._environ.get(ref.env)
             if not value:
                 raise ConfigurationError(f"{field}: environment variable {ref.env} is not set")
             return value
+        if fresh:
+            self._aws_cache.pop(ref.secret, None)
         raw = self._load_aws_secret(ref.secret, field)
         if ref.key is None:
             return raw
@@ -304,6 +312,31 @@ class SecretResolver:
         except (json.JSONDecodeError, TypeError, KeyError):
             raise ConfigurationError(f"{field}: secret {ref.secret} has no JSON field '{ref.key}'") from None
         return str(value)
+
+    def keep_rotated(self, ref: SecretRef, value: str, field: str) -> bool:
+        """Store a credential the provider replaced (rotating refresh tokens) where the next process reads it.
+
+        Only AWS secrets can be written; an environment variable keeps its old value, so a process started
+        later must be given the new one. Other fields of a JSON secret are kept. False when not stored.
+        """
+        if isinstance(ref, EnvSecret) or self._aws_secret_writer is None:
+            return False
+        if ref.key is None:
+            updated = value
+        else:
+            self._aws_cache.pop(ref.secret, None)  # keep fields another process changed meanwhile
+            document = json.loads(self._load_aws_secret(ref.secret, field))
+            document[ref.key] = value
+            updated = json.dumps(document)
+        try:
+            self._aws_secret_writer(ref.secret, updated)
+        except Exception as error:
+            raise ConfigurationError(
+                f"{field}: the provider replaced the refresh token but secret {ref.secret} could not be "
+                f"updated ({type(error).__name__}); allow secretsmanager:PutSecretValue on it"
+            ) from None
+        self._aws_cache[ref.secret] = updated
+        return True
 
     def _load_aws_secret(self, secret_id: str, field: str) -> str:
         if secret_id not in self._aws_cache:

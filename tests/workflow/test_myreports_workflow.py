@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from reportrelay import auth
 from reportrelay.local.aws import LocalAws
 from reportrelay.local.runner import JobOutcome, run_job
 from reportrelay.sandbox.myreports import (
@@ -254,21 +255,37 @@ def test_an_access_token_about_to_expire_is_refreshed_before_use(mr_aws, mr_sim)
     assert mr_sim.tokens_issued >= 3 and mr_sim.tokens_refused == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="auth.py keeps a rotated refresh token only inside one adapter; each Lambda step starts again "
-    "from the configured (now void) one. Needs the shared change described in docs/providers/myreports.md.",
-)
-def test_rotated_refresh_tokens_survive_from_one_step_to_the_next(mr_aws, mr_sim):
-    # given a login host that replaces the refresh token at every use, and short-lived access tokens
+class NothingRemembered(dict):
+    """Every step runs in a fresh Lambda process: no rotated refresh token survives in memory."""
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        return default
+
+
+def test_rotated_refresh_tokens_survive_from_one_step_to_the_next(
+    mr_aws, mr_sim, mr_connections, monkeypatch
+):
+    # given a login host that replaces the refresh token at every use, short-lived access tokens, a
+    # connection whose refresh token lives in Secrets Manager, and steps that remember nothing in memory
     mr_sim.rotate_refresh_tokens = True
     mr_sim.token_lifetime_seconds = 1
     mr_sim.generation_seconds = 2.5
+    secrets = mr_aws.client("secretsmanager")
+    secrets.create_secret(
+        Name="mr/rotating", SecretString=json.dumps({"refresh_token": REFRESH_TOKEN, "note": "kept"})
+    )
+    document = json.loads(mr_connections.read_text())
+    document["connections"]["mr"]["auth"]["refresh_token"] = {"secret": "mr/rotating", "key": "refresh_token"}
+    mr_connections.write_text(json.dumps(document))
+    monkeypatch.setattr(auth, "_rotated_refresh_tokens", NothingRemembered())
     # when the job runs (each step signs in again with a fresh adapter)
     outcome = run_job(mr_aws, report_request())
-    # then every refresh used the latest refresh token and the job completed
+    # then every refresh used the latest refresh token, which the secret now holds beside its other fields
     assert outcome.detail_type == "Report Ready", outcome.detail
-    assert mr_sim.refresh_grants_refused == 0
+    assert mr_sim.tokens_issued >= 3 and mr_sim.refresh_grants_refused == 0
+    stored = json.loads(secrets.get_secret_value(SecretId="mr/rotating")["SecretString"])
+    assert stored["refresh_token"] in mr_sim.refresh_tokens and stored["refresh_token"] != REFRESH_TOKEN
+    assert stored["note"] == "kept"
 
 
 def test_a_static_bearer_token_connection_works_without_signing_in(mr_aws, mr_sim):
