@@ -114,6 +114,12 @@ def _secrets_manager_loader(secret_id: str) -> str:
     return boto3.client("secretsmanager").get_secret_value(SecretId=secret_id)["SecretString"]
 
 
+def _secrets_manager_writer(secret_id: str, value: str) -> None:
+    import boto3
+
+    boto3.client("secretsmanager").put_secret_value(SecretId=secret_id, SecretString=value)
+
+
 @dataclass
 class Runtime:
     """Connections, secrets, storage and the clock: everything the workflow steps touch outside themselves."""
@@ -130,7 +136,9 @@ class Runtime:
         return cls(
             settings=settings,
             connections=load_connections(settings),
-            secrets=SecretResolver(aws_secret_loader=_secrets_manager_loader),
+            secrets=SecretResolver(
+                aws_secret_loader=_secrets_manager_loader, aws_secret_writer=_secrets_manager_writer
+            ),
         )
 
     def client(self, service: str) -> Any:
