@@ -1,0 +1,105 @@
+"""The README's session over real HTTP: SigV4-signed requests start a job, watch it and download the file.
+
+The job API runs in-process on emulated AWS behind reportrelay.local.apigateway.JobApiApp, served on
+loopback; the client signs each request with botocore's SigV4 signer, as docs/api.md shows ("Calling it
+from code"), and follows the download redirect to S3 unsigned, as awscurl -L does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from collections.abc import Iterator
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+import botocore.session
+import pytest
+import requests
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+
+from reportrelay.local.apigateway import JobApiApp
+from reportrelay.local.aws import REGION, LocalAws
+
+
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def api_url(api_aws: LocalAws) -> Iterator[str]:
+    """The job API on http://127.0.0.1:<port>/v1, as API Gateway would serve it."""
+    server = make_server(
+        "127.0.0.1", 0, JobApiApp(api_aws.api), server_class=_ThreadingServer, handler_class=_Quiet
+    )
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/v1"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def call(method: str, url: str, body: Any = None) -> requests.Response:
+    """docs/api.md's signer: any SigV4 signer works, botocore's here."""
+    request = AWSRequest(
+        method,
+        url,
+        data=json.dumps(body) if body is not None else None,
+        headers={"Content-Type": "application/json"} if body is not None else {},
+    )
+    SigV4Auth(botocore.session.Session().get_credentials(), "execute-api", REGION).add_auth(request)
+    return requests.request(
+        method, url, headers=dict(request.headers), data=request.body, allow_redirects=False, timeout=30
+    )
+
+
+def test_start_watch_and_download_over_signed_http(api_url, devexpress_sim):
+    # given the README's request, with a client token
+    request = {
+        "connection": "dx",
+        "report": {"document_id": 10},
+        "format": "pdf",
+        "client_token": "sales-2025",
+    }
+    # when the job is started
+    started = call("POST", f"{api_url}/reports", request)
+    assert started.status_code == 202, started.text
+    job_id = started.json()["job_id"]
+    assert started.headers["Location"].endswith(f"/reports/{job_id}")
+    # and started again with the same token: the same job, not a second report
+    again = call("POST", f"{api_url}/reports", request)
+    assert (again.status_code, again.json()["job_id"], again.json()["replayed"]) == (202, job_id, True)
+
+    # when it is watched until it finishes
+    deadline = time.monotonic() + 30
+    while (job := call("GET", f"{api_url}/reports/{job_id}").json())["state"] not in ("ready", "failed"):
+        assert time.monotonic() < deadline, job
+        time.sleep(0.1)
+    # then it is ready, with the stored file's size and SHA-256
+    assert job["state"] == "ready", job
+    assert job["object"]["size"] > 0 and len(job["object"]["sha256"]) == 64
+
+    # when it is downloaded: the API redirects, the redirect is followed without signing
+    redirect = call("GET", f"{api_url}/reports/{job_id}/download")
+    assert redirect.status_code == 302, redirect.text
+    file = requests.get(redirect.headers["Location"], timeout=30)
+    # then the bytes are the ones stored, which are the ones the provider served
+    assert file.status_code == 200
+    assert hashlib.sha256(file.content).hexdigest() == job["object"]["sha256"]
+    assert set(devexpress_sim.served.values()) == {job["object"]["sha256"]}
+
+    # and an unsigned request is refused, as API Gateway refuses it
+    unsigned = requests.get(f"{api_url}/reports/{job_id}", timeout=30)
+    assert unsigned.status_code == 403
