@@ -8,6 +8,8 @@ from datetime import UTC, datetime
 
 import boto3
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from moto import mock_aws
 
 from reportrelay.errors import BadRequest
@@ -245,3 +247,46 @@ def test_completion_events_map_to_final_job_fields():
     failed = outcome_fields({"status": "FAILED", "connection": None, "error": {"code": "X", "message": "y"}})
     assert (ready["state"], ready["object"], ready["polls"]) == (JobState.READY, STORED, 2)
     assert (failed["state"], failed["error"]["code"], "connection" in failed) == (JobState.FAILED, "X", False)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    jobs=st.lists(st.tuples(st.sampled_from(["dx", "eu"]), st.booleans()), max_size=30),
+    limit=st.integers(min_value=1, max_value=8),
+    connection=st.sampled_from([None, "dx", "eu"]),
+    state=st.sampled_from([None, JobState.QUEUED, JobState.FAILED]),
+)
+def test_following_cursors_lists_every_matching_job_once_newest_first(
+    monkeypatch, jobs, limit, connection, state
+):
+    # given any jobs on two connections, some failed, in a fresh table
+    for name, value in {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x"}.items():
+        monkeypatch.setenv(name, value)
+    with mock_aws():
+        client = boto3.client("dynamodb", region_name="us-east-1")
+        client.create_table(**create_table_request(TABLE))
+        store = DynamoDbJobs(TABLE, lambda: client, clock=Clock())
+        for number, (on, failed) in enumerate(jobs):
+            store.create(new_job(store, f"job-{number}", connection=on))
+            if failed:
+                store.finish(
+                    f"job-{number}", {"state": JobState.FAILED, "error": {"code": "X", "message": "y"}}
+                )
+        # when a listing is read page by page, following each cursor
+        pages, cursor = [], None
+        for _ in range(len(jobs) + 2):
+            page = store.list(connection=connection, state=state, limit=limit, cursor=cursor)
+            pages.append([job.job_id for job in page.jobs])
+            cursor = page.cursor
+            if cursor is None:
+                break
+    # then it ends, and the pages hold exactly the matching jobs, newest first, each once
+    assert cursor is None
+    expected = [
+        f"job-{number}"
+        for number, (on, failed) in reversed(list(enumerate(jobs)))
+        if connection in (None, on) and state in (None, JobState.FAILED if failed else JobState.QUEUED)
+    ]
+    assert [job_id for page in pages for job_id in page] == expected
+    # and every page but the last is full
+    assert all(len(page) == limit for page in pages[:-1])
