@@ -15,7 +15,9 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 import requests
+from jsonschema import Draft4Validator, FormatChecker
 
+from infra import constants
 from reportrelay import api
 from reportrelay.handlers import start_scheduled
 from reportrelay.local.apigateway import rest_event
@@ -27,6 +29,14 @@ from tests.api.conftest import report_request
 from tests.conftest import DX_PASSWORD
 
 OTHER_CALLER = "arn:aws:iam::123456789012:role/another-service"
+
+
+def schema_problems(event: dict) -> list[str]:
+    """What the event's JSON Schema (schemas/, as deployed to the registry) finds wrong with it."""
+    schema = json.loads((constants.SCHEMAS_DIR / constants.SCHEMA_FILES[event["detail-type"]]).read_text())
+    return [
+        error.message for error in Draft4Validator(schema, format_checker=FormatChecker()).iter_errors(event)
+    ]
 
 
 def executions(aws) -> list[dict]:
@@ -68,6 +78,7 @@ def test_a_job_is_accepted_watched_and_announced_with_a_download_link(job_api, a
     (event,) = events_of(api_aws, job_id)
     assert event["detail-type"] == "Report Ready"
     assert event["detail"]["download_url"] == job["links"]["download"]
+    assert schema_problems(event) == []
 
 
 def test_a_failed_job_shows_the_providers_reason(job_api, devexpress_sim):
@@ -367,6 +378,7 @@ def test_cancel_stops_the_execution_announces_cancelled_and_records_it(job_api, 
     (event,) = events_of(api_aws, job_id)
     assert event["detail-type"] == "Report Failed" and event["source"] == "reportrelay"
     assert execution["executionArn"] in event["resources"]
+    assert schema_problems(event) == []
     detail = event["detail"]
     assert detail["status"] == "FAILED" and detail["error"]["code"] == "Cancelled"
     assert detail["object"] is None and detail["download_url"] is None
