@@ -57,6 +57,11 @@ class DeadlineExceeded(ReportRelayError):
     """The job ran past its overall deadline and was abandoned."""
 
 
+class DownloadFailed(ReportRelayError):
+    """A download that cannot be tried again kept failing (a single-use result, regenerated and lost
+    as many times as allowed); nothing was stored."""
+
+
 # Transient: the state machine retries these with backoff.
 class TransientProviderError(ReportRelayError):
     retryable = True
@@ -71,7 +76,11 @@ class ProviderThrottled(TransientProviderError):
 
 
 class ProviderUnavailable(TransientProviderError):
-    """The provider could not be reached or answered 502/503/504: the request was not processed."""
+    """The provider could not be reached or answered 502/503/504: the request was not processed.
+
+    Also a request that changes nothing (a GET) which kept failing with a 5xx or a timeout: whatever
+    the provider did with it, repeating it cannot queue a second report.
+    """
 
 
 class ProviderServerError(TransientProviderError):

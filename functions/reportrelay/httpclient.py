@@ -4,6 +4,8 @@ Retrying here is deliberately short (a few seconds in all): long waits belong to
 never to a Lambda sleeping. Only requests that cannot have had an effect are retried when they are not
 idempotent: a 429 or 503 (the provider says it did nothing) or a connection that was never opened.
 A 500 or a timeout after a POST is left to the caller, because the provider may have queued the report.
+When a request that changes nothing (a GET) still fails that way after its retries, it is reported as
+``ProviderUnavailable``: repeating it later is safe, so even the submit step's retry may repeat it.
 """
 
 from __future__ import annotations
@@ -181,7 +183,7 @@ class ProviderHttp:
                     waited += pause
                     self._sleep(pause)
                     continue
-                raise failure from None
+                raise _safe_to_repeat(failure, idempotent) from None
             if response.status_code in accept:
                 return response
             if response.status_code in self.reauth_statuses and not renewed and self.auth.renew():
@@ -202,7 +204,7 @@ class ProviderHttp:
                     waited += pause
                     self._sleep(pause)
                     continue
-            raise failure
+            raise _safe_to_repeat(failure, idempotent)
 
     def _backoff(self, attempt: int, retry_after: float | None, waited: float) -> float | None:
         """The pause before the next attempt, or None when this call has used its budget."""
@@ -225,6 +227,13 @@ class ProviderHttp:
         if isinstance(error, requests.Timeout):
             return ProviderTimeout(f"{where} got no answer in time")
         return ProviderServerError(f"{where} failed: the connection broke ({type(error).__name__})")
+
+
+def _safe_to_repeat(failure: ReportRelayError, idempotent: bool) -> ReportRelayError:
+    """A 5xx or timeout of a request that changes nothing: say so, so that any step may retry it."""
+    if idempotent and isinstance(failure, ProviderServerError | ProviderTimeout):
+        return ProviderUnavailable(f"{failure} (the request changes nothing, so it is safe to repeat)")
+    return failure
 
 
 def _never_connected(error: requests.RequestException) -> bool:

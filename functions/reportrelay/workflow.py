@@ -19,6 +19,7 @@ from reportrelay.config import JobRequest, PollPolicy, parse_job_request
 from reportrelay.errors import (
     BadRequest,
     DeadlineExceeded,
+    DownloadFailed,
     ProviderThrottled,
     ReportCancelled,
     ReportGenerationFailed,
@@ -182,11 +183,17 @@ def fetch(state: State, runtime: Runtime) -> State:
             )
     except Exception as error:
         permanent = isinstance(error, ReportRelayError) and not error.retryable
-        if permanent or not provider.single_use_result or job.get("restarts", 0) >= MAX_RESTARTS:
+        if permanent or not provider.single_use_result:
             raise
+        reason = str(error) if isinstance(error, ReportRelayError) else type(error).__name__
+        if job.get("restarts", 0) >= MAX_RESTARTS:
+            # Retrying the download cannot work (the provider served its one copy): say what kept happening.
+            raise DownloadFailed(
+                f"{reason}; the provider serves each result once and the report was generated "
+                f"{MAX_RESTARTS + 1} times, so the job gives up"
+            ) from None
         # The provider will not serve this result again: generate it afresh rather than retry the download.
         logger.warning("single-use result lost; restarting the job", extra={"job_id": job["job_id"]})
-        reason = str(error) if isinstance(error, ReportRelayError) else type(error).__name__
         restarted = {**job, "status": "RESTART", "restarts": job.get("restarts", 0) + 1, "message": reason}
         return {**state, "job": restarted}
     logger.info("report stored", extra={"job_id": job["job_id"], "size": stored.size})

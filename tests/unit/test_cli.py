@@ -118,3 +118,117 @@ def test_a_failed_report_exits_1(devexpress_sim, files, capsys):
     event = json.loads(captured.out)
     assert event["detail-type"] == "Report Failed"
     assert "Data source unavailable" in event["detail"]["error"]["message"]
+
+
+# ---- bad input for every provider: exit 2 and a one-line message naming what is wrong
+
+GUID = "00000000-0000-0000-0000-000000000001"
+C1_REPORT = "E341BB429E7D44E3989D113A504F3BF8"
+C1_STUDY = "CFD8129A430A473C8A02F4BA5DAAD865"
+NOWHERE = "http://127.0.0.1:9"  # never contacted: bad input is refused before any call
+ALL_PROVIDERS = {
+    "dx": devexpress_connection(NOWHERE),
+    "torus": {"provider": "torus", "base_url": NOWHERE, "tenant_id": 69,
+              "auth": {"type": "bearer", "token": {"env": "TEST_DX_PASSWORD"}}},
+    "mi": {"provider": "metric_insights", "base_url": NOWHERE,
+           "auth": {"type": "bearer", "token": {"env": "TEST_DX_PASSWORD"}}},
+    "c1": {"provider": "clinical_one", "base_url": NOWHERE,
+           "auth": {"type": "oauth_password", "username": "api", "password": {"env": "TEST_DX_PASSWORD"}}},
+    "mr": {"provider": "myreports", "base_url": NOWHERE,
+           "auth": {"type": "bearer", "token": {"env": "TEST_DX_PASSWORD"}}},
+}  # fmt: skip
+
+
+def job(connection: str, report: dict, format: str) -> dict:
+    return {"connection": connection, "report": report, "format": format}
+
+
+def c1(**report) -> dict:
+    return {"report_id": C1_REPORT, "study_id": C1_STUDY, "mode": "active", **report}
+
+
+def mr(**dates) -> dict:
+    return {"workspace_id": GUID, "report_id": GUID, "date_filter": dates or {"preset": "ThisQuarter"}}
+
+
+@pytest.mark.parametrize(
+    ("request_body", "words"),
+    [
+        pytest.param(job("dx", {"document_id": "ten"}, "pdf"),
+                     "request.report.document_id: Input should be a valid integer", id="devexpress-bad-id"),
+        pytest.param(job("dx", {"document_id": 10}, "csv"),
+                     "'csv' is not available for a DevExpress report", id="devexpress-unknown-format"),
+        pytest.param(job("torus", {"report_id": "x"}, "xlsx"),
+                     "request.report.report_id: Input should be a valid integer", id="torus-bad-id"),
+        pytest.param(job("torus", {"name": "MI_Report"}, "pdf"),
+                     "'pdf' is not available for a Torus merged report", id="torus-unknown-format"),
+        pytest.param(job("mi", {"element_id": "abc", "dimension_id": 0}, "pdf"),
+                     "request.report.element_id: Input should be a valid integer", id="mi-bad-id"),
+        pytest.param(job("mi", {"element_id": 1042, "dimension_id": 0}, "docx2"),
+                     "'docx2' is not a Metric Insights format key", id="mi-unknown-format"),
+        pytest.param(job("c1", c1(report_id="not-hex"), "csv"),
+                     "request.report.report_id: String should match pattern", id="c1-bad-id"),
+        pytest.param(job("c1", c1(mode="live"), "csv"),
+                     "request.report.mode: Input should be 'active', 'test' or 'training'", id="c1-bad-mode"),
+        pytest.param(job("c1", c1(), "docx"), "'docx' is not available for a Clinical One report",
+                     id="c1-unknown-format"),
+        pytest.param(job("mr", mr(start="2025-13-45", end="2025-01-01"), "json"),
+                     "'2025-13-45' is not an ISO 8601 date", id="myreports-invalid-date"),
+        pytest.param(job("mr", mr(start="2025-03-01", end="2025-01-01"), "json"),
+                     "must not be after 'end'", id="myreports-dates-reversed"),
+        pytest.param(job("mr", mr(), "pdf"), "'pdf' is not available for MyReports results",
+                     id="myreports-unknown-format"),
+        pytest.param({**REQUEST, "deadline_seconds": 5},
+                     "request.deadline_seconds: Input should be greater than", id="deadline-too-short"),
+        pytest.param({**REQUEST, "connection": ""},
+                     "request.connection: String should have at least 1", id="empty-connection"),
+        pytest.param(["dx", 10, "pdf"], "the job request must be a JSON object", id="request-not-an-object"),
+    ],
+)  # fmt: skip
+def test_bad_job_requests_exit_2_with_a_message_naming_the_problem(files, capsys, request_body, words):
+    # given connections to every provider, and a request that cannot work
+    tmp_path, _, request = files
+    connections = write_connections(tmp_path, ALL_PROVIDERS)
+    request.write_text(json.dumps(request_body))
+    # when it is run, then it exits 2 saying what is wrong, before contacting any provider
+    assert run(connections, request, tmp_path / "out") == 2
+    assert words in one_line_error(capsys)
+
+
+def test_a_request_file_that_is_not_json_exits_2(files, capsys):
+    tmp_path, connections, request = files
+    request.write_text('{"connection": "dx",')
+    assert run(connections, request, tmp_path / "out") == 2
+    assert "JSON" in one_line_error(capsys)
+
+
+@pytest.mark.parametrize(
+    ("document", "words"),
+    [
+        pytest.param({"dx": devexpress_connection("not a url")}, "connections.dx.base_url",
+                     id="bad-base-url"),
+        pytest.param({"dx": devexpress_connection(NOWHERE, poll={"initial_seconds": 0})},
+                     "connections.dx.poll.initial_seconds", id="bad-poll"),
+        pytest.param({"dx": devexpress_connection(NOWHERE, timeouts={"read_seconds": -1})},
+                     "connections.dx.timeouts.read_seconds", id="bad-timeout"),
+        pytest.param({"dx": devexpress_connection(NOWHERE, deadline_seconds=5)},
+                     "connections.dx.deadline_seconds", id="deadline-too-short"),
+        pytest.param({"dx": devexpress_connection(NOWHERE, max_concurrent_jobs=0)},
+                     "connections.dx.max_concurrent_jobs", id="bad-concurrency-limit"),
+        pytest.param({"dx": "devexpress"}, "connections.dx: must be an object", id="not-an-object"),
+        pytest.param({"dx": {"provider": "devexpress", "base_url": NOWHERE}},
+                     "connections.dx.auth: Field required", id="missing-auth"),
+    ],
+)  # fmt: skip
+def test_malformed_connections_exit_2_naming_the_field(files, capsys, document, words):
+    tmp_path, _, request = files
+    connections = write_connections(tmp_path, document)
+    assert run(connections, request, tmp_path / "out") == 2
+    assert words in one_line_error(capsys)
+
+
+def test_a_connections_file_without_connections_exits_2(files, capsys):
+    tmp_path, connections, request = files
+    connections.write_text(json.dumps({"dx": devexpress_connection(NOWHERE)}))
+    assert run(connections, request, tmp_path / "out") == 2
+    assert 'must be a JSON object {"connections": {...}}' in one_line_error(capsys)

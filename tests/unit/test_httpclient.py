@@ -134,3 +134,32 @@ def test_query_strings_never_appear_in_error_messages(server):
     with pytest.raises(ProviderRejected) as caught:
         client(server).request("GET", "/thing?token=SECRET-SESSION", action="get")
     assert "SECRET-SESSION" not in str(caught.value)
+
+
+def test_a_get_that_keeps_failing_with_500_is_reported_as_safe_to_repeat(server):
+    # given a status call answered 500 more often than one call retries
+    server.script = [(500, {}, "boom")] * 3
+    # when it is made, then the error is ProviderUnavailable (any step may retry it), quoting the 500
+    with pytest.raises(
+        ProviderUnavailable, match=r"check: GET /thing answered HTTP 500: boom.*safe to repeat"
+    ):
+        client(server).request("GET", "/thing", action="check")
+    assert len(server.calls("GET", "/thing")) == 3
+
+
+def test_a_get_that_keeps_timing_out_is_reported_as_safe_to_repeat(server):
+    # given a status call that is answered later than the read timeout, every time
+    server.script = [(0, {}, "0.6")] * 2
+    # when it is made, then it says it got no answer in time, and that repeating it is safe
+    with pytest.raises(ProviderUnavailable, match=r"got no answer in time.*safe to repeat"):
+        client(server, timeout=(2, 0.2), budget=RetryBudget(attempts=2, base_backoff_seconds=0.01)).request(
+            "GET", "/thing", action="check"
+        )
+
+
+def test_a_post_that_keeps_failing_with_500_stays_a_server_error(server):
+    # given a queue call answered 500: the provider may have queued the report
+    server.script = [(500, {}, "boom")]
+    # then the error keeps its class, which the submit step does not retry
+    with pytest.raises(ProviderServerError):
+        client(server).request("POST", "/thing", action="queue")

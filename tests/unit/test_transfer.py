@@ -14,6 +14,8 @@ from botocore.exceptions import ClientError
 from moto import mock_aws
 
 from reportrelay.errors import DownloadInterrupted
+from reportrelay.providers.base import streamed
+from reportrelay.sandbox.server import Request, Response, Simulator, file_response, route
 from reportrelay.transfer import StoredObject, stream_to_s3
 
 BUCKET = "reportrelay-test-reports"
@@ -332,3 +334,51 @@ def test_the_stored_object_is_described_by_a_plain_dict():
         "content_type": "text/csv",
         "filename": "a.csv",
     }
+
+
+# ---- over real HTTP: each way the simulators cut a download is caught, and nothing is stored
+
+
+class _FileServer(Simulator):
+    name = "file-server"
+    content = random_bytes(3 * MiB, seed=7)
+
+    @route("GET", "/file", download=True)
+    def file(self, request: Request) -> Response:
+        return file_response(self.content, "application/pdf", "report.pdf")
+
+
+@pytest.mark.parametrize(
+    ("knob", "reason"),
+    [
+        ("break_downloads_next", "IncompleteRead"),
+        ("truncate_downloads_next", "IncompleteRead"),
+        ("reset_downloads_next", "Connection"),
+    ],
+)
+def test_a_download_cut_short_over_http_is_interrupted_and_stores_nothing(s3, knob, reason):
+    # given a server that cuts the next download short (half the announced Content-Length)
+    with _FileServer() as server:
+        setattr(server.faults, knob, 1)
+        response = requests.get(f"{server.base_url}/file", stream=True, timeout=10)
+        result = streamed(response, "report.pdf", chunk_size=64 * 1024)
+        # when it is streamed into S3 with the announced length
+        with pytest.raises(DownloadInterrupted) as raised:
+            store(s3, result.chunks, expected_size=result.content_length)
+        # then the error says the download broke off, and there is no object and no open upload
+        assert result.content_length == len(_FileServer.content)
+        assert "download broke off" in str(raised.value) and reason in str(raised.value)
+        assert "nothing was stored" in str(raised.value)
+        assert_nothing_stored(s3)
+        # and the next download, uncut, is stored whole with its SHA-256
+        again = streamed(requests.get(f"{server.base_url}/file", stream=True, timeout=10), "report.pdf")
+        stored = store(s3, again.chunks, expected_size=again.content_length)
+        assert stored.sha256 == hashlib.sha256(_FileServer.content).hexdigest() == tags(s3)["sha256"]
+
+
+def test_a_content_encoded_download_is_not_measured_against_its_compressed_length():
+    # given an answer whose Content-Length counts gzip-compressed bytes, which requests decodes
+    response = requests.Response()
+    response.headers.update({"Content-Length": "100", "Content-Encoding": "gzip"})
+    # then the decoded stream is not held to the compressed length
+    assert streamed(response, "report.csv").content_length is None

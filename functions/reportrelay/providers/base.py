@@ -173,8 +173,14 @@ def content_type_of(response: requests.Response, filename: str) -> str:
 
 
 def streamed(response: requests.Response, filename: str, chunk_size: int = 1024 * 1024) -> ResultStream:
-    """A ResultStream reading a ``stream=True`` response as it arrives."""
+    """A ResultStream reading a ``stream=True`` response as it arrives.
+
+    A content-encoded (gzip) answer's Content-Length counts the encoded bytes, not the decoded ones the
+    stream yields, so it is not passed on as the expected size (urllib3 still checks the encoded length).
+    """
     length = response.headers.get("Content-Length")
+    if response.headers.get("Content-Encoding", "identity").strip().lower() not in ("", "identity"):
+        length = None
     return ResultStream(
         chunks=response.iter_content(chunk_size=chunk_size),
         filename=filename,

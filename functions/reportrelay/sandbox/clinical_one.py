@@ -73,6 +73,7 @@ DEFAULT_STATUS_WORDS = {
     "running": "IN PROGRESS",
     "done": "COMPLETED",
     "failed": "FAILED",
+    "cancelled": "CANCELLED",
 }
 TOKEN_DENIED = "Unauthorized: the access token is missing, invalid or expired"
 NO_ACCESS = "Unauthorized: User does not have access to the requested resource"
@@ -145,6 +146,7 @@ class ClinicalOneSimulator(Simulator):
         token_lifetime_seconds: float = 600,
         generation_seconds: float = 2.0,
         fail_reports: str | None = None,
+        cancel_reports: str | None = None,
         report_size: int = 16 * 1024,
         status_field: str | None = "status",
         status_words: Mapping[str, str] | None = None,
@@ -167,6 +169,7 @@ class ClinicalOneSimulator(Simulator):
         self.token_lifetime_seconds = token_lifetime_seconds
         self.generation_seconds = generation_seconds
         self.fail_reports = fail_reports
+        self.cancel_reports = cancel_reports
         self.report_size = report_size
         self.status_field = status_field
         self.status_words = {**DEFAULT_STATUS_WORDS, **(status_words or {})}
@@ -179,7 +182,8 @@ class ClinicalOneSimulator(Simulator):
         self.require_run_details = require_run_details
         self.retry_after_header = retry_after_header
         #: job id -> {id, report_id, report_name, study_id, mode, format, field_specs, ext_field_specs,
-        #: kickoff, created_at, state ("queued" | "running" | "done" | "failed"), reason, user, seeded}
+        #: kickoff, created_at, state ("queued" | "running" | "done" | "failed" | "cancelled"), reason, user,
+        #: seeded}
         self.runs: dict[str, dict[str, Any]] = {}
         self.tokens_issued = 0
         self.tokens_refused = 0  # bearer tokens refused as unknown, expired or revoked
@@ -367,7 +371,7 @@ class ClinicalOneSimulator(Simulator):
             if (not report_id or run["report_id"] == report_id)
             and run["study_id"] == study_id
             and (mode is None or run["mode"] == mode)
-            and (not self.list_only_finished or run["state"] in ("done", "failed"))
+            and (not self.list_only_finished or run["state"] in ("done", "failed", "cancelled"))
         ]
         runs.sort(key=lambda run: run["created_at"], reverse=self.newest_first)
         page = runs[offset : offset + min(limit, self.max_page_size)]
@@ -531,15 +535,19 @@ class ClinicalOneSimulator(Simulator):
     def _settled(self, run: dict[str, Any]) -> dict[str, Any]:
         """The run as of now: queued for the first third of generation, then running, then finished.
 
-        The outcome (done, or failed when ``fail_reports`` is set) is decided when first observed after
-        generation and then stays. Seeded runs keep the state they were given. Call with the lock held.
+        The outcome (done; failed when ``fail_reports`` is set; cancelled, as an administrator would,
+        when ``cancel_reports`` is) is decided when first observed after generation and then stays.
+        Seeded runs keep the state they were given. Call with the lock held.
         """
         if not run["seeded"] and run["state"] in ("queued", "running"):
             elapsed = time.time() - run["created_at"]
             if elapsed >= self.generation_seconds:
-                run["state"], run["reason"] = (
-                    ("failed", self.fail_reports) if self.fail_reports else ("done", None)
-                )
+                if self.fail_reports:
+                    run["state"], run["reason"] = "failed", self.fail_reports
+                elif self.cancel_reports:
+                    run["state"], run["reason"] = "cancelled", self.cancel_reports
+                else:
+                    run["state"], run["reason"] = "done", None
             elif elapsed >= self.generation_seconds / 3:
                 run["state"] = "running"
         return dict(run)
@@ -578,7 +586,7 @@ class ClinicalOneSimulator(Simulator):
         }
         if self.status_field:
             entry[self.status_field] = self._status_word(run["state"])
-        if run["state"] == "failed":
+        if run["state"] in ("failed", "cancelled"):
             entry["reason"] = run["reason"]
         if run["state"] == "done":
             entry["recCount"] = max(1, self.report_size // 64)

@@ -184,6 +184,10 @@ class MetricInsightsSimulator(Simulator):
         with self.lock:
             self._api_tokens = {token: (user, 0.0) for token, (user, _) in self._api_tokens.items()}
 
+    def revoke_tokens(self) -> None:
+        """``Faults.expire_tokens_after`` expires API credentials the way this server does: 412."""
+        self.expire_api_tokens()
+
     @property
     def issued_tokens(self) -> set[str]:
         """Every API credential the simulator knows, live or expired (to look for leaks)."""

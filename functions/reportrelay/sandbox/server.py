@@ -1,9 +1,10 @@
 """The shared base of every provider simulator: routing, the request log, fault knobs and file answers.
 
 A simulator is a subclass of ``Simulator`` that declares its endpoints with ``@route`` and answers with
-the helpers below. The bad-day behaviour every real provider shows (429, 503, slow answers, downloads
-cut half-way) is applied here, once, so a subclass only marks which routes are sign-in calls and which
-are downloads, and its own code reads like the vendor document it imitates.
+the helpers below. The bad-day behaviour every real provider shows (429, 5xx, slow answers, answers that
+never come in time, downloads cut short, reset or truncated, tokens that expire mid-job) is applied here,
+once, so a subclass only marks which routes are sign-in calls and which are downloads (and, if it issues
+tokens, how to revoke them), and its own code reads like the vendor document it imitates.
 
 Standard library only: the simulators run in tests, in the demo and next to the local runner.
 """
@@ -14,17 +15,19 @@ import contextlib
 import functools
 import hashlib
 import json
+import os
 import random
 import re
 import signal
 import socket
 import struct
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, NamedTuple, Self, TypeVar
+from typing import Any, Literal, NamedTuple, Self, TypeVar
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 JSON_CONTENT_TYPE = "application/json; charset=utf-8"
@@ -40,16 +43,32 @@ class Faults:
 
     The counters count down: ``throttle_next = 2`` makes the next two API requests answer 429, then
     the simulator behaves again. When several are set, a request is delayed by ``slow_seconds``, then
-    throttled, then refused with 503, in that order. Sign-in routes are spared unless
-    ``include_sign_in`` is set, so a throttling test does not also become an authentication test.
+    held past the client's timeout (``stall_next``), then throttled, then refused with a 5xx, in that
+    order. Sign-in routes are spared unless ``include_sign_in`` is set, so a throttling test does not also
+    become an authentication test; ``only_paths`` narrows these request faults further to the paths a
+    test aims at (the status calls, say), leaving the others alone.
+
+    The download faults apply to successful answers of download routes only, one counter each:
+    ``break_downloads_next`` sends half the body then closes and resets the connection,
+    ``truncate_downloads_next`` announces the whole Content-Length, sends part and closes cleanly (a body
+    shorter than announced), and ``reset_downloads_next`` resets the connection (TCP RST) mid-body.
+    ``expire_tokens_after`` revokes every token the simulator issued once that many more API requests
+    have been answered, as a token expiring in the middle of a job would (``Simulator.revoke_tokens``).
     """
 
     throttle_next: int = 0
     throttle_retry_after: int | None = 1  # seconds sent in Retry-After; None sends a 429 without it
-    server_errors_next: int = 0  # the next N API requests answer 503
+    server_errors_next: int = 0  # the next N API requests answer ``server_error_status``
+    server_error_status: int = 503
     break_downloads_next: int = 0  # the next N successful downloads are cut half-way
+    truncate_downloads_next: int = 0  # ... send fewer bytes than their Content-Length, then end
+    reset_downloads_next: int = 0  # ... are reset mid-body
+    stall_next: int = 0  # the next N API requests are answered only after ``stall_seconds``
+    stall_seconds: float = 5.0
     slow_seconds: float = 0.0  # delay before answering each API request
-    include_sign_in: bool = False  # apply throttle / 503 / slow to sign-in routes too
+    expire_tokens_after: int | None = None  # revoke issued tokens after this many more API answers
+    only_paths: str | None = None  # regex (re.search) of the paths the request faults above apply to
+    include_sign_in: bool = False  # apply throttle / 5xx / stall / slow to sign-in routes too
 
 
 # --------------------------------------------------------------------------------------------------
@@ -85,14 +104,22 @@ class Request:
         return dict(parse_qsl(self.body.decode("utf-8", "replace"), keep_blank_values=True))
 
 
+Cut = Literal["break", "truncate", "reset"]
+
+
 @dataclass
 class Response:
-    """A complete answer. ``broken`` sends the full Content-Length but only half the body."""
+    """A complete answer. ``cut`` sends the full Content-Length but only half the body, then:
+    ``break`` closes and resets the connection, ``truncate`` closes it cleanly, ``reset`` resets it."""
 
     status: int
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
-    broken: bool = False
+    cut: Cut | None = None
+
+    @property
+    def broken(self) -> bool:
+        return self.cut is not None
 
 
 class HttpError(Exception):
@@ -129,9 +156,9 @@ def file_response(content: bytes, content_type: str, filename: str, status: int 
     return Response(status, content, headers)
 
 
-def broken(response: Response) -> Response:
-    """The same answer, but the connection is cut after half the body."""
-    return replace(response, broken=True)
+def broken(response: Response, how: Cut = "break") -> Response:
+    """The same answer, but the connection is cut after half the body (see ``Response.cut``)."""
+    return replace(response, cut=how)
 
 
 def _attachment(filename: str) -> str:
@@ -309,6 +336,13 @@ class Simulator:
     def error(self, status: int, message: str, headers: dict[str, str] | None = None) -> Response:
         return json_response(self.error_body(status, message), status, headers)
 
+    def revoke_tokens(self) -> None:
+        """Make every token issued so far stop working, as if it expired mid-job.
+
+        Simulators that issue or accept tokens override this; ``Faults.expire_tokens_after`` calls it.
+        """
+        raise NotImplementedError(f"the {self.name} simulator has no tokens to revoke")
+
     # ---- dispatch (called from the server's handler threads)
 
     def _collect_routes(self) -> list[Route]:
@@ -354,30 +388,65 @@ class Simulator:
 
     def _run(self, chosen: Route, request: Request) -> Response:
         faults = self.faults
-        if not chosen.sign_in or faults.include_sign_in:
+        if (not chosen.sign_in or faults.include_sign_in) and self._aimed_at(request.path):
             if faults.slow_seconds > 0:
                 time.sleep(faults.slow_seconds)
+            if self._take("stall_next"):
+                time.sleep(faults.stall_seconds)  # the client has given up by now; the answer goes nowhere
             if self._take("throttle_next"):
                 retry_after = faults.throttle_retry_after
                 headers = {"Retry-After": str(int(retry_after))} if retry_after is not None else {}
                 return self.error(429, "Too many requests; slow down", headers)
             if self._take("server_errors_next"):
-                return self.error(503, "Service temporarily unavailable")
+                status = faults.server_error_status
+                message = "Service temporarily unavailable" if status == 503 else "An internal error occurred"
+                return self.error(status, message)
         try:
             response: Response = getattr(self, chosen.handler)(request)
         except HttpError as failure:
-            return self.error(failure.status, failure.message, failure.headers)
+            response = self.error(failure.status, failure.message, failure.headers)
         except Exception as bug:  # a simulator bug should show up in the test, not hang it
-            return self.error(500, f"simulator error in {chosen.handler}: {bug!r}")
-        if chosen.download and response.status == 200 and self._take("break_downloads_next"):
-            return broken(response)
+            response = self.error(500, f"simulator error in {chosen.handler}: {bug!r}")
+        if not chosen.sign_in:
+            self._count_towards_token_expiry()
+        if chosen.download and response.status == 200:
+            for counter, how in _DOWNLOAD_CUTS:
+                if self._take(counter):
+                    return broken(response, how)
         return response
+
+    def _aimed_at(self, path: str) -> bool:
+        pattern = self.faults.only_paths
+        return pattern is None or re.search(pattern, path) is not None
+
+    def _count_towards_token_expiry(self) -> None:
+        with self.lock:
+            remaining = self.faults.expire_tokens_after
+            if remaining is None:
+                return
+            remaining -= 1
+            self.faults.expire_tokens_after = remaining if remaining > 0 else None
+            if remaining <= 0:
+                self.revoke_tokens()
+
+
+_DOWNLOAD_CUTS: tuple[tuple[str, Cut], ...] = (
+    ("break_downloads_next", "break"),
+    ("truncate_downloads_next", "truncate"),
+    ("reset_downloads_next", "reset"),
+)
 
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     simulator: Simulator
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hung up (after a stall, say) is expected here; anything else is reported."""
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
 
 
 class _RequestHandler(BaseHTTPRequestHandler):
@@ -423,11 +492,18 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.send_header("Content-Length", str(len(response.body)))
         self.end_headers()
-        if not response.broken:
+        if response.cut is None:
             self.wfile.write(response.body)
             return
         self.wfile.write(response.body[: len(response.body) // 2])
-        self._cut_connection()
+        self.wfile.flush()
+        self.close_connection = True
+        if response.cut == "break":
+            self._cut_connection()
+        elif response.cut == "truncate":
+            self._end_early()
+        else:
+            self._reset_connection()
 
     def _cut_connection(self) -> None:
         """End the connection mid-body, as a failing proxy or server would.
@@ -435,7 +511,12 @@ class _RequestHandler(BaseHTTPRequestHandler):
         Half-close first and give the client a moment to read what was sent, so it reliably sees a
         truncated body rather than a reset that may discard the headers; then reset the connection.
         """
-        self.close_connection = True
+        self._end_early()
+        with contextlib.suppress(OSError):
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+    def _end_early(self) -> None:
+        """Close cleanly (FIN) although fewer bytes were sent than Content-Length announced."""
         connection = self.connection
         try:
             connection.shutdown(socket.SHUT_WR)
@@ -444,8 +525,14 @@ class _RequestHandler(BaseHTTPRequestHandler):
                 pass
         except OSError:
             pass
+
+    def _reset_connection(self) -> None:
+        """Abort the connection with a TCP RST after a pause in which the client starts reading."""
+        time.sleep(0.3)
         with contextlib.suppress(OSError):
-            connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            # Close the descriptor now: the server's own shutdown would send a FIN before the reset.
+            os.close(self.connection.detach())
 
 
 # --------------------------------------------------------------------------------------------------

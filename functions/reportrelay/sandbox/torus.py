@@ -203,6 +203,12 @@ class TorusSimulator(Simulator):
             }
         return run_id
 
+    def revoke_tokens(self) -> None:
+        """Withdraw every API token, as an administrator rotating them mid-job would (static tokens cannot
+        be renewed by the client, so the next call is refused for good)."""
+        with self.lock:
+            self.tokens.clear()
+
     def cancel(self, run_id: int, message: str = "Report task was cancelled") -> None:
         """Cancel a run as an administrator would, whatever it was doing."""
         with self.lock:

@@ -1,0 +1,212 @@
+"""One kit per provider: a simulator signed in with recognisable secrets, its connection, a request, and
+where its submit, status and download calls go (so a fault can be aimed at one of them)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from reportrelay.sandbox.clinical_one import DEFAULT_STUDY_ID, SUBJECT_DATA_EXTRACT, ClinicalOneSimulator
+from reportrelay.sandbox.devexpress import DevExpressSimulator
+from reportrelay.sandbox.metric_insights import MetricInsightsSimulator
+from reportrelay.sandbox.myreports import DEFAULT_REPORT, DEFAULT_WORKSPACE, MyReportsSimulator
+from reportrelay.sandbox.server import Simulator
+from reportrelay.sandbox.torus import API_USER, TorusSimulator
+
+#: Every secret value in the matrix starts with this, so one search finds any of them anywhere.
+SECRET_MARK = "RRSECRET"
+#: What a fresh simulator of each kind uses for generation; small, so the matrix stays fast.
+GENERATION_SECONDS = 0.3
+
+
+def secret(provider: str, field: str) -> str:
+    return f"{SECRET_MARK}-{provider}-{field}-9qZt"
+
+
+def env_name(case_id: str, field: str) -> str:
+    return f"FAULTS_{case_id.upper().replace('-', '_')}_{field.upper()}"
+
+
+@dataclass(frozen=True)
+class Kit:
+    provider: str
+    make_simulator: Callable[[], Simulator]
+    #: (simulator, case id) -> connection body (secrets as env references) and {env name: value}
+    connection: Callable[[Simulator, str], tuple[dict[str, Any], dict[str, str]]]
+    report: dict[str, Any]
+    format: str
+    submit_path: str  # regexes (re.search) of the paths of each phase
+    poll_path: str
+    download_path: str
+    #: How many reports the simulator has queued (runs started by the client, not seeded ones).
+    queued: Callable[[Any], int]
+    cancel_statuses: bool  # the vendor has a cancelled status
+    renewable_tokens: bool  # the client can sign in again when a token expires
+    restarts_on_lost_result: bool = False  # single-use result: a lost download means a new report
+
+
+def _poll(initial: int = 1, maximum: int = 2) -> dict[str, int]:
+    return {"initial_seconds": initial, "max_seconds": maximum}
+
+
+def _dx_connection(sim: Any, case_id: str) -> tuple[dict[str, Any], dict[str, str]]:
+    password = env_name(case_id, "password")
+    body = {
+        "provider": "devexpress",
+        "base_url": sim.base_url,
+        "auth": {"type": "oauth_password", "username": "api", "password": {"env": password}},
+    }
+    return body, {password: secret("devexpress", "password")}
+
+
+def _torus_connection(sim: Any, case_id: str) -> tuple[dict[str, Any], dict[str, str]]:
+    token = env_name(case_id, "token")
+    body = {
+        "provider": "torus",
+        "base_url": sim.base_url,
+        "tenant_id": 69,
+        "auth": {"type": "bearer", "token": {"env": token}},
+    }
+    return body, {token: secret("torus", "token")}
+
+
+def _mi_connection(sim: Any, case_id: str) -> tuple[dict[str, Any], dict[str, str]]:
+    key = env_name(case_id, "app_key")
+    body = {
+        "provider": "metric_insights",
+        "base_url": sim.base_url,
+        "auth": {
+            "type": "app_token",
+            "application_id": "reportrelay",
+            "application_key": {"env": key},
+            "user": "api",
+        },
+    }
+    return body, {key: secret("metric_insights", "app_key")}
+
+
+def _c1_connection(sim: Any, case_id: str) -> tuple[dict[str, Any], dict[str, str]]:
+    password, client_secret = env_name(case_id, "password"), env_name(case_id, "client_secret")
+    body = {
+        "provider": "clinical_one",
+        "base_url": sim.base_url,
+        "auth": {
+            "type": "oauth_password",
+            "token_url": f"{sim.base_url}/oauth2/v1/token",
+            "client_id": "reportrelay",
+            "client_secret": {"env": client_secret},
+            "client_auth": "basic",
+            "username": "api",
+            "password": {"env": password},
+        },
+    }
+    values = {password: secret("clinical_one", "password"), client_secret: secret("clinical_one", "client")}
+    return body, values
+
+
+def _mr_connection(sim: Any, case_id: str) -> tuple[dict[str, Any], dict[str, str]]:
+    client_secret, refresh = env_name(case_id, "client_secret"), env_name(case_id, "refresh_token")
+    body = {
+        "provider": "myreports",
+        "base_url": sim.base_url,
+        "auth": {
+            "type": "oauth_refresh_token",
+            "token_url": f"{sim.base_url}/connect/token",
+            "client_id": "reportrelay",
+            "client_secret": {"env": client_secret},
+            "refresh_token": {"env": refresh},
+        },
+    }
+    values = {client_secret: secret("myreports", "client"), refresh: secret("myreports", "refresh")}
+    return body, values
+
+
+KITS: dict[str, Kit] = {
+    "devexpress": Kit(
+        provider="devexpress",
+        make_simulator=lambda: DevExpressSimulator(
+            users={"api": secret("devexpress", "password")}, generation_seconds=GENERATION_SECONDS
+        ),
+        connection=_dx_connection,
+        report={"document_id": 10},
+        format="pdf",
+        submit_path=r"/export/report/",
+        poll_path=r"/export/status/",
+        download_path=r"/export/result/",
+        queued=lambda sim: len(sim.exports),
+        cancel_statuses=False,
+        renewable_tokens=True,
+    ),
+    "torus": Kit(
+        provider="torus",
+        make_simulator=lambda: TorusSimulator(
+            tokens={secret("torus", "token"): API_USER}, generation_seconds=GENERATION_SECONDS
+        ),
+        connection=_torus_connection,
+        report={"name": "MI_Report"},
+        format="xlsx",
+        submit_path=r"/queuefordownload$",
+        poll_path=r"/report/queue/list/get$",
+        download_path=r"/file/download/report/",
+        queued=lambda sim: len(sim.queued),
+        cancel_statuses=True,
+        renewable_tokens=False,  # a static bearer token: nothing to sign in with again
+    ),
+    "metric_insights": Kit(
+        provider="metric_insights",
+        make_simulator=lambda: MetricInsightsSimulator(
+            applications={"reportrelay": secret("metric_insights", "app_key")},
+            api_tokens={},
+            generation_seconds=GENERATION_SECONDS,
+        ),
+        connection=_mi_connection,
+        report={"element_id": 1042, "dimension_id": 0},
+        format="pdf",
+        submit_path=r"/state/(formats|init)$",
+        poll_path=r"/state/check$",
+        download_path=r"/state/get$",
+        queued=lambda sim: sum(1 for session in sim.session_list() if session.run_calls),  # run generates
+        cancel_statuses=False,
+        renewable_tokens=True,
+        restarts_on_lost_result=True,
+    ),
+    "clinical_one": Kit(
+        provider="clinical_one",
+        make_simulator=lambda: ClinicalOneSimulator(
+            users={"api": secret("clinical_one", "password")},
+            clients={"reportrelay": secret("clinical_one", "client")},
+            generation_seconds=GENERATION_SECONDS,
+        ),
+        connection=_c1_connection,
+        report={"report_id": SUBJECT_DATA_EXTRACT, "study_id": DEFAULT_STUDY_ID, "mode": "active"},
+        format="csv",
+        submit_path=r"/v1\.0/reports$",
+        poll_path=r"/downloadList$",
+        download_path=r"/reports/download$",
+        queued=lambda sim: len(sim.started_runs),
+        cancel_statuses=True,
+        renewable_tokens=True,
+    ),
+    "myreports": Kit(
+        provider="myreports",
+        make_simulator=lambda: MyReportsSimulator(
+            clients={"reportrelay": secret("myreports", "client")},
+            refresh_tokens=[secret("myreports", "refresh")],
+            generation_seconds=GENERATION_SECONDS,
+        ),
+        connection=_mr_connection,
+        report={
+            "workspace_id": DEFAULT_WORKSPACE,
+            "report_id": DEFAULT_REPORT,
+            "date_filter": {"preset": "ThisQuarter"},
+        },
+        format="json",
+        submit_path=r"/requests$",
+        poll_path=r"/(results|requests)/[^/]+$",
+        download_path=r"/data$",
+        queued=lambda sim: len(sim.requests),
+        cancel_statuses=True,
+        renewable_tokens=True,
+    ),
+}

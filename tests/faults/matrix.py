@@ -1,0 +1,386 @@
+"""The fault matrix: every fault, for every provider it applies to, run through the state machine at once.
+
+Each case gets its own simulator (so one case's fault counters cannot touch another's) and its own
+connection, all in one emulated AWS, and every execution runs concurrently: the matrix takes about as
+long as its slowest case (the deadline ones), not the sum of them all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from reportrelay.auth import forget_cached_tokens
+from reportrelay.local.aws import LocalAws
+from reportrelay.sandbox.server import Simulator
+from tests.faults.kits import KITS, Kit
+
+DEADLINE_SECONDS = 60  # the shortest deadline a request or connection may ask for
+READ_TIMEOUT_SECONDS = 1.0  # the test connections' read timeout; stalls last longer than this
+STALL_SECONDS = 2.5
+FAILURE_WORDS = "Parameter 'Year' is out of range (fault matrix)"
+CANCEL_WORDS = "Cancelled by an administrator (fault matrix)"
+NEVER = 1e9  # generation seconds of a report that never finishes
+
+
+@dataclass(frozen=True)
+class Expect:
+    """A Report Ready with the served bytes, or a Report Failed with this code and these words."""
+
+    code: str | None = None  # None: Report Ready
+    words: tuple[str, ...] = ()
+
+    @property
+    def ready(self) -> bool:
+        return self.code is None
+
+
+READY = Expect()
+
+
+@dataclass(frozen=True)
+class Fault:
+    name: str
+    what: str  # one line for docs/reliability.md
+    arrange: Callable[[Any, Kit], None]
+    expect: Callable[[Kit], Expect]
+    applies: Callable[[Kit], bool] = lambda kit: True
+    request: dict[str, Any] = field(default_factory=dict)
+    connection: Callable[[Kit], dict[str, Any]] = lambda kit: {}
+
+    def deadline(self) -> float:
+        return float(self.request.get("deadline_seconds", 24 * 3600))
+
+
+def _set(**knobs: Any) -> Callable[[Any, Kit], None]:
+    def arrange(sim: Any, kit: Kit) -> None:
+        for name, value in knobs.items():
+            setattr(sim.faults, name, value)
+
+    return arrange
+
+
+def _aimed(phase: str, **knobs: Any) -> Callable[[Any, Kit], None]:
+    """Fault knobs that only hit one phase's requests: submit, poll or download."""
+
+    def arrange(sim: Any, kit: Kit) -> None:
+        _set(**knobs)(sim, kit)
+        sim.faults.only_paths = getattr(kit, f"{phase}_path")
+
+    return arrange
+
+
+def _sim(**attributes: Any) -> Callable[[Any, Kit], None]:
+    def arrange(sim: Any, kit: Kit) -> None:
+        for name, value in attributes.items():
+            setattr(sim, name, value)
+
+    return arrange
+
+
+def _cancel(sim: Any, kit: Kit) -> None:
+    if kit.provider == "myreports":
+        sim.failed_status, sim.fail_reports = "Cancelled", CANCEL_WORDS  # its status word for the end state
+    else:
+        sim.cancel_reports = CANCEL_WORDS
+
+
+def _slow_download(sim: Any, kit: Kit) -> None:
+    # Three stalls outlast one fetch's own retries, so the state machine retries the fetch. A single-use
+    # result is lost with each stalled answer (the provider serves it to a client that gave up), and each
+    # loss regenerates it: one stall there, or the job rightly gives up after its restarts.
+    stalls = 1 if kit.restarts_on_lost_result else 3
+    _aimed("download", stall_next=stalls, stall_seconds=STALL_SECONDS)(sim, kit)
+
+
+def _slow_submit_expect(kit: Kit) -> Expect:
+    if kit.provider == "metric_insights":  # its submit calls are GETs: retried without risk
+        return READY
+    # A POST that timed out may have queued the report: asking again could queue a second one.
+    return Expect("ProviderTimeout", ("got no answer in time",))
+
+
+FAULTS: tuple[Fault, ...] = (
+    Fault(
+        "throttled_with_retry_after",
+        "429 with Retry-After on the first calls",
+        _set(throttle_next=2, throttle_retry_after=1),
+        lambda kit: READY,
+    ),
+    Fault(
+        "throttled_without_retry_after",
+        "429 without Retry-After on the first calls",
+        _set(throttle_next=2, throttle_retry_after=None),
+        lambda kit: READY,
+    ),
+    Fault(
+        "throttled_status_checks",
+        "429 on every retry of a status check",
+        _aimed("poll", throttle_next=4, throttle_retry_after=1),
+        lambda kit: READY,
+    ),
+    Fault(
+        "unavailable_burst_on_submit",
+        "503 burst on the submit call (more than the client's own retries)",
+        _aimed("submit", server_errors_next=4),
+        lambda kit: READY,
+    ),
+    Fault(
+        "server_error_burst_on_status",
+        "500 burst on status checks",
+        _aimed("poll", server_errors_next=4, server_error_status=500),
+        lambda kit: READY,
+    ),
+    Fault(
+        "slow_status_checks",
+        "status checks answered after the client's read timeout",
+        _aimed("poll", stall_next=3, stall_seconds=STALL_SECONDS),
+        lambda kit: READY,
+    ),
+    Fault(
+        "slow_download",
+        "download answered after the client's read timeout",
+        _slow_download,
+        lambda kit: READY,
+    ),
+    Fault(
+        "slow_submit",
+        "submit answered after the client's read timeout",
+        _aimed("submit", stall_next=1, stall_seconds=STALL_SECONDS),
+        _slow_submit_expect,
+    ),
+    Fault(
+        "connection_reset_mid_download",
+        "connection reset (TCP RST) mid-download",
+        _set(reset_downloads_next=1),
+        lambda kit: READY,
+    ),
+    Fault(
+        "truncated_download",
+        "body shorter than its Content-Length, connection closed cleanly",
+        _set(truncate_downloads_next=1),
+        lambda kit: READY,
+    ),
+    Fault(
+        "download_always_breaks",
+        "every download cut half-way",
+        _set(break_downloads_next=1000),
+        lambda kit: (
+            Expect("DownloadFailed", ("nothing was stored", "serves each result once"))
+            if kit.restarts_on_lost_result
+            else Expect("DownloadInterrupted", ("download broke off", "nothing was stored"))
+        ),
+    ),
+    Fault(
+        "token_expires_mid_job",
+        "every issued token revoked after the first API answer",
+        _set(expire_tokens_after=1),
+        lambda kit: (
+            READY
+            if kit.renewable_tokens
+            else Expect("ProviderAuthFailed", ("HTTP 401", "check the connection's credentials"))
+        ),
+    ),
+    Fault(
+        "report_fails",
+        "the provider reports that generation failed",
+        _sim(fail_reports=FAILURE_WORDS),
+        lambda kit: Expect("ReportGenerationFailed", (FAILURE_WORDS,)),
+    ),
+    Fault(
+        "report_cancelled",
+        "the provider reports the report cancelled",
+        _cancel,
+        lambda kit: Expect("ReportCancelled", (CANCEL_WORDS,)),
+        applies=lambda kit: kit.cancel_statuses,
+    ),
+    Fault(
+        "report_never_finishes",
+        "the report never finishes (request deadline 60 s)",
+        _sim(generation_seconds=NEVER),
+        lambda kit: Expect("DeadlineExceeded", ("not ready by its deadline",)),
+        request={"deadline_seconds": DEADLINE_SECONDS},
+    ),
+)
+#: The connection's default deadline, once (the request's own deadline is in the matrix above).
+CONNECTION_DEADLINE = Fault(
+    "report_never_finishes_connection_deadline",
+    "the report never finishes (connection deadline 60 s)",
+    _sim(generation_seconds=NEVER),
+    lambda kit: Expect("DeadlineExceeded", ("not ready by its deadline",)),
+    connection=lambda kit: {"deadline_seconds": DEADLINE_SECONDS},
+)
+
+
+@dataclass(frozen=True)
+class Case:
+    fault: Fault
+    kit: Kit
+
+    @property
+    def id(self) -> str:
+        return f"{self.fault.name}-{self.kit.provider}"
+
+    @property
+    def expect(self) -> Expect:
+        return self.fault.expect(self.kit)
+
+    @property
+    def deadline(self) -> float:
+        return float(self.fault.connection(self.kit).get("deadline_seconds", self.fault.deadline()))
+
+
+CASES: tuple[Case, ...] = (
+    *(Case(fault, kit) for fault in FAULTS for kit in KITS.values() if fault.applies(kit)),
+    Case(CONNECTION_DEADLINE, KITS["devexpress"]),
+)
+
+
+@dataclass
+class CaseResult:
+    case: Case
+    simulator: Simulator
+    execution_arn: str
+    execution: dict[str, Any]
+    event: dict[str, Any] | None
+    objects: list[dict[str, Any]]
+    seconds: float
+
+
+@dataclass
+class MatrixRun:
+    aws: LocalAws
+    results: dict[str, CaseResult]
+    events: list[dict[str, Any]]
+    log_records: list[str]
+    environment: dict[str, str]
+    seconds: float
+
+
+class _Capture(logging.Handler):
+    """Every log record, with its extras, as text (what CloudWatch would receive)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = json.dumps(record.__dict__, default=str)
+        if record.exc_info:
+            text += logging.Formatter().formatException(record.exc_info)
+        self.records.append(text)
+
+
+@contextlib.contextmanager
+def _captured_logs() -> Iterator[_Capture]:
+    capture = _Capture()
+    loggers = [logging.getLogger(), logging.getLogger("reportrelay")]
+    levels = [each.level for each in loggers]
+    for each in loggers:
+        each.addHandler(capture)
+        each.setLevel(logging.DEBUG)
+    try:
+        yield capture
+    finally:
+        for each, level in zip(loggers, levels, strict=True):
+            each.removeHandler(capture)
+            each.setLevel(level)
+
+
+def _request(case: Case) -> dict[str, Any]:
+    return {
+        "connection": case.id,
+        "report": case.kit.report,
+        "format": case.kit.format,
+        "output": {"key_prefix": f"{case.id}/"},
+        **case.fault.request,
+    }
+
+
+def run_matrix(cases: tuple[Case, ...], tmp_path: Path, timeout_seconds: float = 420) -> Iterator[MatrixRun]:
+    """Start every case's simulator, deploy one LocalAws, run all jobs at once, collect what they left."""
+    forget_cached_tokens()
+    with contextlib.ExitStack() as stack:
+        simulators: dict[str, Simulator] = {}
+        connections: dict[str, Any] = {}
+        environment: dict[str, str] = {}
+        for case in cases:
+            simulator = stack.enter_context(case.kit.make_simulator())
+            case.fault.arrange(simulator, case.kit)
+            body, values = case.kit.connection(simulator, case.id)
+            body.update(
+                poll={"initial_seconds": 1, "max_seconds": 2},
+                timeouts={"connect_seconds": 2, "read_seconds": READ_TIMEOUT_SECONDS},
+                **case.fault.connection(case.kit),
+            )
+            simulators[case.id], connections[case.id] = simulator, body
+            environment.update(values)
+        path = tmp_path / "connections.json"
+        path.write_text(json.dumps({"connections": connections}), encoding="utf-8")
+        monkeypatch = stack.enter_context(pytest.MonkeyPatch.context())
+        for name, value in environment.items():
+            monkeypatch.setenv(name, value)
+        capture = stack.enter_context(_captured_logs())
+        aws = stack.enter_context(
+            LocalAws({"REPORTRELAY_CONNECTIONS_FILE": str(path), "POWERTOOLS_LOG_LEVEL": "DEBUG"})
+        )
+        sfn = aws.client("stepfunctions")
+        started = time.monotonic()
+        arns = {case.id: aws.start(_request(case), f"{case.id}-{uuid.uuid4().hex[:8]}") for case in cases}
+        executions: dict[str, dict[str, Any]] = {}
+        while len(executions) < len(arns) and time.monotonic() - started < timeout_seconds:
+            for case_id, arn in arns.items():
+                if case_id not in executions:
+                    description = sfn.describe_execution(executionArn=arn)
+                    if description["status"] != "RUNNING":
+                        executions[case_id] = description
+            time.sleep(0.5)
+        seconds = time.monotonic() - started
+        time.sleep(0.5)  # the last events reach the tap queue
+        events = aws.events()
+        s3 = aws.client("s3")
+        results = {}
+        for case in cases:
+            arn = arns[case.id]
+            execution = executions.get(case.id) or sfn.describe_execution(executionArn=arn)
+            event = next((each for each in events if arn in each.get("resources", [])), None)
+            listed = s3.list_objects_v2(Bucket=aws.bucket, Prefix=f"{case.id}/").get("Contents", [])
+            results[case.id] = CaseResult(
+                case=case,
+                simulator=simulators[case.id],
+                execution_arn=arn,
+                execution=execution,
+                event=event,
+                objects=listed,
+                seconds=(
+                    (execution["stopDate"] - execution["startDate"]).total_seconds()
+                    if execution.get("stopDate")
+                    else float("inf")
+                ),
+            )
+        yield MatrixRun(aws, results, events, capture.records, environment, seconds)
+
+
+def stored_bytes(aws: LocalAws, stored: dict[str, Any]) -> bytes:
+    return aws.client("s3").get_object(Bucket=stored["bucket"], Key=stored["key"])["Body"].read()
+
+
+def sha256_hex(content: bytes) -> str:
+    return hashlib.sha256(content).hexdigest()
+
+
+def environment_secrets(environment: dict[str, str]) -> set[str]:
+    return {value for value in environment.values() if value} | {
+        value for name, value in os.environ.items() if name.startswith("FAULTS_")
+    }
