@@ -44,6 +44,8 @@ class Kit:
     cancel_statuses: bool  # the vendor has a cancelled status
     renewable_tokens: bool  # the client can sign in again when a token expires
     restarts_on_lost_result: bool = False  # single-use result: a lost download means a new report
+    #: A report the provider's validation refuses (an invalid id or date), and words of the refusal.
+    bad_report: tuple[dict[str, Any], str] = ({}, "")
 
 
 def _poll(initial: int = 1, maximum: int = 2) -> dict[str, int]:
@@ -137,6 +139,7 @@ KITS: dict[str, Kit] = {
         queued=lambda sim: len(sim.exports),
         cancel_statuses=False,
         renewable_tokens=True,
+        bad_report=({"document_id": "ten"}, "request.report.document_id: Input should be a valid integer"),
     ),
     "torus": Kit(
         provider="torus",
@@ -152,6 +155,7 @@ KITS: dict[str, Kit] = {
         queued=lambda sim: len(sim.queued),
         cancel_statuses=True,
         renewable_tokens=False,  # a static bearer token: nothing to sign in with again
+        bad_report=({"report_id": "x"}, "request.report.report_id: Input should be a valid integer"),
     ),
     "metric_insights": Kit(
         provider="metric_insights",
@@ -170,6 +174,10 @@ KITS: dict[str, Kit] = {
         cancel_statuses=False,
         renewable_tokens=True,
         restarts_on_lost_result=True,
+        bad_report=(
+            {"element_id": "abc", "dimension_id": 0},
+            "request.report.element_id: Input should be a valid integer",
+        ),
     ),
     "clinical_one": Kit(
         provider="clinical_one",
@@ -187,6 +195,10 @@ KITS: dict[str, Kit] = {
         queued=lambda sim: len(sim.started_runs),
         cancel_statuses=True,
         renewable_tokens=True,
+        bad_report=(
+            {"report_id": "not-hex", "study_id": DEFAULT_STUDY_ID, "mode": "active"},
+            "request.report.report_id: String should match pattern",
+        ),
     ),
     "myreports": Kit(
         provider="myreports",
@@ -208,5 +220,13 @@ KITS: dict[str, Kit] = {
         queued=lambda sim: len(sim.requests),
         cancel_statuses=True,
         renewable_tokens=True,
+        bad_report=(
+            {
+                "workspace_id": DEFAULT_WORKSPACE,
+                "report_id": DEFAULT_REPORT,
+                "date_filter": {"start": "2025-13-45", "end": "2025-01-01"},
+            },
+            "'2025-13-45' is not an ISO 8601 date",
+        ),
     ),
 }

@@ -57,6 +57,7 @@ class Fault:
     expect: Callable[[Kit], Expect]
     applies: Callable[[Kit], bool] = lambda kit: True
     request: dict[str, Any] = field(default_factory=dict)
+    report: Callable[[Kit], dict[str, Any]] | None = None  # replaces the kit's usual report
     connection: Callable[[Kit], dict[str, Any]] = lambda kit: {}
 
     def deadline(self) -> float:
@@ -206,6 +207,13 @@ FAULTS: tuple[Fault, ...] = (
         applies=lambda kit: kit.cancel_statuses,
     ),
     Fault(
+        "invalid_report_in_request",
+        "a request with an invalid report id or date reaches the state machine",
+        _set(),
+        lambda kit: Expect("BadRequest", (kit.bad_report[1],)),
+        report=lambda kit: kit.bad_report[0],
+    ),
+    Fault(
         "report_never_finishes",
         "the report never finishes (request deadline 60 s)",
         _sim(generation_seconds=NEVER),
@@ -301,7 +309,7 @@ def _captured_logs() -> Iterator[_Capture]:
 def _request(case: Case) -> dict[str, Any]:
     return {
         "connection": case.id,
-        "report": case.kit.report,
+        "report": case.fault.report(case.kit) if case.fault.report else case.kit.report,
         "format": case.kit.format,
         "output": {"key_prefix": f"{case.id}/"},
         **case.fault.request,

@@ -69,7 +69,9 @@ def test_fault_ends_in_the_right_file_or_a_failure_that_says_why(matrix: MatrixR
     # no report queued twice (unless a single-use result was lost and the report generated afresh)
     queued = case.kit.queued(simulator)
     submits = _state_entries(matrix, result.execution_arn, "Submit")
-    if case.kit.restarts_on_lost_result:
+    if expect.code == "BadRequest":
+        assert queued == 0 and not simulator.request_log  # refused before any call to the provider
+    elif case.kit.restarts_on_lost_result:
         assert queued <= submits <= 1 + MAX_RESTARTS
     else:
         assert submits == 1 and queued <= 1

@@ -189,6 +189,10 @@ class ClinicalOneSimulator(Simulator):
         self.tokens_refused = 0  # bearer tokens refused as unknown, expired or revoked
         #: (method, path, time.monotonic()) of every request, throttled ones included, to time retries.
         self.arrivals: list[tuple[str, str, float]] = []
+        #: Runs started and neither downloaded nor failed count as active; above this many, a start is
+        #: answered 429 (a per-account limit as a client meets it). ``peak_active_runs`` is the most seen.
+        self.max_active_runs: int | None = None
+        self.peak_active_runs = 0
         self._tokens: dict[str, float] = {}
 
     # ---- knobs and views for tests
@@ -344,7 +348,21 @@ class ClinicalOneSimulator(Simulator):
                 f"use one of {', '.join(report['formats'])}.",
             )
         field_specs, ext_field_specs = _field_specs(request)
-        job_id = self._new_run(report_id, study_id, mode, report_format, field_specs, ext_field_specs)
+        with self.lock:
+            active = sum(
+                1
+                for run in self.runs.values()
+                if not run["seeded"] and not run.get("downloaded") and self._settled(run)["state"] != "failed"
+            )
+            if self.max_active_runs is not None and active >= self.max_active_runs:
+                raise ReportingError(
+                    429,
+                    "Too many requests",
+                    "Too many report jobs running for this user.",
+                    {"Retry-After": "1"},
+                )
+            self.peak_active_runs = max(self.peak_active_runs, active + 1)
+            job_id = self._new_run(report_id, study_id, mode, report_format, field_specs, ext_field_specs)
         log = self._execution_log(self.runs[job_id])
         return json_response({"status": "success", "result": log} if self.wrap_execution_log else log, 202)
 
@@ -416,6 +434,8 @@ class ClinicalOneSimulator(Simulator):
         kind = FILE_KINDS[run["format"]]
         content = _report_content(f"clinical_one:{job_id}", kind, self.report_size)
         self.record_served(job_id, content)
+        with self.lock:
+            self.runs[job_id.upper()]["downloaded"] = True
         stamp = run["kickoff"].replace("-", "").replace(":", "").split(".")[0]
         filename = f"{run['report_name'].replace(' ', '_')}_{stamp}.{kind.extension}"
         headers = {

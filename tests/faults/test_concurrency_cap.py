@@ -1,0 +1,57 @@
+"""A connection's concurrent-job limit against a provider that throttles above it (Clinical One here;
+DevExpress in tests/workflow/test_concurrency_limit.py): every job finishes, none meets a 429 storm."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from reportrelay.local.aws import LocalAws
+from reportrelay.sandbox.clinical_one import ClinicalOneSimulator
+from tests.faults.kits import KITS
+
+JOBS = 6
+CAP = 2
+
+
+@pytest.fixture
+def capped(tmp_path: Path) -> Iterator[tuple[LocalAws, ClinicalOneSimulator]]:
+    kit = KITS["clinical_one"]
+    with kit.make_simulator() as simulator, pytest.MonkeyPatch.context() as monkeypatch:
+        body, secrets = kit.connection(simulator, "capped")
+        body.update(max_concurrent_jobs=CAP, poll={"initial_seconds": 1, "max_seconds": 2})
+        for name, value in secrets.items():
+            monkeypatch.setenv(name, value)
+        path = tmp_path / "connections.json"
+        path.write_text(json.dumps({"connections": {"c1": body}}), encoding="utf-8")
+        with LocalAws({"REPORTRELAY_CONNECTIONS_FILE": str(path), "POWERTOOLS_LOG_LEVEL": "WARNING"}) as aws:
+            yield aws, simulator  # type: ignore[misc]
+
+
+def test_jobs_beyond_the_cap_wait_their_turn_and_all_finish(capped) -> None:
+    aws, simulator = capped
+    # given a provider that answers 429 to a third running report, and a connection capped at two
+    simulator.max_active_runs = CAP
+    simulator.generation_seconds = 1.0
+    request = {"connection": "c1", "report": KITS["clinical_one"].report, "format": "csv"}
+    # when six jobs start at once
+    executions = [aws.start(request) for _ in range(JOBS)]
+    sfn = aws.client("stepfunctions")
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        statuses = [sfn.describe_execution(executionArn=arn)["status"] for arn in executions]
+        if "RUNNING" not in statuses:
+            break
+        time.sleep(0.5)
+    # then all succeeded, the provider never had more than two running, and never had to say 429
+    assert statuses == ["SUCCEEDED"] * JOBS
+    assert len(simulator.started_runs) == JOBS
+    assert simulator.peak_active_runs <= CAP
+    assert not [entry for entry in simulator.request_log if entry.path.endswith("/v1.0/reports")][JOBS:]
+    # and every slot was given back
+    items = aws.client("dynamodb").scan(TableName=aws.claims_table)["Items"]
+    assert not [item for item in items if item["claim"]["S"].startswith("slot#")]
