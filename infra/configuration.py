@@ -40,6 +40,8 @@ class DeployedConnections:
 
     document: dict[str, Any]
     secrets: tuple[str, ...]
+    # Secrets holding refresh tokens the login host may rotate: the functions write the new one back.
+    rotating_secrets: tuple[str, ...] = ()
     # Some provider's handle carries a credential, sealed with a KMS key between steps (reportrelay.sealing).
     needs_handle_key: bool = False
     # Some provider generates a report only while one request stays open (the asynchronous holder).
@@ -74,6 +76,7 @@ def load_connections(path: Path) -> DeployedConnections:
     deployed = DeployedConnections(
         document=document,
         secrets=tuple(secrets),
+        rotating_secrets=_refresh_token_secrets(document["connections"]),
         needs_handle_key=any(provider.sealed_handle_fields for provider in providers),
         needs_holder=any(provider.holds_request for provider in providers),
     )
@@ -84,6 +87,17 @@ def load_connections(path: Path) -> DeployedConnections:
             "that fit in the functions' environment; drop optional fields or split the deployment"
         )
     return deployed
+
+
+def _refresh_token_secrets(connections: Mapping[str, Any]) -> tuple[str, ...]:
+    """The secrets that hold an ``oauth_refresh_token`` connection's refresh token (reportrelay.auth)."""
+    found: list[str] = []
+    for connection in connections.values():
+        auth = connection.get("auth") or {}
+        reference = auth.get("refresh_token") if auth.get("type") == "oauth_refresh_token" else None
+        if isinstance(reference, Mapping) and reference.get("secret") not in (None, *found):
+            found.append(reference["secret"])
+    return tuple(found)
 
 
 def _secret_references(value: Any, where: str) -> Iterator[tuple[str, dict[str, Any]]]:

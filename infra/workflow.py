@@ -226,9 +226,20 @@ class Workflow(Construct):
             )
 
     def _grant_connection_secrets(self, function: lambda_.Function) -> None:
-        """Read exactly the secrets the connections refer to (secrets encrypted with aws/secretsmanager)."""
+        """Read exactly the secrets the connections refer to (secrets encrypted with aws/secretsmanager).
+
+        A refresh token the login host rotates is written back to its secret (PutSecretValue only), so
+        the next step, in another function, starts from the new one.
+        """
         for index, secret_id in enumerate(self._connections.secrets):
-            secret_from_reference(function, f"ConnectionSecret{index}", secret_id).grant_read(function)
+            secret = secret_from_reference(function, f"ConnectionSecret{index}", secret_id)
+            secret.grant_read(function)
+            if secret_id in self._connections.rotating_secrets:
+                complete = secret_id.startswith("arn:") and _has_secret_suffix(secret_id)
+                arn = secret.secret_arn if complete else f"{secret.secret_arn}-??????"
+                function.add_to_role_policy(
+                    iam.PolicyStatement(actions=["secretsmanager:PutSecretValue"], resources=[arn])
+                )
 
     def _build_state_machine(self, events: ReportEvents) -> sfn.StateMachine:
         log_group = logs.LogGroup(

@@ -122,6 +122,39 @@ def with_holder(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
         )
 
 
+@pytest.fixture(scope="session")
+def with_rotation(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    """A deployment with a refresh-token connection: its refresh token and client secret in two secrets."""
+    directory = tmp_path_factory.mktemp("cdk.out.rotation")
+    connections = directory.parent / "rotation-connections.json"
+    connections.write_text(
+        json.dumps(
+            {
+                "connections": {
+                    "calls": {
+                        "provider": "myreports",
+                        "base_url": "https://api.myreports.example",
+                        "auth": {
+                            "type": "oauth_refresh_token",
+                            "token_url": "https://login.myreports.example/connect/token",
+                            "client_id": "reportrelay",
+                            "client_secret": {"secret": "reportrelay/calls-client", "key": "secret"},
+                            "refresh_token": {"secret": "reportrelay/calls-refresh", "key": "token"},
+                        },
+                    }
+                }
+            }
+        ),
+        encoding="utf-8",
+    )
+    return synthesize(
+        directory,
+        stackName="ReportRelayRotation",
+        connectionsFile=str(connections),
+        schedulesFile=str(directory.parent / "no-schedules.json"),
+    )
+
+
 def claims_table(synthesized: Synthesized) -> tuple[str, dict[str, Any]]:
     """The claims table (reportrelay.claims): the table without secondary indexes."""
     (found,) = [

@@ -402,3 +402,20 @@ def test_the_api_is_invoked_only_by_its_rest_api(synthesized: Synthesized) -> No
     for permission in permissions:
         assert permission["Principal"] == "apigateway.amazonaws.com"
         assert rest_api in references(permission["SourceArn"])
+
+
+@pytest.mark.parametrize("handler", [SUBMIT, CHECK, FETCH])
+def test_a_rotating_refresh_token_may_be_written_back_to_its_own_secret_only(
+    with_rotation: Synthesized, synthesized: Synthesized, handler: str
+) -> None:
+    # given a refresh-token connection whose login host may rotate the token (reportrelay.auth)
+    grants = role_grants(with_rotation, function_role(with_rotation, handler))
+    writes = [grant for grant in grants if "secretsmanager:PutSecretValue" in grant.actions]
+    # then the provider steps may put a new value into the refresh token's secret, nothing else of it
+    (write,) = writes
+    assert write.actions == frozenset({"secretsmanager:PutSecretValue"})
+    (resource,) = write.resources
+    assert resource["Fn::Join"][1][-1] == ":secret:reportrelay/calls-refresh-??????"
+    # and a deployment without refresh tokens writes no secret at all
+    default_actions = role_actions(synthesized, function_role(synthesized, handler))
+    assert "secretsmanager:PutSecretValue" not in default_actions
