@@ -10,6 +10,8 @@ When a request that changes nothing (a GET) still fails that way after its retri
 
 from __future__ import annotations
 
+import logging
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -33,6 +35,24 @@ if TYPE_CHECKING:
     from reportrelay.auth import Auth
 
 USER_AGENT = "reportrelay/0.1 (+https://github.com/reportrelay)"
+
+
+class _NoQueryStrings(logging.Filter):
+    """urllib3 logs every request's URL at DEBUG, query string included, and some providers put session
+    tokens there (Metric Insights' ``?token=``): keep the path, drop the query."""
+
+    _QUERY = re.compile(r"\?\S*")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                self._QUERY.sub("?<query omitted>", arg) if isinstance(arg, str) else arg
+                for arg in record.args
+            )
+        return True
+
+
+logging.getLogger("urllib3.connectionpool").addFilter(_NoQueryStrings())
 
 
 @dataclass(frozen=True)

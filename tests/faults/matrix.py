@@ -23,6 +23,7 @@ import pytest
 
 from reportrelay.auth import forget_cached_tokens
 from reportrelay.local.aws import LocalAws
+from reportrelay.observability import logger
 from reportrelay.sandbox.server import Simulator
 from tests.faults.kits import KITS, Kit
 
@@ -105,6 +106,13 @@ def _slow_download(sim: Any, kit: Kit) -> None:
     _aimed("download", stall_next=stalls, stall_seconds=STALL_SECONDS)(sim, kit)
 
 
+def _server_error_on_submit_expect(kit: Kit) -> Expect:
+    if kit.provider == "metric_insights":  # its submit calls are GETs: retried without risk
+        return READY
+    # The provider may have queued the report before failing: the job fails rather than queue it twice.
+    return Expect("ProviderServerError", ("answered HTTP 500",))
+
+
 def _slow_submit_expect(kit: Kit) -> Expect:
     if kit.provider == "metric_insights":  # its submit calls are GETs: retried without risk
         return READY
@@ -136,6 +144,12 @@ FAULTS: tuple[Fault, ...] = (
         "503 burst on the submit call (more than the client's own retries)",
         _aimed("submit", server_errors_next=4),
         lambda kit: READY,
+    ),
+    Fault(
+        "server_error_on_submit",
+        "500 on the queue call (which may or may not have queued the report)",
+        _aimed("submit", server_errors_next=1, server_error_status=500),
+        _server_error_on_submit_expect,
     ),
     Fault(
         "server_error_burst_on_status",
@@ -283,8 +297,16 @@ class _Capture(logging.Handler):
         super().__init__(logging.DEBUG)
         self.records: list[str] = []
 
+    #: Loggers of the AWS emulation itself, which does not exist where the functions really run:
+    #: ``responses`` (moto's HTTP interception) logs every URL it lets through to the simulators.
+    emulation = ("responses",)
+
     def emit(self, record: logging.LogRecord) -> None:
-        text = json.dumps(record.__dict__, default=str)
+        if record.name.split(".")[0] in self.emulation:
+            return
+        text = json.dumps(record.__dict__, default=str) + "\n" + record.getMessage()
+        with contextlib.suppress(Exception):  # as the function's log would print it
+            text += "\n" + str(logger.registered_formatter.format(record))
         if record.exc_info:
             text += logging.Formatter().formatException(record.exc_info)
         self.records.append(text)

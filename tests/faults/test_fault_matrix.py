@@ -13,6 +13,7 @@ import json
 import re
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
@@ -100,6 +101,7 @@ def _credentials_sent(matrix: MatrixRun) -> set[str]:
         sessions = getattr(result.simulator, "session_list", None)
         if sessions is not None:  # Metric Insights download session tokens travel sealed, never in clear
             found.update(session.token for session in sessions())
+    found |= {quote(value, safe="") for value in found} | {quote(value) for value in found}
     return {value for value in found if len(value) >= 8}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 import pytest
@@ -163,3 +164,13 @@ def test_a_post_that_keeps_failing_with_500_stays_a_server_error(server):
     # then the error keeps its class, which the submit step does not retry
     with pytest.raises(ProviderServerError):
         client(server).request("POST", "/thing", action="queue")
+
+
+def test_debug_logs_of_requests_leave_out_query_strings(server, caplog):
+    # given logging at DEBUG, where urllib3 logs every request line
+    caplog.set_level(logging.DEBUG)
+    # when a call carries a session token in its query string
+    client(server).request("GET", "/thing?token=SECRET-SESSION%2B1", action="get")
+    # then the request was logged, without the query string
+    assert "GET /thing?<query omitted>" in caplog.text
+    assert "SECRET-SESSION" not in caplog.text
