@@ -315,17 +315,24 @@ class _Capture(logging.Handler):
 @contextlib.contextmanager
 def _captured_logs() -> Iterator[_Capture]:
     capture = _Capture()
-    loggers = [logging.getLogger(), logging.getLogger("reportrelay")]
-    levels = [each.level for each in loggers]
-    for each in loggers:
-        each.addHandler(capture)
-        each.setLevel(logging.DEBUG)
+    root, ours = logging.getLogger(), logging.getLogger("reportrelay")
+    # Everything at INFO, and DEBUG where requests, URLs and our own details are logged (botocore's DEBUG
+    # output is huge, and the execution history test already reads every payload it would show).
+    chatty = {name: logging.DEBUG for name in ("reportrelay", "urllib3", "requests")}
+    levels = {name: logging.getLogger(name).level for name in (*chatty, "")}
+    root.addHandler(capture)
+    if not ours.propagate:  # Powertools may keep its records to itself
+        ours.addHandler(capture)
+    root.setLevel(logging.INFO)
+    for name, level in chatty.items():
+        logging.getLogger(name).setLevel(level)
     try:
         yield capture
     finally:
-        for each, level in zip(loggers, levels, strict=True):
-            each.removeHandler(capture)
-            each.setLevel(level)
+        root.removeHandler(capture)
+        ours.removeHandler(capture)
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
 
 
 def _request(case: Case) -> dict[str, Any]:

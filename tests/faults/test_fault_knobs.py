@@ -1,0 +1,77 @@
+"""The generic fault knobs of sandbox/server.py, seen from a plain HTTP client (DevExpress as the example)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+from reportrelay.sandbox.devexpress import DevExpressSimulator
+from reportrelay.sandbox.server import Simulator
+
+PASSWORD = "knobs-password"
+
+
+@pytest.fixture
+def sim() -> Iterator[DevExpressSimulator]:
+    with DevExpressSimulator(users={"api": PASSWORD}, generation_seconds=0) as simulator:
+        yield simulator
+
+
+def signed_in(sim: DevExpressSimulator) -> requests.Session:
+    session = requests.Session()
+    form = {"grant_type": "password", "username": "api", "password": PASSWORD}
+    token = session.post(f"{sim.base_url}/oauth/token", data=form, timeout=5).json()["access_token"]
+    session.headers["Authorization"] = f"Bearer {token}"
+    return session
+
+
+def export(session: requests.Session, sim: DevExpressSimulator) -> requests.Response:
+    body = {"exportOptions": {"exportFormat": "pdf"}}
+    return session.post(f"{sim.base_url}/api/documents/export/report/10", json=body, timeout=5)
+
+
+def test_only_paths_aims_request_faults_at_matching_paths(sim: DevExpressSimulator) -> None:
+    # given 503s aimed at status checks only
+    sim.faults.server_errors_next, sim.faults.server_error_status = 1, 500
+    sim.faults.only_paths = r"/export/status/"
+    session = signed_in(sim)
+    # when an export is queued and then checked
+    export_id = export(session, sim).json()["exportId"]
+    first = session.get(f"{sim.base_url}/api/documents/export/status/{export_id}", timeout=5)
+    second = session.get(f"{sim.base_url}/api/documents/export/status/{export_id}", timeout=5)
+    # then the queue call was spared, the first check failed with the chosen status, the next one did not
+    assert (first.status_code, second.status_code) == (500, 200)
+
+
+def test_a_stalled_answer_arrives_after_the_client_gave_up(sim: DevExpressSimulator) -> None:
+    # given the next API answer held for a second
+    sim.faults.stall_next, sim.faults.stall_seconds = 1, 1.0
+    session = signed_in(sim)
+    started = time.monotonic()
+    # when a call is made with a shorter read timeout than the stall, it times out
+    with pytest.raises(requests.ReadTimeout):
+        body = {"exportOptions": {"exportFormat": "pdf"}}
+        session.post(f"{sim.base_url}/api/documents/export/report/10", json=body, timeout=(2, 0.3))
+    assert time.monotonic() - started < 1.0
+    # and the next request is answered at once
+    assert export(session, sim).status_code == 200
+
+
+def test_tokens_expire_after_the_given_number_of_api_answers(sim: DevExpressSimulator) -> None:
+    # given tokens that stop working after one more API answer
+    sim.faults.expire_tokens_after = 1
+    session = signed_in(sim)
+    # when two calls are made with the same token
+    assert export(session, sim).status_code == 200
+    # then the second is refused as a client would see an expired token, and the knob is spent
+    assert export(session, sim).status_code == 401
+    assert sim.faults.expire_tokens_after is None
+    assert export(signed_in(sim), sim).status_code == 200
+
+
+def test_a_simulator_without_tokens_says_so() -> None:
+    with pytest.raises(NotImplementedError, match="no tokens to revoke"):
+        Simulator().revoke_tokens()
