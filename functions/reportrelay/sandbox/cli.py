@@ -76,8 +76,23 @@ def add_sandbox_commands(commands: Any) -> None:
     sandbox.add_argument("--token-lifetime", type=float, default=1199, help="token lifetime in seconds")
     sandbox.add_argument("--fail", metavar="MESSAGE", help="make every report fail with this message")
     sandbox.add_argument("--throttle", type=int, default=0, help="answer the next N API calls with 429")
-    sandbox.add_argument("--retry-after", type=int, default=1, help="Retry-After seconds sent with a 429")
+    sandbox.add_argument(
+        "--retry-after", type=int, default=1, help="Retry-After seconds sent with a 429 (0: none sent)"
+    )
+    sandbox.add_argument("--server-errors", type=int, default=0, help="answer the next N API calls with 5xx")
+    sandbox.add_argument("--server-error-status", type=int, default=503, help="the 5xx status to answer")
+    sandbox.add_argument("--stall", type=int, default=0, help="hold the next N API answers --stall-seconds")
+    sandbox.add_argument("--stall-seconds", type=float, default=5.0, help="how long a stalled answer waits")
+    sandbox.add_argument("--slow", type=float, default=0.0, help="delay every API answer (seconds)")
     sandbox.add_argument("--break-downloads", type=int, default=0, help="cut the next N downloads half-way")
+    sandbox.add_argument(
+        "--truncate-downloads", type=int, default=0, help="send the next N downloads short of Content-Length"
+    )
+    sandbox.add_argument("--reset-downloads", type=int, default=0, help="reset the next N downloads mid-body")
+    sandbox.add_argument(
+        "--expire-tokens-after", type=int, help="revoke issued tokens after this many more API answers"
+    )
+    sandbox.add_argument("--only-paths", metavar="REGEX", help="aim the request faults at matching paths")
     sandbox.set_defaults(command=command_sandbox)
 
     demo = commands.add_parser("demo", help="start the sandbox and fetch a report from each simulator")
@@ -90,8 +105,17 @@ def command_sandbox(args: argparse.Namespace) -> int:
     for provider in SANDBOX_PROVIDERS:
         faults = Faults(
             throttle_next=args.throttle,
-            throttle_retry_after=args.retry_after,
+            throttle_retry_after=args.retry_after or None,
+            server_errors_next=args.server_errors,
+            server_error_status=args.server_error_status,
+            stall_next=args.stall,
+            stall_seconds=args.stall_seconds,
+            slow_seconds=args.slow,
             break_downloads_next=args.break_downloads,
+            truncate_downloads_next=args.truncate_downloads,
+            reset_downloads_next=args.reset_downloads,
+            expire_tokens_after=args.expire_tokens_after,
+            only_paths=args.only_paths,
         )
         knobs = {
             "generation_seconds": args.generation_seconds,
