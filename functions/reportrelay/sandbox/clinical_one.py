@@ -32,7 +32,6 @@ import base64
 import binascii
 import functools
 import random
-import secrets
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -44,7 +43,7 @@ from reportrelay.sandbox.server import (
     HttpError,
     Request,
     Response,
-    Simulator,
+    TokenIssuingSimulator,
     deterministic_bytes,
     json_response,
     route,
@@ -124,7 +123,7 @@ def _reporting(handler: Callable[[Any, Request], Response]) -> Callable[[Any, Re
     return answer
 
 
-class ClinicalOneSimulator(Simulator):
+class ClinicalOneSimulator(TokenIssuingSimulator):
     """Identity token, report catalog, start, paged download list and download.
 
     Every constructor keyword is also an attribute that may be changed while the simulator runs.
@@ -185,28 +184,14 @@ class ClinicalOneSimulator(Simulator):
         #: kickoff, created_at, state ("queued" | "running" | "done" | "failed" | "cancelled"), reason, user,
         #: seeded}
         self.runs: dict[str, dict[str, Any]] = {}
-        self.tokens_issued = 0
-        self.tokens_refused = 0  # bearer tokens refused as unknown, expired or revoked
         #: (method, path, time.monotonic()) of every request, throttled ones included, to time retries.
         self.arrivals: list[tuple[str, str, float]] = []
         #: Runs started and neither downloaded nor failed count as active; above this many, a start is
         #: answered 429 (a per-account limit as a client meets it). ``peak_active_runs`` is the most seen.
         self.max_active_runs: int | None = None
         self.peak_active_runs = 0
-        self._tokens: dict[str, float] = {}
 
     # ---- knobs and views for tests
-
-    def revoke_tokens(self) -> None:
-        """Invalidate every token issued so far, as if they expired in the middle of a job."""
-        with self.lock:
-            self._tokens.clear()
-
-    @property
-    def valid_tokens(self) -> set[str]:
-        now = time.time()
-        with self.lock:
-            return {token for token, expires_at in self._tokens.items() if expires_at > now}
 
     @property
     def started_runs(self) -> list[dict[str, Any]]:
@@ -292,12 +277,8 @@ class ClinicalOneSimulator(Simulator):
         username, password = form.get("username", ""), form.get("password", "")
         if username not in self.users or self.users[username] != password:
             return _oauth_error(400, "invalid_grant", "Invalid user name or password.")
-        token = secrets.token_urlsafe(32)
         lifetime = self.token_lifetime_seconds
-        with self.lock:
-            self._tokens[token] = time.time() + lifetime
-            self.tokens_issued += 1
-        body = {"access_token": token, "token_type": "Bearer", "expires_in": int(lifetime)}
+        body = {"access_token": self.new_token(lifetime), "token_type": "Bearer", "expires_in": int(lifetime)}
         return json_response(body, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
 
     # ---- catalog: GET /v1.0/reportmetadata
@@ -449,14 +430,9 @@ class ClinicalOneSimulator(Simulator):
     def _authorize(self, request: Request) -> None:
         scheme, _, token = (request.header("authorization") or "").partition(" ")
         token = token.strip()
-        with self.lock:
-            expires_at = self._tokens.get(token) if scheme.lower() == "bearer" and token else None
-            if expires_at is None or time.time() >= expires_at:
-                if token:
-                    self.tokens_refused += 1
-                raise ReportingError(
-                    401, TOKEN_DENIED, None, {"WWW-Authenticate": 'Bearer error="invalid_token"'}
-                )
+        if not (scheme.lower() == "bearer" and token and self.token_is_live(token)):
+            denied = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+            raise ReportingError(401, TOKEN_DENIED, None, denied)
 
     def _report(self, report_id: str) -> dict[str, Any]:
         report = self.reports.get(report_id.upper())

@@ -18,7 +18,6 @@ The real server requires HTTPS; the simulator speaks plain HTTP on 127.0.0.1.
 
 from __future__ import annotations
 
-import secrets
 import time
 import uuid
 from collections.abc import Mapping
@@ -29,7 +28,7 @@ from reportrelay.sandbox.server import (
     HttpError,
     Request,
     Response,
-    Simulator,
+    TokenIssuingSimulator,
     deterministic_bytes,
     file_response,
     json_response,
@@ -79,7 +78,7 @@ IMAGE_FORMATS: dict[str, FileKind] = {
 }
 
 
-class DevExpressSimulator(Simulator):
+class DevExpressSimulator(TokenIssuingSimulator):
     """The report export flow (queue, poll, download) and the synchronous dashboard export.
 
     Every constructor keyword is also an attribute that may be changed while the simulator runs.
@@ -125,22 +124,8 @@ class DevExpressSimulator(Simulator):
         #: (how a real server's per-account limit looks to a client).
         self.max_active_exports: int | None = None
         self.peak_active_exports = 0
-        self.tokens_issued = 0
-        self.tokens_refused = 0  # live-looking tokens refused as unknown, expired or revoked
-        self._tokens: dict[str, float] = {}  # access token -> expiry (time.time())
 
     # ---- knobs
-
-    def revoke_tokens(self) -> None:
-        """Invalidate every token issued so far, as if they expired in the middle of a job."""
-        with self.lock:
-            self._tokens.clear()
-
-    @property
-    def valid_tokens(self) -> set[str]:
-        now = time.time()
-        with self.lock:
-            return {token for token, expires_at in self._tokens.items() if expires_at > now}
 
     def error_body(self, status: int, message: str) -> Any:
         """ASP.NET Web API's error shape, which the server's API answers with."""
@@ -157,12 +142,8 @@ class DevExpressSimulator(Simulator):
         guest = self.allow_guest and username.lower() == "guest" and password == ""
         if not guest and (username not in self.users or self.users[username] != password):
             return _oauth_error("invalid_grant", "The user name or password is incorrect.")
-        token = secrets.token_urlsafe(32)
         lifetime = self.token_lifetime_seconds
-        with self.lock:
-            self._tokens[token] = time.time() + lifetime
-            self.tokens_issued += 1
-        body = {"access_token": token, "token_type": "bearer", "expires_in": int(lifetime)}
+        body = {"access_token": self.new_token(lifetime), "token_type": "bearer", "expires_in": int(lifetime)}
         return json_response(body, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
 
     # ---- 2. export a report: queue, check the status, download
@@ -263,11 +244,7 @@ class DevExpressSimulator(Simulator):
         scheme, _, token = (request.header("authorization") or "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise HttpError(401, DENIED, {"WWW-Authenticate": "Bearer"})
-        with self.lock:
-            expires_at = self._tokens.get(token.strip())
-        if expires_at is None or time.time() >= expires_at:
-            with self.lock:
-                self.tokens_refused += 1
+        if not self.token_is_live(token.strip()):
             raise HttpError(401, DENIED, {"WWW-Authenticate": 'Bearer error="invalid_token"'})
 
     def _document(self, raw_id: str, expected_type: str) -> tuple[int, dict[str, str]]:

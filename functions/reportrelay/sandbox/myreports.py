@@ -47,7 +47,7 @@ from reportrelay.sandbox.server import (
     HttpError,
     Request,
     Response,
-    Simulator,
+    TokenIssuingSimulator,
     empty_response,
     json_response,
     route,
@@ -82,7 +82,7 @@ DATA_COMPLETE = 1
 DATA_PROCESSING = 0  # assumed: the seed shows only the complete value
 
 
-class MyReportsSimulator(Simulator):
+class MyReportsSimulator(TokenIssuingSimulator):
     """Report requests (create, status, data) behind refresh-token OAuth or static bearer tokens.
 
     Every constructor keyword is also an attribute that may be changed while the simulator runs.
@@ -151,24 +151,10 @@ class MyReportsSimulator(Simulator):
         #: requestId -> {request_id, workspace_id, report_id, body, created_at, date_created, checks,
         #: status, status_message, document (bytes, once finished), compressed}
         self.requests: dict[str, dict[str, Any]] = {}
-        self.tokens_issued = 0
-        self.tokens_refused = 0  # live-looking access tokens refused as unknown, expired or revoked
         self.refresh_grants_refused = 0
-        self._access_tokens: dict[str, float] = {}  # access token -> expiry (time.time())
         self._refresh_tokens: set[str] = set(refresh_tokens)
 
     # ---- knobs
-
-    def revoke_tokens(self) -> None:
-        """Invalidate every access token issued so far, as if they expired in the middle of a job."""
-        with self.lock:
-            self._access_tokens.clear()
-
-    @property
-    def valid_tokens(self) -> set[str]:
-        now = time.time()
-        with self.lock:
-            return {token for token, expires_at in self._access_tokens.items() if expires_at > now}
 
     @property
     def refresh_tokens(self) -> set[str]:
@@ -204,9 +190,7 @@ class MyReportsSimulator(Simulator):
                 self._refresh_tokens.discard(presented)
                 refresh_token = secrets.token_urlsafe(32)
                 self._refresh_tokens.add(refresh_token)
-            access_token = secrets.token_urlsafe(32)
-            self._access_tokens[access_token] = time.time() + self.token_lifetime_seconds
-            self.tokens_issued += 1
+            access_token = self.new_token(self.token_lifetime_seconds)
         body = {
             "access_token": access_token,
             "expires_in": int(self.token_lifetime_seconds),
@@ -340,13 +324,8 @@ class MyReportsSimulator(Simulator):
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             raise HttpError(401, "Unauthorised", {"WWW-Authenticate": "Bearer"})
-        with self.lock:
-            if token in self.static_tokens:
-                return
-            expires_at = self._access_tokens.get(token)
-            if expires_at is not None and time.time() < expires_at:
-                return
-            self.tokens_refused += 1
+        if token in self.static_tokens or self.token_is_live(token):
+            return
         raise HttpError(401, "Unauthorised", {"WWW-Authenticate": 'Bearer error="invalid_token"'})
 
     def _report(self, workspace_id: str, report_id: str) -> dict[str, Any]:

@@ -18,6 +18,7 @@ import json
 import os
 import random
 import re
+import secrets
 import signal
 import socket
 import struct
@@ -435,6 +436,44 @@ _DOWNLOAD_CUTS: tuple[tuple[str, Cut], ...] = (
     ("truncate_downloads_next", "truncate"),
     ("reset_downloads_next", "reset"),
 )
+
+
+class TokenIssuingSimulator(Simulator):
+    """A simulator whose sign-in route issues random bearer tokens that expire (DevExpress, Clinical One,
+    myreports): ``new_token`` when signing in, ``token_is_live`` when authorizing a call."""
+
+    def __init__(self, *, port: int = 0, faults: Faults | None = None) -> None:
+        super().__init__(port=port, faults=faults)
+        self.tokens_issued = 0
+        self.tokens_refused = 0  # live-looking tokens refused as unknown, expired or revoked
+        self._issued_tokens: dict[str, float] = {}  # bearer token -> expiry (time.time())
+
+    def new_token(self, lifetime: float) -> str:
+        """A random bearer token, live for ``lifetime`` seconds unless revoked first."""
+        token = secrets.token_urlsafe(32)
+        with self.lock:
+            self._issued_tokens[token] = time.time() + lifetime
+            self.tokens_issued += 1
+        return token
+
+    def token_is_live(self, token: str) -> bool:
+        """True for a token issued here that has neither expired nor been revoked; a refusal is counted."""
+        with self.lock:
+            expires_at = self._issued_tokens.get(token)
+            if expires_at is not None and time.time() < expires_at:
+                return True
+            self.tokens_refused += 1
+            return False
+
+    def revoke_tokens(self) -> None:
+        with self.lock:
+            self._issued_tokens.clear()
+
+    @property
+    def valid_tokens(self) -> set[str]:
+        now = time.time()
+        with self.lock:
+            return {token for token, expires_at in self._issued_tokens.items() if expires_at > now}
 
 
 class _Server(ThreadingHTTPServer):
