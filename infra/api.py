@@ -83,10 +83,7 @@ class JobTable(Construct):
             # The jobs' history outlives a deployment mistake; items expire by themselves (TTL).
             removal_policy=RemovalPolicy.RETAIN,
         )
-        for index, partition in (
-            (jobs.RECENT_INDEX, jobs.KIND_ATTRIBUTE),
-            (jobs.CONNECTION_INDEX, jobs.CONNECTION_ATTRIBUTE),
-        ):
+        for index, partition in jobs.INDEXES.items():
             self.table.add_global_secondary_index(
                 index_name=index,
                 partition_key=dynamodb.Attribute(name=partition, type=string),

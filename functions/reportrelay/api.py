@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
 from urllib.parse import quote
 
@@ -29,6 +29,7 @@ from reportrelay.jobs import (
     Job,
     JobState,
     TokenReused,
+    iso_timestamp,
     outcome_fields,
     request_fingerprint,
 )
@@ -173,12 +174,10 @@ def start_job(
     request again gets the same job back, however often and however concurrently it asks.
     """
     token_value = _client_token(request, idempotency_key)
-    if request.connection not in runtime.connections:
-        known = ", ".join(runtime.connections.names()) or "none"
-        raise BadRequest(
-            f"request.connection: unknown connection '{request.connection}' (configured: {known})"
-        )
-    connection = runtime.connections.get(request.connection)
+    try:
+        connection = runtime.connections.get(request.connection)
+    except BadRequest as unknown:
+        raise BadRequest(f"request.connection: {unknown}") from None
     provider_class(connection.provider).validate(request)
     document = request.model_dump(mode="json", exclude={"client_token"}, exclude_defaults=True)
     document.update(connection=request.connection, report=request.report, format=request.format)
@@ -190,7 +189,7 @@ def start_job(
     store = _store(runtime)
     state_machine = _state_machine_arn(runtime)
     job_id = str(uuid.uuid4())
-    now = _iso(runtime.clock())
+    now = iso_timestamp(runtime.clock())
     new = Job(
         job_id=job_id,
         state=JobState.QUEUED,
@@ -555,7 +554,3 @@ def _aws_code(error: BaseException) -> str:
     if isinstance(response, dict):
         return str(response.get("Error", {}).get("Code", ""))
     return ""
-
-
-def _iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -39,6 +39,8 @@ CONNECTION_ATTRIBUTE = "connection"
 RECENT_INDEX = "recent"
 CONNECTION_INDEX = "by-connection"
 KIND_JOB = "job"
+INDEXES = {RECENT_INDEX: KIND_ATTRIBUTE, CONNECTION_INDEX: CONNECTION_ATTRIBUTE}
+"""Each global secondary index and its partition key (all sort on ``created_key``)."""
 TOKEN_PREFIX = "client-token#"
 DEFAULT_RETENTION_SECONDS = 90 * 24 * 3600
 """As long as reports are kept in the bucket by default: a job outlives its file by no more than that."""
@@ -175,9 +177,7 @@ class DynamoDbJobs:
         return job, True
 
     def _job_for_token(self, token: ClientToken) -> Job:
-        found = self._call(
-            "get_item", TableName=self.table_name, Key={KEY_ATTRIBUTE: {"S": token.key}}, ConsistentRead=True
-        ).get("Item")
+        found = self._get_item(token.key)
         if not found:
             raise JobStoreUnavailable("the client token is being used by another request; try again")
         job_id = found["job_id"]["S"]
@@ -198,9 +198,7 @@ class DynamoDbJobs:
     # ---- reading
 
     def get(self, job_id: str) -> Job | None:
-        found = self._call(
-            "get_item", TableName=self.table_name, Key={KEY_ATTRIBUTE: {"S": job_id}}, ConsistentRead=True
-        ).get("Item")
+        found = self._get_item(job_id)
         if not found or found.get(KIND_ATTRIBUTE, {}).get("S") != KIND_JOB:
             return None
         return _job(found)
@@ -220,7 +218,7 @@ class DynamoDbJobs:
             "IndexName": index,
             "ScanIndexForward": False,
             "Limit": max(limit, 25),
-            "ExpressionAttributeNames": {"#pk": CONNECTION_ATTRIBUTE if connection else KIND_ATTRIBUTE},
+            "ExpressionAttributeNames": {"#pk": INDEXES[index]},
             "ExpressionAttributeValues": {":pk": {"S": connection or KIND_JOB}},
             "KeyConditionExpression": "#pk = :pk",
         }
@@ -250,12 +248,12 @@ class DynamoDbJobs:
 
     def record(self, job_id: str, fields: Mapping[str, Any], *, created_at: str | None = None) -> bool:
         """Update an unfinished job (creating it if the API never did); False when it had finished."""
-        now = _iso(self.clock())
+        now = iso_timestamp(self.clock())
         return self._update(job_id, fields, only_if_unfinished=True, created_at=created_at or now)
 
     def finish(self, job_id: str, fields: Mapping[str, Any], *, created_at: str | None = None) -> bool:
         """Move an unfinished job to a terminal state; False when it had already finished."""
-        now = _iso(self.clock())
+        now = iso_timestamp(self.clock())
         values = {"finished_at": now, **fields}
         return self._update(job_id, values, only_if_unfinished=True, created_at=created_at or now)
 
@@ -271,7 +269,7 @@ class DynamoDbJobs:
     ) -> bool:
         names = {"#updated": "updated_at", "#expires": TTL_ATTRIBUTE}
         values: dict[str, Any] = {
-            ":updated": {"S": _iso(self.clock())},
+            ":updated": {"S": iso_timestamp(self.clock())},
             ":expires": {"N": str(self._expiry())},
         }
         sets = ["#updated = :updated", "#expires = :expires"]
@@ -335,6 +333,13 @@ class DynamoDbJobs:
             encoded = _encode(name, getattr(job, name))
             if encoded is not None:
                 item[name] = encoded
+        return item
+
+    def _get_item(self, key: str) -> dict[str, Any] | None:
+        answer = self._call(
+            "get_item", TableName=self.table_name, Key={KEY_ATTRIBUTE: {"S": key}}, ConsistentRead=True
+        )
+        item: dict[str, Any] | None = answer.get("Item")
         return item
 
     def _expiry(self) -> int:
@@ -426,8 +431,7 @@ def _job(item: Mapping[str, Any]) -> Job:
 
 
 def _index_key(item: Mapping[str, Any], index: str) -> dict[str, Any]:
-    partition = CONNECTION_ATTRIBUTE if index == CONNECTION_INDEX else KIND_ATTRIBUTE
-    return {name: item[name] for name in (KEY_ATTRIBUTE, partition, CREATED_ATTRIBUTE)}
+    return {name: item[name] for name in (KEY_ATTRIBUTE, INDEXES[index], CREATED_ATTRIBUTE)}
 
 
 def _encode_cursor(index: str, key: Mapping[str, Any]) -> str:
@@ -442,7 +446,7 @@ def _decode_cursor(cursor: str, index: str, connection: str | None) -> dict[str,
         plain = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
     except (binascii.Error, ValueError, UnicodeDecodeError):
         raise invalid from None
-    partition = CONNECTION_ATTRIBUTE if index == CONNECTION_INDEX else KIND_ATTRIBUTE
+    partition = INDEXES[index]
     expected = {"i", KEY_ATTRIBUTE, partition, CREATED_ATTRIBUTE}
     if (
         not isinstance(plain, dict)
@@ -455,7 +459,8 @@ def _decode_cursor(cursor: str, index: str, connection: str | None) -> dict[str,
     return {name: {"S": plain[name]} for name in (KEY_ATTRIBUTE, partition, CREATED_ATTRIBUTE)}
 
 
-def _iso(epoch: float) -> str:
+def iso_timestamp(epoch: float) -> str:
+    """How the store writes times (ISO 8601, UTC, milliseconds, ``Z``): ``created_key`` sorts by it."""
     return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
@@ -561,7 +566,7 @@ def create_table_request(table_name: str) -> dict[str, Any]:
                 ],
                 "Projection": {"ProjectionType": "ALL"},
             }
-            for index, partition in ((RECENT_INDEX, KIND_ATTRIBUTE), (CONNECTION_INDEX, CONNECTION_ATTRIBUTE))
+            for index, partition in INDEXES.items()
         ],
         "BillingMode": "PAY_PER_REQUEST",
     }

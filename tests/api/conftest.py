@@ -11,7 +11,7 @@ import pytest
 
 from reportrelay.local.apigateway import DEFAULT_IDENTITY, ApiAnswer, rest_event
 from reportrelay.local.aws import LocalAws
-from tests.conftest import devexpress_connection, write_connections
+from tests.conftest import DX_PASSWORD, devexpress_connection, write_connections
 
 FINISHED = ("ready", "failed", "cancelled")
 
@@ -42,22 +42,19 @@ class JobApi:
 
     def wait(self, job_id: str, until: tuple[str, ...] = FINISHED, timeout: float = 30) -> dict[str, Any]:
         """The job once its state is one of ``until``."""
-        deadline = time.monotonic() + timeout
-        while True:
-            job = self("GET", f"/reports/{job_id}").json()
-            if job["state"] in until or time.monotonic() > deadline:
-                assert job["state"] in until, job
-                return dict(job)
-            time.sleep(0.1)
+        return self.wait_for(job_id, lambda job: job["state"] in until, timeout, interval=0.1)
 
-    def wait_for(self, job_id: str, condition: Any, timeout: float = 30) -> dict[str, Any]:
+    def wait_for(
+        self, job_id: str, condition: Any, timeout: float = 30, interval: float = 0.05
+    ) -> dict[str, Any]:
+        """The job once ``condition(job)`` holds; after ``timeout`` the test fails, showing the job."""
         deadline = time.monotonic() + timeout
         while True:
             job = self("GET", f"/reports/{job_id}").json()
             if condition(job) or time.monotonic() > deadline:
                 assert condition(job), job
                 return dict(job)
-            time.sleep(0.05)
+            time.sleep(interval)
 
 
 def report_request(**overrides: Any) -> dict[str, Any]:
@@ -69,8 +66,6 @@ def report_request(**overrides: Any) -> dict[str, Any]:
 @pytest.fixture
 def api_aws(tmp_path, devexpress_sim, monkeypatch) -> Iterator[LocalAws]:
     """Two connections to one DevExpress simulator ("dx" and "dx-eu"), reportrelay deployed on moto."""
-    from tests.conftest import DX_PASSWORD
-
     monkeypatch.setenv("TEST_DX_PASSWORD", DX_PASSWORD)
     connections = write_connections(
         tmp_path,

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import Iterator
-from datetime import UTC, datetime
 
 import boto3
 import pytest
@@ -21,6 +21,7 @@ from reportrelay.jobs import (
     JobStoreUnavailable,
     TokenReused,
     create_table_request,
+    iso_timestamp,
     outcome_fields,
     progress_fields,
     request_fingerprint,
@@ -48,8 +49,9 @@ class Clock:
         return 1_740_000_000.0 + next(self._ticks)
 
 
-@pytest.fixture
-def store(monkeypatch) -> Iterator[DynamoDbJobs]:
+@contextlib.contextmanager
+def moto_store(monkeypatch: pytest.MonkeyPatch) -> Iterator[DynamoDbJobs]:
+    """A job store on a fresh table in moto's DynamoDB, with its own ticking clock."""
     for name, value in {
         "AWS_ACCESS_KEY_ID": "x",
         "AWS_SECRET_ACCESS_KEY": "x",
@@ -62,8 +64,14 @@ def store(monkeypatch) -> Iterator[DynamoDbJobs]:
         yield DynamoDbJobs(TABLE, lambda: client, clock=Clock())
 
 
+@pytest.fixture
+def store(monkeypatch) -> Iterator[DynamoDbJobs]:
+    with moto_store(monkeypatch) as store:
+        yield store
+
+
 def new_job(store: DynamoDbJobs, job_id: str, connection: str = "dx", **fields) -> Job:
-    now = datetime.fromtimestamp(store.clock(), UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    now = iso_timestamp(store.clock())
     return Job(
         job_id=job_id,
         state=JobState.QUEUED,
@@ -260,12 +268,7 @@ def test_following_cursors_lists_every_matching_job_once_newest_first(
     monkeypatch, jobs, limit, connection, state
 ):
     # given any jobs on two connections, some failed, in a fresh table
-    for name, value in {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x"}.items():
-        monkeypatch.setenv(name, value)
-    with mock_aws():
-        client = boto3.client("dynamodb", region_name="us-east-1")
-        client.create_table(**create_table_request(TABLE))
-        store = DynamoDbJobs(TABLE, lambda: client, clock=Clock())
+    with moto_store(monkeypatch) as store:
         for number, (on, failed) in enumerate(jobs):
             store.create(new_job(store, f"job-{number}", connection=on))
             if failed:

@@ -91,6 +91,13 @@ BAD_REQUEST = _error("The request is invalid; the message names each bad field")
 UNAVAILABLE = _error("An AWS service the API depends on failed; retrying is safe")
 THROTTLED = _error("Too many requests: API Gateway's throttling for the stage (retry with backoff)")
 
+
+def _responses(answers: dict[int, OpenAPIResponse]) -> dict[int, OpenAPIResponse]:
+    """A route's own answers plus the 403, 429 and 503 every route can give, in status order."""
+    every_route = {403: FORBIDDEN, 429: THROTTLED, 503: UNAVAILABLE}
+    return dict(sorted({**every_route, **answers}.items()))
+
+
 REQUEST_EXAMPLES = {
     "report": Example(
         summary="A DevExpress report as PDF, retried safely with a client token",
@@ -129,26 +136,25 @@ JobId = Annotated[str, Path(description="the job's id, as POST /reports answered
     "request is refused with 409. Tokens are scoped to the calling IAM principal.",
     operation_id="startJob",
     tags=["jobs"],
-    responses={
-        202: {
-            **_ok("Accepted: the job is queued", api.JobAccepted, Location="the job's status URL"),
-            "links": {
-                name: {"operationId": operation, "parameters": {"job_id": "$response.body#/job_id"}}
-                for name, operation in (
-                    ("Watch", "getJob"),
-                    ("Download", "downloadJob"),
-                    ("Cancel", "cancelJob"),
-                )
+    responses=_responses(
+        {
+            202: {
+                **_ok("Accepted: the job is queued", api.JobAccepted, Location="the job's status URL"),
+                "links": {
+                    name: {"operationId": operation, "parameters": {"job_id": "$response.body#/job_id"}}
+                    for name, operation in (
+                        ("Watch", "getJob"),
+                        ("Download", "downloadJob"),
+                        ("Cancel", "cancelJob"),
+                    )
+                },
             },
-        },
-        400: BAD_REQUEST,
-        403: FORBIDDEN,
-        409: _error("The client token was already used for a different request"),
-        413: _error("The job request is too large"),
-        415: _error("The body is not JSON"),
-        429: THROTTLED,
-        503: UNAVAILABLE,
-    },
+            400: BAD_REQUEST,
+            409: _error("The client token was already used for a different request"),
+            413: _error("The job request is too large"),
+            415: _error("The body is not JSON"),
+        }
+    ),
 )
 def start_job(
     request: Annotated[
@@ -180,13 +186,7 @@ def start_job(
     description="Newest first; filter by connection and/or state; follow `next_cursor` for older jobs.",
     operation_id="listJobs",
     tags=["jobs"],
-    responses={
-        200: _ok("A page of jobs", api.JobList),
-        400: BAD_REQUEST,
-        403: FORBIDDEN,
-        429: THROTTLED,
-        503: UNAVAILABLE,
-    },
+    responses=_responses({200: _ok("A page of jobs", api.JobList), 400: BAD_REQUEST}),
 )
 def list_jobs(
     connection: Annotated[
@@ -213,13 +213,7 @@ def list_jobs(
     "SHA-256 once ready, and the error once failed or cancelled.",
     operation_id="getJob",
     tags=["jobs"],
-    responses={
-        200: _ok("The job", api.JobView),
-        403: FORBIDDEN,
-        404: NOT_FOUND,
-        429: THROTTLED,
-        503: UNAVAILABLE,
-    },
+    responses=_responses({200: _ok("The job", api.JobView), 404: NOT_FOUND}),
 )
 def get_job(job_id: JobId) -> Response[api.JobView]:
     caller = _caller()
@@ -234,17 +228,16 @@ def get_job(job_id: JobId) -> Response[api.JobView]:
     "Links in events and chat stay usable because this endpoint, not the link, does the signing.",
     operation_id="downloadJob",
     tags=["jobs"],
-    responses={
-        302: _ok(
-            "Found: the presigned URL is in Location (and the body)", api.DownloadLink, Location="the URL"
-        ),
-        403: FORBIDDEN,
-        404: NOT_FOUND,
-        409: _error("The job is not ready (yet, or ever)"),
-        410: _error("The report has expired from the bucket"),
-        429: THROTTLED,
-        503: UNAVAILABLE,
-    },
+    responses=_responses(
+        {
+            302: _ok(
+                "Found: the presigned URL is in Location (and the body)", api.DownloadLink, Location="the URL"
+            ),
+            404: NOT_FOUND,
+            409: _error("The job is not ready (yet, or ever)"),
+            410: _error("The report has expired from the bucket"),
+        }
+    ),
 )
 def download_job(job_id: JobId) -> Response[api.DownloadLink]:
     _caller()
@@ -262,14 +255,13 @@ def download_job(job_id: JobId) -> Response[api.DownloadLink]:
     "`Report Failed` with error code `Cancelled`. A job that already finished cannot be cancelled (409).",
     operation_id="cancelJob",
     tags=["jobs"],
-    responses={
-        200: _ok("Cancelled: the job as it now stands", api.JobView),
-        403: FORBIDDEN,
-        404: NOT_FOUND,
-        409: _error("The job had already finished"),
-        429: THROTTLED,
-        503: UNAVAILABLE,
-    },
+    responses=_responses(
+        {
+            200: _ok("Cancelled: the job as it now stands", api.JobView),
+            404: NOT_FOUND,
+            409: _error("The job had already finished"),
+        }
+    ),
 )
 def cancel_job(job_id: JobId) -> Response[api.JobView]:
     caller = _caller()

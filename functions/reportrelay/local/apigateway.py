@@ -48,6 +48,7 @@ def rest_event(
         text, is_base64 = base64.b64encode(body).decode(), True
     else:
         text = body
+    user = identity.rsplit("/", 1)[-1] if identity else None
     multi_query = {
         name: value if isinstance(value, list) else [value] for name, value in (query or {}).items()
     }
@@ -75,9 +76,9 @@ def rest_event(
             "stage": stage,
             "identity": {
                 "accountId": ACCOUNT if identity else None,
-                "caller": identity.rsplit("/", 1)[-1] if identity else None,
+                "caller": user,
                 "userArn": identity,
-                "user": identity.rsplit("/", 1)[-1] if identity else None,
+                "user": user,
                 "sourceIp": "127.0.0.1",
                 "userAgent": all_headers.get("User-Agent", "reportrelay-local"),
             },
