@@ -64,6 +64,7 @@ def load_connections(path: Path) -> DeployedConnections:
     except ReportRelayError as error:
         raise ConfigError(f"{path}: {error}") from None
     secrets: list[str] = []
+    rotating: list[str] = []  # refresh tokens (auth type oauth_refresh_token) the login host may replace
     for where, reference in _secret_references(document["connections"], "connections"):
         if "env" in reference:
             raise ConfigError(
@@ -72,11 +73,13 @@ def load_connections(path: Path) -> DeployedConnections:
             )
         if reference["secret"] not in secrets:
             secrets.append(reference["secret"])
+        if where.endswith(".auth.refresh_token") and reference["secret"] not in rotating:
+            rotating.append(reference["secret"])
     providers = [provider_class(connections.get(name).provider) for name in connections.names()]
     deployed = DeployedConnections(
         document=document,
         secrets=tuple(secrets),
-        rotating_secrets=_refresh_token_secrets(document["connections"]),
+        rotating_secrets=tuple(rotating),
         needs_handle_key=any(provider.sealed_handle_fields for provider in providers),
         needs_holder=any(provider.holds_request for provider in providers),
     )
@@ -87,17 +90,6 @@ def load_connections(path: Path) -> DeployedConnections:
             "that fit in the functions' environment; drop optional fields or split the deployment"
         )
     return deployed
-
-
-def _refresh_token_secrets(connections: Mapping[str, Any]) -> tuple[str, ...]:
-    """The secrets that hold an ``oauth_refresh_token`` connection's refresh token (reportrelay.auth)."""
-    found: list[str] = []
-    for connection in connections.values():
-        auth = connection.get("auth") or {}
-        reference = auth.get("refresh_token") if auth.get("type") == "oauth_refresh_token" else None
-        if isinstance(reference, Mapping) and reference.get("secret") not in (None, *found):
-            found.append(reference["secret"])
-    return tuple(found)
 
 
 def _secret_references(value: Any, where: str) -> Iterator[tuple[str, dict[str, Any]]]:

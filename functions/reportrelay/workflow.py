@@ -90,23 +90,23 @@ def submit(state: State, runtime: Runtime) -> State:
     connection = runtime.connections.get(request.connection)
     provider_class(connection.provider).validate(request)
     now = runtime.clock()
-    previous = state.get("job") or {}
-    accepted_at = _parse_time(previous.get("accepted_at")) or now
+    earlier = state.get("job") or {}  # set by Accept; more on a restart or after waiting for a slot
+    accepted_at = _parse_time(earlier.get("accepted_at")) or now
     deadline_seconds = request.deadline_seconds or connection.deadline_seconds
-    previous = {
-        **previous,
+    job = {
+        **earlier,
         "connection": request.connection,
         "provider": connection.provider,
-        "deadline_at": previous.get("deadline_at") or _iso(accepted_at + deadline_seconds),
+        "deadline_at": earlier.get("deadline_at") or _iso(accepted_at + deadline_seconds),
     }
-    if connection.max_concurrent_jobs and previous.get("slot") is None:
-        slot = _take_slot(previous, connection.max_concurrent_jobs, runtime, now)
+    if connection.max_concurrent_jobs and job.get("slot") is None:
+        slot = _take_slot(job, connection.max_concurrent_jobs, runtime, now)
         if slot is None:
-            return {**state, "job": _waiting_for_slot(previous, connection.poll, now)}
-        previous["slot"] = slot
+            return {**state, "job": _waiting_for_slot(job, connection.poll, now)}
+        job["slot"] = slot
     provider = open_provider(connection, runtime.secrets, runtime.claims)
     status = provider.submit(request)
-    job = {**previous, "handle": {}, "polls": previous.get("polls", 0), "queued_at": _iso(now)}
+    job = {**job, "handle": {}, "polls": job.get("polls", 0), "queued_at": _iso(now)}
     logger.info("report queued", extra={"job_id": job.get("job_id"), "provider": connection.provider})
     submitted = _with_status(state, job, status, runtime, provider, now)
     if provider.holds_request:
