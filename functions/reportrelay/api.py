@@ -14,7 +14,6 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, Literal
 from urllib.parse import quote
 
@@ -29,13 +28,13 @@ from reportrelay.jobs import (
     Job,
     JobState,
     TokenReused,
-    iso_timestamp,
     outcome_fields,
     request_fingerprint,
 )
 from reportrelay.observability import logger
 from reportrelay.providers import open_provider, provider_class
 from reportrelay.runtime import Runtime
+from reportrelay.timestamps import iso_timestamp, parse_timestamp
 from reportrelay.workflow import describe_outcome
 
 CANCELLED_CODE = "Cancelled"
@@ -504,11 +503,8 @@ def _announce_cancelled(job: Job, error: Mapping[str, str], runtime: Runtime) ->
 
 
 def _quiet_for(job: Job, runtime: Runtime) -> float:
-    try:
-        updated = datetime.fromisoformat(job.updated_at.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return 0.0
-    return runtime.clock() - updated
+    updated = parse_timestamp(job.updated_at)
+    return 0.0 if updated is None else runtime.clock() - updated
 
 
 def _reconcile(job: Job, runtime: Runtime, store: DynamoDbJobs) -> Job:

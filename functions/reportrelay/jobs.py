@@ -24,11 +24,11 @@ import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
 from reportrelay.errors import BadRequest, ReportRelayError
+from reportrelay.timestamps import iso_timestamp
 
 JOBS_TABLE_ENV = "REPORTRELAY_JOBS_TABLE"
 KEY_ATTRIBUTE = "id"
@@ -457,11 +457,6 @@ def _decode_cursor(cursor: str, index: str, connection: str | None) -> dict[str,
     ):
         raise invalid
     return {name: {"S": plain[name]} for name in (KEY_ATTRIBUTE, partition, CREATED_ATTRIBUTE)}
-
-
-def iso_timestamp(epoch: float) -> str:
-    """How the store writes times (ISO 8601, UTC, milliseconds, ``Z``): ``created_key`` sorts by it."""
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def request_fingerprint(request: Mapping[str, Any]) -> str:

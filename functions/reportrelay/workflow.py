@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
@@ -31,6 +30,7 @@ from reportrelay.poll_policy import next_wait_seconds
 from reportrelay.providers import open_provider, provider_class
 from reportrelay.providers.base import Handle, Provider, ReportState, ReportStatus
 from reportrelay.runtime import Runtime
+from reportrelay.timestamps import iso_timestamp, parse_timestamp
 from reportrelay.transfer import stream_to_s3
 
 State = dict[str, Any]
@@ -91,13 +91,13 @@ def submit(state: State, runtime: Runtime) -> State:
     provider_class(connection.provider).validate(request)
     now = runtime.clock()
     earlier = state.get("job") or {}  # set by Accept; more on a restart or after waiting for a slot
-    accepted_at = _parse_time(earlier.get("accepted_at")) or now
+    accepted_at = parse_timestamp(earlier.get("accepted_at")) or now
     deadline_seconds = request.deadline_seconds or connection.deadline_seconds
     job = {
         **earlier,
         "connection": request.connection,
         "provider": connection.provider,
-        "deadline_at": earlier.get("deadline_at") or _iso(accepted_at + deadline_seconds),
+        "deadline_at": earlier.get("deadline_at") or iso_timestamp(accepted_at + deadline_seconds),
     }
     if connection.max_concurrent_jobs and job.get("slot") is None:
         slot = _take_slot(job, connection.max_concurrent_jobs, runtime, now)
@@ -106,7 +106,7 @@ def submit(state: State, runtime: Runtime) -> State:
         job["slot"] = slot
     provider = open_provider(connection, runtime.secrets, runtime.claims)
     status = provider.submit(request)
-    job = {**job, "handle": {}, "polls": job.get("polls", 0), "queued_at": _iso(now)}
+    job = {**job, "handle": {}, "polls": job.get("polls", 0), "queued_at": iso_timestamp(now)}
     logger.info("report queued", extra={"job_id": job.get("job_id"), "provider": connection.provider})
     submitted = _with_status(state, job, status, runtime, provider, now)
     if provider.holds_request:
@@ -115,7 +115,7 @@ def submit(state: State, runtime: Runtime) -> State:
 
 
 def _take_slot(job: dict[str, Any], limit: int, runtime: Runtime, now: float) -> int | None:
-    deadline = _parse_time(job["deadline_at"])
+    deadline = parse_timestamp(job["deadline_at"])
     if now >= deadline:
         raise DeadlineExceeded(
             f"the job waited for one of the {limit} concurrent-job slots of connection '{job['connection']}' "
@@ -126,7 +126,7 @@ def _take_slot(job: dict[str, Any], limit: int, runtime: Runtime, now: float) ->
 
 def _waiting_for_slot(job: dict[str, Any], policy: PollPolicy, now: float) -> dict[str, Any]:
     waits = job.get("slot_waits", 0) + 1
-    seconds_left = max(0.0, _parse_time(job["deadline_at"]) - now)
+    seconds_left = max(0.0, parse_timestamp(job["deadline_at"]) - now)
     wait = next_wait_seconds(policy, waits, elapsed_seconds=0, seconds_left=seconds_left)
     return {**job, "status": WAITING_FOR_SLOT, "slot_waits": waits, "wait_seconds": wait}
 
@@ -149,7 +149,7 @@ def check(state: State, runtime: Runtime) -> State:
     """Ask where the report stands; work out how long to wait before asking again."""
     request, job, provider, handle = _resume(state, runtime)
     now = runtime.clock()
-    if now >= _parse_time(job["deadline_at"]):
+    if now >= parse_timestamp(job["deadline_at"]):
         _abandon(request, job, handle, provider)
     job = {**job, "polls": job.get("polls", 0) + 1}
     try:
@@ -197,7 +197,7 @@ def fetch(state: State, runtime: Runtime) -> State:
         restarted = {**job, "status": "RESTART", "restarts": job.get("restarts", 0) + 1, "message": reason}
         return {**state, "job": restarted}
     logger.info("report stored", extra={"job_id": job["job_id"], "size": stored.size})
-    return {**state, "job": {**job, "object": stored.to_dict(), "stored_at": _iso(runtime.clock())}}
+    return {**state, "job": {**job, "object": stored.to_dict(), "stored_at": iso_timestamp(runtime.clock())}}
 
 
 def object_key(request: JobRequest, job_id: str, filename: str) -> str:
@@ -244,16 +244,16 @@ def _with_status(
         ),
     }
     if status.state is ReportState.READY:
-        job["ready_at"] = _iso(now)
+        job["ready_at"] = iso_timestamp(now)
         job["wait_seconds"] = 0
     else:
         job["wait_seconds"] = next_wait_seconds(
             provider.connection.poll,
             job.get("polls", 0),
-            elapsed_seconds=now - (_parse_time(job.get("queued_at")) or now),
+            elapsed_seconds=now - (parse_timestamp(job.get("queued_at")) or now),
             progress=status.progress,
             retry_after=retry_after,
-            seconds_left=max(0.0, _parse_time(job["deadline_at"]) - now),
+            seconds_left=max(0.0, parse_timestamp(job["deadline_at"]) - now),
         )
     return {**state, "job": job}
 
@@ -286,7 +286,7 @@ def conclude(state: State, runtime: Runtime) -> dict[str, Any]:
     )
     if detail["object"]:
         metrics.add_metric(name="BytesFetched", unit=MetricUnit.Bytes, value=detail["object"]["size"])
-    accepted_at = _parse_time((state.get("job") or {}).get("accepted_at"))
+    accepted_at = parse_timestamp((state.get("job") or {}).get("accepted_at"))
     if accepted_at:
         metrics.add_metric(name="JobDuration", unit=MetricUnit.Seconds, value=runtime.clock() - accepted_at)
     logger.info(
@@ -364,16 +364,3 @@ def describe_error(caught: dict[str, Any]) -> dict[str, str]:
     if not message:
         message = cause if isinstance(cause, str) and cause else _STATES_ERROR_MESSAGES.get(code, code)
     return {"code": code, "message": message}
-
-
-def _iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _parse_time(value: Any) -> float | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None

@@ -21,11 +21,11 @@ from reportrelay.jobs import (
     JobStoreUnavailable,
     TokenReused,
     create_table_request,
-    iso_timestamp,
     outcome_fields,
     progress_fields,
     request_fingerprint,
 )
+from reportrelay.timestamps import iso_timestamp
 
 TABLE = "jobs-under-test"
 REQUEST = {"connection": "dx", "report": {"document_id": 10}, "format": "pdf"}
