@@ -20,11 +20,8 @@ from aws_cdk import Duration, RemovalPolicy, Stack
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
-from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
-from aws_cdk import aws_s3 as s3
-from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from infra import constants
@@ -35,7 +32,7 @@ from infra.nag import acknowledge
 from infra.schedules import ReportSchedules
 from infra.settings import Settings
 from infra.storage import ReportStorage
-from infra.workflow import CHECK, CONCLUDE, FETCH, SUBMIT, Workflow, secret_from_reference
+from infra.workflow import CHECK, CONCLUDE, FETCH, SUBMIT, Workflow
 from reportrelay import jobs
 
 STAGE_NAME = "v1"
@@ -162,16 +159,7 @@ class JobApi(Construct):
             f"https://{self.api.rest_api_id}.execute-api.{Stack.of(self).region}."
             f"{Stack.of(self).url_suffix}/{STAGE_NAME}"
         )
-        self.function = self._build_function(
-            settings,
-            code,
-            workflow.state_machine,
-            storage.bucket,
-            storage.key,
-            events,
-            connections,
-            workflow.handle_key,
-        )
+        self.function = self._build_function(settings, code, workflow, storage, events, connections)
         self.function.add_environment(ENV_DOWNLOAD_URL_SECONDS, str(settings.download_url_seconds))
         self._build_routes()
         self._build_gateway_responses()
@@ -193,21 +181,20 @@ class JobApi(Construct):
         self,
         settings: Settings,
         code: lambda_.Code,
-        state_machine: sfn.StateMachine,
-        bucket: s3.IBucket,
-        bucket_key: kms.IKey | None,
+        workflow: Workflow,
+        storage: ReportStorage,
         events: ReportEvents,
         connections: DeployedConnections,
-        handle_key: kms.IKey | None,
     ) -> lambda_.Function:
+        state_machine, bucket, bucket_key = workflow.state_machine, storage.bucket, storage.key
         environment = {
             constants.ENV_CONNECTIONS: connections.env_value(),
             constants.ENV_STATE_MACHINE_ARN: state_machine.state_machine_arn,
             ENV_EVENT_BUS: events.bus.event_bus_name,
             ENV_API_URL: self.url,
         }
-        if handle_key is not None:
-            environment[constants.ENV_HANDLE_KEY] = handle_key.key_arn
+        if workflow.handle_key is not None:
+            environment[constants.ENV_HANDLE_KEY] = workflow.handle_key.key_arn
         function = python_function(
             self,
             "ApiFunction",
@@ -246,18 +233,8 @@ class JobApi(Construct):
                 iam.PolicyStatement(actions=["kms:Decrypt"], resources=[bucket_key.key_arn])
             )
         # Cancelling at the provider signs in with the connection's credentials and opens sealed handles.
-        for index, secret_id in enumerate(connections.secrets):
-            secret_from_reference(function, f"ConnectionSecret{index}", secret_id).grant_read(function)
-        if handle_key is not None:
-            function.add_to_role_policy(
-                iam.PolicyStatement(
-                    actions=["kms:Decrypt"],
-                    resources=[handle_key.key_arn],
-                    conditions={
-                        "StringLike": {f"kms:EncryptionContext:{constants.SEALING_CONTEXT_KEY}": "*"}
-                    },
-                )
-            )
+        workflow.grant_connection_secrets(function)
+        workflow.grant_handle_key(function, encrypt=False, decrypt=True)
         return function
 
     # ---- API Gateway

@@ -155,7 +155,7 @@ class Workflow(Construct):
             environment=environment,
         )
         if step.talks_to_provider:
-            self._grant_connection_secrets(function)
+            self.grant_connection_secrets(function)
         if step.claims_actions:
             function.add_to_role_policy(
                 iam.PolicyStatement(
@@ -164,8 +164,7 @@ class Workflow(Construct):
             )
         if step.writes_reports:
             self._storage.grant_write_reports(function)
-        if self.handle_key is not None:
-            self._grant_handle_key(function, step)
+        self.grant_handle_key(function, encrypt=step.seals_handles, decrypt=step.unseals_handles)
         return function
 
     def _build_holder(self) -> lambda_.Function:
@@ -206,15 +205,11 @@ class Workflow(Construct):
             pending_window=Duration.days(7),
         )
 
-    def _grant_handle_key(self, function: lambda_.Function, step: Step) -> None:
-        """Encrypt and/or decrypt, and only with a job bound in as encryption context."""
-        assert self.handle_key is not None
-        actions = [
-            action
-            for action, wanted in (("kms:Encrypt", step.seals_handles), ("kms:Decrypt", step.unseals_handles))
-            if wanted
-        ]
-        if actions:
+    def grant_handle_key(self, function: lambda_.Function, *, encrypt: bool, decrypt: bool) -> None:
+        """Seal and/or open provider handles: only with a job bound in as encryption context."""
+        wanted = {"kms:Encrypt": encrypt, "kms:Decrypt": decrypt}
+        actions = [action for action, needed in wanted.items() if needed]
+        if self.handle_key is not None and actions:
             function.add_to_role_policy(
                 iam.PolicyStatement(
                     actions=actions,
@@ -225,7 +220,7 @@ class Workflow(Construct):
                 )
             )
 
-    def _grant_connection_secrets(self, function: lambda_.Function) -> None:
+    def grant_connection_secrets(self, function: lambda_.Function) -> None:
         """Read exactly the secrets the connections refer to (secrets encrypted with aws/secretsmanager).
 
         A refresh token the login host rotates is written back to its secret (PutSecretValue only), so

@@ -404,14 +404,15 @@ def test_the_api_is_invoked_only_by_its_rest_api(synthesized: Synthesized) -> No
         assert rest_api in references(permission["SourceArn"])
 
 
-@pytest.mark.parametrize("handler", [SUBMIT, CHECK, FETCH])
+@pytest.mark.parametrize("handler", [SUBMIT, CHECK, FETCH, API])
 def test_a_rotating_refresh_token_may_be_written_back_to_its_own_secret_only(
     with_rotation: Synthesized, synthesized: Synthesized, handler: str
 ) -> None:
     # given a refresh-token connection whose login host may rotate the token (reportrelay.auth)
     grants = role_grants(with_rotation, function_role(with_rotation, handler))
     writes = [grant for grant in grants if "secretsmanager:PutSecretValue" in grant.actions]
-    # then the provider steps may put a new value into the refresh token's secret, nothing else of it
+    # then every function that signs in (the steps, and the API cancelling at the provider) may put a
+    # new value into the refresh token's secret, nothing else of it
     (write,) = writes
     assert write.actions == frozenset({"secretsmanager:PutSecretValue"})
     (resource,) = write.resources
