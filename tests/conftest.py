@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -56,3 +57,14 @@ def local_aws(dx_connections):
         {"REPORTRELAY_CONNECTIONS_FILE": str(dx_connections), "POWERTOOLS_LOG_LEVEL": "WARNING"}
     ) as aws:
         yield aws
+
+
+def wait_for_executions(aws: LocalAws, executions: list[str], timeout_seconds: float = 240) -> list[str]:
+    """Each execution's status, once none is RUNNING any more (or the time is up)."""
+    sfn = aws.client("stepfunctions")
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        statuses = [sfn.describe_execution(executionArn=arn)["status"] for arn in executions]
+        if "RUNNING" not in statuses or time.monotonic() >= deadline:
+            return statuses
+        time.sleep(0.5)

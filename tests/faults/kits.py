@@ -48,10 +48,6 @@ class Kit:
     bad_report: tuple[dict[str, Any], str] = ({}, "")
 
 
-def _poll(initial: int = 1, maximum: int = 2) -> dict[str, int]:
-    return {"initial_seconds": initial, "max_seconds": maximum}
-
-
 def _dx_connection(sim: Any, case_id: str) -> tuple[dict[str, Any], dict[str, str]]:
     password = env_name(case_id, "password")
     body = {

@@ -8,10 +8,8 @@ long as its slowest case (the deadline ones), not the sum of them all.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
-import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -25,6 +23,7 @@ from reportrelay.auth import forget_cached_tokens
 from reportrelay.local.aws import LocalAws
 from reportrelay.observability import logger
 from reportrelay.sandbox.server import Simulator
+from tests.conftest import write_connections
 from tests.faults.kits import KITS, Kit
 
 DEADLINE_SECONDS = 60  # the shortest deadline a request or connection may ask for
@@ -363,8 +362,7 @@ def run_matrix(cases: tuple[Case, ...], tmp_path: Path, timeout_seconds: float =
             )
             simulators[case.id], connections[case.id] = simulator, body
             environment.update(values)
-        path = tmp_path / "connections.json"
-        path.write_text(json.dumps({"connections": connections}), encoding="utf-8")
+        path = write_connections(tmp_path, connections)
         monkeypatch = stack.enter_context(pytest.MonkeyPatch.context())
         for name, value in environment.items():
             monkeypatch.setenv(name, value)
@@ -411,13 +409,3 @@ def run_matrix(cases: tuple[Case, ...], tmp_path: Path, timeout_seconds: float =
 
 def stored_bytes(aws: LocalAws, stored: dict[str, Any]) -> bytes:
     return aws.client("s3").get_object(Bucket=stored["bucket"], Key=stored["key"])["Body"].read()
-
-
-def sha256_hex(content: bytes) -> str:
-    return hashlib.sha256(content).hexdigest()
-
-
-def environment_secrets(environment: dict[str, str]) -> set[str]:
-    return {value for value in environment.values() if value} | {
-        value for name, value in os.environ.items() if name.startswith("FAULTS_")
-    }

@@ -3,8 +3,6 @@ DevExpress in tests/workflow/test_concurrency_limit.py): every job finishes, non
 
 from __future__ import annotations
 
-import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +10,7 @@ import pytest
 
 from reportrelay.local.aws import LocalAws
 from reportrelay.sandbox.clinical_one import ClinicalOneSimulator
+from tests.conftest import wait_for_executions, write_connections
 from tests.faults.kits import KITS
 
 JOBS = 6
@@ -26,8 +25,7 @@ def capped(tmp_path: Path) -> Iterator[tuple[LocalAws, ClinicalOneSimulator]]:
         body.update(max_concurrent_jobs=CAP, poll={"initial_seconds": 1, "max_seconds": 2})
         for name, value in secrets.items():
             monkeypatch.setenv(name, value)
-        path = tmp_path / "connections.json"
-        path.write_text(json.dumps({"connections": {"c1": body}}), encoding="utf-8")
+        path = write_connections(tmp_path, {"c1": body})
         with LocalAws({"REPORTRELAY_CONNECTIONS_FILE": str(path), "POWERTOOLS_LOG_LEVEL": "WARNING"}) as aws:
             yield aws, simulator  # type: ignore[misc]
 
@@ -39,14 +37,7 @@ def test_jobs_beyond_the_cap_wait_their_turn_and_all_finish(capped) -> None:
     simulator.generation_seconds = 1.0
     request = {"connection": "c1", "report": KITS["clinical_one"].report, "format": "csv"}
     # when six jobs start at once
-    executions = [aws.start(request) for _ in range(JOBS)]
-    sfn = aws.client("stepfunctions")
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-        statuses = [sfn.describe_execution(executionArn=arn)["status"] for arn in executions]
-        if "RUNNING" not in statuses:
-            break
-        time.sleep(0.5)
+    statuses = wait_for_executions(aws, [aws.start(request) for _ in range(JOBS)])
     # then all succeeded, the provider never had more than two running, and never had to say 429
     assert statuses == ["SUCCEEDED"] * JOBS
     assert len(simulator.started_runs) == JOBS

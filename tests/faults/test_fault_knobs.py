@@ -28,9 +28,11 @@ def signed_in(sim: DevExpressSimulator) -> requests.Session:
     return session
 
 
-def export(session: requests.Session, sim: DevExpressSimulator) -> requests.Response:
+def export(
+    session: requests.Session, sim: DevExpressSimulator, timeout: float | tuple[float, float] = 5
+) -> requests.Response:
     body = {"exportOptions": {"exportFormat": "pdf"}}
-    return session.post(f"{sim.base_url}/api/documents/export/report/10", json=body, timeout=5)
+    return session.post(f"{sim.base_url}/api/documents/export/report/10", json=body, timeout=timeout)
 
 
 def test_only_paths_aims_request_faults_at_matching_paths(sim: DevExpressSimulator) -> None:
@@ -53,8 +55,7 @@ def test_a_stalled_answer_arrives_after_the_client_gave_up(sim: DevExpressSimula
     started = time.monotonic()
     # when a call is made with a shorter read timeout than the stall, it times out
     with pytest.raises(requests.ReadTimeout):
-        body = {"exportOptions": {"exportFormat": "pdf"}}
-        session.post(f"{sim.base_url}/api/documents/export/report/10", json=body, timeout=(2, 0.3))
+        export(session, sim, timeout=(2, 0.3))
     assert time.monotonic() - started < 1.0
     # and the next request is answered at once
     assert export(session, sim).status_code == 200

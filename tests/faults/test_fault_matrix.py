@@ -17,9 +17,10 @@ from urllib.parse import quote
 
 import pytest
 
+from reportrelay.sandbox.server import sha256_hex
 from reportrelay.workflow import MAX_RESTARTS
 from tests.faults.kits import SECRET_MARK
-from tests.faults.matrix import CASES, MatrixRun, run_matrix, sha256_hex, stored_bytes
+from tests.faults.matrix import CASES, MatrixRun, run_matrix, stored_bytes
 
 #: Time a job may take past its deadline to notice it (one capped wait) and announce the failure.
 DEADLINE_SLACK_SECONDS = 15

@@ -445,12 +445,15 @@ def test_path_variants_are_connection_settings(sim):
         ("Complete", ReportState.READY),
         ("Completed", ReportState.READY),
         ("succeeded", ReportState.READY),
+        ("Done", ReportState.READY),
         (1, ReportState.READY),
         ("Failed", ReportState.FAILED),
         ("ERROR", ReportState.FAILED),
+        ("Faulted", ReportState.FAILED),
         ("Cancelled", ReportState.CANCELLED),
         ("Canceled", ReportState.CANCELLED),
         ("Queued", ReportState.PENDING),
+        ("Pending", ReportState.PENDING),
         ("Not Started", ReportState.PENDING),
         ("Processing", ReportState.RUNNING),
         ("Crunching numbers", ReportState.RUNNING),
@@ -532,12 +535,13 @@ def test_a_compressed_document_is_stored_decompressed(sim):
     assert json.loads(content)["status"] == 1
 
 
-def test_csv_columns_are_the_display_fields_and_missing_fields_are_empty(sim):
+def test_csv_columns_are_the_display_fields_and_missing_fields_are_empty(sim, caplog):
     # given a finished request whose records omit fields and carry docId (not a display field)
     provider = adapter(sim)
     handle, _ = until_finished(provider, job("csv"))
     # when the result is downloaded as CSV
-    result, content = download(provider, job("csv"), handle)
+    with caplog.at_level(logging.INFO, logger="reportrelay.providers.myreports"):
+        result, content = download(provider, job("csv"), handle)
     # then the header is the display fields in order, and each row is its record's values, as written
     records = json.loads(api(sim, "GET", f"{API}/results/{handle['request_id']}/data", STATIC_TOKEN).content)[
         "data"
@@ -556,6 +560,9 @@ def test_csv_columns_are_the_display_fields_and_missing_fields_are_empty(sim):
         and result.content_length is None
     )
     assert content.endswith(b"\r\n")
+    # and the fields left out are named in the log
+    (note,) = [record for record in caplog.records if "left out of the CSV" in record.getMessage()]
+    assert note.fields == ["docId"]
 
 
 def test_csv_quoting_survives_commas_quotes_newlines_and_unicode(sim):

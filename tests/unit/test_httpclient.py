@@ -158,14 +158,6 @@ def test_a_get_that_keeps_timing_out_is_reported_as_safe_to_repeat(server):
         )
 
 
-def test_a_post_that_keeps_failing_with_500_stays_a_server_error(server):
-    # given a queue call answered 500: the provider may have queued the report
-    server.script = [(500, {}, "boom")]
-    # then the error keeps its class, which the submit step does not retry
-    with pytest.raises(ProviderServerError):
-        client(server).request("POST", "/thing", action="queue")
-
-
 def test_debug_logs_of_requests_leave_out_query_strings(server, caplog):
     # given logging at DEBUG, where urllib3 logs every request line
     caplog.set_level(logging.DEBUG)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import time
 
 import pytest
 
 from reportrelay.local.aws import LocalAws
 from reportrelay.local.runner import run_job
-from tests.conftest import devexpress_connection, write_connections
+from tests.conftest import DX_PASSWORD, devexpress_connection, wait_for_executions, write_connections
 
 JOBS = 6
 LIMIT = 2
@@ -17,8 +16,6 @@ LIMIT = 2
 
 @pytest.fixture
 def limited_aws(tmp_path, devexpress_sim, monkeypatch):
-    from tests.conftest import DX_PASSWORD
-
     monkeypatch.setenv("TEST_DX_PASSWORD", DX_PASSWORD)
     connection = devexpress_connection(devexpress_sim.base_url, max_concurrent_jobs=LIMIT)
     path = write_connections(tmp_path, {"dx": connection})
@@ -32,14 +29,7 @@ def test_many_jobs_against_a_limited_account_all_finish_within_the_limit(limited
     devexpress_sim.generation_seconds = 1.0
     request = {"connection": "dx", "report": {"document_id": 10}, "format": "pdf"}
     # when six jobs start at once
-    executions = [limited_aws.start(request) for _ in range(JOBS)]
-    sfn = limited_aws.client("stepfunctions")
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-        statuses = [sfn.describe_execution(executionArn=arn)["status"] for arn in executions]
-        if "RUNNING" not in statuses:
-            break
-        time.sleep(0.5)
+    statuses = wait_for_executions(limited_aws, [limited_aws.start(request) for _ in range(JOBS)])
     # then every job succeeded, the server never held more than two exports, and never had to say 429
     assert statuses == ["SUCCEEDED"] * JOBS
     assert len(devexpress_sim.exports) == JOBS
@@ -67,4 +57,3 @@ def test_a_job_that_finds_no_free_slot_before_its_deadline_fails_saying_so(limit
     assert outcome.detail["error"]["code"] == "DeadlineExceeded"
     assert "slots" in outcome.detail["error"]["message"]
     assert devexpress_sim.exports == {}
-    assert json.dumps(outcome.detail)

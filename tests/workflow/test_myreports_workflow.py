@@ -104,6 +104,10 @@ def stored_bytes(aws: LocalAws, outcome: JobOutcome) -> bytes:
     return aws.client("s3").get_object(Bucket=stored["bucket"], Key=stored["key"])["Body"].read()
 
 
+def stored_csv_rows(aws: LocalAws, outcome: JobOutcome) -> list[list[str]]:
+    return list(csv.reader(io.StringIO(stored_bytes(aws, outcome).decode("utf-8"), newline="")))
+
+
 def object_count(aws: LocalAws) -> int:
     return aws.client("s3").list_objects_v2(Bucket=aws.bucket).get("KeyCount", 0)
 
@@ -142,7 +146,7 @@ def test_a_csv_result_has_one_row_per_record_under_the_display_fields(mr_aws, mr
     # then the stored CSV is the records under the display fields, in order
     assert outcome.detail_type == "Report Ready", outcome.detail
     assert outcome.detail["object"]["content_type"] == "text/csv"
-    rows = list(csv.reader(io.StringIO(stored_bytes(mr_aws, outcome).decode("utf-8"), newline="")))
+    rows = stored_csv_rows(mr_aws, outcome)
     records = json.loads(mr_sim.requests[only_request_id(mr_sim)]["document"])["data"]
     assert rows[0] == list(CALL_LIST_FIELDS)
     assert rows[1:] == [["" if r.get(f) is None else str(r[f]) for f in CALL_LIST_FIELDS] for r in records]
@@ -196,7 +200,7 @@ def test_a_result_over_the_row_limit_is_still_delivered(mr_aws, mr_sim):
     outcome = run_job(mr_aws, report_request(format="csv"))
     # then the file holds the rows up to the limit
     assert outcome.detail_type == "Report Ready", outcome.detail
-    assert len(list(csv.reader(io.StringIO(stored_bytes(mr_aws, outcome).decode())))) == 1 + 12
+    assert len(stored_csv_rows(mr_aws, outcome)) == 1 + 12
 
 
 def test_a_document_still_processing_is_not_stored_and_the_download_retried(mr_aws, mr_sim):

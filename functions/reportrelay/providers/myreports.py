@@ -253,7 +253,7 @@ class MyReports(Provider):
         )  # fmt: skip
         body = _json(response, "create report request")
         data = body.get("data") if isinstance(body, dict) else None
-        request_id = (data or {}).get("requestId") if isinstance(data, dict) else None
+        request_id = data.get("requestId") if isinstance(data, dict) else None
         if request_id is None and isinstance(body, dict):
             request_id = body.get("requestId")
         if not isinstance(request_id, str) or not request_id:
