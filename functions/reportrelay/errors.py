@@ -76,7 +76,8 @@ class ProviderThrottled(TransientProviderError):
 
 
 class ProviderUnavailable(TransientProviderError):
-    """The provider could not be reached or answered 502/503/504: the request was not processed.
+    """The provider could not be reached or answered 503 (or, to a request that changes nothing, 502/504):
+    the request was not processed, or repeating it does no harm.
 
     Also a request that changes nothing (a GET) which kept failing with a 5xx or a timeout: whatever
     the provider did with it, repeating it cannot queue a second report.

@@ -3,9 +3,10 @@
 Retrying here is deliberately short (a few seconds in all): long waits belong to the state machine,
 never to a Lambda sleeping. Only requests that cannot have had an effect are retried when they are not
 idempotent: a 429 or 503 (the provider says it did nothing) or a connection that was never opened.
-A 500 or a timeout after a POST is left to the caller, because the provider may have queued the report.
-When a request that changes nothing (a GET) still fails that way after its retries, it is reported as
-``ProviderUnavailable``: repeating it later is safe, so even the submit step's retry may repeat it.
+A 500, a gateway's 502/504 or a timeout after a POST is left to the caller, because the provider may
+have queued the report. When a request that changes nothing (a GET) still fails that way after its
+retries, it is reported as ``ProviderUnavailable``: repeating it later is safe, so even the submit step's
+retry may repeat it.
 """
 
 from __future__ import annotations
@@ -203,7 +204,7 @@ class ProviderHttp:
                     waited += pause
                     self._sleep(pause)
                     continue
-                raise _safe_to_repeat(failure, idempotent) from None
+                raise _as_retryable_as_it_is(failure, idempotent) from None
             if response.status_code in accept:
                 return response
             if response.status_code in self.reauth_statuses and not renewed and self.auth.renew():
@@ -224,7 +225,7 @@ class ProviderHttp:
                     waited += pause
                     self._sleep(pause)
                     continue
-            raise _safe_to_repeat(failure, idempotent)
+            raise _as_retryable_as_it_is(failure, idempotent, gateway=response.status_code in (502, 504))
 
     def _backoff(self, attempt: int, retry_after: float | None, waited: float) -> float | None:
         """The pause before the next attempt, or None when this call has used its budget."""
@@ -249,10 +250,16 @@ class ProviderHttp:
         return ProviderServerError(f"{where} failed: the connection broke ({type(error).__name__})")
 
 
-def _safe_to_repeat(failure: ReportRelayError, idempotent: bool) -> ReportRelayError:
-    """A 5xx or timeout of a request that changes nothing: say so, so that any step may retry it."""
+def _as_retryable_as_it_is(
+    failure: ReportRelayError, idempotent: bool, *, gateway: bool = False
+) -> ReportRelayError:
+    """Every step, Submit included, repeats ``ProviderUnavailable``: give that name to exactly the failures
+    that are safe to repeat. A request that changes nothing is; a POST behind a gateway that answered
+    502/504 is not, since the provider may have queued the report before the gateway gave up."""
     if idempotent and isinstance(failure, ProviderServerError | ProviderTimeout):
         return ProviderUnavailable(f"{failure} (the request changes nothing, so it is safe to repeat)")
+    if not idempotent and gateway and isinstance(failure, ProviderUnavailable):
+        return ProviderServerError(f"{failure} (a gateway's answer: the provider may have taken the request)")
     return failure
 
 

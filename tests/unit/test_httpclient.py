@@ -81,6 +81,16 @@ def test_a_post_answered_500_is_not_retried_because_it_may_have_queued_the_repor
     assert posts(server) == 1
 
 
+@pytest.mark.parametrize("status", [502, 504])
+def test_a_post_answered_by_a_gateway_is_not_repeated_because_it_may_have_queued_the_report(server, status):
+    # given a gateway in front of the provider that gives up on a queue call
+    server.script = [(status, {}, "gateway gave up")]
+    # when the call is made, then it is sent once and fails as a server error, which Submit does not retry
+    with pytest.raises(ProviderServerError, match=f"answered HTTP {status}.*may have taken the request"):
+        client(server).request("POST", "/thing", action="queue")
+    assert posts(server) == 1
+
+
 def test_a_get_answered_500_is_retried(server):
     server.script = [(500, {}, "boom"), (502, {}, "bad gateway")]
     assert client(server).request("GET", "/thing", action="check").json() == {"ok": True}
