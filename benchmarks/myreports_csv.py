@@ -228,6 +228,7 @@ def main() -> int:
                 finished = subprocess.run(
                     [sys.executable, __file__, "--one", str(rows), format, mode],
                     stdout=subprocess.PIPE, text=True, check=True,
+                    env={**os.environ, "POWERTOOLS_LOG_LEVEL": "WARNING"},  # figures only, no adapter notes
                 )  # fmt: skip
                 run = json.loads(finished.stdout.strip().splitlines()[-1])
                 if mode == "trace":
