@@ -12,6 +12,7 @@ from reportrelay.errors import DeadlineExceeded, ProviderProtocolError, ReportGe
 from reportrelay.providers import open_provider
 from reportrelay.providers.base import ReportState
 from reportrelay.runtime import Runtime, Settings
+from reportrelay.timestamps import iso_timestamp, parse_timestamp
 from tests.conftest import DX_PASSWORD, devexpress_connection
 
 
@@ -101,7 +102,7 @@ def submitted_state(runtime) -> dict:
         "request": request().model_dump(),
         "job": {"job_id": "job-1", "accepted_at": "2026-01-01T00:00:00Z"},
     }
-    state["job"]["accepted_at"] = workflow._iso(runtime.clock())
+    state["job"]["accepted_at"] = iso_timestamp(runtime.clock())
     return workflow.submit(state, runtime)
 
 
@@ -139,7 +140,7 @@ def test_a_provider_fault_found_by_the_check_step_raises_with_the_message(devexp
 def test_the_wait_never_runs_past_the_deadline(devexpress_sim, runtime):
     devexpress_sim.generation_seconds = 60
     state = submitted_state(runtime)
-    deadline = workflow._parse_time(state["job"]["deadline_at"])
+    deadline = parse_timestamp(state["job"]["deadline_at"])
     runtime.clock = lambda: deadline - 3
     checked = workflow.check(state, runtime)
     assert checked["job"]["wait_seconds"] <= 3
