@@ -43,7 +43,17 @@ def executions(aws) -> list[dict]:
     return aws.client("stepfunctions").list_executions(stateMachineArn=aws.state_machine_arn)["executions"]
 
 
-def events_of(aws, job_id: str) -> list[dict]:
+def events_of(aws, job_id: str, timeout: float = 10) -> list[dict]:
+    """The job's events, once its execution has ended.
+
+    The job store says "ready" when DescribeReady has run; AnnounceReady puts the event a moment later.
+    """
+    deadline = time.monotonic() + timeout
+    while any(
+        execution["name"] == job_id and execution["status"] == "RUNNING" for execution in executions(aws)
+    ):
+        assert time.monotonic() < deadline, f"the execution of {job_id} did not end in {timeout}s"
+        time.sleep(0.05)
     return [event for event in aws.events() if event["detail"]["job_id"] == job_id]
 
 
