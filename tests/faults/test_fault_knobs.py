@@ -76,3 +76,36 @@ def test_tokens_expire_after_the_given_number_of_api_answers(sim: DevExpressSimu
 def test_a_simulator_without_tokens_says_so() -> None:
     with pytest.raises(NotImplementedError, match="no tokens to revoke"):
         Simulator().revoke_tokens()
+
+
+def test_slow_answers_delay_every_api_request_but_not_sign_in(sim: DevExpressSimulator) -> None:
+    # given every API answer delayed by 0.4 s
+    sim.faults.slow_seconds = 0.4
+    # when a client signs in and then queues two exports
+    started = time.monotonic()
+    session = signed_in(sim)
+    signed_in_after = time.monotonic() - started
+    first, second = export(session, sim), export(session, sim)
+    total = time.monotonic() - started
+    # then the sign-in was not delayed, both API calls were, and both succeeded
+    assert signed_in_after < 0.4
+    assert total >= 0.8
+    assert (first.status_code, second.status_code) == (200, 200)
+
+
+def test_sign_in_is_spared_request_faults_unless_included(sim: DevExpressSimulator) -> None:
+    # given the next request throttled, sign-in spared by default
+    sim.faults.throttle_next, sim.faults.throttle_retry_after = 1, 7
+    # when a client signs in and queues an export
+    session = signed_in(sim)
+    queued = export(session, sim)
+    # then the sign-in worked and the export took the 429
+    assert (queued.status_code, queued.headers["Retry-After"]) == (429, "7")
+    # given the next request throttled with sign-in included
+    sim.faults.throttle_next, sim.faults.include_sign_in = 1, True
+    # when a client signs in
+    form = {"grant_type": "password", "username": "api", "password": PASSWORD}
+    refused = requests.post(f"{sim.base_url}/oauth/token", data=form, timeout=5)
+    # then the sign-in took the 429, and the next one works
+    assert (refused.status_code, refused.headers["Retry-After"]) == (429, "7")
+    assert export(signed_in(sim), sim).status_code == 200
