@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from reportrelay.awsclients import aws_client
 from reportrelay.config import JobRequest, parse_job_request
 from reportrelay.errors import BadRequest, ConfigurationError, ReportRelayError
 from reportrelay.jobs import (
@@ -539,10 +540,7 @@ def _reconcile(job: Job, runtime: Runtime, store: DynamoDbJobs) -> Job:
 
 def _presigning_s3() -> Any:
     """S3 with SigV4 (required for KMS-encrypted objects and every region opened since 2014)."""
-    import boto3
-    from botocore.config import Config
-
-    return boto3.client("s3", config=Config(signature_version="s3v4"))
+    return aws_client("s3", signature_version="s3v4")
 
 
 def _aws_code(error: BaseException) -> str:

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
+from reportrelay.awsclients import aws_client
 from reportrelay.errors import ReportRelayError
 
 CLAIMS_TABLE_ENV = "REPORTRELAY_CLAIMS_TABLE"
@@ -110,16 +111,7 @@ def claims_from_env(environ: Mapping[str, str] | None = None) -> ClaimStore | No
     table = (os.environ if environ is None else environ).get(CLAIMS_TABLE_ENV)
     if not table:
         return None
-    _clients: dict[str, Any] = {}
-
-    def client() -> Any:
-        if "dynamodb" not in _clients:
-            import boto3
-
-            _clients["dynamodb"] = boto3.client("dynamodb")
-        return _clients["dynamodb"]
-
-    return DynamoDbClaims(table, client)
+    return DynamoDbClaims(table, lambda: aws_client("dynamodb"))
 
 
 def _key(namespace: str, item_id: str) -> str:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from reportrelay.awsclients import aws_client
 from reportrelay.errors import BadRequest, ReportRelayError
 from reportrelay.timestamps import iso_timestamp
 
@@ -526,16 +527,7 @@ def jobs_from_env(environ: Mapping[str, str] | None = None) -> DynamoDbJobs | No
     table = (os.environ if environ is None else environ).get(JOBS_TABLE_ENV)
     if not table:
         return None
-    clients: dict[str, Any] = {}
-
-    def client() -> Any:
-        if "dynamodb" not in clients:
-            import boto3
-
-            clients["dynamodb"] = boto3.client("dynamodb")
-        return clients["dynamodb"]
-
-    return DynamoDbJobs(table, client)
+    return DynamoDbJobs(table, lambda: aws_client("dynamodb"))
 
 
 def started_fields(source: str, request: Mapping[str, Any], execution_arn: str) -> dict[str, Any]:

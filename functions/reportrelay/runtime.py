@@ -20,10 +20,11 @@ import json
 import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from reportrelay.awsclients import aws_client
 from reportrelay.claims import CLAIMS_TABLE_ENV, ClaimStore, DynamoDbClaims
 from reportrelay.config import Connections, SecretResolver
 from reportrelay.errors import ConfigurationError
@@ -109,15 +110,12 @@ def load_connections(settings: Settings) -> Connections:
 
 
 def _secrets_manager_loader(secret_id: str) -> str:
-    import boto3
-
-    return boto3.client("secretsmanager").get_secret_value(SecretId=secret_id)["SecretString"]
+    secret: str = aws_client("secretsmanager").get_secret_value(SecretId=secret_id)["SecretString"]
+    return secret
 
 
 def _secrets_manager_writer(secret_id: str, value: str) -> None:
-    import boto3
-
-    boto3.client("secretsmanager").put_secret_value(SecretId=secret_id, SecretString=value)
+    aws_client("secretsmanager").put_secret_value(SecretId=secret_id, SecretString=value)
 
 
 @dataclass
@@ -128,7 +126,6 @@ class Runtime:
     connections: Connections
     secrets: SecretResolver
     clock: Callable[[], float] = time.time
-    _clients: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_env(cls) -> Runtime:
@@ -142,11 +139,7 @@ class Runtime:
         )
 
     def client(self, service: str) -> Any:
-        if service not in self._clients:
-            import boto3
-
-            self._clients[service] = boto3.client(service)
-        return self._clients[service]
+        return aws_client(service)
 
     @property
     def s3(self) -> Any:

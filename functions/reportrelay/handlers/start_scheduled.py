@@ -16,6 +16,7 @@ import os
 from datetime import UTC, datetime
 from typing import Any
 
+from reportrelay.awsclients import aws_client
 from reportrelay.errors import ConfigurationError
 from reportrelay.jobs import jobs_from_env, started_fields
 from reportrelay.observability import logger, tracer
@@ -53,9 +54,7 @@ def _record_in_job_store(job: ScheduledJob, execution_arn: str) -> None:
 def start_job(job: ScheduledJob, state_machine_arn: str, client: Any = None) -> str:
     """Start the job's execution (named by its job id); an already started one is not started again."""
     if client is None:
-        import boto3
-
-        client = boto3.client("stepfunctions")
+        client = aws_client("stepfunctions")
     try:
         execution_arn: str = client.start_execution(
             stateMachineArn=state_machine_arn, name=job.job_id, input=json.dumps(job.request)
