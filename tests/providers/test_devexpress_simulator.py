@@ -20,7 +20,7 @@ PDF = {"exportOptions": {"exportFormat": "pdf"}, "documentParameters": [{"name":
 
 @pytest.fixture
 def sim() -> Iterator[DevExpressSimulator]:
-    with DevExpressSimulator(generation_seconds=0.2, report_size=4096) as simulator:
+    with DevExpressSimulator(generation_seconds=0.5, report_size=4096) as simulator:
         yield simulator
 
 
@@ -116,7 +116,7 @@ def test_report_export_runs_from_queue_to_download(sim: DevExpressSimulator) -> 
     # when it polls and downloads before and after generation
     early_status = api(sim, "GET", status_path, token).json()
     early_result = api(sim, "GET", result_path, token)
-    time.sleep(0.25)
+    time.sleep(0.55)
     late_status = api(sim, "GET", status_path, token).json()
     result = api(sim, "GET", result_path, token)
     again = api(sim, "GET", result_path, token)
@@ -157,7 +157,7 @@ def test_each_status_form(
     export_id = queue_export(sim, token)
     # when the status is read before and after generation
     before = api(sim, "GET", f"/api/documents/export/status/{export_id}", token).json()
-    time.sleep(0.25)
+    time.sleep(0.55)
     after = api(sim, "GET", f"/api/documents/export/status/{export_id}", token).json()
     # then it has that shape
     assert (before, after) == (in_progress, complete)
