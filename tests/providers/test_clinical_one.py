@@ -299,16 +299,16 @@ def test_the_job_id_is_read_from_a_bare_or_wrapped_execution_log(
 
 
 def test_a_run_is_followed_from_submitted_to_ready(sim: ClinicalOneSimulator) -> None:
-    # given a started job that takes 0.6 s
-    sim.generation_seconds = 0.6
+    # given a started job that takes 1.5 s (SUBMITTED for its first third)
+    sim.generation_seconds = 1.5
     provider = adapter(sim)
     request = job()
     handle = dict(provider.submit(request).handle or {})
-    # when it is checked at once, then after a third of the time, then at the end
+    # when it is checked at once, then past the first third, then at the end
     early = provider.check(request, handle)
-    time.sleep(0.25)
+    time.sleep(0.7)
     middle = provider.check(request, handle)
-    time.sleep(0.4)
+    time.sleep(0.9)
     done = provider.check(request, handle)
     # then it goes SUBMITTED -> IN PROGRESS -> COMPLETED, and the entry's name and kickoff are learned
     assert [early.state, middle.state, done.state] == [
@@ -376,13 +376,13 @@ def test_other_runs_of_the_same_report_are_never_taken(sim: ClinicalOneSimulator
 def test_a_run_not_listed_yet_is_pending(sim: ClinicalOneSimulator) -> None:
     # given a service that lists finished runs only
     sim.list_only_finished = True
-    sim.generation_seconds = 0.3
+    sim.generation_seconds = 0.6
     provider = adapter(sim)
     request = job()
     handle = dict(provider.submit(request).handle or {})
     # when it is checked before and after generation
     before = provider.check(request, handle)
-    time.sleep(0.35)
+    time.sleep(0.65)
     after = provider.check(request, handle)
     # then it waits, saying why, and is ready once listed
     assert before.state is ReportState.PENDING and "not in the download list yet" in (before.message or "")
