@@ -90,68 +90,54 @@ def hardened(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
     )
 
 
+def synthesize_with_connections(
+    directory: Path, stack_name: str, connections: Mapping[str, Any]
+) -> Synthesized:
+    """The app deploying only these connections, and no schedules (their file does not exist)."""
+    connections_file = directory.parent / f"{directory.name}-connections.json"
+    connections_file.write_text(json.dumps({"connections": connections}), encoding="utf-8")
+    return synthesize(
+        directory,
+        stackName=stack_name,
+        connectionsFile=str(connections_file),
+        schedulesFile=str(directory.parent / "no-schedules.json"),
+    )
+
+
 HOLDER_SECRET_ARN = "arn:aws:secretsmanager:eu-west-1:111122223333:secret:reportrelay/holding-AbCdEf"
 
 
 @pytest.fixture(scope="session")
 def with_holder(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
     """A deployment with a provider that holds its request open and seals a session token."""
-    directory = tmp_path_factory.mktemp("cdk.out.holder")
-    connections = directory.parent / "holder-connections.json"
-    connections.write_text(
-        json.dumps(
-            {
-                "connections": {
-                    "holding": {
-                        "provider": fake_provider.KEY,
-                        "base_url": "https://holding.example",
-                        "auth": {"type": "bearer", "token": {"secret": HOLDER_SECRET_ARN, "key": "token"}},
-                    }
-                }
-            }
-        ),
-        encoding="utf-8",
-    )
+    holding = {
+        "provider": fake_provider.KEY,
+        "base_url": "https://holding.example",
+        "auth": {"type": "bearer", "token": {"secret": HOLDER_SECRET_ARN, "key": "token"}},
+    }
     with pytest.MonkeyPatch.context() as patch:
         patch.setitem(providers.PROVIDERS, fake_provider.KEY, fake_provider.PROVIDER_PATH)
-        return synthesize(
-            directory,
-            stackName="ReportRelayHolder",
-            connectionsFile=str(connections),
-            schedulesFile=str(directory.parent / "no-schedules.json"),
+        return synthesize_with_connections(
+            tmp_path_factory.mktemp("cdk.out.holder"), "ReportRelayHolder", {"holding": holding}
         )
 
 
 @pytest.fixture(scope="session")
 def with_rotation(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
     """A deployment with a refresh-token connection: its refresh token and client secret in two secrets."""
-    directory = tmp_path_factory.mktemp("cdk.out.rotation")
-    connections = directory.parent / "rotation-connections.json"
-    connections.write_text(
-        json.dumps(
-            {
-                "connections": {
-                    "calls": {
-                        "provider": "myreports",
-                        "base_url": "https://api.myreports.example",
-                        "auth": {
-                            "type": "oauth_refresh_token",
-                            "token_url": "https://login.myreports.example/connect/token",
-                            "client_id": "reportrelay",
-                            "client_secret": {"secret": "reportrelay/calls-client", "key": "secret"},
-                            "refresh_token": {"secret": "reportrelay/calls-refresh", "key": "token"},
-                        },
-                    }
-                }
-            }
-        ),
-        encoding="utf-8",
-    )
-    return synthesize(
-        directory,
-        stackName="ReportRelayRotation",
-        connectionsFile=str(connections),
-        schedulesFile=str(directory.parent / "no-schedules.json"),
+    calls = {
+        "provider": "myreports",
+        "base_url": "https://api.myreports.example",
+        "auth": {
+            "type": "oauth_refresh_token",
+            "token_url": "https://login.myreports.example/connect/token",
+            "client_id": "reportrelay",
+            "client_secret": {"secret": "reportrelay/calls-client", "key": "secret"},
+            "refresh_token": {"secret": "reportrelay/calls-refresh", "key": "token"},
+        },
+    }
+    return synthesize_with_connections(
+        tmp_path_factory.mktemp("cdk.out.rotation"), "ReportRelayRotation", {"calls": calls}
     )
 
 
