@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -57,6 +59,22 @@ def local_aws(dx_connections):
         {"REPORTRELAY_CONNECTIONS_FILE": str(dx_connections), "POWERTOOLS_LOG_LEVEL": "WARNING"}
     ) as aws:
         yield aws
+
+
+@contextmanager
+def devexpress_on_local_aws(
+    directory: Path, connection: str, log_level: str = "WARNING"
+) -> Iterator[LocalAws]:
+    """reportrelay on emulated AWS fetching from its own DevExpress simulator, for module-scoped fixtures."""
+    with (
+        pytest.MonkeyPatch.context() as patch,
+        DevExpressSimulator(users={"api": DX_PASSWORD}, generation_seconds=0.2) as simulator,
+    ):
+        patch.setenv("TEST_DX_PASSWORD", DX_PASSWORD)
+        connections = write_connections(directory, {connection: devexpress_connection(simulator.base_url)})
+        environment = {"REPORTRELAY_CONNECTIONS_FILE": str(connections), "POWERTOOLS_LOG_LEVEL": log_level}
+        with LocalAws(environment) as aws:
+            yield aws
 
 
 def wait_for_executions(aws: LocalAws, executions: list[str], timeout_seconds: float = 240) -> list[str]:

@@ -17,10 +17,8 @@ import schemathesis
 from hypothesis import HealthCheck, Phase, settings
 
 from reportrelay.local.apigateway import JobApiApp
-from reportrelay.local.aws import LocalAws
-from reportrelay.sandbox.devexpress import DevExpressSimulator
 from scripts.openapi import DOCUMENT
-from tests.conftest import DX_PASSWORD, devexpress_connection, write_connections
+from tests.conftest import devexpress_on_local_aws
 
 # Any SigV4 Authorization header passes the emulated API Gateway; the access key id names the caller.
 SIGNED = {
@@ -46,17 +44,8 @@ schema = schemathesis.openapi.from_dict(json.loads(DOCUMENT.read_text(encoding="
 @pytest.fixture(scope="module")
 def api_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JobApiApp]:
     """The job API on emulated AWS, with the document's example connection pointing at a simulator."""
-    with (
-        pytest.MonkeyPatch.context() as patch,
-        DevExpressSimulator(users={"api": DX_PASSWORD}, generation_seconds=0.2) as simulator,
-    ):
-        patch.setenv("TEST_DX_PASSWORD", DX_PASSWORD)
-        connections = write_connections(
-            tmp_path_factory.mktemp("fuzz"), {"acme-dx": devexpress_connection(simulator.base_url)}
-        )
-        environment = {"REPORTRELAY_CONNECTIONS_FILE": str(connections), "POWERTOOLS_LOG_LEVEL": "CRITICAL"}
-        with LocalAws(environment) as aws:
-            yield JobApiApp(aws.api)
+    with devexpress_on_local_aws(tmp_path_factory.mktemp("fuzz"), "acme-dx", log_level="CRITICAL") as aws:
+        yield JobApiApp(aws.api)
 
 
 @schema.parametrize()

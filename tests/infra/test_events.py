@@ -13,8 +13,7 @@ from jsonschema import Draft4Validator, FormatChecker
 from infra import constants
 from reportrelay.local.aws import LocalAws
 from reportrelay.local.runner import run_job
-from reportrelay.sandbox.devexpress import DevExpressSimulator
-from tests.conftest import DX_PASSWORD, devexpress_connection, write_connections
+from tests.conftest import devexpress_on_local_aws
 from tests.infra.conftest import Synthesized
 
 SCHEMAS = {
@@ -34,17 +33,8 @@ def problems(event: dict[str, Any]) -> list[str]:
 @pytest.fixture(scope="module")
 def emulated_aws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalAws]:
     """reportrelay on emulated AWS (the real ASL file on moto), fetching from the DevExpress simulator."""
-    with (
-        pytest.MonkeyPatch.context() as patch,
-        DevExpressSimulator(users={"api": DX_PASSWORD}, generation_seconds=0.2) as simulator,
-    ):
-        patch.setenv("TEST_DX_PASSWORD", DX_PASSWORD)
-        connections = write_connections(
-            tmp_path_factory.mktemp("events"), {"dx": devexpress_connection(simulator.base_url)}
-        )
-        environment = {"REPORTRELAY_CONNECTIONS_FILE": str(connections), "POWERTOOLS_LOG_LEVEL": "WARNING"}
-        with LocalAws(environment) as aws:
-            yield aws
+    with devexpress_on_local_aws(tmp_path_factory.mktemp("events"), "dx") as aws:
+        yield aws
 
 
 @pytest.fixture(scope="module")
