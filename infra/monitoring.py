@@ -96,6 +96,20 @@ class Monitoring(Construct):
             topic.add_subscription(subscriptions.EmailSubscription(settings.alarm_email))
         return topic
 
+    def _alarm(
+        self, construct_id: str, metric: cloudwatch.IMetric, description: str, threshold: int = 1
+    ) -> cloudwatch.Alarm:
+        """An alarm when one period's sum reaches ``threshold``; no data (nothing ran) is not a breach."""
+        return metric.create_alarm(
+            self,
+            construct_id,
+            alarm_description=description,
+            threshold=threshold,
+            evaluation_periods=1,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )
+
     def _build_failed_executions_alarm(self, state_machine: sfn.StateMachine) -> cloudwatch.Alarm:
         failed = cloudwatch.MathExpression(
             expression="FILL(failed, 0) + FILL(timedOut, 0)",
@@ -106,40 +120,27 @@ class Monitoring(Construct):
             label="Failed or timed-out executions",
             period=PERIOD,
         )
-        return failed.create_alarm(
-            self,
+        return self._alarm(
             "FailedExecutions",
-            alarm_description="reportrelay: a job failed or timed out (its Report Failed event says why)",
-            threshold=1,
-            evaluation_periods=1,
-            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            failed,
+            "reportrelay: a job failed or timed out (its Report Failed event says why)",
         )
 
     def _build_errors_alarm(self, name: str, function: lambda_.IFunction, threshold: int) -> cloudwatch.Alarm:
         period = PERIOD if threshold == 1 else PROVIDER_ERRORS_PERIOD
-        return function.metric_errors(period=period, statistic="Sum").create_alarm(
-            self,
+        return self._alarm(
             f"{name}Errors",
-            alarm_description=(
-                f"reportrelay: the {name} function failed {threshold} or more times in "
-                f"{int(period.to_minutes())} minutes"
-            ),
-            threshold=threshold,
-            evaluation_periods=1,
-            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            function.metric_errors(period=period, statistic="Sum"),
+            f"reportrelay: the {name} function failed {threshold} or more times in "
+            f"{int(period.to_minutes())} minutes",
+            threshold,
         )
 
     def _build_api_errors_alarm(self, api: apigw.RestApi) -> cloudwatch.Alarm:
-        return api.metric_server_error(period=PERIOD, statistic="Sum").create_alarm(
-            self,
+        return self._alarm(
             "ApiServerErrors",
-            alarm_description="reportrelay: the job API answered 5xx (an AWS service failed, or a bug)",
-            threshold=1,
-            evaluation_periods=1,
-            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            api.metric_server_error(period=PERIOD, statistic="Sum"),
+            "reportrelay: the job API answered 5xx (an AWS service failed, or a bug)",
         )
 
     def _build_dashboard(
