@@ -15,12 +15,11 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
-from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from reportrelay.awsclients import aws_client
-from reportrelay.config import JobRequest, parse_job_request
+from reportrelay.config import JobRequest
 from reportrelay.errors import BadRequest, ConfigurationError, ReportRelayError
 from reportrelay.jobs import (
     MAX_REQUEST_JSON,
@@ -29,14 +28,15 @@ from reportrelay.jobs import (
     Job,
     JobState,
     TokenReused,
+    execution_arn_for,
     outcome_fields,
     request_fingerprint,
 )
 from reportrelay.observability import logger
-from reportrelay.providers import open_provider, provider_class
+from reportrelay.providers import provider_class
 from reportrelay.runtime import Runtime
 from reportrelay.timestamps import iso_timestamp, parse_timestamp
-from reportrelay.workflow import describe_outcome
+from reportrelay.workflow import describe_outcome, resume
 
 CANCELLED_CODE = "Cancelled"
 EVENT_SOURCE = "reportrelay"
@@ -180,7 +180,6 @@ def start_job(
         raise BadRequest(f"request.connection: {unknown}") from None
     provider_class(connection.provider).validate(request)
     document = request.model_dump(mode="json", exclude={"client_token"}, exclude_defaults=True)
-    document.update(connection=request.connection, report=request.report, format=request.format)
     size = len(json.dumps(document, sort_keys=True, separators=(",", ":")))
     if size > MAX_REQUEST_JSON:
         raise RequestTooLarge(
@@ -199,7 +198,7 @@ def start_job(
         connection=request.connection,
         provider=connection.provider,
         request=document,
-        execution_arn=_execution_arn(state_machine, job_id),
+        execution_arn=execution_arn_for(state_machine, job_id),
     )
     token = None
     if token_value is not None:
@@ -284,11 +283,7 @@ def download_link(job_id: str, runtime: Runtime) -> tuple[str, int, dict[str, An
     seconds = runtime.settings.download_url_seconds
     url: str = s3.generate_presigned_url(
         "get_object",
-        Params={
-            "Bucket": stored["bucket"],
-            "Key": stored["key"],
-            "ResponseContentDisposition": content_disposition(stored["filename"]),
-        },
+        Params={"Bucket": stored["bucket"], "Key": stored["key"]},
         ExpiresIn=seconds,
     )
     return url, seconds, stored
@@ -321,12 +316,6 @@ def job_view(job: Job, base_url: str) -> JobView:
             status=status_url, download=f"{status_url}/download" if job.state is JobState.READY else None
         ),
     )
-
-
-def content_disposition(filename: str) -> str:
-    """``attachment`` with an ASCII fallback name and the exact name in RFC 5987 form."""
-    fallback = re.sub(r"[^A-Za-z0-9._ -]", "_", filename) or "report"
-    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
 def valid_job_id(job_id: str) -> bool:
@@ -374,12 +363,7 @@ def _started(job: Job) -> bool:
 
 
 def _execution_of(job: Job, runtime: Runtime) -> str:
-    return job.execution_arn or _execution_arn(_state_machine_arn(runtime), job.job_id)
-
-
-def _execution_arn(state_machine_arn: str, name: str) -> str:
-    """``arn:...:stateMachine:<sm>`` -> ``arn:...:execution:<sm>:<name>`` (as Step Functions names it)."""
-    return state_machine_arn.replace(":stateMachine:", ":execution:", 1) + f":{name}"
+    return job.execution_arn or execution_arn_for(_state_machine_arn(runtime), job.job_id)
 
 
 def _start_execution(
@@ -457,10 +441,9 @@ def _cancel_at_provider(job: Job, runtime: Runtime) -> str:
     if not job.handle or not job.request:
         return "not_queued"
     try:
-        request = parse_job_request(job.request)
-        connection = runtime.connections.get(request.connection)
-        handle = runtime.sealer.unseal(job.handle, job.job_id)
-        cancelled = open_provider(connection, runtime.secrets).cancel(request, handle)
+        state = {"request": job.request, "job": {"job_id": job.job_id, "handle": job.handle}}
+        request, _, provider, handle = resume(state, runtime)
+        cancelled = provider.cancel(request, handle)
     except Exception as error:
         code = error.code if isinstance(error, ReportRelayError) else type(error).__name__
         logger.warning("cancel at provider failed", extra={"job_id": job.job_id, "error": code})

@@ -255,8 +255,7 @@ class DynamoDbJobs:
     def finish(self, job_id: str, fields: Mapping[str, Any], *, created_at: str | None = None) -> bool:
         """Move an unfinished job to a terminal state; False when it had already finished."""
         now = iso_timestamp(self.clock())
-        values = {"finished_at": now, **fields}
-        return self._update(job_id, values, only_if_unfinished=True, created_at=created_at or now)
+        return self.record(job_id, {"finished_at": now, **fields}, created_at=created_at or now)
 
     # ---- DynamoDB plumbing
 
@@ -528,6 +527,11 @@ def jobs_from_env(environ: Mapping[str, str] | None = None) -> DynamoDbJobs | No
     if not table:
         return None
     return DynamoDbJobs(table, lambda: aws_client("dynamodb"))
+
+
+def execution_arn_for(state_machine_arn: str, job_id: str) -> str:
+    """``arn:...:stateMachine:<sm>`` -> ``arn:...:execution:<sm>:<job id>``: jobs name their executions."""
+    return state_machine_arn.replace(":stateMachine:", ":execution:", 1) + f":{job_id}"
 
 
 def started_fields(source: str, request: Mapping[str, Any], execution_arn: str) -> dict[str, Any]:

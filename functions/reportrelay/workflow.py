@@ -133,7 +133,7 @@ def _waiting_for_slot(job: dict[str, Any], policy: PollPolicy, now: float) -> di
 
 def hold(state: State, runtime: Runtime) -> State:
     """Keep the provider's long generation request open until it answers (asynchronous holder)."""
-    request, job, provider, handle = _resume(state, runtime)
+    request, job, provider, handle = resume(state, runtime)
     try:
         provider.hold(request, handle)
     except ReportRelayError as error:
@@ -147,7 +147,7 @@ def hold(state: State, runtime: Runtime) -> State:
 @records_progress
 def check(state: State, runtime: Runtime) -> State:
     """Ask where the report stands; work out how long to wait before asking again."""
-    request, job, provider, handle = _resume(state, runtime)
+    request, job, provider, handle = resume(state, runtime)
     now = runtime.clock()
     if now >= parse_timestamp(job["deadline_at"]):
         _abandon(request, job, handle, provider)
@@ -168,7 +168,7 @@ def check(state: State, runtime: Runtime) -> State:
 @records_progress
 def fetch(state: State, runtime: Runtime) -> State:
     """Stream the finished report into S3; either the whole file is stored or nothing is."""
-    request, job, provider, handle = _resume(state, runtime)
+    request, job, provider, handle = resume(state, runtime)
     try:
         with provider.open_result(request, handle) as result:
             stored = stream_to_s3(
@@ -208,7 +208,7 @@ def object_key(request: JobRequest, job_id: str, filename: str) -> str:
     return f"{prefix}{job_id}/{filename}"
 
 
-def _resume(state: State, runtime: Runtime) -> tuple[JobRequest, dict[str, Any], Provider, Handle]:
+def resume(state: State, runtime: Runtime) -> tuple[JobRequest, dict[str, Any], Provider, Handle]:
     """The request, the job, a signed-in adapter, and the handle with its sealed fields opened."""
     request = parse_job_request(state.get("request"))
     job = state.get("job") or {}

@@ -18,7 +18,7 @@ from typing import Any
 
 from reportrelay.awsclients import aws_client
 from reportrelay.errors import ConfigurationError
-from reportrelay.jobs import jobs_from_env, started_fields
+from reportrelay.jobs import execution_arn_for, jobs_from_env, started_fields
 from reportrelay.observability import logger, tracer
 from reportrelay.schedules import ScheduledJob, scheduled_job
 
@@ -60,7 +60,7 @@ def start_job(job: ScheduledJob, state_machine_arn: str, client: Any = None) -> 
             stateMachineArn=state_machine_arn, name=job.job_id, input=json.dumps(job.request)
         )["executionArn"]
     except client.exceptions.ExecutionAlreadyExists:
-        execution_arn = _execution_arn(state_machine_arn, job.job_id)
+        execution_arn = execution_arn_for(state_machine_arn, job.job_id)
         logger.info("scheduled job already started", extra={"execution_arn": execution_arn})
         return execution_arn
     logger.info(
@@ -77,8 +77,3 @@ def _state_machine_arn() -> str:
             f"{STATE_MACHINE_ARN_ENV} is not set: the scheduler has no workflow to start"
         )
     return arn
-
-
-def _execution_arn(state_machine_arn: str, name: str) -> str:
-    """``arn:...:stateMachine:<sm>`` -> ``arn:...:execution:<sm>:<name>``."""
-    return state_machine_arn.replace(":stateMachine:", ":execution:", 1) + f":{name}"
