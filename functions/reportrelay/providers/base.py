@@ -172,18 +172,23 @@ def content_type_of(response: requests.Response, filename: str) -> str:
     return mimetypes.guess_type(filename)[0] or declared or "application/octet-stream"
 
 
-def streamed(response: requests.Response, filename: str, chunk_size: int = 1024 * 1024) -> ResultStream:
-    """A ResultStream reading a ``stream=True`` response as it arrives.
+def decoded_length(response: requests.Response) -> int | None:
+    """How many bytes the decoded body should have: Content-Length, unless the answer is content-encoded.
 
-    A content-encoded (gzip) answer's Content-Length counts the encoded bytes, not the decoded ones the
-    stream yields, so it is not passed on as the expected size (urllib3 still checks the encoded length).
+    A gzip answer's Content-Length counts the encoded bytes, not the decoded ones a stream yields, so it
+    says nothing about the stored size (urllib3 still checks the encoded length as it reads).
     """
-    length = response.headers.get("Content-Length")
     if response.headers.get("Content-Encoding", "identity").strip().lower() not in ("", "identity"):
-        length = None
+        return None
+    length = response.headers.get("Content-Length", "")
+    return int(length) if length.isdigit() else None
+
+
+def streamed(response: requests.Response, filename: str, chunk_size: int = 1024 * 1024) -> ResultStream:
+    """A ResultStream reading a ``stream=True`` response as it arrives."""
     return ResultStream(
         chunks=response.iter_content(chunk_size=chunk_size),
         filename=filename,
         content_type=content_type_of(response, filename),
-        content_length=int(length) if length and length.isdigit() else None,
+        content_length=decoded_length(response),
     )

@@ -70,6 +70,7 @@ from reportrelay.providers.base import (
     ReportStatus,
     ResultStream,
     content_type_of,
+    decoded_length,
     filename_from_response,
     parse_report,
     require_format,
@@ -307,14 +308,11 @@ class MyReports(Provider):
                     chunks=document.csv_chunks(), filename=f"{base}.csv", content_type="text/csv"
                 )
                 return
-            encoded = response.headers.get("Content-Encoding", "identity").lower() not in ("", "identity")
-            length = response.headers.get("Content-Length", "")
             yield ResultStream(
                 chunks=document.json_chunks(),
                 filename=f"{base}.json",
                 content_type=content_type_of(response, f"{base}.json"),
-                # A compressed body's length is not the length of the bytes stored.
-                content_length=int(length) if length.isdigit() and not encoded else None,
+                content_length=decoded_length(response),
             )
 
     def _report_path(self, report: MyReportsReport) -> str:
