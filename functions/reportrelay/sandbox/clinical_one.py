@@ -28,8 +28,6 @@ time (``require_run_details``), and whether a 429 carries Retry-After or only bo
 
 from __future__ import annotations
 
-import base64
-import binascii
 import functools
 import random
 import time
@@ -44,9 +42,12 @@ from reportrelay.sandbox.server import (
     Request,
     Response,
     TokenIssuingSimulator,
+    basic_credentials,
     deterministic_bytes,
     json_response,
+    oauth_error,
     route,
+    token_answer,
 )
 
 API = "/ec-reporting-svc/rest"
@@ -261,25 +262,26 @@ class ClinicalOneSimulator(TokenIssuingSimulator):
 
     @route("POST", "/oauth2/v1/token", sign_in=True)
     def issue_token(self, request: Request) -> Response:
-        client = _basic_credentials(request.header("authorization"))
+        client = basic_credentials(request.header("authorization"))
         if client is None or self.clients.get(client[0]) != client[1]:
-            return _oauth_error(401, "invalid_client", "Client authentication failed.")
+            challenge = {"WWW-Authenticate": 'Basic realm="identity"'}
+            return oauth_error(
+                "invalid_client", "Client authentication failed.", status=401, headers=challenge
+            )
         form = request.form()
         grant = form.get("grant_type")
         if grant == "refresh_token":
-            return _oauth_error(
-                400, "unsupported_grant_type", "Refresh tokens are not issued; sign in again."
-            )
+            return oauth_error("unsupported_grant_type", "Refresh tokens are not issued; sign in again.")
         if grant != "password":
-            return _oauth_error(400, "unsupported_grant_type", "grant_type must be 'password'.")
+            return oauth_error("unsupported_grant_type", "grant_type must be 'password'.")
         if self.required_scope and self.required_scope not in form.get("scope", "").split():
-            return _oauth_error(400, "invalid_scope", f"The scope {self.required_scope} is required.")
+            return oauth_error("invalid_scope", f"The scope {self.required_scope} is required.")
         username, password = form.get("username", ""), form.get("password", "")
         if username not in self.users or self.users[username] != password:
-            return _oauth_error(400, "invalid_grant", "Invalid user name or password.")
+            return oauth_error("invalid_grant", "Invalid user name or password.")
         lifetime = self.token_lifetime_seconds
         body = {"access_token": self.new_token(lifetime), "token_type": "Bearer", "expires_in": int(lifetime)}
-        return json_response(body, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
+        return token_answer(body)
 
     # ---- catalog: GET /v1.0/reportmetadata
 
@@ -587,25 +589,6 @@ class ClinicalOneSimulator(TokenIssuingSimulator):
         if run["state"] == "done":
             entry["recCount"] = max(1, self.report_size // 64)
         return entry
-
-
-def _basic_credentials(header: str | None) -> tuple[str, str] | None:
-    scheme, _, encoded = (header or "").partition(" ")
-    if scheme.lower() != "basic":
-        return None
-    try:
-        client_id, _, secret = base64.b64decode(encoded.strip(), validate=True).decode().partition(":")
-    except (binascii.Error, UnicodeDecodeError):
-        return None
-    return client_id, secret
-
-
-def _oauth_error(status: int, code: str, description: str) -> Response:
-    """The identity service's OAuth2 errors: ``{"error", "error_description"}``."""
-    headers = {"Cache-Control": "no-store", "Pragma": "no-cache"}
-    if status == 401:
-        headers["WWW-Authenticate"] = 'Basic realm="identity"'
-    return json_response({"error": code, "error_description": description}, status, headers)
 
 
 def _study_param(query: Mapping[str, str]) -> str | None:

@@ -32,7 +32,9 @@ from reportrelay.sandbox.server import (
     deterministic_bytes,
     file_response,
     json_response,
+    oauth_error,
     route,
+    token_answer,
 )
 
 StatusForm = Literal["object", "string", "integer"]
@@ -137,14 +139,14 @@ class DevExpressSimulator(TokenIssuingSimulator):
     def issue_token(self, request: Request) -> Response:
         form = request.form()
         if form.get("grant_type") != "password":
-            return _oauth_error("unsupported_grant_type", "grant_type must be 'password'")
+            return oauth_error("unsupported_grant_type", "grant_type must be 'password'")
         username, password = form.get("username", ""), form.get("password", "")
         guest = self.allow_guest and username.lower() == "guest" and password == ""
         if not guest and (username not in self.users or self.users[username] != password):
-            return _oauth_error("invalid_grant", "The user name or password is incorrect.")
+            return oauth_error("invalid_grant", "The user name or password is incorrect.")
         lifetime = self.token_lifetime_seconds
         body = {"access_token": self.new_token(lifetime), "token_type": "bearer", "expires_in": int(lifetime)}
-        return json_response(body, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
+        return token_answer(body)
 
     # ---- 2. export a report: queue, check the status, download
 
@@ -281,12 +283,6 @@ class DevExpressSimulator(TokenIssuingSimulator):
                 else:
                     export["status"] = "Complete"
             return dict(export)
-
-
-def _oauth_error(code: str, description: str) -> Response:
-    """RFC 6749 section 5.2: token endpoint errors are 400 with ``error`` and ``error_description``."""
-    body = {"error": code, "error_description": description}
-    return json_response(body, 400, {"Cache-Control": "no-store", "Pragma": "no-cache"})
 
 
 def _export_body(request: Request) -> tuple[dict[str, Any], list[dict[str, Any]]]:

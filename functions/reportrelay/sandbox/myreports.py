@@ -21,14 +21,13 @@ Errors:   401 with no body ("HTTP/1.1 401 Unauthorised") when the token is missi
 The documents contradict themselves on paths (templates ``/v1.0/.../results/``, examples
 ``/api/v1.0/.../requests/``): the simulator serves one ``api_prefix`` (default "/api") and both segments
 unless ``results_segments`` narrows them. Where the documents are silent the simulator assumes, and says so:
-statuses other than "Complete" (``progress_statuses``, ``failed_status``), the error body
+statuses other than "Complete" (``progress_statuses``, ``failed_status``, "Cancelled"), the error body
 ``{"status": "error", "message", "timestamp"}``, the known preset names, and a data call made before
 the request is complete (a document without records, ``status: 0``). The real service requires HTTPS.
 """
 
 from __future__ import annotations
 
-import base64
 import csv
 import gzip
 import io
@@ -48,9 +47,12 @@ from reportrelay.sandbox.server import (
     Request,
     Response,
     TokenIssuingSimulator,
+    basic_credentials,
     empty_response,
     json_response,
+    oauth_error,
     route,
+    token_answer,
 )
 
 DEFAULT_WORKSPACE = "00000000-0000-0000-0000-000000000001"
@@ -77,6 +79,7 @@ PRESET_UNITS: dict[str, int] = {
     "ThisQuarter": 5, "LastQuarter": 5, "ThisYear": 6, "LastYear": 6,
 }  # fmt: skip
 COMPLETE_MESSAGE = "Report processing complete"
+CANCELLED_STATUS = "Cancelled"  # assumed, like the failed status: the documents show only "Complete"
 PROCESSING_MESSAGE = "Report processing"
 DATA_COMPLETE = 1
 DATA_PROCESSING = 0  # assumed: the seed shows only the complete value
@@ -109,6 +112,7 @@ class MyReportsSimulator(TokenIssuingSimulator):
         complete_status: str = "Complete",
         failed_status: str = "Failed",
         fail_reports: str | None = None,
+        cancel_reports: str | None = None,
         row_count: int = 25,
         row_limit: int = 1_000_000,
         rows: Sequence[Mapping[str, Any]] | None = None,
@@ -129,12 +133,17 @@ class MyReportsSimulator(TokenIssuingSimulator):
             key: dict(value) for key, value in source.items()
         }
         self.generation_seconds = generation_seconds
-        #: Shown by successive status checks while generating (the last one repeats); only "Complete" is
-        #: documented, so tests put other words here.
+        #: Shown by successive status checks while generating (the last one repeats; "Processing" when
+        #: empty); only "Complete" is documented, so tests put other words here.
         self.progress_statuses = tuple(progress_statuses)
         self.complete_status = complete_status
         self.failed_status = failed_status
+        #: Requests that finish generating while set end in ``failed_status``, with this status message.
         self.fail_reports = fail_reports
+        #: Requests that finish generating while set end "Cancelled" (as an administrator cancelling them
+        #: would), with this status message; ``fail_reports`` wins when both are set. Either way the data
+        #: call is then answered 400 with the message.
+        self.cancel_reports = cancel_reports
         self.row_count = row_count
         self.row_limit = row_limit
         #: Records served instead of generated ones (for quoting tests).
@@ -149,7 +158,7 @@ class MyReportsSimulator(TokenIssuingSimulator):
         #: record), built here independently of the adapter, so the demo can check a CSV it stored.
         self.record_csv = record_csv
         #: requestId -> {request_id, workspace_id, report_id, body, created_at, date_created, checks,
-        #: status, status_message, document (bytes, once finished), compressed}
+        #: status, status_message, cancelled, document (bytes, once finished), compressed}
         self.requests: dict[str, dict[str, Any]] = {}
         self.refresh_grants_refused = 0
         self._refresh_tokens: set[str] = set(refresh_tokens)
@@ -177,14 +186,14 @@ class MyReportsSimulator(TokenIssuingSimulator):
         form = request.form()
         client_id, client_secret = _client_credentials(request, form)
         if client_id not in self.clients or self.clients[client_id] != client_secret:
-            return _oauth_error("invalid_client")
+            return oauth_error("invalid_client")
         if form.get("grant_type") != "refresh_token":
-            return _oauth_error("unsupported_grant_type")
+            return oauth_error("unsupported_grant_type")
         presented = form.get("refresh_token", "")
         with self.lock:
             if presented not in self._refresh_tokens:
                 self.refresh_grants_refused += 1
-                return _oauth_error("invalid_grant")
+                return oauth_error("invalid_grant")
             refresh_token = presented
             if self.rotate_refresh_tokens:
                 self._refresh_tokens.discard(presented)
@@ -198,7 +207,7 @@ class MyReportsSimulator(TokenIssuingSimulator):
             "refresh_token": refresh_token,
             "scope": SCOPE,
         }
-        return json_response(body, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
+        return token_answer(body)
 
     # ---- 2. create a report request
 
@@ -232,8 +241,9 @@ class MyReportsSimulator(TokenIssuingSimulator):
                 "created_at": time.time(),
                 "date_created": _timestamp(now),
                 "checks": 0,
-                "status": self.progress_statuses[0] if self.progress_statuses else "Processing",
+                "status": self._progress_word(0),
                 "status_message": PROCESSING_MESSAGE,
+                "cancelled": False,
                 "document": None,
                 "compressed": None,
             }
@@ -257,8 +267,7 @@ class MyReportsSimulator(TokenIssuingSimulator):
         with self.lock:
             finished = self._settle(record)
             if not finished:
-                shown = self.progress_statuses[min(record["checks"], len(self.progress_statuses) - 1)]
-                record["status"] = shown if self.progress_statuses else "Processing"
+                record["status"] = self._progress_word(record["checks"])
             record["checks"] += 1
             report = self.reports[(record["workspace_id"], record["report_id"])]
             data = {
@@ -287,14 +296,14 @@ class MyReportsSimulator(TokenIssuingSimulator):
         request_id = request.params["requestId"]
         with self.lock:
             finished = self._settle(record)
-            failed = record["status"] == self.failed_status
+            failed = self._ended_without_data(record)
             document = record["document"]
             compressed = record["compressed"]
         if failed:
             raise HttpError(400, record["status_message"])
         if not finished:
             document, compressed = self._build_document(request_id, record, DATA_PROCESSING, records=0), None
-        elif self._take_incomplete_download():
+        elif self._take("incomplete_downloads_next", self):
             total = len(self.rows) if self.rows is not None else min(self.row_count, self.row_limit)
             document = self._build_document(request_id, record, DATA_PROCESSING, records=total // 2)
             compressed = None
@@ -307,12 +316,11 @@ class MyReportsSimulator(TokenIssuingSimulator):
 
     # ---- shared checks
 
-    def _take_incomplete_download(self) -> bool:
-        with self.lock:
-            if self.incomplete_downloads_next <= 0:
-                return False
-            self.incomplete_downloads_next -= 1
-            return True
+    def _progress_word(self, checks: int) -> str:
+        """The status an unfinished request shows after ``checks`` status checks: the next of
+        ``progress_statuses`` (the last one repeats), or "Processing" when there are none."""
+        words = self.progress_statuses or ("Processing",)
+        return words[min(checks, len(words) - 1)]
 
     def _check_prefix(self, request: Request) -> None:
         if not request.path.startswith(f"{self.api_prefix}/v1.0/"):
@@ -353,14 +361,18 @@ class MyReportsSimulator(TokenIssuingSimulator):
         """True once generated; the outcome (and the document) is fixed the first time that is observed.
 
         Called with the lock held. The document is built here, before anyone downloads it, so a download
-        only sends bytes that already exist.
+        only sends bytes that already exist. ``fail_reports`` and then ``cancel_reports`` end it without one.
         """
-        if record["document"] is not None or record["status"] == self.failed_status:
+        if record["document"] is not None or self._ended_without_data(record):
             return True
         if time.time() - record["created_at"] < self.generation_seconds:
             return False
         if self.fail_reports:
             record["status"], record["status_message"] = self.failed_status, self.fail_reports
+            return True
+        if self.cancel_reports:
+            record["status"], record["status_message"] = CANCELLED_STATUS, self.cancel_reports
+            record["cancelled"] = True
             return True
         record["status"], record["status_message"] = self.complete_status, COMPLETE_MESSAGE
         request_id = record["request_id"]
@@ -372,6 +384,10 @@ class MyReportsSimulator(TokenIssuingSimulator):
         if self.gzip_data:
             record["compressed"] = gzip.compress(record["document"], compresslevel=1)
         return True
+
+    def _ended_without_data(self, record: dict[str, Any]) -> bool:
+        """Failed (its status is ``failed_status``) or cancelled: no document, and a data call is a 400."""
+        return record["status"] == self.failed_status or record["cancelled"]
 
     def _build_document(
         self,
@@ -563,20 +579,12 @@ def _date_filter(value: Any) -> tuple[dict[str, Any], datetime | None, datetime 
 
 
 def _client_credentials(request: Request, form: dict[str, str]) -> tuple[str, str]:
-    """The client id and secret from the form or from HTTP Basic auth (either is accepted)."""
-    scheme, _, encoded = (request.header("authorization") or "").partition(" ")
-    if scheme.lower() == "basic":
-        try:
-            client_id, _, client_secret = base64.b64decode(encoded).decode().partition(":")
-        except ValueError:
-            return "", ""
-        return client_id, client_secret
+    """The client id and secret from HTTP Basic auth when it is sent (an undecodable one is no client),
+    else from the form. Characters outside the base64 alphabet are skipped, not refused."""
+    header = request.header("authorization")
+    if (header or "").partition(" ")[0].lower() == "basic":
+        return basic_credentials(header, strict=False) or ("", "")
     return form.get("client_id", ""), form.get("client_secret", "")
-
-
-def _oauth_error(code: str) -> Response:
-    """RFC 6749 section 5.2, as IdentityServer answers: 400 with ``error``."""
-    return json_response({"error": code}, 400, {"Cache-Control": "no-store", "Pragma": "no-cache"})
 
 
 def _success(data: Any) -> Response:

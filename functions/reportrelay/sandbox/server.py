@@ -11,6 +11,7 @@ Standard library only: the simulators run in tests, in the demo and next to the 
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import functools
 import hashlib
@@ -82,7 +83,6 @@ class Request:
 
     method: str
     path: str
-    raw_query: str
     query: dict[str, str]
     headers: dict[str, str]
     body: bytes
@@ -117,10 +117,6 @@ class Response:
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
     cut: Cut | None = None
-
-    @property
-    def broken(self) -> bool:
-        return self.cut is not None
 
 
 class HttpError(Exception):
@@ -317,10 +313,6 @@ class Simulator:
             and (regex is None or regex.fullmatch(entry.path))
         ]
 
-    def clear_log(self) -> None:
-        with self.lock:
-            self._log.clear()
-
     # ---- helpers for subclasses
 
     def record_served(self, key: str, content: bytes) -> str:
@@ -355,13 +347,18 @@ class Simulator:
         # Literal paths before patterns with placeholders, so /export/status is not read as /{id}/status.
         return sorted(routes, key=lambda r: r.pattern.count("{"))
 
-    def _take(self, counter: str) -> bool:
-        """Use up one unit of a fault counter; True when this request is the one to fail."""
+    def _take(self, counter: str, owner: object | None = None) -> bool:
+        """Use up one unit of a countdown knob; True when this request is the one to fail.
+
+        The counter is an attribute of ``owner``: ``self.faults`` by default, or the simulator itself for
+        the knobs a subclass keeps (Torus's ``throttle_queue_next``, say).
+        """
+        target = self.faults if owner is None else owner
         with self.lock:
-            remaining = getattr(self.faults, counter)
+            remaining = getattr(target, counter)
             if remaining <= 0:
                 return False
-            setattr(self.faults, counter, remaining - 1)
+            setattr(target, counter, remaining - 1)
             return True
 
     def _record(self, request: Request) -> None:
@@ -476,6 +473,40 @@ class TokenIssuingSimulator(Simulator):
             return {token for token, expires_at in self._issued_tokens.items() if expires_at > now}
 
 
+#: Sent with every token endpoint answer, success or error (RFC 6749 sections 5.1 and 5.2).
+TOKEN_ANSWER_HEADERS = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+def token_answer(body: Any) -> Response:
+    """A token endpoint's success: 200 with the JSON body and the no-store headers."""
+    return json_response(body, headers=TOKEN_ANSWER_HEADERS)
+
+
+def oauth_error(
+    code: str, description: str | None = None, *, status: int = 400, headers: dict[str, str] | None = None
+) -> Response:
+    """A token endpoint's error (RFC 6749 section 5.2): ``{"error"}``, plus ``error_description`` when
+    given, with the no-store headers and then ``headers`` (a 401's ``WWW-Authenticate``, say)."""
+    body = {"error": code} if description is None else {"error": code, "error_description": description}
+    return json_response(body, status, {**TOKEN_ANSWER_HEADERS, **(headers or {})})
+
+
+def basic_credentials(header: str | None, *, strict: bool = True) -> tuple[str, str] | None:
+    """The user and password (a client's id and secret) of an HTTP Basic ``Authorization`` header.
+
+    None when the header is missing or not Basic, or its value is not base64 of UTF-8 text. ``strict``
+    refuses characters outside the base64 alphabet; otherwise they are skipped, as ``b64decode`` does.
+    """
+    scheme, _, encoded = (header or "").partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        user, _, password = base64.b64decode(encoded.strip(), validate=strict).decode().partition(":")
+    except ValueError:  # binascii.Error and UnicodeDecodeError are both ValueErrors
+        return None
+    return user, password
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -506,7 +537,6 @@ class _RequestHandler(BaseHTTPRequestHandler):
         request = Request(
             method=self.command.upper(),
             path=split.path,
-            raw_query=split.query,
             query=dict(parse_qsl(split.query, keep_blank_values=True)),
             headers={key.lower(): value for key, value in self.headers.items()},
             body=self._read_body(),

@@ -244,7 +244,7 @@ class TorusSimulator(Simulator):
     @route("POST", "/api/tenant/mergedreport/queuefordownload")
     def queue_for_download(self, request: Request) -> Response:
         self._authorize(request)
-        if self._take_knob("throttle_queue_next"):
+        if self._take("throttle_queue_next", self):
             raise HttpError(429, "Too many requests; slow down", {"Retry-After": "1"})
         header = request.header("TorusTenantId")
         if header is None:
@@ -271,7 +271,7 @@ class TorusSimulator(Simulator):
             )
             self.queued.append(run_id)
             self._throttle_lists = self.throttle_list_after_queue
-        if self._take_knob("queue_errors_next"):
+        if self._take("queue_errors_next", self):
             raise HttpError(500, "An error has occurred.")
         return json_response(None) if self.queue_answer == "null" else empty_response()
 
@@ -341,14 +341,6 @@ class TorusSimulator(Simulator):
         if tenant_id is None or tenant_id not in self.tenants:
             raise HttpError(403, f"You do not have access to tenant '{raw}'.")
         return tenant_id
-
-    def _take_knob(self, name: str) -> bool:
-        with self.lock:
-            remaining = getattr(self, name)
-            if remaining <= 0:
-                return False
-            setattr(self, name, remaining - 1)
-            return True
 
     def _settled(self, run: dict[str, Any], now: float) -> dict[str, Any]:
         """Move the run along Pending -> Running (progress) -> its outcome, as time has passed."""
