@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -79,10 +80,23 @@ def devexpress_on_local_aws(
 
 def wait_for_executions(aws: LocalAws, executions: list[str], timeout_seconds: float = 240) -> list[str]:
     """Each execution's status, once none is RUNNING any more (or the time is up)."""
+    described = describe_when_ended(aws, executions, timeout_seconds)
+    return [described[arn]["status"] for arn in executions]
+
+
+def describe_when_ended(
+    aws: LocalAws, executions: list[str], timeout_seconds: float = 240
+) -> dict[str, dict[str, Any]]:
+    """Each execution's description, taken once it ended (or, for those still running, when time is up)."""
     sfn = aws.client("stepfunctions")
     deadline = time.monotonic() + timeout_seconds
+    ended: dict[str, dict[str, Any]] = {}
     while True:
-        statuses = [sfn.describe_execution(executionArn=arn)["status"] for arn in executions]
-        if "RUNNING" not in statuses or time.monotonic() >= deadline:
-            return statuses
+        for arn in executions:
+            if arn not in ended:
+                description = sfn.describe_execution(executionArn=arn)
+                if description["status"] != "RUNNING" or time.monotonic() >= deadline:
+                    ended[arn] = description
+        if len(ended) == len(executions):
+            return ended
         time.sleep(0.5)

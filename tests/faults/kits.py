@@ -44,6 +44,7 @@ class Kit:
     cancel_statuses: bool  # the vendor has a cancelled status
     renewable_tokens: bool  # the client can sign in again when a token expires
     restarts_on_lost_result: bool = False  # single-use result: a lost download means a new report
+    submit_is_read_only: bool = False  # its submit calls are GETs: a failed one is retried without risk
     #: A report the provider's validation refuses (an invalid id or date), and words of the refusal.
     bad_report: tuple[dict[str, Any], str] = ({}, "")
 
@@ -170,6 +171,7 @@ KITS: dict[str, Kit] = {
         cancel_statuses=False,
         renewable_tokens=True,
         restarts_on_lost_result=True,
+        submit_is_read_only=True,
         bad_report=(
             {"element_id": "abc", "dimension_id": 0},
             "request.report.element_id: Input should be a valid integer",

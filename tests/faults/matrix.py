@@ -21,9 +21,10 @@ import pytest
 
 from reportrelay.auth import forget_cached_tokens
 from reportrelay.local.aws import LocalAws
+from reportrelay.local.runner import completion_event
 from reportrelay.observability import logger
 from reportrelay.sandbox.server import Simulator
-from tests.conftest import write_connections
+from tests.conftest import describe_when_ended, write_connections
 from tests.faults.kits import KITS, Kit
 
 DEADLINE_SECONDS = 60  # the shortest deadline a request or connection may ask for
@@ -60,8 +61,10 @@ class Fault:
     report: Callable[[Kit], dict[str, Any]] | None = None  # replaces the kit's usual report
     connection: Callable[[Kit], dict[str, Any]] = lambda kit: {}
 
-    def deadline(self) -> float:
-        return float(self.request.get("deadline_seconds", 24 * 3600))
+    def deadline(self) -> float | None:
+        """The request's own deadline, if the fault sets one."""
+        seconds = self.request.get("deadline_seconds")
+        return None if seconds is None else float(seconds)
 
 
 def _set(**knobs: Any) -> Callable[[Any, Kit], None]:
@@ -90,13 +93,6 @@ def _sim(**attributes: Any) -> Callable[[Any, Kit], None]:
     return arrange
 
 
-def _cancel(sim: Any, kit: Kit) -> None:
-    if kit.provider == "myreports":
-        sim.failed_status, sim.fail_reports = "Cancelled", CANCEL_WORDS  # its status word for the end state
-    else:
-        sim.cancel_reports = CANCEL_WORDS
-
-
 def _slow_download(sim: Any, kit: Kit) -> None:
     # Three stalls outlast one fetch's own retries, so the state machine retries the fetch. A single-use
     # result is lost with each stalled answer (the provider serves it to a client that gave up), and each
@@ -106,14 +102,14 @@ def _slow_download(sim: Any, kit: Kit) -> None:
 
 
 def _server_error_on_submit_expect(kit: Kit) -> Expect:
-    if kit.provider == "metric_insights":  # its submit calls are GETs: retried without risk
+    if kit.submit_is_read_only:
         return READY
     # The provider may have queued the report before failing: the job fails rather than queue it twice.
     return Expect("ProviderServerError", ("answered HTTP 500",))
 
 
 def _slow_submit_expect(kit: Kit) -> Expect:
-    if kit.provider == "metric_insights":  # its submit calls are GETs: retried without risk
+    if kit.submit_is_read_only:
         return READY
     # A POST that timed out may have queued the report: asking again could queue a second one.
     return Expect("ProviderTimeout", ("got no answer in time",))
@@ -215,7 +211,7 @@ FAULTS: tuple[Fault, ...] = (
     Fault(
         "report_cancelled",
         "the provider reports the report cancelled",
-        _cancel,
+        _sim(cancel_reports=CANCEL_WORDS),
         lambda kit: Expect("ReportCancelled", (CANCEL_WORDS,)),
         applies=lambda kit: kit.cancel_statuses,
     ),
@@ -258,8 +254,10 @@ class Case:
         return self.fault.expect(self.kit)
 
     @property
-    def deadline(self) -> float:
-        return float(self.fault.connection(self.kit).get("deadline_seconds", self.fault.deadline()))
+    def deadline(self) -> float | None:
+        """The deadline the case sets (request, else connection); None for the default of 24 hours."""
+        seconds = self.fault.connection(self.kit).get("deadline_seconds")
+        return self.fault.deadline() if seconds is None else float(seconds)
 
 
 CASES: tuple[Case, ...] = (
@@ -370,26 +368,16 @@ def run_matrix(cases: tuple[Case, ...], tmp_path: Path, timeout_seconds: float =
         aws = stack.enter_context(
             LocalAws({"REPORTRELAY_CONNECTIONS_FILE": str(path), "POWERTOOLS_LOG_LEVEL": "DEBUG"})
         )
-        sfn = aws.client("stepfunctions")
         started = time.monotonic()
         arns = {case.id: aws.start(_request(case), f"{case.id}-{uuid.uuid4().hex[:8]}") for case in cases}
-        executions: dict[str, dict[str, Any]] = {}
-        while len(executions) < len(arns) and time.monotonic() - started < timeout_seconds:
-            for case_id, arn in arns.items():
-                if case_id not in executions:
-                    description = sfn.describe_execution(executionArn=arn)
-                    if description["status"] != "RUNNING":
-                        executions[case_id] = description
-            time.sleep(0.5)
+        executions = describe_when_ended(aws, list(arns.values()), timeout_seconds)
         seconds = time.monotonic() - started
-        time.sleep(0.5)  # the last events reach the tap queue
-        events = aws.events()
         s3 = aws.client("s3")
         results = {}
         for case in cases:
             arn = arns[case.id]
-            execution = executions.get(case.id) or sfn.describe_execution(executionArn=arn)
-            event = next((each for each in events if arn in each.get("resources", [])), None)
+            execution = executions[arn]
+            event = completion_event(aws, arn) if execution["status"] != "RUNNING" else None
             listed = s3.list_objects_v2(Bucket=aws.bucket, Prefix=f"{case.id}/").get("Contents", [])
             results[case.id] = CaseResult(
                 case=case,
@@ -404,7 +392,7 @@ def run_matrix(cases: tuple[Case, ...], tmp_path: Path, timeout_seconds: float =
                     else float("inf")
                 ),
             )
-        yield MatrixRun(aws, results, events, capture.records, environment, seconds)
+        yield MatrixRun(aws, results, aws.events(), capture.records, environment, seconds)
 
 
 def stored_bytes(aws: LocalAws, stored: dict[str, Any]) -> bytes:

@@ -77,8 +77,9 @@ def test_fault_ends_in_the_right_file_or_a_failure_that_says_why(matrix: MatrixR
         assert queued <= submits <= 1 + MAX_RESTARTS
     else:
         assert submits == 1 and queued <= 1
-    # and the job ended within its deadline
-    assert result.seconds <= case.deadline + DEADLINE_SLACK_SECONDS
+    # and a job given a deadline ended within it (the others' 24 h cannot be reached in this run)
+    if case.deadline is not None:
+        assert result.seconds <= case.deadline + DEADLINE_SLACK_SECONDS
 
 
 def test_no_multipart_upload_is_left_open(matrix: MatrixRun) -> None:

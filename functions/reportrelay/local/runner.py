@@ -60,7 +60,7 @@ def run_job(
         if description["status"] != "RUNNING":
             break
         time.sleep(poll_interval)
-    event = _completion_event(aws, execution_arn)
+    event = completion_event(aws, execution_arn)
     local_file = None
     detail = event["detail"] if event else None
     if event and event["detail-type"] == "Report Ready" and out_dir is not None:
@@ -114,7 +114,8 @@ def _progress(sfn: Any, execution_arn: str, elapsed: float) -> Progress | None:
     )
 
 
-def _completion_event(aws: LocalAws, execution_arn: str) -> dict[str, Any] | None:
+def completion_event(aws: LocalAws, execution_arn: str) -> dict[str, Any] | None:
+    """The event the execution announced, allowing a moment for it to reach the tap queue."""
     for _ in range(50):
         for event in aws.events():
             if execution_arn in event.get("resources", []):
