@@ -504,6 +504,19 @@ def test_a_cancelled_status_is_cancelled(sim):
     assert status.state is ReportState.CANCELLED and "'Cancelled'" in status.message
 
 
+def test_a_simulator_without_progress_words_says_processing(sim):
+    # given a simulator configured with no progress words, and a request still generating
+    sim.progress_statuses = ()
+    sim.generation_seconds = 60
+    provider = adapter(sim)
+    handle = provider.submit(job()).handle
+    # when it is checked
+    status = provider.check(job(), handle)
+    # then the simulator answers its "Processing" fallback (it once failed with a 500), which is running
+    assert status.state is ReportState.RUNNING
+    assert sim.requests[handle["request_id"]]["status"] == "Processing"
+
+
 # --------------------------------------------------------------------------------------------------
 # Quirk: one JSON document of up to a million rows, streamed as JSON or CSV
 
