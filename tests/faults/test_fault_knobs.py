@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from reportrelay.sandbox.devexpress import DevExpressSimulator
-from reportrelay.sandbox.server import Simulator
+from reportrelay.sandbox.server import Simulator, _RequestHandler
 
 PASSWORD = "knobs-password"
 
@@ -109,3 +109,20 @@ def test_sign_in_is_spared_request_faults_unless_included(sim: DevExpressSimulat
     # then the sign-in took the 429, and the next one works
     assert (refused.status_code, refused.headers["Retry-After"]) == (429, "7")
     assert export(signed_in(sim), sim).status_code == 200
+
+
+def test_a_slow_reader_gets_the_whole_file(sim: DevExpressSimulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    # given an 8 MiB report, and a server that gives up on a client stalled for half a second
+    monkeypatch.setattr(_RequestHandler, "timeout", 0.5)
+    sim.report_size = 8 * 2**20
+    session = signed_in(sim)
+    export_id = export(session, sim).json()["exportId"]
+    # when it is read slowly, taking longer in all than that timeout but never stalling that long
+    url = f"{sim.base_url}/api/documents/export/result/{export_id}"
+    received = 0
+    with session.get(url, stream=True, timeout=5) as answer:
+        for chunk in answer.iter_content(256 * 1024):
+            received += len(chunk)
+            time.sleep(0.05)
+    # then every byte arrived
+    assert received == 8 * 2**20

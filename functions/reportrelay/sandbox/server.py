@@ -519,6 +519,9 @@ class _Server(ThreadingHTTPServer):
         super().handle_error(request, client_address)
 
 
+WRITE_PIECE = 1024 * 1024
+
+
 class _RequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, like the real services; every answer has a Content-Length
     server: _Server
@@ -562,9 +565,9 @@ class _RequestHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(response.body)))
         self.end_headers()
         if response.cut is None:
-            self.wfile.write(response.body)
+            self._write(response.body)
             return
-        self.wfile.write(response.body[: len(response.body) // 2])
+        self._write(response.body[: len(response.body) // 2])
         self.wfile.flush()
         self.close_connection = True
         if response.cut == "break":
@@ -573,6 +576,13 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self._end_early()
         else:
             self._reset_connection()
+
+    def _write(self, body: bytes) -> None:
+        """Send the body a piece at a time: the handler's timeout then bounds a stalled client, not how
+        long a slow one takes to read a large file (one sendall must finish within the timeout)."""
+        view = memoryview(body)
+        for start in range(0, len(view), WRITE_PIECE):
+            self.wfile.write(view[start : start + WRITE_PIECE])
 
     def _cut_connection(self) -> None:
         """End the connection mid-body, as a failing proxy or server would.
