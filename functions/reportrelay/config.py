@@ -29,6 +29,8 @@ from reportrelay.errors import BadRequest, ConfigurationError
 
 DEFAULT_DEADLINE_SECONDS = 24 * 3600
 MAX_DEADLINE_SECONDS = 7 * 24 * 3600
+TEAM_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+Team = Annotated[str, Field(pattern=TEAM_PATTERN, description="a team name: a-z, 0-9, '-', '_'")]
 
 
 class _Strict(BaseModel):
@@ -173,6 +175,15 @@ class Connection(BaseModel):
         le=1000,
         description="jobs beyond this many wait their turn (see reportrelay.slots)",
     )
+    teams: tuple[Team, ...] = Field(
+        default=(), description="the teams that may start jobs on this connection (the admin team always may)"
+    )
+    share_links: bool = Field(
+        default=False, description="people of its teams may mint share links to this connection's reports"
+    )
+    redirect_hosts: tuple[str, ...] = Field(
+        default=(), description="other hosts a redirect may lead to (followed without any credential)"
+    )
 
     @property
     def provider_settings(self) -> dict[str, Any]:
@@ -181,6 +192,7 @@ class Connection(BaseModel):
 
 class OutputOptions(_Strict):
     key_prefix: str = Field(default="", max_length=512)
+    share_links: bool = Field(default=False, description="allow share links to this job's report")
 
     @field_validator("key_prefix")
     @classmethod
@@ -200,6 +212,10 @@ class JobRequest(_Strict):
     output: OutputOptions = OutputOptions()
     client_token: str | None = Field(default=None, min_length=1, max_length=64)
     deadline_seconds: int | None = Field(default=None, ge=60, le=MAX_DEADLINE_SECONDS)
+    team: Team | None = Field(
+        default=None,
+        description="the team the job runs for: its object key starts with it and only that team sees it",
+    )
 
     @model_validator(mode="after")
     def _format_is_lowercase(self) -> JobRequest:

@@ -37,10 +37,12 @@ TTL_ATTRIBUTE = "expires_at"
 KIND_ATTRIBUTE = "kind"
 CREATED_ATTRIBUTE = "created_key"
 CONNECTION_ATTRIBUTE = "connection"
+TEAM_ATTRIBUTE = "team"
 RECENT_INDEX = "recent"
 CONNECTION_INDEX = "by-connection"
+TEAM_INDEX = "by-team"
 KIND_JOB = "job"
-INDEXES = {RECENT_INDEX: KIND_ATTRIBUTE, CONNECTION_INDEX: CONNECTION_ATTRIBUTE}
+INDEXES = {RECENT_INDEX: KIND_ATTRIBUTE, CONNECTION_INDEX: CONNECTION_ATTRIBUTE, TEAM_INDEX: TEAM_ATTRIBUTE}
 """Each global secondary index and its partition key (all sort on ``created_key``)."""
 TOKEN_PREFIX = "client-token#"
 DEFAULT_RETENTION_SECONDS = 90 * 24 * 3600
@@ -545,7 +547,7 @@ def create_table_request(table_name: str) -> dict[str, Any]:
         "TableName": table_name,
         "AttributeDefinitions": [
             {"AttributeName": name, "AttributeType": "S"}
-            for name in (KEY_ATTRIBUTE, KIND_ATTRIBUTE, CONNECTION_ATTRIBUTE, CREATED_ATTRIBUTE)
+            for name in (KEY_ATTRIBUTE, KIND_ATTRIBUTE, CONNECTION_ATTRIBUTE, TEAM_ATTRIBUTE, CREATED_ATTRIBUTE)
         ],
         "KeySchema": [{"AttributeName": KEY_ATTRIBUTE, "KeyType": "HASH"}],
         "GlobalSecondaryIndexes": [

@@ -201,11 +201,16 @@ def fetch(state: State, runtime: Runtime) -> State:
 
 
 def object_key(request: JobRequest, job_id: str, filename: str) -> str:
-    """``<key_prefix><job id>/<provider's file name>``: unique per job, readable by people."""
+    """``<team>/<key_prefix><job id>/<provider's file name>``: in the team's space, unique per job.
+
+    The team is set by whoever started the job (the API from the caller, a schedule from its own
+    ``team``), never by the key prefix, so no prefix can leave the team's space.
+    """
     prefix = request.output.key_prefix
     if prefix and not prefix.endswith("/"):
         prefix += "/"
-    return f"{prefix}{job_id}/{filename}"
+    team = f"{request.team}/" if request.team else ""
+    return f"{team}{prefix}{job_id}/{filename}"
 
 
 def resume(state: State, runtime: Runtime) -> tuple[JobRequest, dict[str, Any], Provider, Handle]:
@@ -256,6 +261,31 @@ def _with_status(
             seconds_left=max(0.0, parse_timestamp(job["deadline_at"]) - now),
         )
     return {**state, "job": job}
+
+
+CANCEL_OUTCOMES = ("cancelled", "unsupported", "failed", "not_queued")
+
+
+def cancel_at_provider(event: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
+    """Cancel a stopped job's report at its provider: ``{"at_provider": one of CANCEL_OUTCOMES}``.
+
+    The job API stops the execution and then asks this workflow function, which alone holds the vendor
+    credentials, to cancel what the provider still has queued. It reads the handle from the job store.
+    """
+    job_id = str(event.get("job_id") or "")
+    store = runtime.jobs
+    job = store.get(job_id) if store is not None and job_id else None
+    if job is None or not job.handle or not job.request:
+        return {"at_provider": "not_queued"}
+    try:
+        state = {"request": job.request, "job": {"job_id": job.job_id, "handle": job.handle}}
+        request, _, provider, handle = resume(state, runtime)
+        cancelled = provider.cancel(request, handle)
+    except Exception as error:
+        code = error.code if isinstance(error, ReportRelayError) else type(error).__name__
+        logger.warning("cancel at provider failed", extra={"job_id": job_id, "error": code})
+        return {"at_provider": "failed"}
+    return {"at_provider": "cancelled" if cancelled else "unsupported"}
 
 
 def _abandon(request: JobRequest, job: dict[str, Any], handle: Handle, provider: Provider) -> None:
