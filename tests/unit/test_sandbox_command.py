@@ -35,7 +35,7 @@ def free_port_block(size: int) -> int:
 
 @pytest.fixture
 def sandbox() -> Iterator[dict[str, str]]:
-    offset = free_port_block(5) - 8701
+    offset = free_port_block(6) - 8701
     process = subprocess.Popen(
         [sys.executable, "-m", "reportrelay.cli", "sandbox", "--port-offset", str(offset),
          "--throttle", "1", "--retry-after", "0", "--only-paths", "/status/"],
@@ -52,7 +52,7 @@ def sandbox() -> Iterator[dict[str, str]]:
             if line.split() and line.split()[-1].startswith("http://"):
                 name, url = line.split()
                 served[name] = url
-            if len(served) == 5:
+            if len(served) == 6:
                 break
         yield served
     finally:
@@ -60,10 +60,10 @@ def sandbox() -> Iterator[dict[str, str]]:
         process.wait(timeout=10)
 
 
-def test_the_sandbox_serves_all_five_with_the_faults_asked_for(sandbox: dict[str, str]) -> None:
+def test_the_sandbox_serves_all_six_with_the_faults_asked_for(sandbox: dict[str, str]) -> None:
     # given `reportrelay sandbox --throttle 1 --retry-after 0 --only-paths /status/`
-    # then it announced the five simulators
-    assert set(sandbox) == {"devexpress", "torus", "metric_insights", "myreports", "clinical_one"}
+    # then it announced the five simulators and the OpenID Connect issuer
+    assert set(sandbox) == {"devexpress", "torus", "metric_insights", "myreports", "clinical_one", "oidc"}
     # when the DevExpress simulator is sent a queue call, then asked for a status twice
     queue_call = requests.post(f"{sandbox['devexpress']}/api/documents/export/report/10", timeout=5)
     status_url = f"{sandbox['devexpress']}/api/documents/export/status/no-such-export"
@@ -74,3 +74,12 @@ def test_the_sandbox_serves_all_five_with_the_faults_asked_for(sandbox: dict[str
     # and the first status call was throttled without a Retry-After, and the next one answered for itself
     assert first.status_code == 429 and "Retry-After" not in first.headers
     assert second.status_code != 429
+    # and the issuer, spared the faults, describes itself and signs alice in with the sandbox secret
+    discovery = requests.get(f"{sandbox['oidc']}/.well-known/openid-configuration", timeout=5)
+    assert discovery.status_code == 200 and discovery.json()["issuer"] == sandbox["oidc"]
+    password = os.environ.get("SANDBOX_SECRET", "sandbox-secret")
+    form = {"grant_type": "password", "username": "alice", "password": password}
+    tokens = requests.post(
+        discovery.json()["token_endpoint"], data=form | {"client_id": "reportrelay-local"}, timeout=5
+    )
+    assert tokens.status_code == 200 and tokens.json()["token_type"] == "Bearer"

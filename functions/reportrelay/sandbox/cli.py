@@ -123,13 +123,19 @@ def command_sandbox(args: argparse.Namespace) -> int:
             "fail_reports": args.fail,
         }
         simulators.append(provider.build(provider.port + args.port_offset, faults, knobs))
+    # The identity provider goes on the next port, fault-free: the knobs are aimed at the report APIs.
+    from reportrelay.sandbox.oidc import sandbox_issuer  # here: only this command needs PyJWT
+
+    secret = os.environ.get(SANDBOX_SECRET_ENV, SANDBOX_SECRET)
+    simulators.append(sandbox_issuer(port=SANDBOX_PROVIDERS[-1].port + 1 + args.port_offset, secret=secret))
 
     def announce(name: str, base_url: str) -> None:
         print(f"{name:<16} {base_url}", flush=True)
 
     print(
         "reportrelay sandbox: simulators on loopback (Ctrl-C to stop); every credential is "
-        f"'{os.environ.get(SANDBOX_SECRET_ENV, SANDBOX_SECRET)}' (set {SANDBOX_SECRET_ENV} to change it)",
+        f"'{secret}' (set {SANDBOX_SECRET_ENV} to change it); the OIDC issuer signs in 'alice' "
+        "(group finance) through the public client 'reportrelay-local'",
         flush=True,
     )
     run_simulators(simulators, announce=announce)
