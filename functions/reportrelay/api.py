@@ -18,8 +18,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from reportrelay import links
+from reportrelay.access import NotAllowed, Principal
 from reportrelay.awsclients import aws_client
-from reportrelay.config import JobRequest
+from reportrelay.config import Connection, JobRequest
 from reportrelay.errors import BadRequest, ConfigurationError, ReportRelayError
 from reportrelay.jobs import (
     MAX_REQUEST_JSON,
@@ -36,7 +38,7 @@ from reportrelay.observability import logger
 from reportrelay.providers import provider_class
 from reportrelay.runtime import Runtime
 from reportrelay.timestamps import iso_timestamp, parse_timestamp
-from reportrelay.workflow import describe_outcome, resume
+from reportrelay.workflow import describe_outcome
 
 CANCELLED_CODE = "Cancelled"
 EVENT_SOURCE = "reportrelay"
@@ -153,12 +155,28 @@ class DownloadLink(_Model):
     sha256: str
 
 
+class LinkView(_Model):
+    link_id: str = Field(description="DELETE /reports/{job_id}/links/{link_id} revokes it")
+    url: str = Field(description="opens the report without signing in, until it expires or is revoked")
+    expires_at: str = Field(description="when the link stops working (ISO 8601, UTC)")
+
+
+class LinkRevoked(_Model):
+    link_id: str
+    revoked: bool
+
+
 @dataclass(frozen=True)
 class Caller:
-    """Who is asking (the IAM principal API Gateway authenticated) and where the API lives, for links."""
+    """Who is asking (a principal with its teams) and where the API lives, for links."""
 
-    identity: str
+    principal: Principal
     base_url: str
+    people_url: str | None = None
+
+    @property
+    def identity(self) -> str:
+        return self.principal.id
 
 
 # ---- the operations
@@ -174,11 +192,10 @@ def start_job(
     request again gets the same job back, however often and however concurrently it asks.
     """
     token_value = _client_token(request, idempotency_key)
-    try:
-        connection = runtime.connections.get(request.connection)
-    except BadRequest as unknown:
-        raise BadRequest(f"request.connection: {unknown}") from None
+    connection = _usable_connection(request.connection, caller.principal, runtime)
+    team = caller.principal.team_for(connection, request.team)
     provider_class(connection.provider).validate(request)
+    request = request.model_copy(update={"team": team})
     document = request.model_dump(mode="json", exclude={"client_token"}, exclude_defaults=True)
     size = len(json.dumps(document, sort_keys=True, separators=(",", ":")))
     if size > MAX_REQUEST_JSON:
@@ -199,6 +216,8 @@ def start_job(
         provider=connection.provider,
         request=document,
         execution_arn=execution_arn_for(state_machine, job_id),
+        owner=caller.principal.id,
+        team=team,
     )
     token = None
     if token_value is not None:
@@ -210,20 +229,24 @@ def start_job(
     if job.state is JobState.QUEUED and not job.started:
         _start_execution(job, state_machine, runtime, store, keep_for_retry=token is not None)
     if created:
-        logger.info("job accepted", extra={"job_id": job.job_id, "connection": job.connection})
+        logger.info(
+            "job accepted",
+            extra={"job_id": job.job_id, "connection": job.connection, "team": team, "owner": caller.identity},
+        )
     return job, created
 
 
-def describe_job(job_id: str, runtime: Runtime) -> Job:
+def describe_job(job_id: str, caller: Caller, runtime: Runtime) -> Job:
     """The job as last recorded, checked against its execution when the record has gone quiet."""
     store = _store(runtime)
-    job = _get(store, job_id)
+    job = _visible(store, job_id, caller)
     if not job.state.finished and _started(job) and _quiet_for(job, runtime) > RECONCILE_AFTER_SECONDS:
         return _reconcile(job, runtime, store)
     return job
 
 
 def list_jobs(
+    caller: Caller,
     runtime: Runtime,
     *,
     connection: str | None = None,
@@ -231,8 +254,13 @@ def list_jobs(
     limit: int = 20,
     cursor: str | None = None,
 ) -> tuple[list[Job], str | None]:
+    """The caller's teams' jobs (every job for the admin team), newest first."""
+    principal = caller.principal
+    teams = None if principal.admin else sorted(principal.teams)
+    if teams == []:
+        return [], None
     page = _store(runtime).list(
-        connection=connection, state=JobState(state) if state else None, limit=limit, cursor=cursor
+        teams=teams, connection=connection, state=JobState(state) if state else None, limit=limit, cursor=cursor
     )
     return page.jobs, page.cursor
 
@@ -240,7 +268,7 @@ def list_jobs(
 def cancel_job(job_id: str, caller: Caller, runtime: Runtime) -> Job:
     """Stop the execution, cancel at the provider where it can, record and announce the cancellation."""
     store = _store(runtime)
-    job = _get(store, job_id)
+    job = _visible(store, job_id, caller)
     if job.state.finished:
         raise JobConflict(
             f"job {job_id} is already {job.state.value}; only a queued or running job can be cancelled"
@@ -262,9 +290,72 @@ def cancel_job(job_id: str, caller: Caller, runtime: Runtime) -> Job:
     return _get(store, job_id)
 
 
-def download_link(job_id: str, runtime: Runtime) -> tuple[str, int, dict[str, Any]]:
+def download_link(job_id: str, caller: Caller, runtime: Runtime) -> tuple[str, int, dict[str, Any]]:
     """``(presigned URL, seconds it lives, stored object)`` for a ready job, signed now, not hours ago."""
-    job = _get(_store(runtime), job_id)
+    return _presigned(_visible(_store(runtime), job_id, caller), runtime)
+
+
+def mint_link(job_id: str, caller: Caller, runtime: Runtime, *, seconds: int | None = None) -> LinkView:
+    """A share link to the job's report, where its connection or its request allows share links."""
+    store = _store(runtime)
+    job = _visible(store, job_id, caller)
+    seconds = links.DEFAULT_LINK_SECONDS if seconds is None else seconds
+    if not 60 <= seconds <= links.MAX_LINK_SECONDS:
+        raise BadRequest(f"request.expires_in: {seconds} s; a link lives 60 s to 7 days (604800 s)")
+    if not _share_links_allowed(job, runtime):
+        raise NotAllowed(
+            f"share links are not enabled for job {job_id}: its connection '{job.connection}' or its request "
+            "must ask for them (share_links: true)"
+        )
+    now = runtime.clock()
+    claims = links.LinkClaims(links.new_link_id(), job.job_id, int(now) + seconds)
+    token = links.sign(claims, _link_key(runtime))
+    store.put_link(
+        links.link_record(claims, team=job.team, minted_by=caller.identity, created_at=iso_timestamp(now))
+    )
+    logger.info(
+        "share link minted",
+        extra={"job_id": job_id, "link_id": claims.link_id, "minted_by": caller.identity, "seconds": seconds},
+    )
+    base = caller.people_url or caller.base_url
+    return LinkView(
+        link_id=claims.link_id, url=f"{base}/links/{token}", expires_at=iso_timestamp(claims.expires_at)
+    )
+
+
+def revoke_link(job_id: str, link_id: str, caller: Caller, runtime: Runtime) -> LinkRevoked:
+    """Revoke one share link of a job the caller sees; it stops working at once."""
+    store = _store(runtime)
+    job = _visible(store, job_id, caller)
+    record = store.link(link_id) if re.fullmatch(r"[0-9a-f]{32}", link_id) else None
+    if record is None or record.get("job_id") != job.job_id:
+        raise JobNotFound(f"job {job_id} has no share link '{link_id[:64]}'")
+    store.revoke_link(link_id, iso_timestamp(runtime.clock()))
+    logger.info("share link revoked", extra={"job_id": job_id, "link_id": link_id, "revoked_by": caller.identity})
+    return LinkRevoked(link_id=link_id, revoked=True)
+
+
+def open_link(token: str, runtime: Runtime) -> tuple[str, int, dict[str, Any]]:
+    """Follow a share link: its signature, expiry and revocation checked, then a fresh presigned URL."""
+    claims = links.verify(token, _link_key(runtime), runtime.clock())
+    store = _store(runtime)
+    record = store.link(claims.link_id)
+    if record is None or record.get("job_id") != claims.job_id:
+        raise links.LinkGone("this link was revoked; ask whoever shared it for a new one")
+    if record.get("revoked_at"):
+        raise links.LinkGone("this link was revoked; ask whoever shared it for a new one")
+    job = store.get(claims.job_id)
+    if job is None:
+        raise links.LinkGone("the report this link pointed to is no longer kept")
+    logger.info(
+        "share link used",
+        extra={"job_id": job.job_id, "link_id": claims.link_id, "minted_by": record.get("minted_by")},
+    )
+    return _presigned(job, runtime)
+
+
+def _presigned(job: Job, runtime: Runtime) -> tuple[str, int, dict[str, Any]]:
+    job_id = job.job_id
     if job.state is not JobState.READY or not job.object:
         raise JobConflict(
             f"job {job_id} is {job.state.value}; its report can be downloaded once the job is ready"
@@ -348,6 +439,46 @@ def _state_machine_arn(runtime: Runtime) -> str:
             "REPORTRELAY_STATE_MACHINE_ARN is not set: the job API has no workflow to start"
         )
     return runtime.settings.state_machine_arn
+
+
+def _usable_connection(name: str, principal: Principal, runtime: Runtime) -> Connection:
+    """The connection, if the caller may use it: 403 naming it if not; unknown names list only usable ones."""
+    if name in runtime.connections:
+        connection = runtime.connections.get(name)
+        if not principal.may_use(connection):
+            raise NotAllowed(
+                f"connection '{name}' is not shared with any of your teams "
+                f"({', '.join(sorted(principal.teams)) or 'none'}); ask its owners to add your team"
+            )
+        return connection
+    usable = [
+        known for known in runtime.connections.names() if principal.may_use(runtime.connections.get(known))
+    ]
+    raise BadRequest(f"request.connection: unknown connection '{name}' (yours: {', '.join(usable) or 'none'})")
+
+
+def _visible(store: DynamoDbJobs, job_id: str, caller: Caller) -> Job:
+    """The job, if the caller's teams may see it; another team's job is exactly as unknown as a missing one."""
+    job = _get(store, job_id)
+    if not caller.principal.may_see(job.team):
+        raise JobNotFound(f"no job has the id '{job_id[:80]}'")
+    return job
+
+
+def _share_links_allowed(job: Job, runtime: Runtime) -> bool:
+    output = (job.request or {}).get("output") or {}
+    if isinstance(output, dict) and output.get("share_links") is True:
+        return True
+    return bool(job.connection in runtime.connections and runtime.connections.get(job.connection).share_links)
+
+
+def _link_key(runtime: Runtime) -> bytes:
+    return links.link_key(read_secret=_read_secret)
+
+
+def _read_secret(secret_id: str) -> str:
+    value: str = aws_client("secretsmanager").get_secret_value(SecretId=secret_id)["SecretString"]
+    return value
 
 
 def _get(store: DynamoDbJobs, job_id: str) -> Job:
@@ -437,18 +568,27 @@ _AT_PROVIDER = {
 
 
 def _cancel_at_provider(job: Job, runtime: Runtime) -> str:
-    """What became of the report at the provider: a key of ``_AT_PROVIDER``. Never raises."""
+    """What became of the report at the provider: a key of ``_AT_PROVIDER``. Never raises.
+
+    The vendor call is made by the workflow's cancel function (it holds the vendor credentials; this
+    function does not), invoked and waited for.
+    """
     if not job.handle or not job.request:
         return "not_queued"
-    try:
-        state = {"request": job.request, "job": {"job_id": job.job_id, "handle": job.handle}}
-        request, _, provider, handle = resume(state, runtime)
-        cancelled = provider.cancel(request, handle)
-    except Exception as error:
-        code = error.code if isinstance(error, ReportRelayError) else type(error).__name__
-        logger.warning("cancel at provider failed", extra={"job_id": job.job_id, "error": code})
+    function = runtime.settings.cancel_function
+    if not function:
+        logger.error("no cancel function configured (REPORTRELAY_CANCEL_FUNCTION)", extra={"job_id": job.job_id})
         return "failed"
-    return "cancelled" if cancelled else "unsupported"
+    try:
+        answer = runtime.client("lambda").invoke(
+            FunctionName=function, Payload=json.dumps({"job_id": job.job_id}).encode()
+        )
+        result = json.loads(answer["Payload"].read() or b"{}")
+    except Exception as error:
+        logger.warning("cancel function not invoked", extra={"job_id": job.job_id, "error": _aws_code(error)})
+        return "failed"
+    outcome = result.get("at_provider") if isinstance(result, dict) and not answer.get("FunctionError") else None
+    return outcome if outcome in _AT_PROVIDER else "failed"
 
 
 def _announce_cancelled(job: Job, error: Mapping[str, str], runtime: Runtime) -> None:
@@ -464,7 +604,7 @@ def _announce_cancelled(job: Job, error: Mapping[str, str], runtime: Runtime) ->
         },
         "error": {"Error": error["code"], "Cause": error["message"]},
     }
-    outcome = describe_outcome(state, runtime.settings.api_url)
+    outcome = describe_outcome(state, runtime.settings.people_url or runtime.settings.api_url)
     entry: dict[str, Any] = {
         "Source": EVENT_SOURCE,
         "DetailType": outcome["detail_type"],

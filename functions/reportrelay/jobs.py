@@ -10,9 +10,9 @@ transaction as the job it names and only if absent; so two concurrent requests w
 one job, and the loser reads the winner's job id.
 
 Table layout (for infrastructure code): partition key ``id`` (string); TTL attribute ``expires_at``;
-global secondary indexes ``recent`` (``kind``, ``created_key``) and ``by-connection`` (``connection``,
-``created_key``), both projecting all attributes. Token items carry neither ``kind`` nor ``connection``,
-so they never appear in a listing.
+global secondary indexes ``recent`` (``kind``, ``created_key``), ``by-connection`` (``connection``,
+``created_key``) and ``by-team`` (``team``, ``created_key``), all projecting all attributes. Token and
+share-link items carry none of ``kind``, ``connection`` and ``team``, so they never appear in a listing.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import binascii
 import hashlib
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -45,6 +45,7 @@ KIND_JOB = "job"
 INDEXES = {RECENT_INDEX: KIND_ATTRIBUTE, CONNECTION_INDEX: CONNECTION_ATTRIBUTE, TEAM_INDEX: TEAM_ATTRIBUTE}
 """Each global secondary index and its partition key (all sort on ``created_key``)."""
 TOKEN_PREFIX = "client-token#"
+LINK_PREFIX = "link#"
 DEFAULT_RETENTION_SECONDS = 90 * 24 * 3600
 """As long as reports are kept in the bucket by default: a job outlives its file by no more than that."""
 MAX_REQUEST_JSON = 32 * 1024
@@ -105,6 +106,8 @@ class Job:
     object: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
     handle: dict[str, Any] | None = None
+    owner: str | None = None
+    team: str | None = None
 
 
 @dataclass(frozen=True)
@@ -209,28 +212,73 @@ class DynamoDbJobs:
     def list(
         self,
         *,
+        teams: Sequence[str] | None = None,
         connection: str | None = None,
         state: JobState | None = None,
         limit: int = 20,
         cursor: str | None = None,
     ) -> Page:
-        """Newest first, optionally one connection's and/or one state's, ``limit`` at a time."""
+        """Newest first, ``limit`` at a time: of ``teams`` only (None: every team's), by connection/state.
+
+        Every team is a partition of the ``by-team`` index; several teams' pages are merged by creation
+        time, and the cursor remembers where each team's listing stands (only the caller's teams).
+        """
+        filters = {"connection": connection, "state": state.value if state else None}
+        if teams is not None:
+            return self._list_teams(sorted(set(teams)), filters, limit, cursor)
         index = CONNECTION_INDEX if connection else RECENT_INDEX
+        partition = connection or KIND_JOB
+        start = _decode_cursor(cursor, index, partition) if cursor else None
+        found, resume = self._query(index, partition, {**filters, "connection": None}, limit, start)
+        return Page([job for job, _ in found], _encode_cursor(index, resume) if resume else None)
+
+    def _list_teams(
+        self, teams: list[str], filters: Mapping[str, str | None], limit: int, cursor: str | None
+    ) -> Page:
+        starts = _decode_team_cursor(cursor, teams, filters) if cursor else dict.fromkeys(teams)
+        candidates: list[tuple[str, Job, dict[str, Any]]] = []
+        resumes: dict[str, dict[str, Any] | None] = {}
+        for team, start in starts.items():
+            found, resumes[team] = self._query(TEAM_INDEX, team, filters, limit, start)
+            candidates += [(team, job, item) for job, item in found]
+        candidates.sort(key=lambda entry: entry[2][CREATED_ATTRIBUTE]["S"], reverse=True)
+        taken = candidates[:limit]
+        positions: dict[str, dict[str, Any] | None] = {}
+        for team, start in starts.items():
+            mine = [item for owner, _, item in taken if owner == team]
+            if any(owner == team for owner, _, _ in candidates[limit:]):
+                positions[team] = _index_key(mine[-1], TEAM_INDEX) if mine else start
+            elif resumes[team]:
+                positions[team] = resumes[team]
+        return Page([job for _, job, _ in taken], _encode_team_cursor(positions, filters) if positions else None)
+
+    def _query(
+        self,
+        index: str,
+        partition: str,
+        filters: Mapping[str, str | None],
+        limit: int,
+        start: dict[str, Any] | None,
+    ) -> tuple[list[tuple[Job, dict[str, Any]]], dict[str, Any] | None]:
+        """Up to ``limit`` jobs of one index partition, and the key to resume after them (None: no more)."""
         query: dict[str, Any] = {
             "TableName": self.table_name,
             "IndexName": index,
             "ScanIndexForward": False,
             "Limit": max(limit, 25),
             "ExpressionAttributeNames": {"#pk": INDEXES[index]},
-            "ExpressionAttributeValues": {":pk": {"S": connection or KIND_JOB}},
+            "ExpressionAttributeValues": {":pk": {"S": partition}},
             "KeyConditionExpression": "#pk = :pk",
         }
-        if state is not None:
-            query["FilterExpression"] = "#state = :state"
-            query["ExpressionAttributeNames"]["#state"] = "state"
-            query["ExpressionAttributeValues"][":state"] = {"S": state.value}
-        start = _decode_cursor(cursor, index, connection) if cursor else None
-        jobs: list[Job] = []
+        conditions = []
+        for position, (name, value) in enumerate(sorted(filters.items())):
+            if value is not None:
+                query["ExpressionAttributeNames"][f"#w{position}"] = name
+                query["ExpressionAttributeValues"][f":w{position}"] = {"S": value}
+                conditions.append(f"#w{position} = :w{position}")
+        if conditions:
+            query["FilterExpression"] = " AND ".join(conditions)
+        found: list[tuple[Job, dict[str, Any]]] = []
         last_key: dict[str, Any] | None = start
         for _ in range(_MAX_QUERIES_PER_PAGE):
             if last_key:
@@ -239,13 +287,50 @@ class DynamoDbJobs:
             items = answer.get("Items", [])
             last_key = answer.get("LastEvaluatedKey")
             for position, item in enumerate(items, start=1):
-                jobs.append(_job(item))
-                if len(jobs) == limit:
+                found.append((_job(item), item))
+                if len(found) == limit:
                     more = position < len(items) or last_key
-                    return Page(jobs, _encode_cursor(index, _index_key(item, index)) if more else None)
+                    return found, _index_key(item, index) if more else None
             if not last_key:
-                return Page(jobs)
-        return Page(jobs, _encode_cursor(index, last_key))
+                return found, None
+        return found, last_key
+
+    # ---- share links
+
+    def put_link(self, record: Mapping[str, Any]) -> None:
+        """A share link's record (see reportrelay.links); it expires from the table with the link."""
+        item = {KEY_ATTRIBUTE: {"S": LINK_PREFIX + str(record["link_id"])}, TTL_ATTRIBUTE: {"N": str(int(record["expires_at"]) + 86400)}}
+        for name, value in record.items():
+            encoded = _encode(name, value)
+            if encoded is not None and name != "link_id":
+                item[f"link_{name}"] = encoded
+        self._call("put_item", TableName=self.table_name, Item=item)
+
+    def link(self, link_id: str) -> dict[str, Any] | None:
+        found = self._get_item(LINK_PREFIX + link_id)
+        if not found:
+            return None
+        record: dict[str, Any] = {"link_id": link_id}
+        for name, value in found.items():
+            if name.startswith("link_"):
+                record[name[5:]] = value.get("S", value.get("N", value.get("BOOL")))
+        return record
+
+    def revoke_link(self, link_id: str, when: str) -> bool:
+        """Mark a link revoked; False when there is no such link."""
+        try:
+            self._call(
+                "update_item",
+                TableName=self.table_name,
+                Key={KEY_ATTRIBUTE: {"S": LINK_PREFIX + link_id}},
+                UpdateExpression="SET #revoked = :when",
+                ConditionExpression="attribute_exists(#key)",
+                ExpressionAttributeNames={"#revoked": "link_revoked_at", "#key": KEY_ATTRIBUTE},
+                ExpressionAttributeValues={":when": {"S": when}},
+            )
+        except _Conditional:
+            return False
+        return True
 
     # ---- recording progress
 
@@ -394,6 +479,8 @@ _FIELDS = (
     "object",
     "error",
     "handle",
+    "owner",
+    "team",
 )
 
 
@@ -441,24 +528,62 @@ def _encode_cursor(index: str, key: Mapping[str, Any]) -> str:
     return base64.urlsafe_b64encode(json.dumps(plain, separators=(",", ":")).encode()).decode().rstrip("=")
 
 
-def _decode_cursor(cursor: str, index: str, connection: str | None) -> dict[str, Any]:
+_INVALID_CURSOR = "cursor: not a cursor from this listing; leave it out to start from the newest job"
+
+
+def _decode_cursor(cursor: str, index: str, partition_value: str) -> dict[str, Any]:
     """The key a cursor stands for, checked to belong to the same listing; BadRequest otherwise."""
-    invalid = BadRequest("cursor: not a cursor from this listing; leave it out to start from the newest job")
-    try:
-        plain = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except (binascii.Error, ValueError, UnicodeDecodeError):
-        raise invalid from None
+    plain = _cursor_document(cursor)
+    if not isinstance(plain, dict) or plain.get("i") != index:
+        raise BadRequest(_INVALID_CURSOR)
+    return _checked_key({name: value for name, value in plain.items() if name != "i"}, index, partition_value)
+
+
+def _checked_key(plain: Any, index: str, partition_value: str) -> dict[str, Any]:
     partition = INDEXES[index]
-    expected = {"i", KEY_ATTRIBUTE, partition, CREATED_ATTRIBUTE}
     if (
         not isinstance(plain, dict)
-        or set(plain) != expected
-        or plain["i"] != index
+        or set(plain) != {KEY_ATTRIBUTE, partition, CREATED_ATTRIBUTE}
         or not all(isinstance(value, str) and 0 < len(value) <= 1024 for value in plain.values())
-        or plain[partition] != (connection or KIND_JOB)
+        or plain[partition] != partition_value
     ):
-        raise invalid
+        raise BadRequest(_INVALID_CURSOR)
     return {name: {"S": plain[name]} for name in (KEY_ATTRIBUTE, partition, CREATED_ATTRIBUTE)}
+
+
+def _cursor_document(cursor: str) -> Any:
+    try:
+        return json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        raise BadRequest(_INVALID_CURSOR) from None
+
+
+def _encode_team_cursor(
+    positions: Mapping[str, Mapping[str, Any] | None], filters: Mapping[str, str | None]
+) -> str:
+    plain = {
+        "i": TEAM_INDEX,
+        "f": dict(filters),
+        "t": {
+            team: {name: value["S"] for name, value in key.items()} if key else None
+            for team, key in positions.items()
+        },
+    }
+    return base64.urlsafe_b64encode(json.dumps(plain, separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def _decode_team_cursor(
+    cursor: str, teams: list[str], filters: Mapping[str, str | None]
+) -> dict[str, dict[str, Any] | None]:
+    """Where each team's listing stands, for the same filters; only the caller's own teams may appear."""
+    plain = _cursor_document(cursor)
+    same_listing = isinstance(plain, dict) and plain.get("i") == TEAM_INDEX and plain.get("f") == dict(filters)
+    positions = plain.get("t") if same_listing else None
+    if not isinstance(positions, dict) or not positions or not set(positions) <= set(teams):
+        raise BadRequest(_INVALID_CURSOR)
+    return {
+        team: None if key is None else _checked_key(key, TEAM_INDEX, team) for team, key in positions.items()
+    }
 
 
 def request_fingerprint(request: Mapping[str, Any]) -> str:
@@ -516,6 +641,9 @@ def _request_fields(request: Mapping[str, Any]) -> dict[str, Any]:
     connection = request.get("connection")
     if isinstance(connection, str) and 0 < len(connection) <= 128:
         fields["connection"] = connection
+    team = request.get("team")
+    if isinstance(team, str) and 0 < len(team) <= 63:
+        fields["team"] = team
     if request:
         fields["request"] = {key: value for key, value in request.items() if key != "client_token"}
     return fields

@@ -12,6 +12,8 @@ Environment variables (set by CDK in AWS, by the local runner on a laptop):
 - ``REPORTRELAY_STATE_MACHINE_ARN``: the state machine the job API starts and stops (API only).
 - ``REPORTRELAY_EVENT_BUS``: the bus the job API announces cancelled jobs on (API only).
 - ``REPORTRELAY_DOWNLOAD_URL_SECONDS``: lifetime of the API's presigned download links (default 300).
+- ``REPORTRELAY_PEOPLE_URL``: the API as people reach it (browser sign-in, share links, event links).
+- ``REPORTRELAY_CANCEL_FUNCTION``: the workflow function the API asks to cancel at the provider.
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ class Settings:
     state_machine_arn: str | None = None
     event_bus: str | None = None
     download_url_seconds: int = DEFAULT_DOWNLOAD_URL_SECONDS
+    people_url: str | None = None
+    cancel_function: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -66,6 +70,8 @@ class Settings:
             download_url_seconds=_seconds(
                 env.get("REPORTRELAY_DOWNLOAD_URL_SECONDS"), DEFAULT_DOWNLOAD_URL_SECONDS
             ),
+            people_url=(env.get("REPORTRELAY_PEOPLE_URL") or "").rstrip("/") or None,
+            cancel_function=env.get("REPORTRELAY_CANCEL_FUNCTION") or None,
         )
 
 

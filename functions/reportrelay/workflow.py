@@ -305,7 +305,7 @@ def _abandon(request: JobRequest, job: dict[str, Any], handle: Handle, provider:
 
 def conclude(state: State, runtime: Runtime) -> dict[str, Any]:
     """The completion event for the job, with the job's figures recorded as metrics."""
-    outcome = describe_outcome(state, runtime.settings.api_url)
+    outcome = describe_outcome(state, runtime.settings.people_url or runtime.settings.api_url)
     detail = outcome["detail"]
     _record_outcome(runtime, detail, state)
     _release_slot(state, runtime)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -63,19 +64,42 @@ def report_request(**overrides: Any) -> dict[str, Any]:
     return request
 
 
+ACCOUNT_ARN = "arn:aws:iam::123456789012"
+# Who is in which team: IAM principals by the access policy's role mapping (see reportrelay.access).
+FINANCE_CALLER = DEFAULT_IDENTITY
+SALES_CALLER = f"{ACCOUNT_ARN}:user/sales-robot"
+ADMIN_CALLER = f"{ACCOUNT_ARN}:user/platform-operator"
+NO_TEAM_CALLER = f"{ACCOUNT_ARN}:user/stranger"
+ACCESS_POLICY = {
+    "admin_team": "platform",
+    "roles": {
+        FINANCE_CALLER: ["finance"],
+        f"{ACCOUNT_ARN}:role/another-service": ["finance"],
+        f"{ACCOUNT_ARN}:role/report-starter": ["finance"],
+        SALES_CALLER: ["sales"],
+        ADMIN_CALLER: ["platform"],
+    },
+}
+
+
 @pytest.fixture
 def api_aws(tmp_path, devexpress_sim, monkeypatch) -> Iterator[LocalAws]:
-    """Two connections to one DevExpress simulator ("dx" and "dx-eu"), reportrelay deployed on moto."""
+    """Finance's two connections to one DevExpress simulator ("dx", "dx-eu"), sales' one ("dx-sales")."""
     monkeypatch.setenv("TEST_DX_PASSWORD", DX_PASSWORD)
     connections = write_connections(
         tmp_path,
         {
-            "dx": devexpress_connection(devexpress_sim.base_url),
-            "dx-eu": devexpress_connection(devexpress_sim.base_url),
+            "dx": devexpress_connection(devexpress_sim.base_url, teams=["finance"], share_links=True),
+            "dx-eu": devexpress_connection(devexpress_sim.base_url, teams=["finance"]),
+            "dx-sales": devexpress_connection(devexpress_sim.base_url, teams=["sales"]),
         },
     )
     with LocalAws(
-        {"REPORTRELAY_CONNECTIONS_FILE": str(connections), "POWERTOOLS_LOG_LEVEL": "WARNING"}
+        {
+            "REPORTRELAY_CONNECTIONS_FILE": str(connections),
+            "REPORTRELAY_ACCESS": json.dumps(ACCESS_POLICY),
+            "POWERTOOLS_LOG_LEVEL": "WARNING",
+        }
     ) as aws:
         yield aws
         stop_running_executions(aws)

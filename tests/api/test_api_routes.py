@@ -19,6 +19,7 @@ from jsonschema import Draft4Validator, FormatChecker
 
 from infra import constants
 from reportrelay import api
+from reportrelay.access import Principal
 from reportrelay.handlers import start_scheduled
 from reportrelay.local.apigateway import rest_event
 from reportrelay.local.aws import LambdaContext
@@ -192,15 +193,15 @@ def test_a_token_reused_for_a_different_request_is_refused(job_api, api_aws):
     assert len(executions(api_aws)) == 1
 
 
-def test_every_session_of_one_role_shares_its_client_tokens(job_api, api_aws):
-    # given a token used by one session of a role (one Lambda container, say)
+def test_two_sessions_of_one_role_are_two_callers(job_api, api_aws):
+    # given a token used by one session of a role (one SSO user of a permission set, say)
     session = "arn:aws:sts::123456789012:assumed-role/report-starter/session-{}"
     first = job_api.start(report_request(client_token="t-1"), identity=session.format("a"))
-    # when another session of the same role retries
+    # when another session of the same role uses the same token
     again = job_api("POST", "/reports", body=report_request(client_token="t-1"), identity=session.format("b"))
-    # then it is the same job
-    assert again.json()["job_id"] == first and again.json()["replayed"] is True
-    assert len(executions(api_aws)) == 1
+    # then it is a job of its own, owned by that session
+    assert again.status == 202 and again.json()["job_id"] != first and again.json()["replayed"] is False
+    assert len(executions(api_aws)) == 2
 
 
 def test_client_tokens_are_scoped_to_the_caller(job_api, api_aws):
@@ -277,12 +278,13 @@ def test_bad_list_parameters_are_400s_naming_them(job_api):
 # ---- auth, unknown ids and routes
 
 
-def test_a_request_without_an_iam_identity_is_refused(job_api, api_aws):
-    # given a request that reached the function without API Gateway's IAM authorization
+def test_a_request_without_any_identity_is_refused(job_api, api_aws):
+    # given a request with neither an IAM identity nor a person's token (the people API, signed out)
     for method, path, body in [("POST", "/reports", report_request()), ("GET", "/reports", None)]:
         answer = job_api(method, path, body=body, identity=None)
-        # then it is refused, and nothing is started
-        assert answer.status == 403 and answer.json()["code"] == "Forbidden"
+        # then it is refused as unauthenticated, and nothing is started
+        assert answer.status == 401 and answer.json()["code"] == "Unauthenticated"
+        assert "sign in" in answer.json()["message"]
     assert executions(api_aws) == []
 
 
@@ -477,7 +479,7 @@ def test_scheduled_jobs_show_up_in_the_listing(job_api, api_aws):
         "schedule": "daily-sales",
         "scheduled_time": "2025-03-01T06:00:00Z",
         "window": {"window": "yesterday"},
-        "request": report_request(parameters={"Day": "{{ first }}"}),
+        "request": report_request(parameters={"Day": "{{ first }}"}, team="finance"),
     }
     context = LambdaContext(
         "reportrelay-start-scheduled", "arn:aws:lambda:us-east-1:123456789012:function:x", "1"
@@ -488,6 +490,8 @@ def test_scheduled_jobs_show_up_in_the_listing(job_api, api_aws):
     assert job["state"] == "ready" and job["source"] == "schedule"
     listed = job_api("GET", "/reports", query={"state": "ready"}).json()["jobs"]
     assert [job["job_id"] for job in listed] == ["daily-sales-20250301T060000Z"]
+    # and it belongs to the schedule's team: its object key starts with it
+    assert job["object"]["key"].startswith("finance/daily-sales-20250301T060000Z/")
 
 
 def test_a_job_whose_execution_ended_unrecorded_is_reconciled_when_watched(job_api, api_aws, devexpress_sim):
@@ -503,7 +507,8 @@ def test_a_job_whose_execution_ended_unrecorded_is_reconciled_when_watched(job_a
     later = Runtime.from_env()
     later.clock = lambda: time.time() + api.RECONCILE_AFTER_SECONDS + 60
     # when the job is described
-    job = api.describe_job(job_id, later)
+    finance = api.Caller(Principal("finance-operator", "iam", frozenset({"finance"})), api_aws.api_url)
+    job = api.describe_job(job_id, finance, later)
     # then it is failed, saying the workflow was stopped outside the API, and stays so
     assert job.state.value == "failed" and job.error["code"] == "Aborted"
     assert job_api("GET", f"/reports/{job_id}").json()["state"] == "failed"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from reportrelay.handlers.api import SECURITY_SCHEME, openapi_document
+from reportrelay.handlers.api import PEOPLE_SCHEME, SECURITY_SCHEME, openapi_document
 from scripts.openapi import DOCUMENT, render
 
 ROUTES = {
@@ -13,7 +13,13 @@ ROUTES = {
     ("get", "/reports/{job_id}"),
     ("get", "/reports/{job_id}/download"),
     ("delete", "/reports/{job_id}"),
+    ("post", "/reports/{job_id}/links"),
+    ("delete", "/reports/{job_id}/links/{link_id}"),
+    ("get", "/links/{token}"),
+    ("get", "/auth/callback"),
 }
+# Followed by a person's browser, with no credential: their answers are pages or redirects.
+OPEN_ROUTES = {("get", "/links/{token}"), ("get", "/auth/callback")}
 
 
 def operations(document: dict) -> dict[tuple[str, str], dict]:
@@ -29,24 +35,36 @@ def test_the_committed_document_is_the_generated_one():
     assert committed == render(), "docs/openapi.json is out of date: run make openapi"
 
 
-def test_every_route_is_documented_signed_with_sigv4_and_declares_its_errors():
+def test_every_route_is_documented_with_both_schemes_and_declares_its_errors():
     document = openapi_document()
-    # then the five routes are there, all behind the SigV4 (AWS_IAM) scheme
+    # then the routes are there, behind SigV4 for machines or OIDC for people
     assert set(operations(document)) == ROUTES
-    assert document["security"] == [{SECURITY_SCHEME: []}]
+    assert document["security"] == [{SECURITY_SCHEME: []}, {PEOPLE_SCHEME: []}]
     scheme = document["components"]["securitySchemes"][SECURITY_SCHEME]
     assert scheme["x-amazon-apigateway-authtype"] == "awsSigv4" and scheme["name"] == "Authorization"
-    # and each declares its answers with a schema: success, 403, 429, 503, and the errors it can give
+    people = document["components"]["securitySchemes"][PEOPLE_SCHEME]
+    assert people["type"] == "openIdConnect" and people["openIdConnectUrl"].endswith("/openid-configuration")
+    # and the links a browser follows need no credential at all
+    assert all(operations(document)[route]["security"] == [{}] for route in OPEN_ROUTES)
+    # and each declares its answers: success, 401, 403, 429, 503, and the errors it can give
+    every = {"401", "403", "429", "503"}
     expected = {
-        ("post", "/reports"): {"202", "400", "403", "409", "413", "415", "429", "503"},
-        ("get", "/reports"): {"200", "400", "403", "429", "503"},
-        ("get", "/reports/{job_id}"): {"200", "403", "404", "429", "503"},
-        ("get", "/reports/{job_id}/download"): {"302", "403", "404", "409", "410", "429", "503"},
-        ("delete", "/reports/{job_id}"): {"200", "403", "404", "409", "429", "503"},
+        ("post", "/reports"): every | {"202", "400", "409", "413", "415"},
+        ("get", "/reports"): every | {"200", "400"},
+        ("get", "/reports/{job_id}"): every | {"200", "404"},
+        ("get", "/reports/{job_id}/download"): every | {"302", "404", "409", "410"},
+        ("delete", "/reports/{job_id}"): every | {"200", "404", "409"},
+        ("post", "/reports/{job_id}/links"): every | {"201", "400", "404", "415"},
+        ("delete", "/reports/{job_id}/links/{link_id}"): every | {"200", "404"},
+        ("get", "/links/{token}"): {"302", "403", "409", "410", "429", "503"},
+        ("get", "/auth/callback"): {"302", "401", "429", "503"},
     }
     for route, operation in operations(document).items():
         assert set(operation["responses"]) == expected[route], route
-        for answer in operation["responses"].values():
-            assert answer["content"]["application/json"]["schema"], route
+        for status, answer in operation["responses"].items():
+            if route in OPEN_ROUTES and status not in ("429", "503"):
+                assert status == "302" or "text/html" in answer["content"], (route, status)
+            else:
+                assert answer["content"]["application/json"]["schema"], (route, status)
     # and powertools' 422 schemas are gone (the API answers 400, never 422: the sets above leave it out)
     assert "HTTPValidationError" not in json.dumps(document)

@@ -8,7 +8,9 @@ can give is declared there, errors included, so that a fuzzer can hold the API t
 from __future__ import annotations
 
 import json
-import re
+import os
+from collections.abc import Mapping
+from html import escape
 from http import HTTPStatus
 from typing import Annotated, Any
 
@@ -22,6 +24,7 @@ from aws_lambda_powertools.event_handler.openapi.models import (
     APIKey,
     APIKeyIn,
     Example,
+    OpenIdConnect,
     Server,
     ServerVariable,
 )
@@ -29,7 +32,19 @@ from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Pat
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from reportrelay import api
+from reportrelay import api, links, people
+from reportrelay.access import (
+    ACCESS_ENV,
+    ACCESS_FILE_ENV,
+    AccessPolicy,
+    MachineIdentities,
+    NotAllowed,
+    Principal,
+    Unauthenticated,
+    iam_tag_reader,
+    person_principal,
+)
+from reportrelay.awsclients import aws_client
 from reportrelay.config import JobRequest
 from reportrelay.errors import BadRequest, ReportRelayError
 from reportrelay.jobs import JobStoreUnavailable
@@ -39,6 +54,7 @@ from reportrelay.runtime import Runtime
 API_TITLE = "reportrelay job API"
 API_VERSION = "1.0.0"
 SECURITY_SCHEME = "sigv4"
+PEOPLE_SCHEME = "oidc"
 MAX_PAGE = 100
 LIST_PARAMETERS = ("connection", "state", "limit", "cursor")
 
@@ -65,8 +81,14 @@ class AccessDenied(BaseModel):
     code: str | None = None
 
 
-class Forbidden(ReportRelayError):
-    """The request reached the function without an IAM identity: API Gateway was not set to AWS_IAM."""
+class LinkOptions(BaseModel):
+    """How long a share link lives."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    expires_in: int = Field(
+        default=links.DEFAULT_LINK_SECONDS, ge=60, le=links.MAX_LINK_SECONDS, description="seconds (60 to 604800)"
+    )
 
 
 def _error(description: str) -> OpenAPIResponse:
@@ -82,8 +104,13 @@ def _ok(description: str, model: type[BaseModel], **headers: str) -> OpenAPIResp
     return answer
 
 
+UNAUTHENTICATED = _error(
+    "People: no bearer token or session cookie, or one that does not verify (expired, another issuer or "
+    "audience, unsigned, tampered); the message says which"
+)
 FORBIDDEN: OpenAPIResponse = {
-    "description": "The request was not signed (SigV4) by an IAM principal allowed to call this API",
+    "description": "The request was not signed (SigV4) by an IAM principal allowed to call this API, or "
+    "the caller's teams may not use the connection named (the message names it)",
     "content": {"application/json": {"model": AccessDenied}},
 }
 NOT_FOUND = _error("No job has this id")
@@ -94,7 +121,7 @@ THROTTLED = _error("Too many requests: API Gateway's throttling for the stage (r
 
 def _responses(answers: dict[int, OpenAPIResponse]) -> dict[int, OpenAPIResponse]:
     """A route's own answers plus the 403, 429 and 503 every route can give, in status order."""
-    every_route = {403: FORBIDDEN, 429: THROTTLED, 503: UNAVAILABLE}
+    every_route = {401: UNAUTHENTICATED, 403: FORBIDDEN, 429: THROTTLED, 503: UNAVAILABLE}
     return dict(sorted({**every_route, **answers}.items()))
 
 
@@ -200,7 +227,7 @@ def list_jobs(
 ) -> Response[api.JobList]:
     caller = _caller()
     jobs, next_cursor = api.list_jobs(
-        _runtime(), connection=connection, state=state, limit=limit, cursor=cursor
+        caller, _runtime(), connection=connection, state=state, limit=limit, cursor=cursor
     )
     body = api.JobList(jobs=[api.job_view(job, caller.base_url) for job in jobs], next_cursor=next_cursor)
     return _json(HTTPStatus.OK, body)
@@ -217,7 +244,7 @@ def list_jobs(
 )
 def get_job(job_id: JobId) -> Response[api.JobView]:
     caller = _caller()
-    return _json(HTTPStatus.OK, api.job_view(api.describe_job(job_id, _runtime()), caller.base_url))
+    return _json(HTTPStatus.OK, api.job_view(api.describe_job(job_id, caller, _runtime()), caller.base_url))
 
 
 @app.get(
@@ -239,9 +266,15 @@ def get_job(job_id: JobId) -> Response[api.JobView]:
         }
     ),
 )
-def download_job(job_id: JobId) -> Response[api.DownloadLink]:
-    _caller()
-    url, seconds, stored = api.download_link(job_id, _runtime())
+def download_job(job_id: JobId) -> Response[Any]:
+    try:
+        caller = _caller()
+    except Unauthenticated:
+        sign_in = _browser_sign_in(f"/reports/{job_id}/download")
+        if sign_in is None:
+            raise
+        return sign_in
+    url, seconds, stored = api.download_link(job_id, caller, _runtime())
     body = api.DownloadLink(
         url=url, expires_in=seconds, filename=stored["filename"], size=stored["size"], sha256=stored["sha256"]
     )
@@ -268,16 +301,125 @@ def cancel_job(job_id: JobId) -> Response[api.JobView]:
     return _json(HTTPStatus.OK, api.job_view(api.cancel_job(job_id, caller, _runtime()), caller.base_url))
 
 
+@app.post(
+    "/reports/<job_id>/links",
+    status_code=201,
+    summary="Share a job's report",
+    description="Mints a signed, expiring link to this job's report that opens without signing in "
+    "(default 24 h, at most 7 days), where the job's connection (`share_links`) or its request "
+    "(`output.share_links`) allows share links. Minting and every use are logged with who and which job.",
+    operation_id="shareJob",
+    tags=["links"],
+    responses=_responses(
+        {
+            201: _ok("The link", api.LinkView),
+            400: BAD_REQUEST,
+            404: NOT_FOUND,
+            415: _error("The body is not JSON"),
+        }
+    ),
+)
+def share_job(
+    job_id: JobId,
+    options: Annotated[LinkOptions | None, Body(description="how long the link lives")] = None,
+) -> Response[api.LinkView]:
+    caller = _caller()
+    seconds = options.expires_in if options is not None else None
+    return _json(HTTPStatus.CREATED, api.mint_link(job_id, caller, _runtime(), seconds=seconds))
+
+
+@app.delete(
+    "/reports/<job_id>/links/<link_id>",
+    summary="Revoke a share link",
+    description="The link stops working at once (410 to whoever follows it).",
+    operation_id="revokeLink",
+    tags=["links"],
+    responses=_responses({200: _ok("Revoked", api.LinkRevoked), 404: NOT_FOUND}),
+)
+def revoke_link(
+    job_id: JobId, link_id: Annotated[str, Path(description="as POST .../links answered it")]
+) -> Response[api.LinkRevoked]:
+    caller = _caller()
+    return _json(HTTPStatus.OK, api.revoke_link(job_id, link_id, caller, _runtime()))
+
+
+@app.get(
+    "/links/<token>",
+    summary="Open a share link",
+    description="Redirects to a presigned S3 URL signed just now; no sign-in. A changed link answers 403, "
+    "an expired or revoked one 410, each with a page a person can read.",
+    operation_id="openLink",
+    tags=["links"],
+    security=[{}],
+    responses={
+        302: {"description": "Found: the presigned URL is in Location"},
+        403: {"description": "The link was changed", "content": {"text/html": {}}},
+        409: {"description": "The report is not ready", "content": {"text/html": {}}},
+        410: {"description": "The link expired or was revoked", "content": {"text/html": {}}},
+        429: THROTTLED,
+        503: UNAVAILABLE,
+    },
+)
+def open_link(token: Annotated[str, Path(description="the link's token")]) -> Response[Any]:
+    try:
+        url, _, _ = api.open_link(token, _runtime())
+    except links.LinkTampered as error:
+        return _page(HTTPStatus.FORBIDDEN, "This link is not valid", str(error))
+    except links.LinkGone as error:
+        return _page(HTTPStatus.GONE, "This link no longer works", str(error))
+    except api.ReportExpired as error:
+        return _page(HTTPStatus.GONE, "This report is no longer kept", str(error))
+    except api.JobConflict as error:
+        return _page(HTTPStatus.CONFLICT, "This report is not ready yet", str(error))
+    return Response(status_code=HTTPStatus.FOUND.value, headers={"Location": url, "Cache-Control": "no-store"})
+
+
+@app.get(
+    people.CALLBACK_PATH,
+    summary="Finish signing in",
+    description="Where the identity provider sends a person back after signing in (authorization code "
+    "with PKCE); sets the session cookie and redirects to the page the sign-in started from.",
+    operation_id="signInCallback",
+    tags=["people"],
+    security=[{}],
+    include_in_schema=True,
+    responses={
+        302: {"description": "Signed in: back to where the sign-in started"},
+        401: {"description": "The sign-in failed", "content": {"text/html": {}}},
+        429: THROTTLED,
+        503: UNAVAILABLE,
+    },
+)
+def sign_in_callback(
+    code: Annotated[str | None, Query(max_length=2048)] = None,
+    state: Annotated[str | None, Query(max_length=512)] = None,
+    error: Annotated[str | None, Query(max_length=256)] = None,
+) -> Response[Any]:
+    settings, verifier = _people()
+    if settings is None or verifier is None:
+        return _page(HTTPStatus.UNAUTHORIZED, "Sign-in is not set up", "people cannot sign in to this deployment")
+    query = {name: value for name, value in (("code", code), ("state", state), ("error", error)) if value}
+    try:
+        done = people.finish_sign_in(settings, verifier, _people_url(), query, app.current_event.headers)
+    except Unauthenticated as refused:
+        return _page(HTTPStatus.UNAUTHORIZED, "Sign-in failed", str(refused))
+    return Response(
+        status_code=HTTPStatus.FOUND.value,
+        headers={"Location": done.location, "Cache-Control": "no-store", "Set-Cookie": done.cookies},
+    )
+
+
 # ---- errors: every one an ApiError body with a status the document declares
 
 
 _STATUS: list[tuple[type[Exception], HTTPStatus]] = [
+    (Unauthenticated, HTTPStatus.UNAUTHORIZED),
+    (NotAllowed, HTTPStatus.FORBIDDEN),
     (api.JobNotFound, HTTPStatus.NOT_FOUND),
     (api.JobConflict, HTTPStatus.CONFLICT),
     (api.RequestTooLarge, HTTPStatus.REQUEST_ENTITY_TOO_LARGE),
     (api.ReportExpired, HTTPStatus.GONE),
     (BadRequest, HTTPStatus.BAD_REQUEST),
-    (Forbidden, HTTPStatus.FORBIDDEN),
     (api.ServiceUnavailable, HTTPStatus.SERVICE_UNAVAILABLE),
     (JobStoreUnavailable, HTTPStatus.SERVICE_UNAVAILABLE),
 ]
@@ -286,7 +428,8 @@ _STATUS: list[tuple[type[Exception], HTTPStatus]] = [
 @app.exception_handler([error for error, _ in _STATUS])
 def _known_error(error: ReportRelayError) -> Response[ApiError]:
     status = next(status for kind, status in _STATUS if isinstance(error, kind))
-    return _json(status, ApiError(code=error.code, message=str(error)))
+    headers = {"WWW-Authenticate": 'Bearer error="invalid_token"'} if status is HTTPStatus.UNAUTHORIZED else {}
+    return _json(status, ApiError(code=error.code, message=str(error)), **headers)
 
 
 @app.exception_handler(RequestValidationError)
@@ -327,7 +470,6 @@ def _unexpected(error: Exception) -> Response[ApiError]:
 
 
 _JSON_ONLY = "the body must be JSON (Content-Type: application/json)"
-_ASSUMED_ROLE = re.compile(r"^arn:(aws[\w-]*):sts::(\d+):assumed-role/([^/]+)/.*$")
 _LOCATIONS = {"body": "request", "query": "query", "header": "header", "path": "path"}
 
 
@@ -361,18 +503,99 @@ def _runtime() -> Runtime:
 
 
 def _caller() -> api.Caller:
-    """The IAM principal API Gateway authenticated; without one, the API was deployed without AWS_IAM."""
-    context = app.current_event.request_context
-    identity = context.identity.user_arn or context.identity.caller
-    if not identity:
-        raise Forbidden("this API requires requests signed with AWS SigV4 by an IAM principal")
-    # Every session of one role is one caller: a retry from another instance or container is a retry.
-    identity = _ASSUMED_ROLE.sub(r"arn:\1:iam::\2:role/\3", identity)
+    """Who is asking: the IAM principal API Gateway verified, or a person whose token verifies here."""
+    event = app.current_event
+    context = event.request_context
+    arn = context.identity.user_arn
+    if arn:
+        principal = _machines().principal(arn)
+    else:
+        principal = _person(event.headers)
     base_url = _runtime().settings.api_url
-    if not base_url:
+    if not base_url or not arn:
         domain, stage = context.domain_name, context.stage
-        base_url = f"https://{domain}/{stage}" if domain and stage else ""
-    return api.Caller(identity=identity, base_url=base_url)
+        base_url = f"https://{domain}/{stage}" if domain and stage else (base_url or "")
+        base_url = _runtime().settings.people_url or base_url if not arn else base_url
+    return api.Caller(principal=principal, base_url=base_url, people_url=_runtime().settings.people_url)
+
+
+def _person(headers: Mapping[str, str]) -> Principal:
+    token = people.bearer_token(headers) or people.session_token(headers)
+    if token is None:
+        raise Unauthenticated(
+            "sign in: send 'Authorization: Bearer <token>' from the identity provider, "
+            "or call the IAM API with AWS SigV4"
+        )
+    _, verifier = _people()
+    if verifier is None:
+        raise Unauthenticated("people cannot sign in to this deployment: call the IAM API with AWS SigV4")
+    return person_principal(verifier.verify(token), _policy())
+
+
+def _browser_sign_in(return_to: str) -> Response[Any] | None:
+    """A signed-out browser (it asks for HTML and sends no bearer token) is sent to sign in first."""
+    headers = app.current_event.headers
+    settings, _ = _people()
+    accepts_html = "text/html" in (next((v for k, v in headers.items() if k.lower() == "accept"), "") or "")
+    if settings is None or not accepts_html or people.bearer_token(headers):
+        return None
+    start = people.start_sign_in(settings, _people_url(), return_to)
+    return Response(
+        status_code=HTTPStatus.FOUND.value,
+        headers={"Location": start.location, "Cache-Control": "no-store", "Set-Cookie": [start.cookie]},
+    )
+
+
+def _people_url() -> str:
+    settings = _runtime().settings
+    context = app.current_event.request_context
+    if settings.people_url:
+        return settings.people_url
+    return f"https://{context.domain_name}/{context.stage}"
+
+
+_PROCESS: dict[str, Any] = {}
+
+
+def _policy() -> AccessPolicy:
+    """The access policy, read once per process from the environment (it changes only with a deploy)."""
+    key = os.environ.get(ACCESS_ENV, "") + "\0" + os.environ.get(ACCESS_FILE_ENV, "")
+    if _PROCESS.get("policy_key") != key:
+        _PROCESS.update(policy_key=key, policy=AccessPolicy.from_env(), machines=None)
+    policy: AccessPolicy = _PROCESS["policy"]
+    return policy
+
+
+def _machines() -> MachineIdentities:
+    policy = _policy()
+    if _PROCESS.get("machines") is None:
+        _PROCESS["machines"] = MachineIdentities(policy, iam_tag_reader(aws_client("iam")))
+    machines: MachineIdentities = _PROCESS["machines"]
+    return machines
+
+
+def _people() -> tuple[people.OidcSettings | None, people.TokenVerifier | None]:
+    settings = people.OidcSettings.from_env()
+    if settings is None:
+        return None, None
+    verifier = _PROCESS.get("verifier")
+    if verifier is None or verifier.settings != settings:
+        verifier = _PROCESS["verifier"] = people.TokenVerifier(settings)
+    return settings, verifier
+
+
+def _page(status: HTTPStatus, title: str, text: str) -> Response[str]:
+    """A plain page for a person who followed a link in a browser."""
+    body = (
+        f"<!doctype html><html lang=en><meta charset=utf-8><title>{escape(title)}</title>"
+        f"<body><h1>{escape(title)}</h1><p>{escape(text)}</p></body></html>"
+    )
+    return Response(
+        status_code=status.value,
+        content_type="text/html; charset=utf-8",
+        body=body,
+        headers={"Cache-Control": "no-store"},
+    )
 
 
 def _json(status: HTTPStatus, body: BaseModel, **headers: str) -> Response[Any]:
@@ -443,8 +666,10 @@ def openapi_document() -> dict[str, Any]:
         app.get_openapi_json_schema(
             title=API_TITLE,
             version=API_VERSION,
-            description="Start, watch, download and cancel reportrelay report jobs. Every request is signed "
-            "with AWS SigV4 (API Gateway AWS_IAM authorization): use awscurl, or any AWS SDK's signer.",
+            description="Start, watch, download, share and cancel reportrelay report jobs. Machines sign "
+            "requests to the IAM API with AWS SigV4 (awscurl, or any AWS SDK's signer); people call the "
+            "people API with a bearer token from the deployment's identity provider, or click links in a "
+            "browser and sign in. Every caller acts for its teams and sees only their jobs.",
             servers=[
                 Server(
                     url="https://{api_id}.execute-api.{region}.amazonaws.com/{stage}",
@@ -461,11 +686,18 @@ def openapi_document() -> dict[str, Any]:
                 SECURITY_SCHEME: APIKey(
                     name="Authorization",
                     in_=APIKeyIn.header,
-                    description="AWS Signature Version 4 (API Gateway AWS_IAM authorization)",
+                    description="Machines: AWS Signature Version 4 on the IAM API (API Gateway AWS_IAM "
+                    "authorization); the caller is the principal ARN with its role session",
                     openapi_extensions={"x-amazon-apigateway-authtype": "awsSigv4"},
-                )
+                ),
+                PEOPLE_SCHEME: OpenIdConnect(
+                    openIdConnectUrl="https://{issuer}/.well-known/openid-configuration",
+                    description="People: an ID or access token of the deployment's OIDC issuer (a Cognito "
+                    "user pool by default) as 'Authorization: Bearer', or the session cookie a browser gets "
+                    "from signing in, on the people API; teams come from the token's groups claim",
+                ),
             },
-            security=[{SECURITY_SCHEME: []}],
+            security=[{SECURITY_SCHEME: []}, {PEOPLE_SCHEME: []}],
         )
     )
     for operations in document.get("paths", {}).values():

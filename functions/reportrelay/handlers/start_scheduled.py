@@ -32,11 +32,11 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, str]:
     logger.set_correlation_id(job.job_id)
     logger.append_keys(job_id=job.job_id)
     execution_arn = start_job(job, _state_machine_arn())
-    _record_in_job_store(job, execution_arn)
+    _record_in_job_store(job, execution_arn, owner=f"schedule:{event.get('schedule')}")
     return {"job_id": job.job_id, "execution_arn": execution_arn}
 
 
-def _record_in_job_store(job: ScheduledJob, execution_arn: str) -> None:
+def _record_in_job_store(job: ScheduledJob, execution_arn: str, *, owner: str) -> None:
     """Let ``GET /reports`` show scheduled jobs from the start (when the deployment has a job store).
 
     Recorded after the start, so a job is never listed that has no execution; the workflow's own records
@@ -46,7 +46,7 @@ def _record_in_job_store(job: ScheduledJob, execution_arn: str) -> None:
     if store is None:
         return
     try:
-        store.record(job.job_id, started_fields("schedule", job.request, execution_arn))
+        store.record(job.job_id, {**started_fields("schedule", job.request, execution_arn), "owner": owner})
     except Exception as error:
         logger.warning("scheduled job not recorded in the job store", extra={"error": type(error).__name__})
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import secrets
 import os
 import threading
 import uuid
@@ -35,6 +36,7 @@ FUNCTIONS = {
     "ConcludeFunctionArn": ("reportrelay-conclude", "reportrelay.handlers.conclude.handler"),
 }
 HOLDER_FUNCTION = ("reportrelay-hold", "reportrelay.handlers.hold.handler")
+CANCEL_FUNCTION = ("reportrelay-cancel", "reportrelay.handlers.cancel.handler")
 API_FUNCTION = ("reportrelay-api", "reportrelay.handlers.api.handler")
 _FAKE_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "local",
@@ -203,7 +205,12 @@ class LocalAws:
         self._create_claims_table()
         self._create_jobs_table()
         arns = {}
-        for placeholder, (name, handler) in {**FUNCTIONS, "HolderFunctionArn": HOLDER_FUNCTION}.items():
+        self.function_environment["REPORTRELAY_CANCEL_FUNCTION"] = CANCEL_FUNCTION[0]
+        self.function_environment["REPORTRELAY_LINK_KEY_SECRET"] = self.client("secretsmanager").create_secret(
+            Name="reportrelay/link-key", SecretString=secrets.token_urlsafe(48)
+        )["ARN"]
+        functions = {**FUNCTIONS, "HolderFunctionArn": HOLDER_FUNCTION, "CancelFunctionArn": CANCEL_FUNCTION}
+        for placeholder, (name, handler) in functions.items():
             arns[placeholder] = lambdas.create_function(
                 FunctionName=name,
                 Runtime="python3.12",
