@@ -2,12 +2,19 @@
 
 ``JobApi`` is the one construct the stack adds for it. It holds:
 
-- ``JobTable``: the DynamoDB table of jobs (layout in ``reportrelay.jobs``). The workflow's steps record
-  progress in it (``grant_record``), the scheduler records the jobs it starts, and the conclude step
-  records outcomes and links its events to the download route.
+- ``JobTable``: the DynamoDB table of jobs (layout in ``reportrelay.jobs``), with an index per listing
+  (``recent``, ``by-connection``, ``by-team``). The workflow's steps record progress in it
+  (``grant_record``), the scheduler records the jobs it starts, the conclude step records outcomes and
+  links its events to the download route, and the cancel function reads a job's sealed handle.
 - API Gateway (REST, regional) in front of ``reportrelay.handlers.api``, with request validation, JSON
   access logs, stage throttling, X-Ray, and gateway errors in the API's own ``{"code", "message"}``
-  shape; its function's role is granted exactly what the routes do.
+  shape; by setting, a resource policy admitting only principals of listed accounts or an organization.
+- The API function, granted exactly what the routes do and no more: it holds no vendor credential and
+  cannot open sealed handles (cancelling at the provider is the workflow's cancel function, which it
+  may invoke), it reads the callers' IAM tags (their teams) and the share-link key.
+
+The people API (``infra.people``) routes to the same function; its routes are built by the same
+``add_job_routes``.
 
 ``JobApi.url`` is built from the RestApi's id and the stage name, not from its deployment, so the
 workflow's conclude function can link to ``/reports/{id}/download`` without a dependency cycle
@@ -22,10 +29,11 @@ from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
+from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
 from infra import constants
-from infra.configuration import DeployedConnections
+from infra.configuration import DeployedAccess, DeployedConnections
 from infra.events import ReportEvents
 from infra.functions import python_function
 from infra.nag import acknowledge
@@ -34,11 +42,26 @@ from infra.settings import Settings
 from infra.storage import ReportStorage
 from infra.workflow import CHECK, CONCLUDE, FETCH, SUBMIT, Workflow
 from reportrelay import jobs
+from reportrelay.access import ACCESS_ENV
+from reportrelay.links import LINK_KEY_SECRET_ENV
 
 STAGE_NAME = "v1"
 ENV_API_URL = "REPORTRELAY_API_URL"
 ENV_EVENT_BUS = "REPORTRELAY_EVENT_BUS"
 ENV_DOWNLOAD_URL_SECONDS = "REPORTRELAY_DOWNLOAD_URL_SECONDS"
+ENV_CANCEL_FUNCTION = "REPORTRELAY_CANCEL_FUNCTION"
+LINK_KEY_LENGTH = 64
+# (method, path) of every route the job API's function answers on the IAM API; the people API has them
+# too, plus the routes a browser needs (infra.people.PEOPLE_ONLY_ROUTES).
+JOB_ROUTES = (
+    ("POST", "/reports"),
+    ("GET", "/reports"),
+    ("GET", "/reports/{job_id}"),
+    ("DELETE", "/reports/{job_id}"),
+    ("GET", "/reports/{job_id}/download"),
+    ("POST", "/reports/{job_id}/links"),
+    ("DELETE", "/reports/{job_id}/links/{link_id}"),
+)
 # The workflow steps that record progress in the job table (reportrelay.workflow.records_progress);
 # Conclude records the outcome and is configured apart, Hold records nothing.
 RECORDING_STEPS = (SUBMIT.name, CHECK.name, FETCH.name)
@@ -95,6 +118,13 @@ class JobTable(Construct):
             iam.PolicyStatement(actions=["dynamodb:UpdateItem"], resources=[self.table.table_arn])
         )
 
+    def grant_read(self, function: lambda_.Function) -> None:
+        """For the cancel function: read one job (its sealed provider handle), nothing else."""
+        function.add_environment(jobs.JOBS_TABLE_ENV, self.table.table_name)
+        function.add_to_role_policy(
+            iam.PolicyStatement(actions=["dynamodb:GetItem"], resources=[self.table.table_arn])
+        )
+
     def grant_api(self, function: lambda_.Function) -> None:
         """For the API: create jobs and tokens (a transaction of conditional puts), read, update, list."""
         function.add_environment(jobs.JOBS_TABLE_ENV, self.table.table_name)
@@ -110,16 +140,16 @@ class JobTable(Construct):
         acknowledge(
             function.role,  # type: ignore[arg-type]
             f"AwsSolutions-IAM5[Resource::<{_logical_id(self.table)}.Arn>/index/*]",
-            "The listing queries the job table's two indexes (recent, by-connection), and only those: "
+            f"The listing queries the job table's indexes ({', '.join(jobs.INDEXES)}), and only those: "
             "'index/*' names the indexes of this one table.",
         )
 
 
 class JobApi(Construct):
-    """POST/GET /reports, GET/DELETE /reports/{job_id}, GET /reports/{job_id}/download; AWS_IAM on each.
+    """The routes of ``JOB_ROUTES``, AWS_IAM on each.
 
-    Also the job table the API answers from, and the workflow's (and scheduler's) right to record jobs
-    in it: everything the job API adds to the stack, in one construct.
+    Also the job table the API answers from, the workflow's (and scheduler's) right to record jobs in it,
+    and the share-link key: everything the job API adds to the stack, in one construct.
     """
 
     def __init__(
@@ -130,6 +160,7 @@ class JobApi(Construct):
         settings: Settings,
         code: lambda_.Code,
         connections: DeployedConnections,
+        access: DeployedAccess,
         storage: ReportStorage,
         events: ReportEvents,
         workflow: Workflow,
@@ -141,6 +172,10 @@ class JobApi(Construct):
             self.job_table.grant_record(workflow.functions[name])
         if schedules is not None:
             self.job_table.grant_record(schedules.function)
+        self.job_table.grant_read(workflow.canceller)
+        self.access_logs = logs.LogGroup(
+            self, "AccessLogs", retention=settings.log_retention, removal_policy=RemovalPolicy.RETAIN
+        )
         self.api = apigw.RestApi(
             self,
             "Api",
@@ -151,7 +186,8 @@ class JobApi(Construct):
             cloud_watch_role=True,
             cloud_watch_role_removal_policy=RemovalPolicy.RETAIN,
             deploy=True,
-            deploy_options=self._stage_options(settings),
+            deploy_options=stage_options(settings, self.access_logs),
+            policy=_resource_policy(settings),
         )
         # The stack's ApiUrl output names the URL; RestApi's own auto-named output would repeat it.
         self.api.node.try_remove_child("Endpoint")
@@ -159,10 +195,15 @@ class JobApi(Construct):
             f"https://{self.api.rest_api_id}.execute-api.{Stack.of(self).region}."
             f"{Stack.of(self).url_suffix}/{STAGE_NAME}"
         )
+        self.link_key = self._build_link_key()
         self.function = self._build_function(settings, code, workflow, storage, events, connections)
         self.function.add_environment(ENV_DOWNLOAD_URL_SECONDS, str(settings.download_url_seconds))
-        self._build_routes()
-        self._build_gateway_responses()
+        self.function.add_environment(ACCESS_ENV, access.env_value())
+        self._grant_cancel(workflow.canceller)
+        self._grant_link_key()
+        self._grant_principal_tags()
+        add_job_routes(self.api, self.function)
+        add_gateway_responses(self.api)
         self._acknowledge()
         self._configure_conclude(workflow.functions[CONCLUDE.name])
 
@@ -193,8 +234,6 @@ class JobApi(Construct):
             ENV_EVENT_BUS: events.bus.event_bus_name,
             ENV_API_URL: self.url,
         }
-        if workflow.handle_key is not None:
-            environment[constants.ENV_HANDLE_KEY] = workflow.handle_key.key_arn
         function = python_function(
             self,
             "ApiFunction",
@@ -232,80 +271,61 @@ class JobApi(Construct):
             function.add_to_role_policy(
                 iam.PolicyStatement(actions=["kms:Decrypt"], resources=[bucket_key.key_arn])
             )
-        # Cancelling at the provider signs in with the connection's credentials and opens sealed handles.
-        workflow.grant_connection_secrets(function)
-        workflow.grant_handle_key(function, encrypt=False, decrypt=True)
+        # No vendor secret and no handle key: cancelling at the provider is the cancel function's.
         return function
 
-    # ---- API Gateway
-
-    def _stage_options(self, settings: Settings) -> apigw.StageOptions:
-        self.access_logs = logs.LogGroup(
-            self, "AccessLogs", retention=settings.log_retention, removal_policy=RemovalPolicy.RETAIN
+    def _grant_cancel(self, canceller: lambda_.Function) -> None:
+        """The cancel route asks the workflow's cancel function (by name), the one function it may invoke."""
+        self.function.add_environment(ENV_CANCEL_FUNCTION, canceller.function_name)
+        self.function.add_to_role_policy(
+            iam.PolicyStatement(actions=["lambda:InvokeFunction"], resources=[canceller.function_arn])
         )
-        return apigw.StageOptions(
-            stage_name=STAGE_NAME,
-            access_log_destination=apigw.LogGroupLogDestination(self.access_logs),
-            access_log_format=apigw.AccessLogFormat.json_with_standard_fields(
-                caller=True,
-                http_method=True,
-                ip=True,
-                protocol=True,
-                request_time=True,
-                resource_path=True,
-                response_length=True,
-                status=True,
-                user=True,
+
+    def _build_link_key(self) -> secretsmanager.Secret:
+        """The key share links are signed with (reportrelay.links): generated once, never in the template."""
+        secret = secretsmanager.Secret(
+            self,
+            "LinkKey",
+            description="reportrelay: signs share links; replacing its value revokes every link at once",
+            generate_secret_string=secretsmanager.SecretStringGenerator(
+                password_length=LINK_KEY_LENGTH, exclude_punctuation=True, include_space=False
             ),
-            logging_level=apigw.MethodLoggingLevel.ERROR,
-            data_trace_enabled=False,  # would log request and response bodies
-            metrics_enabled=True,
-            tracing_enabled=True,
-            throttling_rate_limit=settings.api_throttle_rate,
-            throttling_burst_limit=settings.api_throttle_burst,
+        )
+        acknowledge(
+            secret,
+            "AwsSolutions-SMG4",
+            "The share-link key is not rotated on a schedule: a new value invalidates every live share link "
+            "(docs/deploy.md). Rotating it by hand is the documented way to revoke all links at once.",
+        )
+        return secret
+
+    def _grant_link_key(self) -> None:
+        self.function.add_environment(LINK_KEY_SECRET_ENV, self.link_key.secret_arn)
+        self.function.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["secretsmanager:GetSecretValue"], resources=[self.link_key.secret_arn]
+            )
         )
 
-    def _build_routes(self) -> None:
-        validator = self.api.add_request_validator(
-            "Validator", validate_request_body=True, validate_request_parameters=True
+    def _grant_principal_tags(self) -> None:
+        """Machine callers' teams may come from their IAM tags (reportrelay.access), read per caller."""
+        stack = Stack.of(self)
+        entities = {
+            kind: stack.format_arn(service="iam", region="", resource=kind, resource_name="*")
+            for kind in ("role", "user")
+        }
+        self.function.add_to_role_policy(
+            iam.PolicyStatement(actions=["iam:ListRoleTags"], resources=[entities["role"]])
         )
-        request_model = self.api.add_model(
-            "JobRequest", content_type="application/json", schema=_REQUEST_MODEL
+        self.function.add_to_role_policy(
+            iam.PolicyStatement(actions=["iam:ListUserTags"], resources=[entities["user"]])
         )
-        integration = apigw.LambdaIntegration(self.function, proxy=True, allow_test_invoke=False)
-        reports = self.api.root.add_resource("reports")
-        reports.add_method(
-            "POST",
-            integration,
-            request_validator=validator,
-            request_models={"application/json": request_model},
-            request_parameters={"method.request.header.Idempotency-Key": False},
-        )
-        reports.add_method(
-            "GET",
-            integration,
-            request_validator=validator,
-            request_parameters={
-                f"method.request.querystring.{name}": False
-                for name in ("connection", "state", "limit", "cursor")
-            },
-        )
-        job = reports.add_resource("{job_id}")
-        for method in ("GET", "DELETE"):
-            job.add_method(method, integration, request_validator=validator)
-        job.add_resource("download").add_method("GET", integration, request_validator=validator)
-
-    def _build_gateway_responses(self) -> None:
-        for kind, template in (
-            (apigw.ResponseType.DEFAULT_4_XX, _ERROR_TEMPLATE),
-            (apigw.ResponseType.DEFAULT_5_XX, _ERROR_TEMPLATE),
-            (apigw.ResponseType.BAD_REQUEST_BODY, _INVALID_TEMPLATE),
-            (apigw.ResponseType.BAD_REQUEST_PARAMETERS, _INVALID_TEMPLATE),
-        ):
-            self.api.add_gateway_response(
-                f"Gateway{kind.response_type.replace('_', '')}",
-                type=kind,
-                templates={"application/json": template},
+        for kind in ("role", "user"):
+            acknowledge(
+                self.function.role,  # type: ignore[arg-type]
+                f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:iam::<AWS::AccountId>:{kind}/*]",
+                f"Any IAM {kind} of this account may call the API; its teams are its principal tag, read "
+                f"with iam:List{kind.capitalize()}Tags on the caller (a read of tags only, nothing else).",
             )
 
     def _acknowledge(self) -> None:
@@ -313,13 +333,13 @@ class JobApi(Construct):
             self.api,
             "AwsSolutions-APIG3",
             "Every method requires AWS_IAM (SigV4) authorization and the stage is throttled; the API is for "
-            "IAM principals of this account, so a WAF web ACL would add cost without a threat to stop.",
+            "IAM principals (of listed accounts, by setting), so a WAF web ACL would add cost, not safety.",
         )
         acknowledge(
             self.api,
             "AwsSolutions-COG4",
-            "Callers are IAM principals (services, CI, operators with SSO roles), authorized with AWS_IAM on "
-            "every method; there are no Cognito user pools in this system.",
+            "This API is for machines: IAM principals (services, CI, operators with SSO roles), authorized "
+            "with AWS_IAM on every method. People use the people API, whose function verifies their tokens.",
         )
         acknowledge(
             self.api,
@@ -328,6 +348,116 @@ class JobApi(Construct):
             "API Gateway's account-level CloudWatch role (execution logging at ERROR) uses the AWS managed "
             "policy made for exactly that; it is the documented way to let API Gateway write its logs.",
         )
+
+
+def stage_options(settings: Settings, access_logs: logs.ILogGroup) -> apigw.StageOptions:
+    """One stage, ``v1``, the same for both APIs: JSON access logs, errors logged, throttled, traced."""
+    return apigw.StageOptions(
+        stage_name=STAGE_NAME,
+        access_log_destination=apigw.LogGroupLogDestination(access_logs),
+        access_log_format=apigw.AccessLogFormat.json_with_standard_fields(
+            caller=True,
+            http_method=True,
+            ip=True,
+            protocol=True,
+            request_time=True,
+            resource_path=True,
+            response_length=True,
+            status=True,
+            user=True,
+        ),
+        logging_level=apigw.MethodLoggingLevel.ERROR,
+        data_trace_enabled=False,  # would log request and response bodies
+        metrics_enabled=True,
+        tracing_enabled=True,
+        throttling_rate_limit=settings.api_throttle_rate,
+        throttling_burst_limit=settings.api_throttle_burst,
+    )
+
+
+def add_job_routes(
+    api: apigw.RestApi, function: lambda_.IFunction, routes: tuple[tuple[str, str], ...] = JOB_ROUTES
+) -> None:
+    """``routes`` on ``api``, each a proxy to ``function``, with the request validated first."""
+    validator = api.add_request_validator(
+        "Validator", validate_request_body=True, validate_request_parameters=True
+    )
+    integration = apigw.LambdaIntegration(function, proxy=True, allow_test_invoke=False)
+    options: dict[tuple[str, str], dict[str, object]] = {
+        ("GET", "/reports"): {
+            "request_parameters": {
+                f"method.request.querystring.{name}": False
+                for name in ("connection", "state", "limit", "cursor")
+            }
+        },
+    }
+    if ("POST", "/reports") in routes:
+        options[("POST", "/reports")] = {
+            "request_models": {
+                "application/json": api.add_model(
+                    "JobRequest", content_type="application/json", schema=_REQUEST_MODEL
+                )
+            },
+            "request_parameters": {"method.request.header.Idempotency-Key": False},
+        }
+    for method, path in routes:
+        api.root.resource_for_path(path).add_method(
+            method, integration, request_validator=validator, **options.get((method, path), {})
+        )
+
+
+def add_gateway_responses(api: apigw.RestApi) -> None:
+    """API Gateway's own answers (throttling, bad bodies, refusals) in the API's ``{"code", "message"}``."""
+    for kind, template in (
+        (apigw.ResponseType.DEFAULT_4_XX, _ERROR_TEMPLATE),
+        (apigw.ResponseType.DEFAULT_5_XX, _ERROR_TEMPLATE),
+        (apigw.ResponseType.BAD_REQUEST_BODY, _INVALID_TEMPLATE),
+        (apigw.ResponseType.BAD_REQUEST_PARAMETERS, _INVALID_TEMPLATE),
+    ):
+        api.add_gateway_response(
+            f"Gateway{kind.response_type.replace('_', '')}",
+            type=kind,
+            templates={"application/json": template},
+        )
+
+
+def _resource_policy(settings: Settings) -> iam.PolicyDocument | None:
+    """By setting: only principals of the listed accounts, or of the organization, may invoke the API.
+
+    An Allow per kind (account ids, organization) and one Deny for every principal that is neither: the
+    Deny's conditions must all hold, so a principal matching either kind is let through.
+    """
+    if not settings.api_allowed_accounts and not settings.api_organization_id:
+        return None
+    invoke = "execute-api:Invoke"
+    anyone = [iam.AnyPrincipal()]
+    allowed: dict[str, dict[str, object]] = {}
+    if settings.api_allowed_accounts:
+        allowed["aws:PrincipalAccount"] = {"aws:PrincipalAccount": list(settings.api_allowed_accounts)}
+    if settings.api_organization_id:
+        allowed["aws:PrincipalOrgID"] = {"aws:PrincipalOrgID": settings.api_organization_id}
+    statements = [
+        iam.PolicyStatement(
+            sid=f"Allow{key.split(':')[1]}",
+            principals=anyone,
+            actions=[invoke],
+            resources=["execute-api:/*"],
+            conditions={"StringEquals": condition},
+        )
+        for key, condition in allowed.items()
+    ]
+    not_allowed = {key: value for condition in allowed.values() for key, value in condition.items()}
+    statements.append(
+        iam.PolicyStatement(
+            sid="DenyOthers",
+            effect=iam.Effect.DENY,
+            principals=anyone,
+            actions=[invoke],
+            resources=["execute-api:/*"],
+            conditions={"StringNotEquals": not_allowed},
+        )
+    )
+    return iam.PolicyDocument(statements=statements)
 
 
 def _logical_id(construct: Construct) -> str:

@@ -1,8 +1,9 @@
-"""The deployed configuration: connections and schedules from ``config/``, checked at synthesis.
+"""The deployed configuration: connections, schedules, access policy (``config/``), checked at synthesis.
 
-Both files are validated with the functions' own models (``reportrelay.config``, ``reportrelay.schedules``),
-so a mistake stops ``cdk synth`` with the same message the function would give, instead of failing the
-first job after the deploy.
+Each file is validated with the functions' own models (``reportrelay.config``, ``reportrelay.schedules``,
+``reportrelay.access``), so a mistake stops ``cdk synth`` with the same message the function would give,
+instead of failing the first job after the deploy. Across files: a schedule's team must be allowed on its
+connection (or be the admin team).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from infra import constants
-from reportrelay.config import Connections, parse_job_request
+from reportrelay.access import AccessPolicy
+from reportrelay.config import TEAM_PATTERN, Connections, parse_job_request
 from reportrelay.errors import ReportRelayError
 from reportrelay.providers import check_connections, provider_class
 from reportrelay.schedules import render, resolve_window, zone
@@ -50,6 +52,11 @@ class DeployedConnections:
     @property
     def names(self) -> list[str]:
         return sorted(self.document["connections"])
+
+    @property
+    def teams(self) -> set[str]:
+        """Every team some connection is shared with."""
+        return {team for body in self.document["connections"].values() for team in body.get("teams") or ()}
 
     def env_value(self) -> str:
         """The document for ``REPORTRELAY_CONNECTIONS``: compact, since Lambda allows 4 KB of environment."""
@@ -108,6 +115,60 @@ def _secret_references(value: Any, where: str) -> Iterator[tuple[str, dict[str, 
             yield from _secret_references(item, f"{where}[{index}]")
 
 
+COGNITO_GROUPS_CLAIM = "cognito:groups"  # where Cognito puts a user's groups in its tokens
+EXTERNAL_GROUPS_CLAIM = "groups"  # the usual claim of other identity providers (Okta, Entra ID, Keycloak)
+
+
+@dataclass(frozen=True)
+class DeployedAccess:
+    """The access policy as deployed (``REPORTRELAY_ACCESS``), the file it came from, and the groups claim
+    the deployment's identity provider really sends (CDK settles it; the file may leave it out)."""
+
+    policy: AccessPolicy
+    path: Path
+    groups_claim: str
+
+    @property
+    def admin_team(self) -> str | None:
+        return self.policy.admin_team
+
+    @property
+    def group_prefix(self) -> str:
+        return self.policy.group_prefix
+
+    def document(self) -> dict[str, Any]:
+        return {**self.policy.model_dump(mode="json"), "groups_claim": self.groups_claim}
+
+    def env_value(self) -> str:
+        """Compact JSON for the API function's environment (Lambda allows 4 KB in all)."""
+        return json.dumps(self.document(), separators=(",", ":"), sort_keys=True)
+
+
+def load_access(path: Path, *, sign_in: str = "cognito", groups_claim: str | None = None) -> DeployedAccess:
+    """``config/access.json``: the admin team and how callers map to teams; a wrong field stops synthesis.
+
+    ``sign_in`` is how people sign in (the setting ``peopleSignIn``) and ``groups_claim`` the setting
+    ``oidcGroupsClaim``: with Cognito the claim is ``cognito:groups``; with an external provider it is the
+    setting, else the file's ``groups_claim``, else ``groups``. A file naming another claim than the
+    provider's is refused, since no person would ever get a team.
+    """
+    try:
+        policy = AccessPolicy.from_file(path)
+    except ReportRelayError as error:
+        message = str(error)
+        raise ConfigError(message if str(path) in message else f"{path}: {message}") from None
+    written = policy.groups_claim if "groups_claim" in policy.model_fields_set else None
+    external = groups_claim or written or EXTERNAL_GROUPS_CLAIM
+    claim = COGNITO_GROUPS_CLAIM if sign_in == "cognito" else external
+    if written is not None and written != claim and sign_in != "none":
+        source = "Cognito's" if sign_in == "cognito" else "the setting reportrelay:oidcGroupsClaim's"
+        raise ConfigError(
+            f"{path}.groups_claim: '{written}' is not the identity provider's groups claim ({source} "
+            f"'{claim}'); leave groups_claim out or make the two agree"
+        )
+    return DeployedAccess(policy=policy, path=path, groups_claim=claim)
+
+
 @dataclass(frozen=True)
 class Schedule:
     """One entry of ``config/schedules.json``: when to run, and the job request template to run."""
@@ -117,8 +178,14 @@ class Schedule:
     timezone: str
     window: str
     request: dict[str, Any]
+    team: str
     enabled: bool = True
     description: str = ""
+
+    @property
+    def job_request(self) -> dict[str, Any]:
+        """The request template the job runs, for the schedule's team (``request.team``)."""
+        return {**self.request, "team": self.team}
 
     def target_input(self) -> str:
         """What Scheduler passes ``start_scheduled``; it fills in ``<aws.scheduler.scheduled-time>``."""
@@ -127,17 +194,22 @@ class Schedule:
                 "schedule": self.name,
                 "scheduled_time": "<aws.scheduler.scheduled-time>",
                 "window": {"window": self.window, "timezone": self.timezone},
-                "request": self.request,
+                "request": self.job_request,
             },
             separators=(",", ":"),
         )
 
 
-_SCHEDULE_FIELDS = {"description", "schedule", "timezone", "enabled", "window", "request"}
+_SCHEDULE_FIELDS = {"description", "schedule", "timezone", "enabled", "window", "team", "request"}
 
 
-def load_schedules(path: Path, connections: DeployedConnections) -> list[Schedule]:
-    """The schedules, each tried out once against the connections; a missing file means none."""
+def load_schedules(
+    path: Path, connections: DeployedConnections, admin_team: str | None = None
+) -> list[Schedule]:
+    """The schedules, each tried out once against the connections; a missing file means none.
+
+    Each runs for its ``team``, which must be one its connection is shared with, or ``admin_team``.
+    """
     if not path.exists():
         return []
     document = _read_json(path)
@@ -160,10 +232,12 @@ def load_schedules(path: Path, connections: DeployedConnections) -> list[Schedul
             timezone=str(body.get("timezone") or "UTC"),
             window=str(body.get("window") or "today"),
             request=_request(body.get("request"), where),
+            team=_team(body.get("team"), where),
             enabled=_enabled(body.get("enabled", True), where),
             description=str(body.get("description") or ""),
         )
         _try_out(schedule, known, where)
+        _check_team(schedule, known, admin_team, where)
         if len(schedule.target_input()) > MAX_SCHEDULE_INPUT:
             raise ConfigError(
                 f"{where}: the request is longer than Scheduler's {MAX_SCHEDULE_INPUT} characters"
@@ -188,7 +262,29 @@ def _expression(value: Any, where: str) -> str:
 def _request(value: Any, where: str) -> dict[str, Any]:
     if not isinstance(value, Mapping):
         raise ConfigError(f"{where}.request: expected a job request object")
+    if "team" in value:
+        raise ConfigError(f"{where}.request.team: name the schedule's team once, in the schedule's 'team'")
     return dict(value)
+
+
+def _team(value: Any, where: str) -> str:
+    if value is None:
+        raise ConfigError(f"{where}.team: required: the team the scheduled jobs run for (and belong to)")
+    if not isinstance(value, str) or not re.match(TEAM_PATTERN, value):
+        raise ConfigError(f"{where}.team: {value!r} is not a team name (a-z, 0-9, '-', '_'; 1-63 characters)")
+    return value
+
+
+def _check_team(schedule: Schedule, connections: Connections, admin_team: str | None, where: str) -> None:
+    """The scheduler acts for the schedule's team: it may use only the connections that team may."""
+    connection = connections.get(str(schedule.request["connection"]))
+    if schedule.team == admin_team or schedule.team in connection.teams:
+        return
+    shared = ", ".join(connection.teams) or "no team"
+    raise ConfigError(
+        f"{where}.team: team '{schedule.team}' may not use connection '{connection.name}' (it is shared "
+        f"with {shared}); add the team to the connection's 'teams' or run the schedule for one of them"
+    )
 
 
 def _enabled(value: Any, where: str) -> bool:
@@ -202,7 +298,7 @@ def _try_out(schedule: Schedule, connections: Connections, where: str) -> None:
     try:
         zone(schedule.timezone)
         window = resolve_window({"window": schedule.window, "timezone": schedule.timezone}, _TRIAL_TIME)
-        request = parse_job_request(render(schedule.request, window))
+        request = parse_job_request(render(schedule.job_request, window))
         provider_class(connections.get(request.connection).provider).validate(request)
     except ReportRelayError as error:
         raise ConfigError(f"{where}: {error}") from None

@@ -11,6 +11,7 @@ REQUIREMENTS_FILE = REPO_ROOT / "requirements.txt"
 STATE_MACHINE_FILE = REPO_ROOT / "statemachines" / "report.asl.json"
 CONNECTIONS_FILE = REPO_ROOT / "config" / "connections.json"
 SCHEDULES_FILE = REPO_ROOT / "config" / "schedules.json"
+ACCESS_FILE = REPO_ROOT / "config" / "access.json"
 SCHEMAS_DIR = REPO_ROOT / "schemas"
 # Where the bundler keeps installed Lambda dependencies between syntheses (git-ignored via build/).
 BUNDLE_CACHE_DIR = REPO_ROOT / "build" / "lambda-deps"

@@ -36,10 +36,12 @@ class Monitoring(Construct):
         functions: Mapping[str, lambda_.IFunction],
         provider_functions: frozenset[str],
         api: apigw.RestApi | None = None,
+        people_api: apigw.RestApi | None = None,
     ) -> None:
         """``functions`` by display name; those in ``provider_functions`` raise provider errors by design.
 
-        With the job API, a 5xx from it raises an alarm too (bad input is a 4xx by design, never a 5xx).
+        With the job API (and the people API in front of the same function), a 5xx from either raises an
+        alarm too (bad input is a 4xx by design, never a 5xx).
         """
         super().__init__(scope, construct_id)
         self.topic = self._build_topic(settings)
@@ -47,11 +49,12 @@ class Monitoring(Construct):
         for name, function in functions.items():
             threshold = settings.provider_errors_threshold if name in provider_functions else 1
             self.alarms.append(self._build_errors_alarm(name, function, threshold))
-        if api is not None:
-            self.alarms.append(self._build_api_errors_alarm(api))
+        apis = {name: rest_api for name, rest_api in (("Job", api), ("People", people_api)) if rest_api}
+        for name, rest_api in apis.items():
+            self.alarms.append(self._build_api_errors_alarm(name, rest_api))
         for alarm in self.alarms:
             alarm.add_alarm_action(cloudwatch_actions.SnsAction(self.topic))
-        self.dashboard = self._build_dashboard(state_machine, functions, api)
+        self.dashboard = self._build_dashboard(state_machine, functions, apis)
 
     def _build_topic(self, settings: Settings) -> sns.Topic:
         key = kms.Key(
@@ -136,18 +139,19 @@ class Monitoring(Construct):
             threshold,
         )
 
-    def _build_api_errors_alarm(self, api: apigw.RestApi) -> cloudwatch.Alarm:
+    def _build_api_errors_alarm(self, name: str, api: apigw.RestApi) -> cloudwatch.Alarm:
+        """``name`` "Job" keeps the job API alarm's id (``ApiServerErrors``) from before the people API."""
         return self._alarm(
-            "ApiServerErrors",
+            "ApiServerErrors" if name == "Job" else f"{name}ApiServerErrors",
             api.metric_server_error(period=PERIOD, statistic="Sum"),
-            "reportrelay: the job API answered 5xx (an AWS service failed, or a bug)",
+            f"reportrelay: the {name.lower()} API answered 5xx (an AWS service failed, or a bug)",
         )
 
     def _build_dashboard(
         self,
         state_machine: sfn.StateMachine,
         functions: Mapping[str, lambda_.IFunction],
-        api: apigw.RestApi | None,
+        apis: Mapping[str, apigw.RestApi],
     ) -> cloudwatch.Dashboard:
         dashboard = cloudwatch.Dashboard(
             self,
@@ -208,10 +212,10 @@ class Monitoring(Construct):
                 width=8,
             ),
         )
-        if api is not None:
+        for name, api in apis.items():
             dashboard.add_widgets(
                 cloudwatch.GraphWidget(
-                    title="Job API requests",
+                    title=f"{name} API requests",
                     left=[
                         api.metric_count(period=hour, statistic="Sum", label="Requests"),
                         api.metric_client_error(period=hour, statistic="Sum", label="4xx"),
@@ -220,7 +224,7 @@ class Monitoring(Construct):
                     width=12,
                 ),
                 cloudwatch.GraphWidget(
-                    title="Job API latency p90 (ms)",
+                    title=f"{name} API latency p90 (ms)",
                     left=[api.metric_latency(period=hour, statistic="p90", label="p90")],
                     width=12,
                 ),

@@ -7,6 +7,7 @@ with a message naming the setting.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,60 @@ class Settings:
     download_url_seconds: int = 300  # lifetime of the presigned links GET /reports/{id}/download makes
     api_throttle_rate: int = 20  # requests per second the API stage lets through before answering 429
     api_throttle_burst: int = 40
+    # Access (docs/deploy.md, "Who may see what")
+    access_file: Path = constants.ACCESS_FILE
+    # Callers of the IAM API: only principals of these accounts and/or this organization (none: any the
+    # principals' own IAM policies allow)
+    api_allowed_accounts: tuple[str, ...] = ()
+    api_organization_id: str | None = None
+    # How people sign in to the people API: a Cognito user pool the stack creates, an external OIDC
+    # identity provider, or not at all (then the people API serves share links only)
+    people_sign_in: str = "cognito"
+    cognito_domain_prefix: str | None = None  # default: <stack name>-<account id>
+    oidc_issuer: str | None = None
+    oidc_client_id: str | None = None
+    oidc_jwks_url: str | None = None  # default: <issuer>/.well-known/jwks.json
+    oidc_authorization_url: str | None = None
+    oidc_token_url: str | None = None
+    oidc_groups_claim: str | None = None  # default: the access policy's groups_claim
+
+    def __post_init__(self) -> None:
+        """Settings that only make sense together: an external issuer needs its endpoints, and so on."""
+        oidc = {
+            "oidcIssuer": self.oidc_issuer,
+            "oidcClientId": self.oidc_client_id,
+            "oidcJwksUrl": self.oidc_jwks_url,
+            "oidcAuthorizationUrl": self.oidc_authorization_url,
+            "oidcTokenUrl": self.oidc_token_url,
+            "oidcGroupsClaim": self.oidc_groups_claim,
+        }
+        if self.people_sign_in == "external":
+            required = ("oidcIssuer", "oidcClientId", "oidcAuthorizationUrl", "oidcTokenUrl")
+            missing = [f"{PREFIX}{key}" for key in required if not oidc[key]]
+            if missing:
+                raise SettingsError(
+                    f"{PREFIX}peopleSignIn=external needs {', '.join(missing)} (the identity provider's "
+                    "issuer, this deployment's client id, and its authorization and token endpoints)"
+                )
+        else:
+            given = [f"{PREFIX}{key}" for key, value in oidc.items() if value]
+            if given:
+                raise SettingsError(
+                    f"{', '.join(given)} only apply with {PREFIX}peopleSignIn=external "
+                    f"(it is {self.people_sign_in})"
+                )
+        if self.cognito_domain_prefix and self.people_sign_in != "cognito":
+            raise SettingsError(
+                f"{PREFIX}cognitoDomainPrefix only applies with {PREFIX}peopleSignIn=cognito "
+                f"(it is {self.people_sign_in})"
+            )
+
+    @property
+    def oidc_jwks(self) -> str | None:
+        """The external issuer's key set: as set, or where OIDC providers usually publish it."""
+        if self.oidc_jwks_url:
+            return self.oidc_jwks_url
+        return f"{self.oidc_issuer.rstrip('/')}/.well-known/jwks.json" if self.oidc_issuer else None
 
     @classmethod
     def from_context(cls, scope: Construct) -> Settings:
@@ -135,6 +190,54 @@ def _email(value: Any) -> str:
     return text
 
 
+def _https_url(value: Any) -> str:
+    text = str(value).strip()
+    if not re.match(r"^https://[^\s/?#]+[^\s]*$", text):
+        raise ValueError("expected an https:// URL")
+    return text
+
+
+def _accounts(value: Any) -> tuple[str, ...]:
+    """``111122223333,444455556666`` (or a JSON list in cdk.json): AWS account ids."""
+    items = value if isinstance(value, list | tuple) else str(value).split(",")
+    accounts = tuple(dict.fromkeys(str(item).strip() for item in items if str(item).strip()))
+    for account in accounts:
+        if not re.fullmatch(r"\d{12}", account):
+            raise ValueError(f"{account!r} is not an AWS account id (12 digits); separate ids with ','")
+    return accounts
+
+
+def _organization(value: Any) -> str:
+    text = str(value).strip()
+    if not re.fullmatch(r"o-[a-z0-9]{10,32}", text):
+        raise ValueError("expected an AWS Organizations id, o- and 10 to 32 lowercase letters or digits")
+    return text
+
+
+def _domain_prefix(value: Any) -> str:
+    """Cognito's hosted domain prefix: lowercase letters, digits and hyphens, without AWS's own names."""
+    text = str(value).strip()
+    if not re.fullmatch(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?", text):
+        raise ValueError("expected 1 to 63 lowercase letters, digits or '-' (not first or last)")
+    if any(word in text for word in ("aws", "amazon", "cognito")):
+        raise ValueError("Cognito refuses a prefix containing 'aws', 'amazon' or 'cognito'")
+    return text
+
+
+def _claim(value: Any) -> str:
+    text = str(value).strip()
+    if not text or len(text) > 128 or " " in text:
+        raise ValueError("expected a claim name such as groups or cognito:groups")
+    return text
+
+
+def _text(value: Any) -> str:
+    text = str(value).strip()
+    if not text or len(text) > 256 or any(char.isspace() for char in text):
+        raise ValueError("expected a value without spaces")
+    return text
+
+
 _RETENTION = {
     1: logs.RetentionDays.ONE_DAY,
     3: logs.RetentionDays.THREE_DAYS,
@@ -175,4 +278,15 @@ _PARSERS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "downloadUrlSeconds": ("download_url_seconds", _between(1, 604800)),
     "apiThrottleRate": ("api_throttle_rate", _between(1, 10000)),
     "apiThrottleBurst": ("api_throttle_burst", _between(1, 5000)),
+    "accessFile": ("access_file", _path),
+    "apiAllowedAccounts": ("api_allowed_accounts", _accounts),
+    "apiOrganizationId": ("api_organization_id", _organization),
+    "peopleSignIn": ("people_sign_in", _one_of("cognito", "external", "none")),
+    "cognitoDomainPrefix": ("cognito_domain_prefix", _domain_prefix),
+    "oidcIssuer": ("oidc_issuer", _https_url),
+    "oidcClientId": ("oidc_client_id", _text),
+    "oidcJwksUrl": ("oidc_jwks_url", _https_url),
+    "oidcAuthorizationUrl": ("oidc_authorization_url", _https_url),
+    "oidcTokenUrl": ("oidc_token_url", _https_url),
+    "oidcGroupsClaim": ("oidc_groups_claim", _claim),
 }

@@ -10,13 +10,14 @@ from constructs import Construct
 from infra import constants
 from infra.api import JobApi
 from infra.bundling import function_code
-from infra.configuration import load_connections, load_schedules
+from infra.configuration import DeployedConnections, Schedule, load_access, load_connections, load_schedules
 from infra.events import ReportEvents
 from infra.monitoring import Monitoring
+from infra.people import PeopleAccess
 from infra.schedules import ReportSchedules
 from infra.settings import Settings
 from infra.storage import ReportStorage
-from infra.workflow import HOLD, STEPS, Workflow
+from infra.workflow import CONCLUDE, PROVIDER_FUNCTIONS, Workflow
 
 
 class ReportRelayStack(Stack):
@@ -32,7 +33,10 @@ class ReportRelayStack(Stack):
         # policy; the role dependency repeats the GetAtt. Harmless, and not ours to change.
         self.template_options.metadata = {"cfn-lint": {"config": {"ignore_checks": ["W3005"]}}}
         connections = load_connections(settings.connections_file)
-        schedules = load_schedules(settings.schedules_file, connections)
+        access = load_access(
+            settings.access_file, sign_in=settings.people_sign_in, groups_claim=settings.oidc_groups_claim
+        )
+        schedules = load_schedules(settings.schedules_file, connections, access.admin_team)
         code = function_code(install_dependencies=settings.bundle)
 
         self.storage = ReportStorage(self, "Storage", settings=settings)
@@ -60,10 +64,21 @@ class ReportRelayStack(Stack):
             settings=settings,
             code=code,
             connections=connections,
+            access=access,
             storage=self.storage,
             events=self.events,
             workflow=self.workflow,
             schedules=self.schedules,
+        )
+        self.people = PeopleAccess(
+            self,
+            "People",
+            settings=settings,
+            access=access,
+            teams=_teams(connections, schedules, access.admin_team),
+            function=self.api.function,
+            conclude=self.workflow.functions[CONCLUDE.name],
+            after=self.api.api.node.try_find_child("Account"),
         )
         functions = {
             **self.workflow.functions,
@@ -76,14 +91,24 @@ class ReportRelayStack(Stack):
             settings=settings,
             state_machine=self.workflow.state_machine,
             functions=functions,
-            provider_functions=frozenset(step.name for step in (*STEPS, HOLD) if step.talks_to_provider),
+            provider_functions=frozenset(step.name for step in PROVIDER_FUNCTIONS),
             api=self.api.api,
+            people_api=self.people.api,
         )
 
         CfnOutput(self, "ReportsBucketName", value=self.storage.bucket.bucket_name)
         CfnOutput(self, "StateMachineArn", value=self.workflow.state_machine.state_machine_arn)
         CfnOutput(self, "EventBusName", value=self.events.bus.event_bus_name)
         CfnOutput(self, "ApiUrl", value=self.api.url, description="the job API (docs/api.md)")
+        CfnOutput(
+            self, "PeopleUrl", value=self.people.url, description="the job API for people and share links"
+        )
         CfnOutput(self, "JobsTableName", value=self.api.job_table.table.table_name)
         CfnOutput(self, "AlarmTopicArn", value=self.monitoring.topic.topic_arn)
         CfnOutput(self, "DashboardName", value=self.monitoring.dashboard.dashboard_name)
+
+
+def _teams(connections: DeployedConnections, schedules: list[Schedule], admin_team: str | None) -> set[str]:
+    """Every team the configuration names: on connections, on schedules, and the admin team."""
+    named = connections.teams | {schedule.team for schedule in schedules}
+    return named | ({admin_team} if admin_team else set())

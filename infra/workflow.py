@@ -1,4 +1,6 @@
-"""The workflow: the state machine from statemachines/report.asl.json and the four step functions it runs."""
+"""The workflow: the state machine from statemachines/report.asl.json, the four step functions it runs, and
+the two provider functions it does not invoke itself: the holder (started by submit) and cancel (called by
+the job API, which holds no vendor credential, to cancel a stopped job's report at its provider)."""
 
 from __future__ import annotations
 
@@ -101,7 +103,21 @@ HOLD = Step(
     claims_actions=CLAIM,
     unseals_handles=True,
 )
+# Invoked synchronously by the job API's cancel route (within API Gateway's 29 s), after it stopped the
+# execution: reads the job's sealed handle from the job table (granted by the job API) and cancels at the
+# provider with the connection's credentials.
+CANCEL = Step(
+    "Cancel",
+    "reportrelay.handlers.cancel.handler",
+    "reportrelay: cancel a stopped job's report at its provider",
+    Duration.seconds(25),
+    256,
+    talks_to_provider=True,
+    claims_actions=CLAIM,
+    unseals_handles=True,
+)
 STEPS = (SUBMIT, CHECK, FETCH, CONCLUDE)  # the functions the state machine invokes
+PROVIDER_FUNCTIONS = tuple(step for step in (*STEPS, HOLD, CANCEL) if step.talks_to_provider)
 
 
 class Workflow(Construct):
@@ -131,6 +147,8 @@ class Workflow(Construct):
         self.holder = self._build_holder() if connections.needs_holder else None
         if self.holder is not None:
             self.functions[HOLD.name] = self.holder
+        self.canceller = self._build_function(CANCEL)
+        self.functions[CANCEL.name] = self.canceller
         self.state_machine = self._build_state_machine(events)
 
     def _build_function(self, step: Step) -> lambda_.Function:

@@ -71,9 +71,23 @@ def template(synthesized: Synthesized) -> dict[str, Any]:
     return synthesized.template
 
 
+ALLOWED_ACCOUNTS = ("111122223333", "444455556666")
+ORGANIZATION_ID = "o-a1b2c3d4e5"
+OIDC_ISSUER = "https://login.example.com/oauth2/default"
+OIDC_SETTINGS = {
+    "peopleSignIn": "external",
+    "oidcIssuer": OIDC_ISSUER,
+    "oidcClientId": "0oa1reportrelay",
+    "oidcAuthorizationUrl": f"{OIDC_ISSUER}/v1/authorize",
+    "oidcTokenUrl": f"{OIDC_ISSUER}/v1/token",
+    "oidcGroupsClaim": "groups",
+}
+
+
 @pytest.fixture(scope="session")
 def hardened(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
-    """Every setting moved off its default: KMS bucket, no versioning, no access logs, other names."""
+    """Every setting moved off its default: KMS bucket, no versioning, no access logs, other names, the
+    IAM API limited to two accounts and an organization, people signing in at an external provider."""
     return synthesize(
         tmp_path_factory.mktemp("cdk.out.hardened"),
         stackName="ReportRelayHardened",
@@ -87,6 +101,17 @@ def hardened(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
         downloadUrlSeconds="60",
         apiThrottleRate="5",
         apiThrottleBurst="10",
+        apiAllowedAccounts=",".join(ALLOWED_ACCOUNTS),
+        apiOrganizationId=ORGANIZATION_ID,
+        **OIDC_SETTINGS,
+    )
+
+
+@pytest.fixture(scope="session")
+def without_sign_in(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    """``peopleSignIn=none``: no identity provider; the people API serves share links only."""
+    return synthesize(
+        tmp_path_factory.mktemp("cdk.out.nosignin"), stackName="ReportRelayNoSignIn", peopleSignIn="none"
     )
 
 
@@ -159,6 +184,50 @@ def job_table(synthesized: Synthesized) -> tuple[str, dict[str, Any]]:
         if "GlobalSecondaryIndexes" in table["Properties"]
     ]
     return found
+
+
+def rest_api(synthesized: Synthesized, which: str) -> tuple[str, dict[str, Any]]:
+    """The IAM-authorized job API (``which="jobs"``) or the people API (``"people"``), by its name."""
+    (found,) = [
+        (logical_id, api)
+        for logical_id, api in synthesized.resources("AWS::ApiGateway::RestApi").items()
+        if api["Properties"]["Name"].endswith(f"-{which}")
+    ]
+    return found
+
+
+def routes(synthesized: Synthesized, which: str) -> dict[tuple[str, str], dict[str, Any]]:
+    """(method, path) -> the method's properties, for one of the two REST APIs."""
+    api_id, _ = rest_api(synthesized, which)
+    resources = synthesized.resources("AWS::ApiGateway::Resource")
+
+    def path(resource_id: str) -> str:
+        if resource_id == api_id:
+            return ""
+        properties = resources[resource_id]["Properties"]
+        (parent,) = references(properties["ParentId"])
+        return f"{path(parent)}/{properties['PathPart']}"
+
+    found = {}
+    for method in synthesized.resources("AWS::ApiGateway::Method").values():
+        properties = method["Properties"]
+        if references(properties["RestApiId"]) != {api_id}:
+            continue
+        (resource,) = references(properties["ResourceId"])
+        resource = api_id if resource == api_id else resource
+        found[(properties["HttpMethod"], path(resource) or "/")] = properties
+    return found
+
+
+def environment(synthesized: Synthesized, handler: str) -> dict[str, Any]:
+    """The environment variables of the function with this handler."""
+    (function,) = [
+        function["Properties"]
+        for function in synthesized.resources("AWS::Lambda::Function").values()
+        if function["Properties"]["Handler"] == handler
+    ]
+    variables: dict[str, Any] = function.get("Environment", {}).get("Variables", {})
+    return variables
 
 
 def references(value: Any) -> set[str]:

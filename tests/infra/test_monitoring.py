@@ -10,7 +10,7 @@ from typing import Any
 from infra import constants
 from reportrelay import workflow
 from reportrelay.observability import metrics
-from tests.infra.conftest import Synthesized, references
+from tests.infra.conftest import Synthesized, references, rest_api
 from tests.infra.policies import function_id
 
 HANDLERS = {
@@ -18,6 +18,7 @@ HANDLERS = {
     "Check": "reportrelay.handlers.check.handler",
     "Fetch": "reportrelay.handlers.fetch.handler",
     "Conclude": "reportrelay.handlers.conclude.handler",
+    "Cancel": "reportrelay.handlers.cancel.handler",
     "StartScheduled": "reportrelay.handlers.start_scheduled.handler",
     "Api": "reportrelay.handlers.api.handler",
 }
@@ -67,22 +68,28 @@ def test_every_function_has_an_errors_alarm(synthesized: Synthesized) -> None:
         assert alarm["Namespace"] == "AWS/Lambda"
         # provider steps raise the provider's errors on purpose (the state machine retries them): their
         # alarm waits for several; any error of the others is a fault
-        expected = 5 if name in {"Submit", "Check", "Fetch"} else 1
+        expected = 5 if name in {"Submit", "Check", "Fetch", "Cancel"} else 1
         assert alarm["Threshold"] == expected, name
 
 
-def test_a_5xx_from_the_job_api_raises_the_alarm(synthesized: Synthesized) -> None:
-    # given the job API (bad input is a 4xx by design: a 5xx is a fault)
-    _, rest_api = synthesized.resource("AWS::ApiGateway::RestApi")
-    (alarm,) = [a for a in alarms(synthesized) if a.get("MetricName") == "5XXError"]
-    # then one 5xx in five minutes is enough
-    assert alarm["Namespace"] == "AWS/ApiGateway"
-    (dimension,) = alarm["Dimensions"]
-    assert dimension == {"Name": "ApiName", "Value": rest_api["Properties"]["Name"]}
-    assert alarm["Threshold"] == 1 and alarm["Statistic"] == "Sum"
-    # and the dashboard shows the API's requests, errors and latency
+def test_a_5xx_from_either_api_raises_the_alarm(synthesized: Synthesized) -> None:
+    # given the job API and the people API (bad input is a 4xx by design: a 5xx is a fault)
+    names = {rest_api(synthesized, which)[1]["Properties"]["Name"] for which in ("jobs", "people")}
+    watched = [a for a in alarms(synthesized) if a.get("MetricName") == "5XXError"]
+    # then one 5xx in five minutes is enough, on either
+    assert len(watched) == 2
+    for alarm in watched:
+        assert alarm["Namespace"] == "AWS/ApiGateway"
+        assert alarm["Threshold"] == 1 and alarm["Statistic"] == "Sum"
+    assert {alarm["Dimensions"][0]["Value"] for alarm in watched} == names
+    # and the dashboard shows each API's requests, errors and latency
     titles = {widget.get("properties", {}).get("title") for widget in dashboard_body(synthesized)["widgets"]}
-    assert {"Job API requests", "Job API latency p90 (ms)"} <= titles
+    assert {
+        "Job API requests",
+        "Job API latency p90 (ms)",
+        "People API requests",
+        "People API latency p90 (ms)",
+    } <= titles
 
 
 def test_every_alarm_notifies_the_encrypted_alarm_topic(synthesized: Synthesized) -> None:
@@ -139,7 +146,7 @@ def test_the_conclude_step_emits_the_metrics_the_dashboard_shows() -> None:
     }
     runtime = SimpleNamespace(
         clock=lambda: datetime(2025, 3, 1, 6, 5, tzinfo=UTC).timestamp(),
-        settings=SimpleNamespace(api_url=None),
+        settings=SimpleNamespace(api_url=None, people_url=None),
         jobs=None,
     )
     metrics.clear_metrics()  # the metric set is shared: start from nothing other tests left behind

@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from infra.storage import KMS_WRITE_ACTIONS, WRITE_REPORT_ACTIONS
-from tests.infra.conftest import HOLDER_SECRET_ARN, Synthesized, claims_table, job_table, references
+from tests.infra.conftest import (
+    HOLDER_SECRET_ARN,
+    Synthesized,
+    claims_table,
+    environment,
+    job_table,
+    references,
+)
 from tests.infra.policies import (
     function_id,
     function_role,
@@ -20,10 +27,11 @@ CHECK = "reportrelay.handlers.check.handler"
 FETCH = "reportrelay.handlers.fetch.handler"
 CONCLUDE = "reportrelay.handlers.conclude.handler"
 HOLD = "reportrelay.handlers.hold.handler"
+CANCEL = "reportrelay.handlers.cancel.handler"
 START_SCHEDULED = "reportrelay.handlers.start_scheduled.handler"
 API = "reportrelay.handlers.api.handler"
 WORKFLOW_HANDLERS = (SUBMIT, CHECK, FETCH, CONCLUDE)
-ALL_HANDLERS = (*WORKFLOW_HANDLERS, START_SCHEDULED, API)
+ALL_HANDLERS = (*WORKFLOW_HANDLERS, CANCEL, START_SCHEDULED, API)
 BASELINE = {"logs:CreateLogStream", "logs:PutLogEvents", "xray:PutTraceSegments", "xray:PutTelemetryRecords"}
 SECRET_READ = {"secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"}
 
@@ -111,7 +119,7 @@ def test_fetch_writes_reports_but_cannot_read_delete_or_touch_other_buckets(synt
     }
 
 
-@pytest.mark.parametrize("handler", [SUBMIT, CHECK, CONCLUDE, START_SCHEDULED])
+@pytest.mark.parametrize("handler", [SUBMIT, CHECK, CONCLUDE, CANCEL, START_SCHEDULED])
 def test_only_fetch_may_touch_s3(synthesized: Synthesized, handler: str) -> None:
     # given a function other than fetch / then its role has no S3 action at all
     assert not {
@@ -131,7 +139,7 @@ def test_conclude_needs_nothing_but_logs_traces_its_slot_and_the_jobs_outcome(
     }
 
 
-@pytest.mark.parametrize("handler", [SUBMIT, CHECK, FETCH])
+@pytest.mark.parametrize("handler", [SUBMIT, CHECK, FETCH, CANCEL])
 def test_provider_steps_read_exactly_the_configured_secret(synthesized: Synthesized, handler: str) -> None:
     # given config/connections.json, whose one connection names the secret "reportrelay/acme-dx"
     secret_grants = [
@@ -268,8 +276,10 @@ def test_sealed_handles_use_one_key_each_step_as_far_as_it_needs(with_holder: Sy
         CHECK: {"kms:Encrypt", "kms:Decrypt"},  # opens it, seals the updated one
         FETCH: {"kms:Decrypt"},
         HOLD: {"kms:Decrypt"},
+        CANCEL: {"kms:Decrypt"},  # opens the handle to cancel what it names
         CONCLUDE: set(),
         START_SCHEDULED: set(),
+        API: set(),  # the API never opens a handle: it asks cancel to
     }
     for handler, actions in expected.items():
         role = function_role(with_holder, handler)
@@ -281,9 +291,11 @@ def test_sealed_handles_use_one_key_each_step_as_far_as_it_needs(with_holder: Sy
         for grant in kms_grants:
             assert grant.resource_ids == {key}
             assert grant.conditions == {"StringLike": {"kms:EncryptionContext:reportrelay:job": "*"}}
+        function = with_holder.template["Resources"][function_id(with_holder, handler)]["Properties"]
         if actions:
-            function = with_holder.template["Resources"][function_id(with_holder, handler)]["Properties"]
             assert references(function["Environment"]["Variables"]["REPORTRELAY_HANDLE_KEY"]) == {key}
+        else:
+            assert "REPORTRELAY_HANDLE_KEY" not in function["Environment"]["Variables"], handler
 
 
 def test_a_secret_given_by_complete_arn_is_granted_by_that_arn(with_holder: Synthesized) -> None:
@@ -344,6 +356,37 @@ def test_the_conclude_step_may_only_release_claims(synthesized: Synthesized) -> 
     }
 
 
+def test_cancel_may_put_claims_like_check_and_read_jobs(synthesized: Synthesized) -> None:
+    # given the cancel function, which opens the provider as check does (claims included) and reads the
+    # job's sealed handle from the job table
+    table, _ = claims_table(synthesized)
+    jobs, _ = job_table(synthesized)
+    # then it may make a claim and read one job, and nothing else: it records nothing
+    assert dynamodb_grants(synthesized, CANCEL) == {
+        (frozenset({"dynamodb:PutItem"}), table),
+        (frozenset({"dynamodb:GetItem"}), jobs),
+    }
+    # and beyond that it may read the connection's secret: no S3, no executions, no events
+    assert role_actions(synthesized, function_role(synthesized, CANCEL)) == BASELINE | SECRET_READ | {
+        "dynamodb:PutItem",
+        "dynamodb:GetItem",
+    }
+
+
+def test_only_the_api_may_invoke_cancel_and_it_may_invoke_nothing_else(synthesized: Synthesized) -> None:
+    # given the cancel function
+    cancel = function_id(synthesized, CANCEL)
+    api_role = function_role(synthesized, API)
+    # then the API function's role, and no other, may invoke it (the state machine does not)
+    assert grantees(synthesized, "lambda:InvokeFunction", cancel) == {api_role}
+    # and the API may invoke that one function, by its unqualified ARN, and no other
+    (invoke,) = [g for g in role_grants(synthesized, api_role) if "lambda:InvokeFunction" in g.actions]
+    assert (invoke.actions, invoke.resources) == (
+        frozenset({"lambda:InvokeFunction"}),
+        ({"Fn::GetAtt": [cancel, "Arn"]},),
+    )
+
+
 @pytest.mark.parametrize("handler", [START_SCHEDULED, API])
 def test_other_functions_cannot_touch_the_claims(synthesized: Synthesized, handler: str) -> None:
     table, _ = claims_table(synthesized)
@@ -355,6 +398,11 @@ def test_the_scheduler_may_only_record_its_jobs_in_the_job_table(synthesized: Sy
     assert dynamodb_grants(synthesized, START_SCHEDULED) == {(frozenset({"dynamodb:UpdateItem"}), jobs)}
 
 
+def link_key_id(synthesized: Synthesized) -> str:
+    (secret, _) = synthesized.resource("AWS::SecretsManager::Secret")
+    return secret
+
+
 def test_the_api_does_what_its_routes_do_and_nothing_more(synthesized: Synthesized) -> None:
     # given the job API's function
     role = function_role(synthesized, API)
@@ -362,9 +410,9 @@ def test_the_api_does_what_its_routes_do_and_nothing_more(synthesized: Synthesiz
     machine, _ = synthesized.resource("AWS::StepFunctions::StateMachine")
     bucket = bucket_id(synthesized)
     # then beyond the baseline it may: create, read and update jobs and query their indexes; start, stop
-    # and describe executions; announce a cancellation; read reports (to presign GETs); read the
-    # connection's secret (to cancel at the provider)
-    assert role_actions(synthesized, role) == BASELINE | SECRET_READ | {
+    # and describe executions; announce a cancellation; read reports (to presign GETs); ask the cancel
+    # function to cancel at the provider; read its callers' IAM tags (their teams); read the link key
+    assert role_actions(synthesized, role) == BASELINE | {
         "dynamodb:GetItem",
         "dynamodb:PutItem",
         "dynamodb:UpdateItem",
@@ -374,6 +422,10 @@ def test_the_api_does_what_its_routes_do_and_nothing_more(synthesized: Synthesiz
         "states:DescribeExecution",
         "events:PutEvents",
         "s3:GetObject",
+        "lambda:InvokeFunction",
+        "iam:ListRoleTags",
+        "iam:ListUserTags",
+        "secretsmanager:GetSecretValue",
     }
     # and on its own resources only: the job table (and its indexes), this state machine, the reports
     by_action = {action: grant for grant in role_grants(synthesized, role) for action in grant.actions}
@@ -385,34 +437,62 @@ def test_the_api_does_what_its_routes_do_and_nothing_more(synthesized: Synthesiz
     assert by_action["s3:GetObject"].resources == (
         {"Fn::Join": ["", [{"Fn::GetAtt": [bucket, "Arn"]}, "/*"]]},
     )
+    # and the tags of this account's roles and users, nothing else of IAM
+    for action, kind in (("iam:ListRoleTags", "role"), ("iam:ListUserTags", "user")):
+        assert by_action[action].actions == {action}
+        (resource,) = by_action[action].resources
+        assert resource == {
+            "Fn::Join": [
+                "",
+                ["arn:", {"Ref": "AWS::Partition"}, ":iam::", {"Ref": "AWS::AccountId"}, f":{kind}/*"],
+            ]
+        }
     # and it can neither write nor delete reports
     assert not {a for a in role_actions(synthesized, role) if a.startswith(("s3:Put", "s3:Delete"))}
 
 
-def test_the_api_is_invoked_only_by_its_rest_api(synthesized: Synthesized) -> None:
-    # given the permissions on the API function / then each is API Gateway's, for this RestApi's methods
-    function = function_id(synthesized, API)
-    rest_api, _ = synthesized.resource("AWS::ApiGateway::RestApi")
-    permissions = [
-        permission["Properties"]
-        for permission in synthesized.resources("AWS::Lambda::Permission").values()
-        if references(permission["Properties"]["FunctionName"]) == {function}
-    ]
-    assert len(permissions) == 5
-    for permission in permissions:
-        assert permission["Principal"] == "apigateway.amazonaws.com"
-        assert rest_api in references(permission["SourceArn"])
+def test_the_api_can_read_no_vendor_secret_and_open_no_handle(
+    synthesized: Synthesized, with_holder: Synthesized, with_rotation: Synthesized
+) -> None:
+    for deployment in (synthesized, with_holder, with_rotation):
+        role = function_role(deployment, API)
+        secret_grants = [
+            grant
+            for grant in role_grants(deployment, role)
+            if any(action.startswith("secretsmanager:") for action in grant.actions)
+        ]
+        # given any deployment / then the API function may read one secret, the share-link key, which the
+        # stack creates; no connection's secret, by name or ARN, and it may write none
+        assert [(grant.actions, grant.resources) for grant in secret_grants] == [
+            (frozenset({"secretsmanager:GetSecretValue"}), ({"Ref": link_key_id(deployment)},))
+        ]
+        # and no KMS right on the handle key (with_holder has one): it cannot open a sealed handle
+        kms = {a for a in role_actions(deployment, role) if a.startswith("kms:")}
+        assert kms == set(), deployment.stack_name
+        # and its environment does not name the handle key
+        assert "REPORTRELAY_HANDLE_KEY" not in environment(deployment, API)
 
 
-@pytest.mark.parametrize("handler", [SUBMIT, CHECK, FETCH, API])
+def test_the_link_key_is_generated_and_only_the_api_reads_it(synthesized: Synthesized) -> None:
+    # given the share-link key
+    secret = link_key_id(synthesized)
+    properties = synthesized.template["Resources"][secret]["Properties"]
+    # then Secrets Manager generates it (64 characters), so it is in no template, and no other role reads it
+    assert properties["GenerateSecretString"]["PasswordLength"] == 64
+    assert "SecretString" not in properties
+    assert grantees(synthesized, "secretsmanager:GetSecretValue", secret) == {function_role(synthesized, API)}
+    assert environment(synthesized, API)["REPORTRELAY_LINK_KEY_SECRET"] == {"Ref": secret}
+
+
+@pytest.mark.parametrize("handler", [SUBMIT, CHECK, FETCH, CANCEL])
 def test_a_rotating_refresh_token_may_be_written_back_to_its_own_secret_only(
     with_rotation: Synthesized, synthesized: Synthesized, handler: str
 ) -> None:
     # given a refresh-token connection whose login host may rotate the token (reportrelay.auth)
     grants = role_grants(with_rotation, function_role(with_rotation, handler))
     writes = [grant for grant in grants if "secretsmanager:PutSecretValue" in grant.actions]
-    # then every function that signs in (the steps, and the API cancelling at the provider) may put a
-    # new value into the refresh token's secret, nothing else of it
+    # then every function that signs in (the steps, and cancel at the provider) may put a new value
+    # into the refresh token's secret, nothing else of it
     (write,) = writes
     assert write.actions == frozenset({"secretsmanager:PutSecretValue"})
     (resource,) = write.resources

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from infra import constants
-from infra.configuration import ConfigError, load_connections, load_schedules
+from infra.configuration import ConfigError, load_access, load_connections, load_schedules
 from reportrelay.schedules import scheduled_job
 from tests.infra.conftest import Synthesized, references
 from tests.infra.policies import function_id
@@ -56,7 +56,7 @@ def test_a_schedule_invokes_the_start_function_with_its_template_and_scheduler_f
         "schedule": name,
         "scheduled_time": "<aws.scheduler.scheduled-time>",
         "window": {"window": configured["window"], "timezone": configured["timezone"]},
-        "request": configured["request"],
+        "request": {**configured["request"], "team": configured["team"]},
     }
     # and retries a failed delivery a few times within an hour
     assert target["RetryPolicy"] == {"MaximumEventAgeInSeconds": 3600, "MaximumRetryAttempts": 3}
@@ -65,6 +65,8 @@ def test_a_schedule_invokes_the_start_function_with_its_template_and_scheduler_f
     delivered = json.loads(target["Input"].replace("<aws.scheduler.scheduled-time>", "2025-03-01T06:00:00Z"))
     job = scheduled_job(delivered, now=datetime.now(UTC))
     assert job.request["parameters"] == {"Year": 2025, "From": "2025-02-01", "To": "2025-02-28"}
+    # run for the schedule's team: the job belongs to it and its report is stored under it
+    assert job.request["team"] == configured["team"]
 
 
 def test_the_start_function_knows_which_state_machine_to_start(synthesized: Synthesized) -> None:
@@ -84,6 +86,7 @@ def schedule_with(**fields: Any) -> dict[str, Any]:
         "schedule": "cron(0 6 * * ? *)",
         "timezone": "Europe/London",
         "window": "yesterday",
+        "team": "finance",
         "request": {"connection": "acme-dx", "report": {"document_id": 10}, "format": "pdf"},
     }
     body.update(fields)
@@ -114,6 +117,14 @@ def schedule_with(**fields: Any) -> dict[str, Any]:
         ),
         (schedule_with(enabled="yes"), "expected true or false"),
         (schedule_with(every="day"), "unknown field"),
+        (schedule_with(team=None), r"schedules\.daily\.team: required"),
+        (schedule_with(team="Finance Team"), r"schedules\.daily\.team: 'Finance Team' is not a team name"),
+        (
+            schedule_with(
+                request={"connection": "acme-dx", "report": {"document_id": 10}, "format": "pdf", "team": "x"}
+            ),
+            r"schedules\.daily\.request\.team: name the schedule's team once",
+        ),
     ],
 )
 def test_a_wrong_schedule_stops_synthesis_with_what_is_wrong(
@@ -126,6 +137,38 @@ def test_a_wrong_schedule_stops_synthesis_with_what_is_wrong(
     with pytest.raises(ConfigError, match=message) as raised:
         load_schedules(path, connections)
     assert "schedules.daily" in str(raised.value)
+
+
+def test_a_schedule_whose_team_may_not_use_its_connection_stops_synthesis(tmp_path: Path) -> None:
+    # given the repository's connections (acme-dx is shared with finance and sales) and a schedule run
+    # for marketing on acme-dx
+    connections = load_connections(constants.CONNECTIONS_FILE)
+    path = write(tmp_path, "schedules.json", schedule_with(team="marketing"))
+    # when the schedules are loaded / then synthesis stops, naming the file, schedule, team and connection
+    with pytest.raises(ConfigError) as raised:
+        load_schedules(path, connections, admin_team="platform")
+    message = str(raised.value)
+    assert message.startswith(f"{path}: schedules.daily.team: ")
+    assert "team 'marketing' may not use connection 'acme-dx'" in message
+    assert "shared with finance, sales" in message
+
+
+def test_a_schedule_may_run_for_a_team_of_its_connection_or_for_the_admin_team(tmp_path: Path) -> None:
+    connections = load_connections(constants.CONNECTIONS_FILE)
+    for team in ("sales", "platform"):
+        path = write(tmp_path, f"{team}.json", schedule_with(team=team))
+        (schedule,) = load_schedules(path, connections, admin_team="platform")
+        assert json.loads(schedule.target_input())["request"]["team"] == team
+
+
+def test_the_deployed_schedules_run_for_teams_their_connections_allow() -> None:
+    # given the repository's configuration / then every schedule passes the team check synthesis makes
+    access = load_access(constants.ACCESS_FILE)
+    connections = load_connections(constants.CONNECTIONS_FILE)
+    deployed = load_schedules(constants.SCHEDULES_FILE, connections, access.admin_team)
+    assert {schedule.name: schedule.team for schedule in deployed} == {
+        name: body["team"] for name, body in CONFIGURED.items()
+    }
 
 
 def test_a_connection_with_an_environment_secret_cannot_be_deployed(tmp_path: Path) -> None:

@@ -1,0 +1,82 @@
+"""The access policy in the stack: config/access.json checked at synthesis, deployed to the API function."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from infra import constants
+from infra.app import build_app
+from infra.configuration import ConfigError
+from tests.infra.conftest import CDK_CONTEXT, Synthesized
+from tests.infra.policies import function_id
+
+API = "reportrelay.handlers.api.handler"
+
+
+def api_environment(synthesized: Synthesized) -> dict[str, Any]:
+    function = synthesized.template["Resources"][function_id(synthesized, API)]["Properties"]
+    variables: dict[str, Any] = function["Environment"]["Variables"]
+    return variables
+
+
+def test_the_api_function_gets_the_access_policy_as_written(synthesized: Synthesized) -> None:
+    # given config/access.json / when the app is synthesized
+    written = json.loads(constants.ACCESS_FILE.read_text(encoding="utf-8"))
+    deployed = json.loads(api_environment(synthesized)["REPORTRELAY_ACCESS"])
+    # then the API function reads the same policy: admin team, role mapping, principal tag, groups claim
+    assert {key: deployed[key] for key in written} == written
+    assert deployed["admin_team"] == "platform"
+    # and compactly (Lambda allows 4 KB of environment in all)
+    assert " " not in api_environment(synthesized)["REPORTRELAY_ACCESS"].replace("Analysts_*", "")
+
+
+def synthesize_with_access(directory: Path, document: Any) -> None:
+    path = directory / "access.json"
+    path.write_text(document if isinstance(document, str) else json.dumps(document), encoding="utf-8")
+    context = {**CDK_CONTEXT, "reportrelay:bundle": False, "reportrelay:accessFile": str(path)}
+    build_app(context, outdir=str(directory / "cdk.out")).synth()
+
+
+@pytest.mark.parametrize(
+    ("document", "field", "message"),
+    [
+        ({"admin_team": "Platform Team"}, "admin_team", "should match pattern"),
+        ({"roles": {"arn:aws:iam::123456789012:role/x": ["finance", "Sales"]}}, "roles", "should match"),
+        ({"roles": {"arn:aws:iam::123456789012:role/x": "finance"}}, "roles", "tuple"),
+        ({"admin": "platform"}, "admin", "Extra inputs are not permitted"),
+        ({"principal_tag": ""}, "principal_tag", "at least 1 character"),
+    ],
+)
+def test_a_wrong_access_file_stops_synthesis_naming_the_file_and_the_field(
+    tmp_path: Path, document: dict[str, Any], field: str, message: str
+) -> None:
+    # given an access file with one mistake / when the app is synthesized / then it stops, saying where
+    with pytest.raises(ConfigError, match=message) as raised:
+        synthesize_with_access(tmp_path, document)
+    assert f"{tmp_path / 'access.json'}.{field}" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [('{"admin_team": ', "is not valid JSON"), ('["platform"]', "must be a JSON object")],
+)
+def test_an_access_file_that_is_no_policy_stops_synthesis_naming_the_file(
+    tmp_path: Path, document: str, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message) as raised:
+        synthesize_with_access(tmp_path, document)
+    assert str(tmp_path / "access.json") in str(raised.value)
+
+
+def test_a_missing_access_file_stops_synthesis(tmp_path: Path) -> None:
+    context = {
+        **CDK_CONTEXT,
+        "reportrelay:bundle": False,
+        "reportrelay:accessFile": str(tmp_path / "nowhere.json"),
+    }
+    with pytest.raises(ConfigError, match=r"cannot read access file .*nowhere\.json"):
+        build_app(context, outdir=str(tmp_path / "cdk.out"))
