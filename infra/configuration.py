@@ -169,6 +169,20 @@ def load_access(path: Path, *, sign_in: str = "cognito", groups_claim: str | Non
     return DeployedAccess(policy=policy, path=path, groups_claim=claim)
 
 
+def check_api_documents(
+    connections: DeployedConnections, access: DeployedAccess, connections_file: Path
+) -> None:
+    """Both documents must fit in the API function's environment, beside its names and URLs."""
+    sizes = {"connections": len(connections.env_value().encode()), "access": len(access.env_value().encode())}
+    if sum(sizes.values()) > constants.MAX_API_DOCUMENTS_ENV_BYTES:
+        raise ConfigError(
+            f"{connections_file} ({sizes['connections']} bytes) and {access.path} ({sizes['access']} bytes) "
+            f"take more than the {constants.MAX_API_DOCUMENTS_ENV_BYTES} bytes the API function's "
+            "environment leaves for them; drop optional fields, use fnmatch patterns in 'roles', or split "
+            "the deployment"
+        )
+
+
 @dataclass(frozen=True)
 class Schedule:
     """One entry of ``config/schedules.json``: when to run, and the job request template to run."""

@@ -58,3 +58,5 @@ ENV_HOLDER_FUNCTION = "REPORTRELAY_HOLDER_FUNCTION"
 SEALING_CONTEXT_KEY = "reportrelay:job"
 # Lambda allows 4 KB of environment in all; the connections document must leave room for the rest.
 MAX_CONNECTIONS_ENV_BYTES = 3072
+# The API function carries both documents (connections, access policy) and some 1.7 KB of names and URLs.
+MAX_API_DOCUMENTS_ENV_BYTES = 2048

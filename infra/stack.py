@@ -10,7 +10,14 @@ from constructs import Construct
 from infra import constants
 from infra.api import JobApi
 from infra.bundling import function_code
-from infra.configuration import DeployedConnections, Schedule, load_access, load_connections, load_schedules
+from infra.configuration import (
+    DeployedConnections,
+    Schedule,
+    check_api_documents,
+    load_access,
+    load_connections,
+    load_schedules,
+)
 from infra.events import ReportEvents
 from infra.monitoring import Monitoring
 from infra.people import PeopleAccess
@@ -36,6 +43,7 @@ class ReportRelayStack(Stack):
         access = load_access(
             settings.access_file, sign_in=settings.people_sign_in, groups_claim=settings.oidc_groups_claim
         )
+        check_api_documents(connections, access, settings.connections_file)
         schedules = load_schedules(settings.schedules_file, connections, access.admin_team)
         code = function_code(install_dependencies=settings.bundle)
 
