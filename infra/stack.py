@@ -111,6 +111,13 @@ class ReportRelayStack(Stack):
         CfnOutput(
             self, "PeopleUrl", value=self.people.url, description="the job API for people and share links"
         )
+        if self.people.user_pool is not None:
+            CfnOutput(
+                self,
+                "UserPoolId",
+                value=self.people.user_pool.user_pool_id,
+                description="people sign in here: add them, and add them to their teams' groups",
+            )
         CfnOutput(self, "JobsTableName", value=self.api.job_table.table.table_name)
         CfnOutput(self, "AlarmTopicArn", value=self.monitoring.topic.topic_arn)
         CfnOutput(self, "DashboardName", value=self.monitoring.dashboard.dashboard_name)

@@ -161,6 +161,8 @@ def test_the_stack_outputs_the_api_urls(synthesized: Synthesized) -> None:
     people_api, _ = rest_api(synthesized, "people")
     assert api_url_of(outputs["ApiUrl"]["Value"], jobs_api)
     assert api_url_of(outputs["PeopleUrl"]["Value"], people_api)
+    pool, _ = synthesized.resource("AWS::Cognito::UserPool")
+    assert outputs["UserPoolId"]["Value"] == {"Ref": pool}
     assert "JobsTableName" in outputs
     # and only once (RestApi's own auto-named Endpoint outputs are removed)
     assert [name for name in outputs if name.startswith(("JobApi", "People"))] == ["PeopleUrl"]
