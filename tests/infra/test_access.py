@@ -10,7 +10,7 @@ import pytest
 
 from infra import constants
 from infra.app import build_app
-from infra.configuration import ConfigError
+from infra.configuration import ConfigError, load_access, load_connections, load_schedules
 from tests.infra.conftest import CDK_CONTEXT, Synthesized
 from tests.infra.policies import function_id
 
@@ -90,3 +90,39 @@ def test_the_access_policy_and_connections_must_fit_in_the_api_functions_environ
         ConfigError, match=r"connections\.json \(\d+ bytes\) and .*access\.json \(\d+ bytes\)"
     ):
         synthesize_with_access(tmp_path, {"admin_team": "platform", "roles": roles})
+
+
+def worked_example() -> list[Any]:
+    """The JSON documents of docs/deploy.md's worked example, in order (connections, schedules, access)."""
+    text = (constants.REPO_ROOT / "docs" / "deploy.md").read_text(encoding="utf-8")
+    section = text.split("#### A worked example", 1)[1].split("\n### ", 1)[0]
+    return [json.loads(block.split("```", 1)[0]) for block in section.split("```json\n")[1:]]
+
+
+def test_the_worked_example_in_deploy_md_synthesizes_and_refuses_what_it_says(tmp_path: Path) -> None:
+    # given the example's three files, as docs/deploy.md prints them
+    connections_doc, schedules_doc, access_doc = worked_example()
+    files = {}
+    for name, document in (
+        ("connections", connections_doc),
+        ("schedules", schedules_doc),
+        ("access", access_doc),
+    ):
+        files[name] = tmp_path / f"{name}.json"
+        files[name].write_text(json.dumps(document), encoding="utf-8")
+    # when they are loaded as synthesis loads them / then they are accepted, each schedule for its team
+    access = load_access(files["access"])
+    connections = load_connections(files["connections"])
+    schedules = load_schedules(files["schedules"], connections, access.admin_team)
+    assert {schedule.name: schedule.team for schedule in schedules} == {
+        "monthly-sales": "sales",
+        "monthly-ledger": "finance",
+    }
+    assert connections.teams | {access.admin_team} == {"finance", "sales", "platform"}
+    # and the schedule the example says is refused is refused with the message it shows
+    wrong = {"schedules": {"x": {**schedules_doc["schedules"]["monthly-ledger"], "team": "sales"}}}
+    files["schedules"].write_text(json.dumps(wrong), encoding="utf-8")
+    with pytest.raises(ConfigError) as raised:
+        load_schedules(files["schedules"], connections, access.admin_team)
+    shown = "schedules.x.team: team 'sales' may not use connection 'ledger-dx' (it is shared with finance); "
+    assert f"{files['schedules']}: {shown}" in str(raised.value)
