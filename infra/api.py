@@ -256,8 +256,8 @@ class JobApi(Construct):
         acknowledge(
             function.role,  # type: ignore[arg-type]
             f"AwsSolutions-IAM5[Resource::<{_logical_id(bucket)}.Arn>/*]",
-            "Report keys are '<key prefix><job id>/<file name>', chosen per job; the download route reads "
-            "(and presigns GETs for) any report of this bucket, and of no other.",
+            "Report keys are '<team>/<key prefix><job id>/<file name>', chosen per job; the download route "
+            "reads (and presigns GETs for) any report of this bucket, and of no other.",
         )
         machine = _logical_id(state_machine)
         acknowledge(

@@ -41,7 +41,7 @@ class ReportStorage(Construct):
             acknowledge(
                 grantee.grant_principal,
                 f"AwsSolutions-IAM5[Resource::<{bucket_id}.Arn>/*]",
-                "Report keys are '<request's key prefix><job id>/<file name>', chosen per job, so writing "
+                "Report keys are '<team>/<key prefix><job id>/<file name>', chosen per job, so writing "
                 "reports needs every key of the reports bucket (and only of that bucket).",
             )
         if self.key is not None:
