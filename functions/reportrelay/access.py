@@ -69,7 +69,7 @@ class AccessPolicy(BaseModel):
     @classmethod
     def from_document(cls, document: Any, where: str = "access") -> AccessPolicy:
         if not isinstance(document, Mapping):
-            raise ConfigurationError(f"{where}: must be a JSON object such as {{\"admin_team\": \"platform\"}}")
+            raise ConfigurationError(f'{where}: must be a JSON object such as {{"admin_team": "platform"}}')
         try:
             return cls.model_validate(document)
         except ValidationError as error:
@@ -85,7 +85,8 @@ class AccessPolicy(BaseModel):
             document = json.loads(text)
         except json.JSONDecodeError as error:
             raise ConfigurationError(
-                f"access file {path} is not valid JSON (line {error.lineno}, column {error.colno}): {error.msg}"
+                f"access file {path} is not valid JSON (line {error.lineno}, column {error.colno}): "
+                f"{error.msg}"
             ) from None
         return cls.from_document(document, where=str(path))
 
@@ -105,7 +106,10 @@ class AccessPolicy(BaseModel):
 
     def teams_of_role(self, entity_arn: str) -> set[str]:
         return {
-            team for pattern, teams in self.roles.items() if fnmatchcase(entity_arn, pattern) for team in teams
+            team
+            for pattern, teams in self.roles.items()
+            if fnmatchcase(entity_arn, pattern)
+            for team in teams
         }
 
     def teams_of_groups(self, groups: Iterable[str]) -> set[str]:
@@ -134,23 +138,19 @@ class Principal:
     def team_for(self, connection: Connection, asked: str | None) -> str:
         """The team a new job on ``connection`` runs for: the one asked for, or the only one possible."""
         if asked is not None:
-            if (self.admin or asked in self.teams) and (asked in connection.teams or self.admin):
+            if self.admin or (asked in self.teams and asked in connection.teams):
                 return asked
-            raise NotAllowed(
-                f"team '{asked}' may not use connection '{connection.name}', or you are not in it"
-            )
+            raise NotAllowed(f"team '{asked}' may not run jobs on connection '{connection.name}' for you")
         if not self.may_use(connection):
             raise NotAllowed(
                 f"connection '{connection.name}' is not shared with any of your teams "
                 f"({', '.join(sorted(self.teams)) or 'none'}); ask its owners to add your team"
             )
-        usable = sorted(self.teams & set(connection.teams)) or list(connection.teams)
+        usable = sorted(self.teams & set(connection.teams)) or sorted(connection.teams)
         if len(usable) == 1:
             return usable[0]
         if not usable:
-            raise NotAllowed(
-                f"connection '{connection.name}' lists no teams; name the team the job runs for"
-            )
+            raise NotAllowed(f"connection '{connection.name}' lists no teams; name the job's team in 'team'")
         raise NotAllowed(
             f"you may use connection '{connection.name}' for several teams ({', '.join(usable)}); "
             "name one in the request's 'team'"
@@ -189,7 +189,9 @@ class MachineIdentities:
         except Exception:
             tags = {}  # an entity we may not read (another account's) has no teams by tag
         teams = frozenset(
-            team for team in tags.get(self.policy.principal_tag, "").split() if re.match(r"^[a-z0-9][a-z0-9_-]{0,62}$", team)
+            team
+            for team in tags.get(self.policy.principal_tag, "").split()
+            if re.match(r"^[a-z0-9][a-z0-9_-]{0,62}$", team)
         )
         self._cache[entity] = (self.clock(), teams)
         return teams
@@ -224,5 +226,9 @@ def person_principal(claims: Mapping[str, Any], policy: AccessPolicy) -> Princip
         groups = groups.split()
     teams = policy.teams_of_groups(str(group) for group in groups if isinstance(group, str))
     admin = policy.admin_team is not None and policy.admin_team in teams
-    name = str(claims.get("email") or claims.get("preferred_username") or claims.get("username") or claims["sub"])
-    return Principal(id=f"person:{claims['sub']}", kind="person", teams=frozenset(teams), admin=admin, name=name)
+    name = str(
+        claims.get("email") or claims.get("preferred_username") or claims.get("username") or claims["sub"]
+    )
+    return Principal(
+        id=f"person:{claims['sub']}", kind="person", teams=frozenset(teams), admin=admin, name=name
+    )

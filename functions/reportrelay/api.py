@@ -231,7 +231,12 @@ def start_job(
     if created:
         logger.info(
             "job accepted",
-            extra={"job_id": job.job_id, "connection": job.connection, "team": team, "owner": caller.identity},
+            extra={
+                "job_id": job.job_id,
+                "connection": job.connection,
+                "team": team,
+                "owner": caller.identity,
+            },
         )
     return job, created
 
@@ -260,7 +265,11 @@ def list_jobs(
     if teams == []:
         return [], None
     page = _store(runtime).list(
-        teams=teams, connection=connection, state=JobState(state) if state else None, limit=limit, cursor=cursor
+        teams=teams,
+        connection=connection,
+        state=JobState(state) if state else None,
+        limit=limit,
+        cursor=cursor,
     )
     return page.jobs, page.cursor
 
@@ -331,7 +340,9 @@ def revoke_link(job_id: str, link_id: str, caller: Caller, runtime: Runtime) -> 
     if record is None or record.get("job_id") != job.job_id:
         raise JobNotFound(f"job {job_id} has no share link '{link_id[:64]}'")
     store.revoke_link(link_id, iso_timestamp(runtime.clock()))
-    logger.info("share link revoked", extra={"job_id": job_id, "link_id": link_id, "revoked_by": caller.identity})
+    logger.info(
+        "share link revoked", extra={"job_id": job_id, "link_id": link_id, "revoked_by": caller.identity}
+    )
     return LinkRevoked(link_id=link_id, revoked=True)
 
 
@@ -454,11 +465,13 @@ def _usable_connection(name: str, principal: Principal, runtime: Runtime) -> Con
     usable = [
         known for known in runtime.connections.names() if principal.may_use(runtime.connections.get(known))
     ]
-    raise BadRequest(f"request.connection: unknown connection '{name}' (yours: {', '.join(usable) or 'none'})")
+    raise BadRequest(
+        f"request.connection: unknown connection '{name}' (yours: {', '.join(usable) or 'none'})"
+    )
 
 
 def _visible(store: DynamoDbJobs, job_id: str, caller: Caller) -> Job:
-    """The job, if the caller's teams may see it; another team's job is exactly as unknown as a missing one."""
+    """The job, if the caller's teams may see it; another team's job is as unknown as a missing one."""
     job = _get(store, job_id)
     if not caller.principal.may_see(job.team):
         raise JobNotFound(f"no job has the id '{job_id[:80]}'")
@@ -577,7 +590,9 @@ def _cancel_at_provider(job: Job, runtime: Runtime) -> str:
         return "not_queued"
     function = runtime.settings.cancel_function
     if not function:
-        logger.error("no cancel function configured (REPORTRELAY_CANCEL_FUNCTION)", extra={"job_id": job.job_id})
+        logger.error(
+            "no cancel function configured (REPORTRELAY_CANCEL_FUNCTION)", extra={"job_id": job.job_id}
+        )
         return "failed"
     try:
         answer = runtime.client("lambda").invoke(
@@ -587,7 +602,9 @@ def _cancel_at_provider(job: Job, runtime: Runtime) -> str:
     except Exception as error:
         logger.warning("cancel function not invoked", extra={"job_id": job.job_id, "error": _aws_code(error)})
         return "failed"
-    outcome = result.get("at_provider") if isinstance(result, dict) and not answer.get("FunctionError") else None
+    outcome = (
+        result.get("at_provider") if isinstance(result, dict) and not answer.get("FunctionError") else None
+    )
     return outcome if outcome in _AT_PROVIDER else "failed"
 
 

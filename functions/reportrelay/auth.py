@@ -34,9 +34,8 @@ from reportrelay.errors import (
     ConfigurationError,
     ProviderAuthFailed,
     ProviderProtocolError,
-    ProviderUnavailable,
 )
-from reportrelay.httpclient import error_for_response
+from reportrelay.httpclient import error_for_response, html_page_error, transport_error
 from reportrelay.observability import logger
 
 RENEW_BEFORE_EXPIRY_SECONDS = 60
@@ -143,10 +142,18 @@ def request_token(
     where = f"sign-in at {_path(token_url)}"
     try:
         response = session.post(
-            token_url, data=form, json=json_body, auth=basic, timeout=timeout, verify=verify
+            token_url,
+            data=form,
+            json=json_body,
+            auth=basic,
+            timeout=timeout,
+            verify=verify,
+            allow_redirects=False,
         )
     except requests.RequestException as error:
-        raise ProviderUnavailable(f"{where} failed: {type(error).__name__}") from None
+        raise transport_error(
+            error, action="sign-in", method="POST", url=token_url, timeout=timeout
+        ) from None
     if response.status_code in (400, 401, 403):
         raise ProviderAuthFailed(
             f"{where} was refused (HTTP {response.status_code}): {_sign_in_error_text(response)}; "
@@ -154,6 +161,8 @@ def request_token(
         )
     if response.status_code >= 300:
         raise error_for_response(response, "sign-in")
+    if (page := html_page_error(response, "sign-in")) is not None:
+        raise page
     try:
         body = response.json()
         value = body[token_field]

@@ -250,7 +250,9 @@ class DynamoDbJobs:
                 positions[team] = _index_key(mine[-1], TEAM_INDEX) if mine else start
             elif resumes[team]:
                 positions[team] = resumes[team]
-        return Page([job for _, job, _ in taken], _encode_team_cursor(positions, filters) if positions else None)
+        return Page(
+            [job for _, job, _ in taken], _encode_team_cursor(positions, filters) if positions else None
+        )
 
     def _query(
         self,
@@ -299,7 +301,10 @@ class DynamoDbJobs:
 
     def put_link(self, record: Mapping[str, Any]) -> None:
         """A share link's record (see reportrelay.links); it expires from the table with the link."""
-        item = {KEY_ATTRIBUTE: {"S": LINK_PREFIX + str(record["link_id"])}, TTL_ATTRIBUTE: {"N": str(int(record["expires_at"]) + 86400)}}
+        item = {
+            KEY_ATTRIBUTE: {"S": LINK_PREFIX + str(record["link_id"])},
+            TTL_ATTRIBUTE: {"N": str(int(record["expires_at"]) + 86400)},
+        }
         for name, value in record.items():
             encoded = _encode(name, value)
             if encoded is not None and name != "link_id":
@@ -577,7 +582,9 @@ def _decode_team_cursor(
 ) -> dict[str, dict[str, Any] | None]:
     """Where each team's listing stands, for the same filters; only the caller's own teams may appear."""
     plain = _cursor_document(cursor)
-    same_listing = isinstance(plain, dict) and plain.get("i") == TEAM_INDEX and plain.get("f") == dict(filters)
+    same_listing = (
+        isinstance(plain, dict) and plain.get("i") == TEAM_INDEX and plain.get("f") == dict(filters)
+    )
     positions = plain.get("t") if same_listing else None
     if not isinstance(positions, dict) or not positions or not set(positions) <= set(teams):
         raise BadRequest(_INVALID_CURSOR)
@@ -675,7 +682,13 @@ def create_table_request(table_name: str) -> dict[str, Any]:
         "TableName": table_name,
         "AttributeDefinitions": [
             {"AttributeName": name, "AttributeType": "S"}
-            for name in (KEY_ATTRIBUTE, KIND_ATTRIBUTE, CONNECTION_ATTRIBUTE, TEAM_ATTRIBUTE, CREATED_ATTRIBUTE)
+            for name in (
+                KEY_ATTRIBUTE,
+                KIND_ATTRIBUTE,
+                CONNECTION_ATTRIBUTE,
+                TEAM_ATTRIBUTE,
+                CREATED_ATTRIBUTE,
+            )
         ],
         "KeySchema": [{"AttributeName": KEY_ATTRIBUTE, "KeyType": "HASH"}],
         "GlobalSecondaryIndexes": [

@@ -16,6 +16,7 @@ import hmac
 import json
 import os
 import secrets
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -50,7 +51,9 @@ def new_link_id() -> str:
 
 def sign(claims: LinkClaims, key: bytes) -> str:
     payload = _b64(
-        json.dumps({"l": claims.link_id, "j": claims.job_id, "e": claims.expires_at}, separators=(",", ":")).encode()
+        json.dumps(
+            {"l": claims.link_id, "j": claims.job_id, "e": claims.expires_at}, separators=(",", ":")
+        ).encode()
     )
     return f"{payload}.{_b64(_mac(key, payload))}"
 
@@ -91,18 +94,22 @@ def link_key(environ: Mapping[str, str] | None = None, read_secret: SecretReader
         value = env.get(LINK_KEY_ENV, "")
     if len(value) < 32:
         raise ConfigurationError(
-            f"share links are not set up: set {LINK_KEY_SECRET_ENV} (a secret of 32+ characters) or {LINK_KEY_ENV}"
+            f"share links are not set up: set {LINK_KEY_SECRET_ENV} (a secret of 32+ characters) "
+            f"or {LINK_KEY_ENV}"
         )
     return value.encode()
 
 
-_SECRETS: dict[str, str] = {}
+KEY_CACHE_SECONDS = 300
+_SECRETS: dict[str, tuple[float, str]] = {}
 
 
 def _cached_secret(secret_id: str, read_secret: SecretReader) -> str:
-    if secret_id not in _SECRETS:
-        _SECRETS[secret_id] = read_secret(secret_id)
-    return _SECRETS[secret_id]
+    """Read at most every few minutes: replacing the secret revokes every link within that time."""
+    cached = _SECRETS.get(secret_id)
+    if cached is None or time.monotonic() - cached[0] > KEY_CACHE_SECONDS:
+        _SECRETS[secret_id] = (time.monotonic(), read_secret(secret_id))
+    return _SECRETS[secret_id][1]
 
 
 def link_record(claims: LinkClaims, *, team: str | None, minted_by: str, created_at: str) -> dict[str, Any]:

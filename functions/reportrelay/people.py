@@ -97,7 +97,9 @@ class TokenVerifier:
         try:
             key = self._keys().get_signing_key_from_jwt(token)
         except jwt.PyJWKClientConnectionError:
-            raise Unauthenticated(f"the issuer's keys could not be fetched from {self.settings.jwks_url}") from None
+            raise Unauthenticated(
+                f"the issuer's keys could not be fetched from {self.settings.jwks_url}"
+            ) from None
         except jwt.PyJWTError:
             raise Unauthenticated("the token is signed with a key the issuer does not publish") from None
         try:
@@ -112,7 +114,9 @@ class TokenVerifier:
         except jwt.ExpiredSignatureError:
             raise Unauthenticated("the token has expired; sign in again") from None
         except jwt.InvalidIssuerError:
-            raise Unauthenticated(f"the token was issued by another issuer, not {self.settings.issuer}") from None
+            raise Unauthenticated(
+                f"the token was issued by another issuer, not {self.settings.issuer}"
+            ) from None
         except jwt.InvalidSignatureError:
             raise Unauthenticated("the token's signature does not verify") from None
         except jwt.MissingRequiredClaimError as error:
@@ -203,9 +207,13 @@ def finish_sign_in(
         remembered = json.loads(base64.urlsafe_b64decode(_padded(_cookies(headers)[SIGN_IN_COOKIE])))
         state, code_verifier, return_to = remembered["s"], remembered["v"], remembered["r"]
     except (KeyError, ValueError, TypeError):
-        raise Unauthenticated("this sign-in was not started here (or took too long); open the link again") from None
+        raise Unauthenticated(
+            "this sign-in was not started here (or took too long); open the link again"
+        ) from None
     if not secrets.compare_digest(str(query.get("state") or ""), str(state)) or not query.get("code"):
-        raise Unauthenticated("the sign-in answer does not match the sign-in started here; open the link again")
+        raise Unauthenticated(
+            "the sign-in answer does not match the sign-in started here; open the link again"
+        )
     tokens = _exchange(settings, people_url, query["code"], code_verifier)
     id_token = tokens.get("id_token")
     if not isinstance(id_token, str):
@@ -271,7 +279,13 @@ def _endpoints(settings: OidcSettings) -> tuple[str, str]:
 def _cookie(name: str, value: str, people_url: str, max_age: int) -> str:
     """HttpOnly, SameSite=Lax (the issuer's redirect back is a top-level GET), Secure unless plain http."""
     parts = urlsplit(people_url)
-    attributes = [f"{name}={value}", f"Path={parts.path or '/'}", f"Max-Age={max_age}", "HttpOnly", "SameSite=Lax"]
+    attributes = [
+        f"{name}={value}",
+        f"Path={parts.path or '/'}",
+        f"Max-Age={max_age}",
+        "HttpOnly",
+        "SameSite=Lax",
+    ]
     if parts.scheme == "https":
         attributes.append("Secure")
     return "; ".join(attributes)

@@ -91,6 +91,7 @@ class Deployment:
     identities: LocalIdentities
     iam_url: str
     people_url: str
+    connections: dict[str, str]
 
     def machine(self, name: str) -> LocalIdentity:
         return self.identities.for_principal(MACHINES[name][0])
@@ -115,15 +116,29 @@ class Deployment:
 
     def request(self, of: str, **overrides: Any) -> dict[str, Any]:
         """A job request on team ``of``'s connection."""
-        return {"connection": CONNECTION_OF[of], "report": {"document_id": 10}, "format": "pdf", **overrides}
+        return {
+            "connection": self.connections[of],
+            "report": {"document_id": 10},
+            "format": "pdf",
+            **overrides,
+        }
 
 
 @contextlib.contextmanager
-def deployment(directory: Path, *, generation_seconds: float = 0.2) -> Iterator[Deployment]:
-    """Everything above, started; stopped (running executions too) when the block ends."""
+def deployment(
+    directory: Path, *, generation_seconds: float = 0.2, connections: dict[str, str] | None = None
+) -> Iterator[Deployment]:
+    """Everything above, started; stopped (running executions too) when the block ends.
+
+    ``connections`` names each team's connection (default ``CONNECTION_OF``).
+    """
+    names = connections or CONNECTION_OF
     late = _LateApi()
     identities = LocalIdentities.generate({arn: teams for arn, teams in MACHINES.values()})
-    users = {name: OidcUser(PASSWORD, groups=groups, email=f"{name}@example.com") for name, groups in PEOPLE.items()}
+    users = {
+        name: OidcUser(PASSWORD, groups=groups, email=f"{name}@example.com")
+        for name, groups in PEOPLE.items()
+    }
     clients = {CLIENT_ID: OidcClient(allow_any_loopback_redirect=True)}
     with (
         pytest.MonkeyPatch.context() as patch,
@@ -137,7 +152,7 @@ def deployment(directory: Path, *, generation_seconds: float = 0.2) -> Iterator[
             directory,
             {
                 name: devexpress_connection(simulator.base_url, teams=[team], share_links=True)
-                for team, name in CONNECTION_OF.items()
+                for team, name in names.items()
             },
         )
         environment = {
@@ -154,7 +169,9 @@ def deployment(directory: Path, *, generation_seconds: float = 0.2) -> Iterator[
             register_in_iam(aws.client("iam"), identities)
             late.aws = aws
             try:
-                yield Deployment(aws, simulator, issuer, identities, f"{iam_root}/v1", f"{people_root}/v1")
+                yield Deployment(
+                    aws, simulator, issuer, identities, f"{iam_root}/v1", f"{people_root}/v1", names
+                )
             finally:
                 stop_running(aws)
 

@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from reportrelay import links
-from tests.api.access import ADMINS, CLIENT_ID, MACHINES, NO_TEAM, PEOPLE, TEAM_OF, Deployment, deployment
+from tests.api.access import ADMINS, CLIENT_ID, MACHINES, PEOPLE, TEAM_OF, Deployment, deployment
 
 CALLERS = [*MACHINES, *PEOPLE]
 
@@ -47,7 +47,9 @@ def _start(site: Deployment, who: str, request: dict[str, Any]) -> str:
     return str(answer.json()["job_id"])
 
 
-def _wait(site: Deployment, who: str, job_id: str, until: tuple[str, ...] = ("ready", "failed", "cancelled")) -> dict:
+def _wait(
+    site: Deployment, who: str, job_id: str, until: tuple[str, ...] = ("ready", "failed", "cancelled")
+) -> dict:
     deadline = time.monotonic() + 60
     while True:
         job = site.call(who, "GET", f"/reports/{job_id}").json()
@@ -193,7 +195,7 @@ def _claims(site: Deployment, **overrides: Any) -> dict[str, Any]:
 
 def _bad_tokens(site: Deployment) -> dict[str, str]:
     good = site.issuer.sign(_claims(site))
-    head, body, signature = good.split(".")
+    head, _, signature = good.split(".")
     unsigned = jwt.encode(_claims(site), key=None, algorithm="none")
     other_key = site.issuer.sign(_claims(site), key=site.issuer.other_key())
     forged = site.issuer.sign(_claims(site, **{"cognito:groups": ["sales"]})).split(".")[1]
@@ -223,7 +225,9 @@ def _bad_tokens(site: Deployment) -> dict[str, str]:
 def test_a_bad_token_is_a_401_with_one_line(site, jobs, kind, says):
     token = _bad_tokens(site)[kind]
     answer = requests.get(
-        f"{site.people_url}/reports/{jobs['finance']}", headers={"Authorization": f"Bearer {token}"}, timeout=10
+        f"{site.people_url}/reports/{jobs['finance']}",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
     )
     assert answer.status_code == 401, answer.text
     body = answer.json()
@@ -247,7 +251,9 @@ def test_a_share_link_opens_without_sign_in_until_revoked(site, jobs):
     # then it redirects to a freshly presigned URL of the report
     assert opened.status_code == 302 and "X-Amz-Signature=" in opened.headers["Location"]
     # when it is revoked, then it stops working at once, with a page a person understands
-    assert site.call("carol", "DELETE", f"/reports/{jobs['finance']}/links/{link['link_id']}").status_code == 200
+    assert (
+        site.call("carol", "DELETE", f"/reports/{jobs['finance']}/links/{link['link_id']}").status_code == 200
+    )
     gone = requests.get(link["url"], allow_redirects=False, timeout=10)
     assert gone.status_code == 410 and "text/html" in gone.headers["Content-Type"]
     assert "revoked" in gone.text
@@ -260,7 +266,9 @@ def test_a_tampered_or_expired_link_says_so(site, jobs):
     claims = links.verify(token, _link_key(site), time.time())
     other_job = links.sign(links.LinkClaims(claims.link_id, jobs["sales"], claims.expires_at), b"x" * 32)
     tampered = requests.get(f"{site.people_url}/links/{other_job}", allow_redirects=False, timeout=10)
-    expired_token = links.sign(links.LinkClaims(claims.link_id, claims.job_id, int(time.time()) - 60), _link_key(site))
+    expired_token = links.sign(
+        links.LinkClaims(claims.link_id, claims.job_id, int(time.time()) - 60), _link_key(site)
+    )
     expired = requests.get(f"{site.people_url}/links/{expired_token}", allow_redirects=False, timeout=10)
     # then each answers a plain page: 403 for the changed link, 410 for the expired one
     assert tampered.status_code == 403 and "not valid" in tampered.text

@@ -87,7 +87,10 @@ class LinkOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     expires_in: int = Field(
-        default=links.DEFAULT_LINK_SECONDS, ge=60, le=links.MAX_LINK_SECONDS, description="seconds (60 to 604800)"
+        default=links.DEFAULT_LINK_SECONDS,
+        ge=60,
+        le=links.MAX_LINK_SECONDS,
+        description="seconds (60 to 604800)",
     )
 
 
@@ -353,7 +356,11 @@ def revoke_link(
     security=[{}],
     responses={
         302: {"description": "Found: the presigned URL is in Location"},
-        403: {"description": "The link was changed", "content": {"text/html": {}}},
+        403: {
+            "description": "The link was changed (a page); on the IAM API, a request not signed with SigV4",
+            "content": {"text/html": {}, "application/json": {"model": AccessDenied}},
+        },
+        404: _error("Not a link: the token has characters no link has"),
         409: {"description": "The report is not ready", "content": {"text/html": {}}},
         410: {"description": "The link expired or was revoked", "content": {"text/html": {}}},
         429: THROTTLED,
@@ -371,7 +378,9 @@ def open_link(token: Annotated[str, Path(description="the link's token")]) -> Re
         return _page(HTTPStatus.GONE, "This report is no longer kept", str(error))
     except api.JobConflict as error:
         return _page(HTTPStatus.CONFLICT, "This report is not ready yet", str(error))
-    return Response(status_code=HTTPStatus.FOUND.value, headers={"Location": url, "Cache-Control": "no-store"})
+    return Response(
+        status_code=HTTPStatus.FOUND.value, headers={"Location": url, "Cache-Control": "no-store"}
+    )
 
 
 @app.get(
@@ -385,6 +394,7 @@ def open_link(token: Annotated[str, Path(description="the link's token")]) -> Re
     include_in_schema=True,
     responses={
         302: {"description": "Signed in: back to where the sign-in started"},
+        400: BAD_REQUEST,
         401: {"description": "The sign-in failed", "content": {"text/html": {}}},
         429: THROTTLED,
         503: UNAVAILABLE,
@@ -397,7 +407,9 @@ def sign_in_callback(
 ) -> Response[Any]:
     settings, verifier = _people()
     if settings is None or verifier is None:
-        return _page(HTTPStatus.UNAUTHORIZED, "Sign-in is not set up", "people cannot sign in to this deployment")
+        return _page(
+            HTTPStatus.UNAUTHORIZED, "Sign-in is not set up", "people cannot sign in to this deployment"
+        )
     query = {name: value for name, value in (("code", code), ("state", state), ("error", error)) if value}
     try:
         done = people.finish_sign_in(settings, verifier, _people_url(), query, app.current_event.headers)
@@ -428,7 +440,9 @@ _STATUS: list[tuple[type[Exception], HTTPStatus]] = [
 @app.exception_handler([error for error, _ in _STATUS])
 def _known_error(error: ReportRelayError) -> Response[ApiError]:
     status = next(status for kind, status in _STATUS if isinstance(error, kind))
-    headers = {"WWW-Authenticate": 'Bearer error="invalid_token"'} if status is HTTPStatus.UNAUTHORIZED else {}
+    headers = (
+        {"WWW-Authenticate": 'Bearer error="invalid_token"'} if status is HTTPStatus.UNAUTHORIZED else {}
+    )
     return _json(status, ApiError(code=error.code, message=str(error)), **headers)
 
 
@@ -507,16 +521,11 @@ def _caller() -> api.Caller:
     event = app.current_event
     context = event.request_context
     arn = context.identity.user_arn
-    if arn:
-        principal = _machines().principal(arn)
-    else:
-        principal = _person(event.headers)
-    base_url = _runtime().settings.api_url
-    if not base_url or not arn:
-        domain, stage = context.domain_name, context.stage
-        base_url = f"https://{domain}/{stage}" if domain and stage else (base_url or "")
-        base_url = _runtime().settings.people_url or base_url if not arn else base_url
-    return api.Caller(principal=principal, base_url=base_url, people_url=_runtime().settings.people_url)
+    principal = _machines().principal(arn) if arn else _person(event.headers)
+    settings = _runtime().settings
+    here = f"https://{context.domain_name}/{context.stage}" if context.domain_name and context.stage else ""
+    base_url = (settings.api_url if arn else settings.people_url) or here
+    return api.Caller(principal=principal, base_url=base_url, people_url=settings.people_url)
 
 
 def _person(headers: Mapping[str, str]) -> Principal:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import importlib
 import json
-import secrets
 import os
+import secrets
 import threading
 import uuid
 from collections.abc import Iterator, Mapping
@@ -206,9 +206,9 @@ class LocalAws:
         self._create_jobs_table()
         arns = {}
         self.function_environment["REPORTRELAY_CANCEL_FUNCTION"] = CANCEL_FUNCTION[0]
-        self.function_environment["REPORTRELAY_LINK_KEY_SECRET"] = self.client("secretsmanager").create_secret(
-            Name="reportrelay/link-key", SecretString=secrets.token_urlsafe(48)
-        )["ARN"]
+        self.function_environment["REPORTRELAY_LINK_KEY_SECRET"] = self.client(
+            "secretsmanager"
+        ).create_secret(Name="reportrelay/link-key", SecretString=secrets.token_urlsafe(48))["ARN"]
         functions = {**FUNCTIONS, "HolderFunctionArn": HOLDER_FUNCTION, "CancelFunctionArn": CANCEL_FUNCTION}
         for placeholder, (name, handler) in functions.items():
             arns[placeholder] = lambdas.create_function(

@@ -46,12 +46,10 @@ def open_provider(
     """An adapter for the connection, signed in with its (resolved) credentials, and the claim store."""
     cls = provider_class(connection.provider)
     session = requests.Session()
-    http = ProviderHttp(
-        connection.base_url,
+    http = ProviderHttp.for_connection(
+        connection,
         build_auth(connection, secrets, session),
         session=session,
-        timeout=(connection.timeouts.connect_seconds, connection.timeouts.read_seconds),
-        verify=connection.verify_tls,
         reauth_statuses=cls.reauth_statuses,
     )
     provider = cls(connection, http)
