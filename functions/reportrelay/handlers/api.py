@@ -163,7 +163,7 @@ JobId = Annotated[str, Path(description="the job's id, as POST /reports answered
     description="Validates the job request against its connection and provider, then starts the workflow. "
     "With a client token (body `client_token` or header `Idempotency-Key`), asking again with the same "
     "request returns the same job instead of queuing the report again; the same token with a different "
-    "request is refused with 409. Tokens are scoped to the calling IAM principal.",
+    "request is refused with 409. Tokens are scoped to the caller (a principal with its session).",
     operation_id="startJob",
     tags=["jobs"],
     responses=_responses(
