@@ -46,6 +46,14 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--verbose", action="store_true", help="show the functions' logs on stderr")
     run.set_defaults(command=command_run)
 
+    validate = commands.add_parser(
+        "validate", help="check connections, the access policy and a local identities file; run nothing"
+    )
+    validate.add_argument("--connections", type=Path, help="connections JSON file")
+    validate.add_argument("--access", type=Path, help="access policy JSON file (config/access.json)")
+    validate.add_argument("--identities", type=Path, help="local identities JSON file (the local IAM API)")
+    validate.set_defaults(command=command_validate)
+
     from reportrelay.sandbox.cli import add_sandbox_commands
 
     add_sandbox_commands(commands)
@@ -79,6 +87,29 @@ def _read_json(path: Path, what: str) -> Any:
         raise BadInput(
             f"{what} file {path} is not valid JSON (line {error.lineno}, column {error.colno}): {error.msg}"
         ) from None
+
+
+def command_validate(args: argparse.Namespace) -> int:
+    """Each file given, checked as the system would read it; one line per file, exit 2 on the first fault."""
+    from reportrelay.access import AccessPolicy
+    from reportrelay.local.identities import LocalIdentities
+
+    if not (args.connections or args.access or args.identities):
+        raise BadInput("name at least one file: --connections, --access or --identities")
+    try:
+        if args.connections:
+            connections = Connections.from_file(args.connections)
+            print(f"{args.connections}: {len(connections.names())} connection(s) valid")
+        if args.access:
+            policy = AccessPolicy.from_file(args.access)
+            admin = policy.admin_team or "(none)"
+            print(f"{args.access}: valid; admin team {admin}, {len(policy.roles)} role mapping(s)")
+        if args.identities:
+            identities = LocalIdentities.from_file(args.identities)
+            print(f"{args.identities}: {len(identities)} identit(y/ies) valid")
+    except ReportRelayError as error:
+        raise BadInput(str(error)) from None
+    return EXIT_READY
 
 
 def command_run(args: argparse.Namespace) -> int:

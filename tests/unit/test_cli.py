@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from reportrelay.cli import main
+from reportrelay.local.identities import LocalIdentities
 from tests.conftest import DX_PASSWORD, devexpress_connection, write_connections
 
 REQUEST = {"connection": "dx", "report": {"document_id": 10}, "format": "pdf"}
@@ -232,3 +233,44 @@ def test_a_connections_file_without_connections_exits_2(files, capsys):
     connections.write_text(json.dumps({"dx": devexpress_connection(NOWHERE)}))
     assert run(connections, request, tmp_path / "out") == 2
     assert 'must be a JSON object {"connections": {...}}' in one_line_error(capsys)
+
+
+# ---- reportrelay validate
+
+
+def test_validate_accepts_good_files_and_runs_nothing(tmp_path, capsys):
+    # given an access policy and an identities file as a deployment and a laptop would have them
+    access = tmp_path / "access.json"
+    access.write_text(
+        '{"admin_team": "platform", "roles": {"arn:aws:iam::123456789012:role/r": ["finance"]}}'
+    )
+    identities = tmp_path / "identities.json"
+    LocalIdentities.generate({"arn:aws:iam::123456789012:user/ci": ["finance"]}).write(identities)
+    # when they are validated
+    code = main(["validate", "--access", str(access), "--identities", str(identities)])
+    # then both are reported valid
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "admin team platform" in out and "1 identit" in out
+
+
+def test_validate_names_the_file_and_field_of_a_wrong_team_mapping(tmp_path, capsys):
+    # given an access policy whose role maps to a team name that cannot be
+    access = tmp_path / "access.json"
+    access.write_text('{"roles": {"arn:aws:iam::123456789012:role/r": ["Finance Team"]}}')
+    # when it is validated, then the command exits 2 naming the file and the field, in one line
+    assert main(["validate", "--access", str(access)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert str(access) in error and "roles" in error and "\n" not in error
+
+
+def test_validate_names_the_file_and_field_of_a_wrong_identities_file(tmp_path, capsys):
+    # given an identities file whose principal is not an IAM ARN
+    identities = tmp_path / "identities.json"
+    identities.write_text(
+        '{"identities": {"AKIAEXAMPLE000000001": {"secret_access_key": "s", "principal": "alice"}}}'
+    )
+    # when it is validated, then it exits 2 naming the file and the identity's principal field
+    assert main(["validate", "--identities", str(identities)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert str(identities) in error and "principal" in error and "\n" not in error
