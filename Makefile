@@ -26,6 +26,32 @@ node_modules/.stamp: package.json package-lock.json
 	npm ci --no-audit --no-fund
 	touch $@
 
+# The browser test (tests/api/test_browser.py) drives Debian's Chromium and its driver. Installed with apt
+# where they are missing (as root, or through sudo); where that cannot be done the build goes on, loudly,
+# and the test skips itself.
+CHROMIUM := /usr/bin/chromium
+CHROMEDRIVER := /usr/bin/chromedriver
+BROWSER_PACKAGES := chromium chromium-driver
+BROWSER_SKIPPED := tests/api/test_browser.py will be SKIPPED; install them: sudo apt-get install $(BROWSER_PACKAGES)
+
+build/.stamp-browser:
+	@mkdir -p $(@D)
+	@if [ -x $(CHROMIUM) ] && [ -x $(CHROMEDRIVER) ]; then touch $@; exit 0; fi; \
+	if ! command -v apt-get >/dev/null; then \
+		echo "WARNING: $(CHROMIUM) or $(CHROMEDRIVER) is missing and there is no apt-get: $(BROWSER_SKIPPED)" >&2; \
+		exit 0; \
+	fi; \
+	if [ "$$(id -u)" = 0 ]; then as_root=; \
+	elif command -v sudo >/dev/null; then as_root=sudo; \
+	else echo "WARNING: installing $(BROWSER_PACKAGES) needs root and there is no sudo: $(BROWSER_SKIPPED)" >&2; exit 0; \
+	fi; \
+	install="$${as_root:+$$as_root }env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(BROWSER_PACKAGES)"; \
+	echo "$$install"; \
+	$$install || { $$as_root apt-get update && $$install; } || true; \
+	if [ -x $(CHROMIUM) ] && [ -x $(CHROMEDRIVER) ]; then touch $@; \
+	else echo "WARNING: apt-get could not install $(BROWSER_PACKAGES): $(BROWSER_SKIPPED)" >&2; \
+	fi
+
 dev: $(VENV)/.stamp-python
 
 infra-dev: $(VENV)/.stamp-python node_modules/.stamp
@@ -33,7 +59,7 @@ infra-dev: $(VENV)/.stamp-python node_modules/.stamp
 demo: dev  ## Fetch a report from every simulator end to end through the state machine.
 	$(PY) -m reportrelay.cli demo --out out/demo
 
-test: infra-dev  ## Every test: units, provider contracts over HTTP, the executed state machine, the CDK app.
+test: infra-dev build/.stamp-browser  ## Every test: units, provider contracts over HTTP, the executed state machine, the CDK app.
 	$(PY) -m pytest -q
 
 lint: infra-dev
