@@ -158,15 +158,26 @@ class ApiAnswer:
     status: int
     headers: dict[str, str]
     body: bytes
+    #: Each ``Set-Cookie`` value, sent on a line of its own: cookies cannot be folded (RFC 6265 section 3).
+    cookies: tuple[str, ...] = ()
 
     @classmethod
     def from_result(cls, result: Mapping[str, Any]) -> ApiAnswer:
-        headers = {name: str(value) for name, value in (result.get("headers") or {}).items()}
+        headers: dict[str, str] = {}
+        cookies: list[str] = []
+        for name, value in (result.get("headers") or {}).items():
+            if name.lower() == "set-cookie":
+                cookies = [str(value)]
+            else:
+                headers[name] = str(value)
         for name, values in (result.get("multiValueHeaders") or {}).items():
-            headers[name] = ", ".join(str(value) for value in values)
+            if name.lower() == "set-cookie":
+                cookies = [str(value) for value in values]  # as API Gateway: these win over ``headers``
+            else:
+                headers[name] = ", ".join(str(value) for value in values)
         raw = result.get("body") or ""
         body = base64.b64decode(raw) if result.get("isBase64Encoded") else str(raw).encode()
-        return cls(int(result["statusCode"]), headers, body)
+        return cls(int(result["statusCode"]), headers, body, tuple(cookies))
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -498,6 +509,7 @@ def _respond(answer: ApiAnswer, start_response: Callable[..., Any]) -> list[byte
     except ValueError:
         status = f"{answer.status} Status"
     headers = [(name, value) for name, value in answer.headers.items() if name.lower() != "content-length"]
+    headers += [("Set-Cookie", cookie) for cookie in answer.cookies]
     headers.append(("Content-Length", str(len(answer.body))))
     start_response(status, headers)
     return [answer.body]
