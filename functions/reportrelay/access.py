@@ -29,12 +29,11 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from reportrelay.config import Connection, Team, describe_validation_error
+from reportrelay.config import TEAM_PATTERN, Connection, Team, describe_validation_error, read_json_file
 from reportrelay.errors import ConfigurationError, ReportRelayError
 
 ACCESS_ENV = "REPORTRELAY_ACCESS"
@@ -42,6 +41,7 @@ ACCESS_FILE_ENV = "REPORTRELAY_ACCESS_FILE"
 DEFAULT_PRINCIPAL_TAG = "reportrelay-teams"
 TAG_CACHE_SECONDS = 300
 _ASSUMED_ROLE = re.compile(r"^arn:(aws[\w-]*):sts::(\d{12}):assumed-role/([^/]+)/(.+)$")
+_TEAM = re.compile(TEAM_PATTERN)
 _IAM_ENTITY = re.compile(r"^arn:(aws[\w-]*):iam::(\d{12}):(role|user)/(?:.*/)?([^/]+)$")
 
 
@@ -77,18 +77,7 @@ class AccessPolicy(BaseModel):
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> AccessPolicy:
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as error:
-            raise ConfigurationError(f"cannot read access file {path}: {error.strerror}") from None
-        try:
-            document = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise ConfigurationError(
-                f"access file {path} is not valid JSON (line {error.lineno}, column {error.colno}): "
-                f"{error.msg}"
-            ) from None
-        return cls.from_document(document, where=str(path))
+        return cls.from_document(read_json_file(path, "access"), where=str(path))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> AccessPolicy:
@@ -115,7 +104,7 @@ class AccessPolicy(BaseModel):
     def teams_of_groups(self, groups: Iterable[str]) -> set[str]:
         prefix = self.group_prefix
         named = (group[len(prefix) :] for group in groups if group.startswith(prefix))
-        return {team for team in named if re.match(r"^[a-z0-9][a-z0-9_-]{0,62}$", team)}
+        return {team for team in named if _TEAM.match(team)}
 
 
 @dataclass(frozen=True)
@@ -191,7 +180,7 @@ class MachineIdentities:
         teams = frozenset(
             team
             for team in tags.get(self.policy.principal_tag, "").split()
-            if re.match(r"^[a-z0-9][a-z0-9_-]{0,62}$", team)
+            if _TEAM.match(team)
         )
         self._cache[entity] = (self.clock(), teams)
         return teams

@@ -36,7 +36,7 @@ from reportrelay.jobs import (
 )
 from reportrelay.observability import logger
 from reportrelay.providers import provider_class
-from reportrelay.runtime import Runtime
+from reportrelay.runtime import Runtime, read_secret_string
 from reportrelay.timestamps import iso_timestamp, parse_timestamp
 from reportrelay.workflow import describe_outcome
 
@@ -318,7 +318,7 @@ def mint_link(job_id: str, caller: Caller, runtime: Runtime, *, seconds: int | N
         )
     now = runtime.clock()
     claims = links.LinkClaims(links.new_link_id(), job.job_id, int(now) + seconds)
-    token = links.sign(claims, _link_key(runtime))
+    token = links.sign(claims, links.link_key(read_secret=read_secret_string))
     store.put_link(
         links.link_record(claims, team=job.team, minted_by=caller.identity, created_at=iso_timestamp(now))
     )
@@ -348,12 +348,10 @@ def revoke_link(job_id: str, link_id: str, caller: Caller, runtime: Runtime) -> 
 
 def open_link(token: str, runtime: Runtime) -> tuple[str, int, dict[str, Any]]:
     """Follow a share link: its signature, expiry and revocation checked, then a fresh presigned URL."""
-    claims = links.verify(token, _link_key(runtime), runtime.clock())
+    claims = links.verify(token, links.link_key(read_secret=read_secret_string), runtime.clock())
     store = _store(runtime)
     record = store.link(claims.link_id)
-    if record is None or record.get("job_id") != claims.job_id:
-        raise links.LinkGone("this link was revoked; ask whoever shared it for a new one")
-    if record.get("revoked_at"):
+    if record is None or record.get("job_id") != claims.job_id or record.get("revoked_at"):
         raise links.LinkGone("this link was revoked; ask whoever shared it for a new one")
     job = store.get(claims.job_id)
     if job is None:
@@ -453,15 +451,12 @@ def _state_machine_arn(runtime: Runtime) -> str:
 
 
 def _usable_connection(name: str, principal: Principal, runtime: Runtime) -> Connection:
-    """The connection, if the caller may use it: 403 naming it if not; unknown names list only usable ones."""
+    """The named connection; an unknown name's message lists only the connections the caller may use.
+
+    Whether the caller may use a known one is ``Principal.team_for``'s to say (403 naming it).
+    """
     if name in runtime.connections:
-        connection = runtime.connections.get(name)
-        if not principal.may_use(connection):
-            raise NotAllowed(
-                f"connection '{name}' is not shared with any of your teams "
-                f"({', '.join(sorted(principal.teams)) or 'none'}); ask its owners to add your team"
-            )
-        return connection
+        return runtime.connections.get(name)
     usable = [
         known for known in runtime.connections.names() if principal.may_use(runtime.connections.get(known))
     ]
@@ -483,15 +478,6 @@ def _share_links_allowed(job: Job, runtime: Runtime) -> bool:
     if isinstance(output, dict) and output.get("share_links") is True:
         return True
     return bool(job.connection in runtime.connections and runtime.connections.get(job.connection).share_links)
-
-
-def _link_key(runtime: Runtime) -> bytes:
-    return links.link_key(read_secret=_read_secret)
-
-
-def _read_secret(secret_id: str) -> str:
-    value: str = aws_client("secretsmanager").get_secret_value(SecretId=secret_id)["SecretString"]
-    return value
 
 
 def _get(store: DynamoDbJobs, job_id: str) -> Job:
@@ -621,7 +607,7 @@ def _announce_cancelled(job: Job, error: Mapping[str, str], runtime: Runtime) ->
         },
         "error": {"Error": error["code"], "Cause": error["message"]},
     }
-    outcome = describe_outcome(state, runtime.settings.people_url or runtime.settings.api_url)
+    outcome = describe_outcome(state, runtime.settings.link_base_url)
     entry: dict[str, Any] = {
         "Source": EVENT_SOURCE,
         "DetailType": outcome["detail_type"],

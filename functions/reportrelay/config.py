@@ -279,18 +279,21 @@ class Connections:
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> Connections:
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as error:
-            raise ConfigurationError(f"cannot read connections file {path}: {error.strerror}") from None
-        try:
-            document = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise ConfigurationError(
-                f"connections file {path} is not valid JSON (line {error.lineno}, column {error.colno}): "
-                f"{error.msg}"
-            ) from None
-        return cls.from_document(document)
+        return cls.from_document(read_json_file(path, "connections"))
+
+
+def read_json_file(path: str | os.PathLike[str], what: str, **loads: Any) -> Any:
+    """A configuration file's JSON; ConfigurationError naming the file (and line, column) otherwise."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigurationError(f"cannot read {what} file {path}: {error.strerror}") from None
+    try:
+        return json.loads(text, **loads)
+    except json.JSONDecodeError as error:
+        raise ConfigurationError(
+            f"{what} file {path} is not valid JSON (line {error.lineno}, column {error.colno}): {error.msg}"
+        ) from None
 
 
 SecretLoader = Callable[[str], str]

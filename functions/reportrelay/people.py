@@ -161,9 +161,10 @@ class SignInDone:
 
 
 def bearer_token(headers: Mapping[str, str]) -> str | None:
-    authorization = _header(headers, "authorization") or ""
-    scheme, _, token = authorization.partition(" ")
-    return token.strip() or None if scheme.lower() == "bearer" else None
+    scheme, _, token = (_header(headers, "authorization") or "").partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return token.strip() or None
 
 
 def session_token(headers: Mapping[str, str]) -> str | None:
@@ -194,7 +195,6 @@ def start_sign_in(settings: OidcSettings, people_url: str, return_to: str) -> Si
 
 
 def finish_sign_in(
-    settings: OidcSettings,
     verifier: TokenVerifier,
     people_url: str,
     query: Mapping[str, str],
@@ -214,7 +214,7 @@ def finish_sign_in(
         raise Unauthenticated(
             "the sign-in answer does not match the sign-in started here; open the link again"
         )
-    tokens = _exchange(settings, people_url, query["code"], code_verifier)
+    tokens = _exchange(verifier.settings, people_url, query["code"], code_verifier)
     id_token = tokens.get("id_token")
     if not isinstance(id_token, str):
         raise Unauthenticated("the identity provider answered without an ID token")

@@ -53,6 +53,11 @@ class Settings:
     people_url: str | None = None
     cancel_function: str | None = None
 
+    @property
+    def link_base_url(self) -> str | None:
+        """Where links for people point (events' download_url): the people API, else the IAM API."""
+        return self.people_url or self.api_url
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
@@ -115,7 +120,8 @@ def load_connections(settings: Settings) -> Connections:
     raise ConfigurationError("no connections configured: set REPORTRELAY_CONNECTIONS_FILE")
 
 
-def _secrets_manager_loader(secret_id: str) -> str:
+def read_secret_string(secret_id: str) -> str:
+    """A Secrets Manager secret's string value (for references and the share-link key alike)."""
     secret: str = aws_client("secretsmanager").get_secret_value(SecretId=secret_id)["SecretString"]
     return secret
 
@@ -140,7 +146,7 @@ class Runtime:
             settings=settings,
             connections=load_connections(settings),
             secrets=SecretResolver(
-                aws_secret_loader=_secrets_manager_loader, aws_secret_writer=_secrets_manager_writer
+                aws_secret_loader=read_secret_string, aws_secret_writer=_secrets_manager_writer
             ),
         )
 

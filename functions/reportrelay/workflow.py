@@ -263,11 +263,9 @@ def _with_status(
     return {**state, "job": job}
 
 
-CANCEL_OUTCOMES = ("cancelled", "unsupported", "failed", "not_queued")
-
-
 def cancel_at_provider(event: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
-    """Cancel a stopped job's report at its provider: ``{"at_provider": one of CANCEL_OUTCOMES}``.
+    """Cancel a stopped job's report at its provider: ``{"at_provider": cancelled | unsupported | failed |
+    not_queued}`` (the job API words each for the user).
 
     The job API stops the execution and then asks this workflow function, which alone holds the vendor
     credentials, to cancel what the provider still has queued. It reads the handle from the job store.
@@ -305,7 +303,7 @@ def _abandon(request: JobRequest, job: dict[str, Any], handle: Handle, provider:
 
 def conclude(state: State, runtime: Runtime) -> dict[str, Any]:
     """The completion event for the job, with the job's figures recorded as metrics."""
-    outcome = describe_outcome(state, runtime.settings.people_url or runtime.settings.api_url)
+    outcome = describe_outcome(state, runtime.settings.link_base_url)
     detail = outcome["detail"]
     _record_outcome(runtime, detail, state)
     _release_slot(state, runtime)

@@ -146,7 +146,7 @@ def test_the_conclude_step_emits_the_metrics_the_dashboard_shows() -> None:
     }
     runtime = SimpleNamespace(
         clock=lambda: datetime(2025, 3, 1, 6, 5, tzinfo=UTC).timestamp(),
-        settings=SimpleNamespace(api_url=None, people_url=None),
+        settings=SimpleNamespace(link_base_url=None),
         jobs=None,
     )
     metrics.clear_metrics()  # the metric set is shared: start from nothing other tests left behind

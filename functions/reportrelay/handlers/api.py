@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
+from functools import lru_cache
 from html import escape
 from http import HTTPStatus
 from typing import Annotated, Any
@@ -378,9 +379,7 @@ def open_link(token: Annotated[str, Path(description="the link's token")]) -> Re
         return _page(HTTPStatus.GONE, "This report is no longer kept", str(error))
     except api.JobConflict as error:
         return _page(HTTPStatus.CONFLICT, "This report is not ready yet", str(error))
-    return Response(
-        status_code=HTTPStatus.FOUND.value, headers={"Location": url, "Cache-Control": "no-store"}
-    )
+    return _redirect(url)
 
 
 @app.get(
@@ -391,7 +390,6 @@ def open_link(token: Annotated[str, Path(description="the link's token")]) -> Re
     operation_id="signInCallback",
     tags=["people"],
     security=[{}],
-    include_in_schema=True,
     responses={
         302: {"description": "Signed in: back to where the sign-in started"},
         400: BAD_REQUEST,
@@ -405,20 +403,17 @@ def sign_in_callback(
     state: Annotated[str | None, Query(max_length=512)] = None,
     error: Annotated[str | None, Query(max_length=256)] = None,
 ) -> Response[Any]:
-    settings, verifier = _people()
-    if settings is None or verifier is None:
+    verifier = _verifier()
+    if verifier is None:
         return _page(
             HTTPStatus.UNAUTHORIZED, "Sign-in is not set up", "people cannot sign in to this deployment"
         )
     query = {name: value for name, value in (("code", code), ("state", state), ("error", error)) if value}
     try:
-        done = people.finish_sign_in(settings, verifier, _people_url(), query, app.current_event.headers)
+        done = people.finish_sign_in(verifier, _people_url(), query, app.current_event.headers)
     except Unauthenticated as refused:
         return _page(HTTPStatus.UNAUTHORIZED, "Sign-in failed", str(refused))
-    return Response(
-        status_code=HTTPStatus.FOUND.value,
-        headers={"Location": done.location, "Cache-Control": "no-store", "Set-Cookie": done.cookies},
-    )
+    return _redirect(done.location, done.cookies)
 
 
 # ---- errors: every one an ApiError body with a status the document declares
@@ -518,13 +513,10 @@ def _runtime() -> Runtime:
 
 def _caller() -> api.Caller:
     """Who is asking: the IAM principal API Gateway verified, or a person whose token verifies here."""
-    event = app.current_event
-    context = event.request_context
-    arn = context.identity.user_arn
-    principal = _machines().principal(arn) if arn else _person(event.headers)
+    arn = app.current_event.request_context.identity.user_arn
+    principal = _machines().principal(arn) if arn else _person(app.current_event.headers)
     settings = _runtime().settings
-    here = f"https://{context.domain_name}/{context.stage}" if context.domain_name and context.stage else ""
-    base_url = (settings.api_url if arn else settings.people_url) or here
+    base_url = (settings.api_url or _here()) if arn else _people_url()
     return api.Caller(principal=principal, base_url=base_url, people_url=settings.people_url)
 
 
@@ -535,7 +527,7 @@ def _person(headers: Mapping[str, str]) -> Principal:
             "sign in: send 'Authorization: Bearer <token>' from the identity provider, "
             "or call the IAM API with AWS SigV4"
         )
-    _, verifier = _people()
+    verifier = _verifier()
     if verifier is None:
         raise Unauthenticated("people cannot sign in to this deployment: call the IAM API with AWS SigV4")
     return person_principal(verifier.verify(token), _policy())
@@ -544,53 +536,54 @@ def _person(headers: Mapping[str, str]) -> Principal:
 def _browser_sign_in(return_to: str) -> Response[Any] | None:
     """A signed-out browser (it asks for HTML and sends no bearer token) is sent to sign in first."""
     headers = app.current_event.headers
-    settings, _ = _people()
-    accepts_html = "text/html" in (next((v for k, v in headers.items() if k.lower() == "accept"), "") or "")
-    if settings is None or not accepts_html or people.bearer_token(headers):
+    verifier = _verifier()
+    if verifier is None or "text/html" not in (headers.get("accept") or "") or people.bearer_token(headers):
         return None
-    start = people.start_sign_in(settings, _people_url(), return_to)
-    return Response(
-        status_code=HTTPStatus.FOUND.value,
-        headers={"Location": start.location, "Cache-Control": "no-store", "Set-Cookie": [start.cookie]},
-    )
+    start = people.start_sign_in(verifier.settings, _people_url(), return_to)
+    return _redirect(start.location, [start.cookie])
+
+
+def _here() -> str:
+    """This API's URL as the request reached it (API Gateway's domain and stage)."""
+    context = app.current_event.request_context
+    return f"https://{context.domain_name}/{context.stage}" if context.domain_name and context.stage else ""
 
 
 def _people_url() -> str:
-    settings = _runtime().settings
-    context = app.current_event.request_context
-    if settings.people_url:
-        return settings.people_url
-    return f"https://{context.domain_name}/{context.stage}"
-
-
-_PROCESS: dict[str, Any] = {}
+    return _runtime().settings.people_url or _here()
 
 
 def _policy() -> AccessPolicy:
-    """The access policy, read once per process from the environment (it changes only with a deploy)."""
-    key = os.environ.get(ACCESS_ENV, "") + "\0" + os.environ.get(ACCESS_FILE_ENV, "")
-    if _PROCESS.get("policy_key") != key:
-        _PROCESS.update(policy_key=key, policy=AccessPolicy.from_env(), machines=None)
-    policy: AccessPolicy = _PROCESS["policy"]
-    return policy
+    return _access(os.environ.get(ACCESS_ENV, ""), os.environ.get(ACCESS_FILE_ENV, ""))[0]
 
 
 def _machines() -> MachineIdentities:
-    policy = _policy()
-    if _PROCESS.get("machines") is None:
-        _PROCESS["machines"] = MachineIdentities(policy, iam_tag_reader(aws_client("iam")))
-    machines: MachineIdentities = _PROCESS["machines"]
-    return machines
+    return _access(os.environ.get(ACCESS_ENV, ""), os.environ.get(ACCESS_FILE_ENV, ""))[1]
 
 
-def _people() -> tuple[people.OidcSettings | None, people.TokenVerifier | None]:
+@lru_cache(maxsize=1)
+def _access(document: str, file: str) -> tuple[AccessPolicy, MachineIdentities]:
+    """The access policy and the IAM caller lookup (its tag cache), once per process and policy."""
+    policy = AccessPolicy.from_env({ACCESS_ENV: document, ACCESS_FILE_ENV: file})
+    return policy, MachineIdentities(policy, iam_tag_reader(aws_client("iam")))
+
+
+def _verifier() -> people.TokenVerifier | None:
+    """The verifier of the deployment's issuer (None: people cannot sign in); its keys cached per process."""
     settings = people.OidcSettings.from_env()
-    if settings is None:
-        return None, None
-    verifier = _PROCESS.get("verifier")
-    if verifier is None or verifier.settings != settings:
-        verifier = _PROCESS["verifier"] = people.TokenVerifier(settings)
-    return settings, verifier
+    return None if settings is None else _verifier_for(settings)
+
+
+@lru_cache(maxsize=1)
+def _verifier_for(settings: people.OidcSettings) -> people.TokenVerifier:
+    return people.TokenVerifier(settings)
+
+
+def _redirect(location: str, cookies: list[str] | None = None) -> Response[Any]:
+    headers: dict[str, str | list[str]] = {"Location": location, "Cache-Control": "no-store"}
+    if cookies:
+        headers["Set-Cookie"] = cookies
+    return Response(status_code=HTTPStatus.FOUND.value, headers=headers)
 
 
 def _page(status: HTTPStatus, title: str, text: str) -> Response[str]:

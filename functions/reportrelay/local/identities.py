@@ -32,7 +32,7 @@ from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from reportrelay.config import Team, describe_validation_error
+from reportrelay.config import Team, describe_validation_error, read_json_file
 from reportrelay.errors import ConfigurationError
 
 DEFAULT_TAG_KEY = "reportrelay-teams"
@@ -216,16 +216,7 @@ class LocalIdentities:
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> LocalIdentities:
         try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as error:
-            raise ConfigurationError(f"cannot read identities file {path}: {error.strerror}") from None
-        try:
-            document = json.loads(text, object_pairs_hook=_reject_duplicate_keys)
-        except json.JSONDecodeError as error:
-            raise ConfigurationError(
-                f"identities file {path} is not valid JSON (line {error.lineno}, column {error.colno}): "
-                f"{error.msg}"
-            ) from None
+            document = read_json_file(path, "identities", object_pairs_hook=_reject_duplicate_keys)
         except _DuplicateKey as error:
             raise ConfigurationError(f"{path}: {error.key} appears twice") from None
         return cls.from_document(document, source=str(path))
