@@ -178,9 +178,7 @@ class MachineIdentities:
         except Exception:
             tags = {}  # an entity we may not read (another account's) has no teams by tag
         teams = frozenset(
-            team
-            for team in tags.get(self.policy.principal_tag, "").split()
-            if _TEAM.match(team)
+            team for team in tags.get(self.policy.principal_tag, "").split() if _TEAM.match(team)
         )
         self._cache[entity] = (self.clock(), teams)
         return teams
