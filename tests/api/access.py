@@ -14,18 +14,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from socketserver import ThreadingMixIn
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import pytest
 import requests
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
 
 from reportrelay.local.apigateway import JobApiApp
 from reportrelay.local.aws import REGION, LocalAws
@@ -33,6 +28,7 @@ from reportrelay.local.identities import LocalIdentities, LocalIdentity, registe
 from reportrelay.sandbox.devexpress import DevExpressSimulator
 from reportrelay.sandbox.oidc import OidcClient, OidcIssuer, OidcUser
 from tests.conftest import DX_PASSWORD, devexpress_connection, write_connections
+from tests.http import serve, sigv4_headers
 
 ACCOUNT = "123456789012"
 CLIENT_ID = "reportrelay-people"
@@ -48,29 +44,6 @@ ADMINS = ("ops", "erin")
 NO_TEAM = ("nobody", "frank")
 CONNECTION_OF = {"finance": "dx-finance", "sales": "dx-sales"}
 PASSWORD = "correct horse battery staple"
-
-
-class _ThreadingServer(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-
-
-class _Quiet(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-@contextlib.contextmanager
-def serve(app: Any) -> Iterator[str]:
-    """A WSGI app on http://127.0.0.1:<port>; yields its root URL."""
-    server = make_server("127.0.0.1", 0, app, server_class=_ThreadingServer, handler_class=_Quiet)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 class _LateApi:
@@ -103,9 +76,7 @@ class Deployment:
             headers["Content-Type"] = "application/json"
         if who in MACHINES:
             url = self.iam_url + path
-            request = AWSRequest(method, url, data=data, headers=headers)
-            SigV4Auth(self.machine(who).credentials(), "execute-api", REGION).add_auth(request)
-            headers = dict(request.headers)
+            headers = sigv4_headers(method, url, self.machine(who).credentials(), data=data, headers=headers)
         else:
             url = self.people_url + path
             headers["Authorization"] = f"Bearer {self.token(who)}"

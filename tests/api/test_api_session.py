@@ -11,32 +11,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 import time
 from collections.abc import Iterator
-from socketserver import ThreadingMixIn
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import pytest
 import requests
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
 
 from reportrelay.local.apigateway import JobApiApp
 from reportrelay.local.aws import REGION, LocalAws
 from reportrelay.local.identities import LocalIdentities, LocalIdentity, register_in_iam
+from tests.http import serve, sigv4_headers
 
 CI = "arn:aws:sts::123456789012:assumed-role/finance-reports/ci"
-
-
-class _ThreadingServer(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-
-
-class _Quiet(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
 
 
 @pytest.fixture
@@ -50,30 +37,16 @@ def ci(api_aws: LocalAws) -> LocalIdentity:
 @pytest.fixture
 def api_url(api_aws: LocalAws, ci: LocalIdentity) -> Iterator[str]:
     """The job API on http://127.0.0.1:<port>/v1, as API Gateway would serve it."""
-    app = JobApiApp(api_aws.api, identities=LocalIdentities([ci]), region=REGION)
-    server = make_server("127.0.0.1", 0, app, server_class=_ThreadingServer, handler_class=_Quiet)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}/v1"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with serve(JobApiApp(api_aws.api, identities=LocalIdentities([ci]), region=REGION), path="/v1") as url:
+        yield url
 
 
 def call(method: str, url: str, identity: LocalIdentity, body: Any = None) -> requests.Response:
     """docs/api.md's signer: any SigV4 signer works, botocore's here."""
-    request = AWSRequest(
-        method,
-        url,
-        data=json.dumps(body) if body is not None else None,
-        headers={"Content-Type": "application/json"} if body is not None else {},
-    )
-    SigV4Auth(identity.credentials(), "execute-api", REGION).add_auth(request)
-    return requests.request(
-        method, url, headers=dict(request.headers), data=request.body, allow_redirects=False, timeout=30
-    )
+    data = json.dumps(body) if body is not None else None
+    headers = {"Content-Type": "application/json"} if body is not None else {}
+    signed = sigv4_headers(method, url, identity.credentials(), data=data, headers=headers)
+    return requests.request(method, url, headers=signed, data=data, allow_redirects=False, timeout=30)
 
 
 def test_start_watch_and_download_over_signed_http(api_url, ci, devexpress_sim):

@@ -11,13 +11,11 @@ import hashlib
 import json
 import os
 import stat
-import threading
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from wsgiref.simple_server import WSGIRequestHandler
 
 import boto3
 import pytest
@@ -36,6 +34,8 @@ from reportrelay.local.apigateway import (
     rest_event,
 )
 from reportrelay.local.identities import LocalIdentities, LocalIdentity, PrincipalArn, register_in_iam
+from tests.http import QuietHandler
+from tests.http import serve as serve_wsgi
 
 ALICE = "arn:aws:sts::123456789012:assumed-role/finance-reports/alice"
 CAROL = "arn:aws:sts::123456789012:assumed-role/finance-reports/carol"
@@ -43,12 +43,7 @@ BOB = "arn:aws:iam::123456789012:user/bob"
 REGION = "us-east-1"
 
 
-class _Quiet(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-class _RawUri(_Quiet):
+class _RawUri(QuietHandler):
     """A server that tells the app the request target as sent (gunicorn's RAW_URI, Apache's REQUEST_URI)."""
 
     def get_environ(self) -> dict[str, Any]:
@@ -69,18 +64,9 @@ def echo(event: dict[str, Any]) -> dict[str, Any]:
     return {"statusCode": 200, "headers": {"Content-Type": "application/json"}, "body": json.dumps(seen)}
 
 
-@contextmanager
-def serve(app: JobApiApp, handler_class: type[WSGIRequestHandler] = _Quiet) -> Iterator[str]:
+def serve(app: JobApiApp, handler_class: type[WSGIRequestHandler] = QuietHandler) -> Any:
     """``app`` on http://127.0.0.1:<port>/v1."""
-    server = make_server("127.0.0.1", 0, app, server_class=WSGIServer, handler_class=handler_class)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}/v1"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    return serve_wsgi(app, handler_class, path="/v1")
 
 
 @pytest.fixture(scope="module")
