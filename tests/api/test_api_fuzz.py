@@ -17,14 +17,12 @@ from collections.abc import Iterator
 import pytest
 import requests
 import schemathesis
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
 from hypothesis import HealthCheck, Phase, settings
 
-from reportrelay.local.aws import REGION
 from reportrelay.local.identities import LocalIdentity
 from scripts.openapi import DOCUMENT
 from tests.api.access import Deployment, deployment
+from tests.http import sigv4_headers
 
 EXAMPLES_PER_OPERATION = 40
 LIFECYCLES = 20
@@ -53,11 +51,14 @@ class SigV4(requests.auth.AuthBase):
 
     def __call__(self, prepared: requests.PreparedRequest) -> requests.PreparedRequest:
         headers = {name: value for name, value in prepared.headers.items() if name.lower() == "content-type"}
-        request = AWSRequest(prepared.method, prepared.url, data=prepared.body, headers=headers)
-        SigV4Auth(self.identity.credentials(), "execute-api", REGION).add_auth(request)
-        for name in ("Authorization", "X-Amz-Date", "X-Amz-Security-Token"):
-            if name in request.headers:
-                prepared.headers[name] = request.headers[name]
+        signed = sigv4_headers(
+            str(prepared.method),
+            str(prepared.url),
+            self.identity.credentials(),
+            data=prepared.body,
+            headers=headers,
+        )
+        prepared.headers.update(signed)
         return prepared
 
 
@@ -126,3 +127,15 @@ def test_job_lifecycles_keep_to_the_document(site: Deployment, who: str) -> None
             suppress_health_check=list(HealthCheck),
         )
     )
+
+
+@pytest.mark.parametrize("who", IDENTITIES)
+def test_the_fuzzers_credentials_reach_the_function(site: Deployment, who: str) -> None:
+    # given the credentials the cases above are sent with (were they refused, every case would be a
+    # documented 403 and the run above could not fail)
+    base_url, auth = _target(site, who)
+    # when the job listing is asked for with them
+    answer = requests.get(f"{base_url}/reports", auth=auth, timeout=30)
+    # then the function answers it: the signature or token was accepted
+    assert answer.status_code == 200, answer.text
+    assert "jobs" in answer.json()
