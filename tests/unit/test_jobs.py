@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import boto3
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from moto import mock_aws
 
@@ -293,3 +293,67 @@ def test_following_cursors_lists_every_matching_job_once_newest_first(
     assert [job_id for page in pages for job_id in page] == expected
     # and every page but the last is full
     assert all(len(page) == limit for page in pages[:-1])
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    jobs=st.lists(
+        st.tuples(st.sampled_from(["finance", "sales", "hr"]), st.sampled_from(["dx", "eu"]), st.booleans()),
+        max_size=30,
+    ),
+    teams=st.sampled_from([["finance"], ["finance", "sales"], ["sales", "hr", "finance"], ["nobody"]]),
+    limit=st.integers(min_value=1, max_value=8),
+    connection=st.sampled_from([None, "dx"]),
+    state=st.sampled_from([None, JobState.FAILED]),
+)
+@example(  # pages that each take some of both teams' jobs and leave more of both
+    jobs=[("finance", "dx", False), ("sales", "dx", False), ("hr", "dx", False)] * 4,
+    teams=["finance", "sales"],
+    limit=3,
+    connection=None,
+    state=None,
+)
+def test_a_listing_of_several_teams_merges_their_jobs_newest_first_each_once(
+    monkeypatch, jobs, teams, limit, connection, state
+):
+    # given jobs of three teams on two connections, some failed
+    with moto_store(monkeypatch) as store:
+        for number, (team, on, failed) in enumerate(jobs):
+            store.create(new_job(store, f"job-{number}", connection=on, team=team))
+            if failed:
+                store.finish(
+                    f"job-{number}", {"state": JobState.FAILED, "error": {"code": "X", "message": "y"}}
+                )
+        # when a caller in some of the teams reads the listing page by page
+        pages, cursor = [], None
+        for _ in range(len(jobs) + 2):
+            page = store.list(teams=teams, connection=connection, state=state, limit=limit, cursor=cursor)
+            pages.append([job.job_id for job in page.jobs])
+            cursor = page.cursor
+            if cursor is None:
+                break
+    # then the pages hold exactly its teams' matching jobs, newest first, each once, and the listing ends
+    assert cursor is None
+    expected = [
+        f"job-{number}"
+        for number, (team, on, failed) in reversed(list(enumerate(jobs)))
+        if team in teams
+        and connection in (None, on)
+        and state in (None, JobState.FAILED if failed else JobState.QUEUED)
+    ]
+    assert [job_id for page in pages for job_id in page] == expected
+    assert all(len(page) == limit for page in pages[:-1])
+
+
+def test_a_team_cursor_cannot_be_taken_to_another_team_or_filter(store):
+    # given a page of finance's and sales' jobs with more to come
+    for number in range(3):
+        store.create(new_job(store, f"f-{number}", team="finance"))
+        store.create(new_job(store, f"s-{number}", team="sales"))
+    cursor = store.list(teams=["finance", "sales"], limit=2).cursor
+    assert cursor
+    # when the cursor is used by a caller of finance only, or with another filter
+    # then each is refused: a cursor never lists a team the caller is not in
+    for teams, connection in ((["finance"], None), (["finance", "sales"], "dx")):
+        with pytest.raises(BadRequest, match="cursor"):
+            store.list(teams=teams, connection=connection, limit=2, cursor=cursor)
