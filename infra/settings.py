@@ -190,11 +190,28 @@ def _email(value: Any) -> str:
     return text
 
 
-def _https_url(value: Any) -> str:
-    text = str(value).strip()
-    if not re.match(r"^https://[^\s/?#]+[^\s]*$", text):
-        raise ValueError("expected an https:// URL")
-    return text
+def _matching(pattern: str, expected: str) -> Callable[[Any], str]:
+    """A parser of text that must match ``pattern`` whole (surrounding spaces dropped)."""
+
+    def parse(value: Any) -> str:
+        text = str(value).strip()
+        if not re.fullmatch(pattern, text):
+            raise ValueError(expected)
+        return text
+
+    return parse
+
+
+_https_url = _matching(r"https://[^\s/?#]+[^\s]*", "expected an https:// URL")
+_organization = _matching(
+    r"o-[a-z0-9]{10,32}", "expected an AWS Organizations id, o- and 10 to 32 lowercase letters or digits"
+)
+_claim = _matching(r"\S{1,128}", "expected a claim name such as groups or cognito:groups")
+_text = _matching(r"\S{1,256}", "expected a value without spaces")
+_prefix_shape = _matching(
+    r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?",
+    "expected 1 to 63 lowercase letters, digits or '-' (not first or last)",
+)
 
 
 def _accounts(value: Any) -> tuple[str, ...]:
@@ -207,34 +224,11 @@ def _accounts(value: Any) -> tuple[str, ...]:
     return accounts
 
 
-def _organization(value: Any) -> str:
-    text = str(value).strip()
-    if not re.fullmatch(r"o-[a-z0-9]{10,32}", text):
-        raise ValueError("expected an AWS Organizations id, o- and 10 to 32 lowercase letters or digits")
-    return text
-
-
 def _domain_prefix(value: Any) -> str:
     """Cognito's hosted domain prefix: lowercase letters, digits and hyphens, without AWS's own names."""
-    text = str(value).strip()
-    if not re.fullmatch(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?", text):
-        raise ValueError("expected 1 to 63 lowercase letters, digits or '-' (not first or last)")
+    text = _prefix_shape(value)
     if any(word in text for word in ("aws", "amazon", "cognito")):
         raise ValueError("Cognito refuses a prefix containing 'aws', 'amazon' or 'cognito'")
-    return text
-
-
-def _claim(value: Any) -> str:
-    text = str(value).strip()
-    if not text or len(text) > 128 or " " in text:
-        raise ValueError("expected a claim name such as groups or cognito:groups")
-    return text
-
-
-def _text(value: Any) -> str:
-    text = str(value).strip()
-    if not text or len(text) > 256 or any(char.isspace() for char in text):
-        raise ValueError("expected a value without spaces")
     return text
 
 
