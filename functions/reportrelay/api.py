@@ -116,6 +116,12 @@ class JobView(_Model):
         "ready (stored), failed, cancelled"
     )
     source: str = Field(description="what started the job: api, schedule, or workflow (started directly)")
+    team: str | None = Field(
+        description="the team the job runs for: only it (and the admin team) sees the job"
+    )
+    owner: str | None = Field(
+        description="who started it: an IAM principal ARN with its session, person:<subject>, or schedule:<name>"
+    )
     connection: str | None
     provider: str | None
     report: dict[str, Any] | None = Field(description="the request's report reference")
@@ -396,6 +402,8 @@ def job_view(job: Job, base_url: str) -> JobView:
         job_id=job.job_id,
         state=job.state.value,
         source=job.source,
+        team=job.team,
+        owner=job.owner,
         connection=job.connection,
         provider=job.provider,
         report=request.get("report") if isinstance(request.get("report"), dict) else None,

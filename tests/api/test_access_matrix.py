@@ -8,7 +8,9 @@ and one of each with no team: none of them reads, lists, cancels, downloads or s
 
 from __future__ import annotations
 
+import logging
 import time
+from datetime import datetime
 from collections.abc import Iterator
 from typing import Any
 
@@ -80,6 +82,9 @@ def test_reading_a_job_answers_only_its_team_and_the_admins(site, jobs, who):
             # then its own team's job (and, for the admins, every job) is there
             assert read.status_code == 200 and read.json()["state"] == "ready", (who, team)
             assert read.json()["object"]["key"].startswith(f"{team}/{job_id}/")
+            # and the job says whose it is: its team, and who started it (a machine's session, a person)
+            owner = MACHINES["alice"][0] if team == "finance" else "person:dave"
+            assert (read.json()["team"], read.json()["owner"]) == (team, owner)
             assert download.status_code == 302 and download.headers["Location"].startswith("https://")
         else:
             # and another team's job answers exactly as a job that does not exist
@@ -278,3 +283,24 @@ def test_a_tampered_or_expired_link_says_so(site, jobs):
 def test_links_live_at_most_seven_days(site, jobs):
     answer = site.call("carol", "POST", f"/reports/{jobs['finance']}/links", {"expires_in": 8 * 24 * 3600})
     assert answer.status_code == 400 and "expires_in" in answer.json()["message"]
+
+
+def test_a_link_lives_a_day_by_default_and_minting_and_every_use_are_logged(site, jobs, caplog):
+    # given carol sharing finance's report without saying for how long
+    with caplog.at_level(logging.INFO, logger="reportrelay"):
+        link = site.call("carol", "POST", f"/reports/{jobs['finance']}/links", {}).json()
+        # when the link is followed twice
+        for _ in range(2):
+            assert requests.get(link["url"], allow_redirects=False, timeout=10).status_code == 302
+    # then it expires in 24 hours
+    expires = datetime.fromisoformat(link["expires_at"].replace("Z", "+00:00")).timestamp()
+    assert abs(expires - (time.time() + links.DEFAULT_LINK_SECONDS)) < 60
+    # and the mint and both uses are logged with who minted it and which job
+    logged = [record for record in caplog.records if record.getMessage().startswith("share link")]
+    assert [record.getMessage() for record in logged] == ["share link minted"] + ["share link used"] * 2
+    for record in logged:
+        assert (record.job_id, record.link_id, record.minted_by) == (
+            jobs["finance"],
+            link["link_id"],
+            "person:carol",
+        )

@@ -568,3 +568,19 @@ def test_a_job_store_that_cannot_be_read_is_a_503(job_api, monkeypatch):
         assert answer.json()["code"] == "JobStoreUnavailable"
     started = job_api("POST", "/reports", body=report_request())
     assert started.status == 503 and started.json()["code"] == "JobStoreUnavailable"
+
+
+def test_share_links_exist_only_where_the_connection_or_the_request_asks_for_them(job_api):
+    # given two ready jobs on a connection without share links, one of them asking for them itself
+    plain = job_api.wait(job_api.start(report_request(connection="dx-eu")))["job_id"]
+    asked = job_api.wait(job_api.start(report_request(connection="dx-eu", output={"share_links": True})))
+    # when a link to each is asked for
+    refused = job_api("POST", f"/reports/{plain}/links", body={})
+    minted = job_api("POST", f"/reports/{asked['job_id']}/links", body={})
+    # then only the job whose request asked gets one; the other is refused, saying how to allow it
+    assert refused.status == 403 and refused.json()["code"] == "NotAllowed"
+    assert "share_links: true" in refused.json()["message"]
+    assert minted.status == 201 and "/links/" in minted.json()["url"]
+    # and on a connection that allows them (dx), any job of its team may be shared
+    on_dx = job_api.wait(job_api.start(report_request()))["job_id"]
+    assert job_api("POST", f"/reports/{on_dx}/links", body={}).status == 201
