@@ -120,7 +120,7 @@ class JobView(_Model):
         description="the team the job runs for: only it (and the admin team) sees the job"
     )
     owner: str | None = Field(
-        description="who started it: an IAM principal ARN with its session, person:<subject>, or schedule:<name>"
+        description="who started it: an IAM principal ARN with its session, person:<sub>, or schedule:<name>"
     )
     connection: str | None
     provider: str | None

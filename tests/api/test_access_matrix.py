@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 import jwt
