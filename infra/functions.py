@@ -1,4 +1,5 @@
-"""One way to build a reportrelay Lambda function: its own role, its own log group, traced, ARM."""
+"""One way to build a reportrelay Lambda function: its own role, its own log group, traced, ARM, and by
+setting in the vendor network (infra.network)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from constructs import Construct
 
 from infra import constants
 from infra.nag import acknowledge
+from infra.network import NETWORK_INTERFACE_ACTIONS, VendorNetwork
 from infra.settings import Settings
 
 # The runtime and architecture named in constants, as CDK objects; the bundler builds wheels for these.
@@ -39,10 +41,14 @@ def python_function(
     memory_size: int,
     settings: Settings,
     environment: Mapping[str, str] | None = None,
+    network: VendorNetwork | None = None,
 ) -> lambda_.Function:
     """A function whose role may write its own log group and traces, and nothing else until granted.
 
     No managed policy: AWSLambdaBasicExecutionRole would let it write to every log group in the account.
+    In a ``network`` it runs in the private subnets with the network's security group, and its role may
+    manage the network interfaces Lambda attaches (CDK adds no AWSLambdaVPCAccessExecutionRole to a role
+    it is given, and that policy's logs:* would undo the point above).
     """
     role = iam.Role(
         scope,
@@ -57,6 +63,15 @@ def python_function(
         removal_policy=RemovalPolicy.RETAIN,
     )
     log_group.grant_write(role)
+    placement: dict[str, object] = {}
+    if network is not None:
+        # In the role's default policy, which the function depends on: Lambda checks these at creation.
+        role.add_to_policy(iam.PolicyStatement(actions=list(NETWORK_INTERFACE_ACTIONS), resources=["*"]))
+        placement = {
+            "vpc": network.vpc,
+            "vpc_subnets": network.subnets,
+            "security_groups": [network.security_group],
+        }
     function = lambda_.Function(
         scope,
         construct_id,
@@ -71,12 +86,21 @@ def python_function(
         log_group=log_group,
         tracing=lambda_.Tracing.ACTIVE,
         environment={**POWERTOOLS_ENVIRONMENT, **(environment or {})},
+        **placement,
     )
     acknowledge(
         role,
         "AwsSolutions-IAM5[Resource::*]",
         "X-Ray's PutTraceSegments and PutTelemetryRecords support no resource-level permissions, so "
-        "active tracing needs Resource '*'.",
+        "active tracing needs Resource '*'."
+        + (
+            " In the VPC, Lambda manages the function's network interfaces with its role: "
+            "ec2:DescribeNetworkInterfaces and DescribeSubnets support no resource-level permissions, and "
+            "Lambda's documentation warns that scoping the others to some interfaces can cut the function "
+            "off from the VPC (the actions of AWSLambdaVPCAccessExecutionRole, without its logs:*)."
+            if network is not None
+            else ""
+        ),
     )
     acknowledge(
         function,

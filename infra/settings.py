@@ -7,6 +7,7 @@ with a message naming the setting.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -64,6 +65,16 @@ class Settings:
     oidc_authorization_url: str | None = None
     oidc_token_url: str | None = None
     oidc_groups_claim: str | None = None  # default: the access policy's groups_claim
+    # Vendors behind a firewall (docs/deploy.md, "Vendors behind a firewall: a static egress IP"): the
+    # provider-facing functions run in a VPC and reach the internet through NAT gateways with fixed IPs.
+    # "none": no VPC. "new": the stack creates one (two AZs, public subnets with the NAT gateways,
+    # private subnets for the functions, flow logs, S3 and DynamoDB gateway endpoints) and an Elastic IP
+    # for each NAT gateway. "vpc-...": an existing VPC, whose private subnets (routed through a NAT) the
+    # functions are placed in; nothing is looked up, so its subnets and egress IPs are given here.
+    vpc: str = "none"
+    vpc_nat_gateways: int | None = None  # "new" only: 1 (cheaper, one AZ's NAT) or 2 (default, one per AZ)
+    vpc_subnet_ids: tuple[str, ...] = ()  # existing VPC only, required: its private subnets
+    vpc_egress_ips: tuple[str, ...] = ()  # existing VPC only: its NAT's public IPs, for the stack outputs
 
     def __post_init__(self) -> None:
         """Settings that only make sense together: an external issuer needs its endpoints, and so on."""
@@ -95,6 +106,28 @@ class Settings:
                 f"{PREFIX}cognitoDomainPrefix only applies with {PREFIX}peopleSignIn=cognito "
                 f"(it is {self.people_sign_in})"
             )
+        self._check_vpc()
+
+    def _check_vpc(self) -> None:
+        """A new VPC is sized by its NAT gateways; an existing one is described by its subnets and IPs."""
+        existing = self.vpc.startswith("vpc-")
+        for key, given, needs, applies in (
+            ("vpcNatGateways", self.vpc_nat_gateways is not None, "new", self.vpc == "new"),
+            ("vpcSubnetIds", bool(self.vpc_subnet_ids), "<an existing VPC's id>", existing),
+            ("vpcEgressIps", bool(self.vpc_egress_ips), "<an existing VPC's id>", existing),
+        ):
+            if given and not applies:
+                raise SettingsError(f"{PREFIX}{key} only applies with {PREFIX}vpc={needs} (it is {self.vpc})")
+        if existing and not self.vpc_subnet_ids:
+            raise SettingsError(
+                f"{PREFIX}vpc={self.vpc} needs {PREFIX}vpcSubnetIds: the VPC's private subnets (routed "
+                "through its NAT) to run the provider functions in, best two or more in different AZs"
+            )
+
+    @property
+    def nat_gateways(self) -> int:
+        """NAT gateways (each with its Elastic IP) of a new VPC: one per AZ unless set to 1."""
+        return self.vpc_nat_gateways or 2
 
     @property
     def oidc_jwks(self) -> str | None:
@@ -232,6 +265,51 @@ def _domain_prefix(value: Any) -> str:
     return text
 
 
+def _vpc(value: Any) -> str:
+    """``none``, ``new`` or an existing VPC's id."""
+    text = str(value).strip()
+    if text in ("none", "new") or re.fullmatch(r"vpc-(?:[0-9a-f]{8}|[0-9a-f]{17})", text):
+        return text
+    raise ValueError("expected none, new or a VPC id (vpc- and 8 or 17 lowercase hex digits)")
+
+
+def _subnets(value: Any) -> tuple[str, ...]:
+    """``subnet-0a1b...,subnet-2c3d...`` (or a JSON list in cdk.json): subnet ids."""
+    subnets = _list(value)
+    for subnet in subnets:
+        if not re.fullmatch(r"subnet-(?:[0-9a-f]{8}|[0-9a-f]{17})", subnet):
+            raise ValueError(
+                f"{subnet!r} is not a subnet id (subnet- and 8 or 17 hex digits); separate ids with ','"
+            )
+    return subnets
+
+
+def _ipv4_addresses(value: Any) -> tuple[str, ...]:
+    """``203.0.113.10,203.0.113.11`` (or a JSON list): public IPv4 addresses."""
+    addresses = _list(value)
+    for address in addresses:
+        try:
+            parsed = ipaddress.IPv4Address(address)
+        except ValueError:
+            raise ValueError(f"{address!r} is not an IPv4 address; separate addresses with ','") from None
+        if any(parsed in network for network in _INSIDE_VPC):
+            raise ValueError(f"{address} is a private address: the vendor sees the NAT's public IP")
+    return addresses
+
+
+# Addresses a VPC's own interfaces have (RFC 1918 and the shared range), never seen by a vendor.
+_INSIDE_VPC = tuple(
+    ipaddress.IPv4Network(network)
+    for network in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10")
+)
+
+
+def _list(value: Any) -> tuple[str, ...]:
+    """Items of a ``,``-separated text or a JSON list, stripped, without blanks and repeats."""
+    items = value if isinstance(value, list | tuple) else str(value).split(",")
+    return tuple(dict.fromkeys(str(item).strip() for item in items if str(item).strip()))
+
+
 _RETENTION = {
     1: logs.RetentionDays.ONE_DAY,
     3: logs.RetentionDays.THREE_DAYS,
@@ -283,4 +361,9 @@ _PARSERS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "oidcAuthorizationUrl": ("oidc_authorization_url", _https_url),
     "oidcTokenUrl": ("oidc_token_url", _https_url),
     "oidcGroupsClaim": ("oidc_groups_claim", _claim),
+    "vpc": ("vpc", _vpc),
+    # A stack without an account and region spans two AZs (no lookups), so at most one NAT gateway each.
+    "vpcNatGateways": ("vpc_nat_gateways", _between(1, 2)),
+    "vpcSubnetIds": ("vpc_subnet_ids", _subnets),
+    "vpcEgressIps": ("vpc_egress_ips", _ipv4_addresses),
 }
