@@ -15,6 +15,8 @@ from reportrelay.auth import forget_cached_tokens
 from reportrelay.local.aws import LocalAws
 from reportrelay.sandbox.devexpress import DevExpressSimulator
 
+pytest_plugins = ("tests.s3server",)  # the s3_server and s3_bucket fixtures (SeaweedFS)
+
 DX_PASSWORD = "dx-Secret-Passw0rd-1f9c"
 
 

@@ -25,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from reportrelay import objectkeys
 from reportrelay.errors import BadRequest, ConfigurationError
 
 DEFAULT_DEADLINE_SECONDS = 24 * 3600
@@ -191,15 +192,21 @@ class Connection(BaseModel):
 
 
 class OutputOptions(_Strict):
-    key_prefix: str = Field(default="", max_length=512)
+    key_prefix: str = Field(
+        default="",
+        description=(
+            "folders under the team's, e.g. 'finance/2025/': letters and digits of any script, spaces "
+            f"inside a folder name and {' '.join(objectkeys.SAFE_PUNCTUATION)}; "
+            f"at most {objectkeys.MAX_PREFIX_BYTES} bytes of UTF-8 (see reportrelay.objectkeys)"
+        ),
+        json_schema_extra={"maxLength": objectkeys.MAX_PREFIX_BYTES},
+    )
     share_links: bool = Field(default=False, description="allow share links to this job's report")
 
     @field_validator("key_prefix")
     @classmethod
     def _safe_prefix(cls, value: str) -> str:
-        if value.startswith("/") or ".." in value.split("/"):
-            raise ValueError("must be a relative S3 key prefix without '..' segments, e.g. 'finance/'")
-        return value
+        return objectkeys.check_key_prefix(value)
 
 
 class JobRequest(_Strict):

@@ -27,6 +27,7 @@ import requests
 import urllib3.exceptions
 
 from reportrelay.errors import DownloadInterrupted
+from reportrelay.objectkeys import clean_filename
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,7 @@ def stream_to_s3(
     """
     if part_size <= 0:
         raise ValueError(f"part_size must be positive, not {part_size}")
+    filename = clean_filename(filename)  # the name people see: no bidi, zero-width or control characters
     if expected_size is not None:
         # A larger file than 10,000 parts can hold needs larger parts; S3 allows up to 5 GiB each.
         part_size = max(part_size, -(-expected_size // MAX_PARTS))

@@ -14,6 +14,7 @@ from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
+from reportrelay import objectkeys
 from reportrelay.config import JobRequest, PollPolicy, parse_job_request
 from reportrelay.errors import (
     BadRequest,
@@ -205,12 +206,11 @@ def object_key(request: JobRequest, job_id: str, filename: str) -> str:
 
     The team is set by whoever started the job (the API from the caller, a schedule from its own
     ``team``), never by the key prefix, so no prefix can leave the team's space.
+
+    Every part is checked and the provider's file name cleaned by ``reportrelay.objectkeys``, so the
+    key fits S3's 1,024 bytes and has no empty, dot or invisible-character segment.
     """
-    prefix = request.output.key_prefix
-    if prefix and not prefix.endswith("/"):
-        prefix += "/"
-    team = f"{request.team}/" if request.team else ""
-    return f"{team}{prefix}{job_id}/{filename}"
+    return objectkeys.object_key(request.team, request.output.key_prefix, job_id, filename)
 
 
 def resume(state: State, runtime: Runtime) -> tuple[JobRequest, dict[str, Any], Provider, Handle]:

@@ -23,6 +23,7 @@ from reportrelay.claims import ClaimStore
 from reportrelay.config import Connection, JobRequest, describe_validation_error
 from reportrelay.errors import BadRequest, ConfigurationError
 from reportrelay.httpclient import ProviderHttp
+from reportrelay.objectkeys import clean_filename
 
 Handle = dict[str, Any]
 
@@ -149,20 +150,18 @@ _FILENAME_IN_DISPOSITION = re.compile(r"filename\*=(?:UTF-8'')?([^;]+)|filename=
 
 
 def filename_from_response(response: requests.Response, fallback: str) -> str:
-    """The provider's filename from Content-Disposition, else the fallback; always a safe base name."""
+    """The provider's filename from Content-Disposition, else the fallback; always a safe base name.
+
+    Safe: cleaned by ``objectkeys.clean_filename`` (no controls, bidi or zero-width characters, at most
+    255 bytes); a name that cleans to nothing gives the fallback.
+    """
     disposition = response.headers.get("Content-Disposition", "")
     name = None
     for star, plain in _FILENAME_IN_DISPOSITION.findall(disposition):
         name = requests.utils.unquote(star.strip()) if star else plain.strip()
         if star:
             break
-    return safe_filename(name or fallback)
-
-
-def safe_filename(name: str) -> str:
-    base = name.replace("\\", "/").rsplit("/", 1)[-1]
-    base = re.sub(r"[\x00-\x1f\x7f]", "", base).strip().strip(".")
-    return base[:200] or "report"
+    return clean_filename(name or fallback, fallback)
 
 
 def content_type_of(response: requests.Response, filename: str) -> str:
