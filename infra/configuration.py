@@ -15,10 +15,22 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
+
+from aws_cdk import Annotations
+from constructs import Construct
 
 from infra import constants
 from reportrelay.access import AccessPolicy
-from reportrelay.config import TEAM_PATTERN, Connections, parse_job_request
+from reportrelay.addresses import is_loopback_host
+from reportrelay.config import (
+    TEAM_PATTERN,
+    Connection,
+    Connections,
+    FileText,
+    ParameterText,
+    parse_job_request,
+)
 from reportrelay.errors import ReportRelayError
 from reportrelay.providers import check_connections, provider_class
 from reportrelay.schedules import render, resolve_window, zone
@@ -48,6 +60,10 @@ class DeployedConnections:
     needs_handle_key: bool = False
     # Some provider generates a report only while one request stays open (the asynchronous holder).
     needs_holder: bool = False
+    # SSM parameters the connections read (``ca_bundle: {"ssm": ...}``), by name or ARN.
+    parameters: tuple[str, ...] = ()
+    # What a reviewer of the deployment must hear: certificate checks off, plain http.
+    warnings: tuple[str, ...] = ()
 
     @property
     def names(self) -> list[str]:
@@ -70,6 +86,9 @@ def load_connections(path: Path) -> DeployedConnections:
         check_connections([connections.get(name) for name in connections.names()])
     except ReportRelayError as error:
         raise ConfigError(f"{path}: {error}") from None
+    warnings = [
+        warning for name in connections.names() for warning in _transport(path, connections.get(name))
+    ]
     secrets: list[str] = []
     rotating: list[str] = []  # refresh tokens (auth type oauth_refresh_token) the login host may replace
     for where, reference in _secret_references(document["connections"], "connections"):
@@ -89,6 +108,16 @@ def load_connections(path: Path) -> DeployedConnections:
         rotating_secrets=tuple(rotating),
         needs_handle_key=any(provider.sealed_handle_fields for provider in providers),
         needs_holder=any(provider.holds_request for provider in providers),
+        parameters=tuple(
+            sorted(
+                {
+                    bundle.ssm
+                    for name in connections.names()
+                    if isinstance(bundle := connections.get(name).ca_bundle, ParameterText)
+                }
+            )
+        ),
+        warnings=tuple(warnings),
     )
     size = len(deployed.env_value().encode())
     if size > constants.MAX_CONNECTIONS_ENV_BYTES:
@@ -97,6 +126,43 @@ def load_connections(path: Path) -> DeployedConnections:
             "that fit in the functions' environment; drop optional fields or split the deployment"
         )
     return deployed
+
+
+def announce_weak_transport(scope: Construct, connections: DeployedConnections) -> None:
+    """Every connection with certificate checks off or plain http, as a synthesis warning (printed by
+    ``cdk synth``/``deploy``, and an error with ``--strict``); the functions log it again on every run."""
+    for index, warning in enumerate(connections.warnings):
+        Annotations.of(scope).add_warning_v2(f"reportrelay:weak-transport-{index}", warning)
+
+
+def _transport(path: Path, connection: Connection) -> list[str]:
+    """Refuse what cannot work in Lambda; the warnings a deployment with weakened TLS must carry."""
+    where = f"{path}: connections.{connection.name}"
+    host = urlsplit(connection.base_url).hostname or ""
+    if is_loopback_host(host):
+        raise ConfigError(
+            f"{where}.base_url: {host} is the function's own machine in Lambda (where the Lambda runtime "
+            "API listens), never a vendor: give the vendor's host name"
+        )
+    if isinstance(connection.ca_bundle, FileText):
+        raise ConfigError(
+            f"{where}.ca_bundle: deployed functions cannot read the local file {connection.ca_bundle.file}: "
+            'store the PEM in Secrets Manager ({"secret": "<name or ARN>"}) or SSM Parameter Store '
+            '({"ssm": "/parameter/name"})'
+        )
+    warnings = []
+    if not connection.verify_tls:
+        warnings.append(
+            f"connections.{connection.name}: verify_tls is false: the functions will not check "
+            f"{host}'s certificate, so anyone on the path can read its credentials and reports. Give the "
+            "vendor's CA as ca_bundle instead."
+        )
+    if connection.allow_plain_http and connection.base_url.startswith("http://"):
+        warnings.append(
+            f"connections.{connection.name}: allow_plain_http is true: credentials and reports travel to "
+            f"{host} unencrypted."
+        )
+    return warnings
 
 
 def _secret_references(value: Any, where: str) -> Iterator[tuple[str, dict[str, Any]]]:

@@ -13,6 +13,7 @@ from infra.bundling import function_code
 from infra.configuration import (
     DeployedConnections,
     Schedule,
+    announce_weak_transport,
     check_api_documents,
     load_access,
     load_connections,
@@ -20,6 +21,7 @@ from infra.configuration import (
 )
 from infra.events import ReportEvents
 from infra.monitoring import Monitoring
+from infra.network import VendorNetwork
 from infra.people import PeopleAccess
 from infra.schedules import ReportSchedules
 from infra.settings import Settings
@@ -40,6 +42,7 @@ class ReportRelayStack(Stack):
         # policy; the role dependency repeats the GetAtt. Harmless, and not ours to change.
         self.template_options.metadata = {"cfn-lint": {"config": {"ignore_checks": ["W3005"]}}}
         connections = load_connections(settings.connections_file)
+        announce_weak_transport(self, connections)
         access = load_access(
             settings.access_file, sign_in=settings.people_sign_in, groups_claim=settings.oidc_groups_claim
         )
@@ -49,6 +52,8 @@ class ReportRelayStack(Stack):
 
         self.storage = ReportStorage(self, "Storage", settings=settings)
         self.events = ReportEvents(self, "Events", settings=settings)
+        # The provider-facing functions only, so vendors behind a firewall see fixed addresses.
+        self.network = VendorNetwork(self, "Network", settings=settings) if settings.vpc != "none" else None
         self.workflow = Workflow(
             self,
             "Workflow",
@@ -57,6 +62,7 @@ class ReportRelayStack(Stack):
             connections=connections,
             storage=self.storage,
             events=self.events,
+            network=self.network,
         )
         self.schedules = ReportSchedules(
             self,
@@ -121,6 +127,13 @@ class ReportRelayStack(Stack):
         CfnOutput(self, "JobsTableName", value=self.api.job_table.table.table_name)
         CfnOutput(self, "AlarmTopicArn", value=self.monitoring.topic.topic_arn)
         CfnOutput(self, "DashboardName", value=self.monitoring.dashboard.dashboard_name)
+        if self.network is not None and self.network.egress_ip_list is not None:
+            CfnOutput(
+                self,
+                "EgressIps",
+                value=self.network.egress_ip_list,
+                description="the provider functions reach vendors from these IPs: add them to the allow-list",
+            )
 
 
 def _teams(connections: DeployedConnections, schedules: list[Schedule], admin_team: str | None) -> set[str]:

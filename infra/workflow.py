@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import Duration, RemovalPolicy, Stack
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
@@ -21,6 +21,7 @@ from infra.configuration import DeployedConnections
 from infra.events import ReportEvents
 from infra.functions import python_function
 from infra.nag import acknowledge
+from infra.network import VendorNetwork
 from infra.settings import Settings
 from infra.storage import ReportStorage
 from reportrelay.claims import CLAIMS_TABLE_ENV, KEY_ATTRIBUTE, TTL_ATTRIBUTE
@@ -133,9 +134,11 @@ class Workflow(Construct):
         connections: DeployedConnections,
         storage: ReportStorage,
         events: ReportEvents,
+        network: VendorNetwork | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         self._settings = settings
+        self._network = network  # the provider-facing functions run in it; the others never do
         self._code = code
         self._connections = connections
         self._storage = storage
@@ -171,6 +174,7 @@ class Workflow(Construct):
             memory_size=step.memory_size,
             settings=self._settings,
             environment=environment,
+            network=self._network if step.talks_to_provider else None,
         )
         if step.talks_to_provider:
             self.grant_connection_secrets(function)
@@ -239,7 +243,8 @@ class Workflow(Construct):
             )
 
     def grant_connection_secrets(self, function: lambda_.Function) -> None:
-        """Read exactly the secrets the connections refer to (secrets encrypted with aws/secretsmanager).
+        """Read exactly the secrets and SSM parameters the connections refer to (secrets encrypted with
+        aws/secretsmanager; parameters as String or as SecureString with aws/ssm).
 
         A refresh token the login host rotates is written back to its secret (PutSecretValue only), so
         the next step, in another function, starts from the new one.
@@ -253,6 +258,13 @@ class Workflow(Construct):
                 function.add_to_role_policy(
                     iam.PolicyStatement(actions=["secretsmanager:PutSecretValue"], resources=[arn])
                 )
+        if self._connections.parameters:
+            function.add_to_role_policy(
+                iam.PolicyStatement(
+                    actions=["ssm:GetParameter"],
+                    resources=[parameter_arn(function, name) for name in self._connections.parameters],
+                )
+            )
 
     def _build_state_machine(self, events: ReportEvents) -> sfn.StateMachine:
         log_group = logs.LogGroup(
@@ -309,6 +321,13 @@ def secret_from_reference(scope: Construct, construct_id: str, secret_id: str) -
     if _has_secret_suffix(secret_id):
         return secretsmanager.Secret.from_secret_complete_arn(scope, construct_id, secret_id)
     return secretsmanager.Secret.from_secret_partial_arn(scope, construct_id, secret_id)
+
+
+def parameter_arn(scope: Construct, name: str) -> str:
+    """An SSM parameter's ARN from its name ("/vendor/ca.pem" or "vendor-ca") or its ARN."""
+    if name.startswith("arn:"):
+        return name
+    return Stack.of(scope).format_arn(service="ssm", resource="parameter", resource_name=name.lstrip("/"))
 
 
 def _has_secret_suffix(arn: str) -> bool:

@@ -208,9 +208,19 @@ def _path(url: str) -> str:
     return requests.utils.urlparse(url).path
 
 
-def build_auth(connection: Connection, secrets: SecretResolver, session: requests.Session) -> Auth:
-    """The signing strategy a connection asks for, with its secrets resolved here and nowhere else."""
+def build_auth(
+    connection: Connection,
+    secrets: SecretResolver,
+    session: requests.Session,
+    *,
+    verify: bool | str | None = None,
+) -> Auth:
+    """The signing strategy a connection asks for, with its secrets resolved here and nowhere else.
+
+    ``verify`` is the connection's TLS verification (``reportrelay.tls``); by default its ``verify_tls``.
+    """
     config: AuthConfig = connection.auth
+    tls = connection.verify_tls if verify is None else verify
     where = f"connections.{connection.name}.auth"
 
     def secret(ref: Any, field: str) -> str:
@@ -240,7 +250,7 @@ def build_auth(connection: Connection, secrets: SecretResolver, session: request
                 session,
                 token_url,
                 timeout=timeout,
-                verify=connection.verify_tls,
+                verify=tls,
                 json_body=body,
                 token_field="token",
             )[0],
@@ -269,14 +279,12 @@ def build_auth(connection: Connection, secrets: SecretResolver, session: request
         form["grant_type"] = "client_credentials"
         subject = config.client_id or ""
     elif isinstance(config, OAuthRefreshTokenAuth):
-        return _refresh_token_auth(connection, config, secrets, session, form, basic, token_url, timeout)
+        return _refresh_token_auth(connection, config, secrets, session, form, basic, token_url, timeout, tls)
     else:
         raise AssertionError(f"unhandled auth config {type(config).__name__}")
 
     def sign_in() -> IssuedToken:
-        return request_token(
-            session, token_url, timeout=timeout, verify=connection.verify_tls, form=form, basic=basic
-        )[0]
+        return request_token(session, token_url, timeout=timeout, verify=tls, form=form, basic=basic)[0]
 
     return CachedToken(cache_key=(connection.name, token_url, config.type, subject), request_token=sign_in)
 
@@ -290,6 +298,7 @@ def _refresh_token_auth(
     basic: tuple[str, str] | None,
     token_url: str,
     timeout: tuple[float, float],
+    tls: bool | str,
 ) -> CachedToken:
     """Refresh-token grant that survives rotation: a login host may void each refresh token it redeems.
 
@@ -310,7 +319,7 @@ def _refresh_token_auth(
             session,
             token_url,
             timeout=timeout,
-            verify=connection.verify_tls,
+            verify=tls,
             form={**form, "grant_type": "refresh_token", "refresh_token": refresh_token},
             basic=basic,
         )

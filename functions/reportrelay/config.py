@@ -14,6 +14,7 @@ import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -26,6 +27,7 @@ from pydantic import (
 )
 
 from reportrelay import objectkeys
+from reportrelay.addresses import is_loopback_host, parse_redirect_hosts
 from reportrelay.errors import BadRequest, ConfigurationError
 
 DEFAULT_DEADLINE_SECONDS = 24 * 3600
@@ -48,6 +50,31 @@ class AwsSecret(_Strict):
 
 
 SecretRef = EnvSecret | AwsSecret
+
+
+class FileText(_Strict):
+    """A local file's text; a relative path is taken from the connections file's folder."""
+
+    file: str = Field(min_length=1)
+
+
+class ParameterText(_Strict):
+    """An SSM Parameter Store parameter's value, by name or ARN."""
+
+    ssm: str = Field(min_length=1)
+
+
+def _reject_literal_bundle(value: Any) -> Any:
+    if isinstance(value, str):
+        raise ValueError(
+            'must say where the PEM certificates are: {"file": "ca.pem"} locally, {"secret": "name"} or '
+            '{"ssm": "/parameter/name"} in AWS'
+        )
+    return value
+
+
+#: Where a CA bundle (PEM) comes from: a file locally, Secrets Manager or SSM in AWS.
+CaBundleRef = Annotated[FileText | AwsSecret | ParameterText, BeforeValidator(_reject_literal_bundle)]
 
 
 def _reject_literal_secret(value: Any) -> Any:
@@ -168,7 +195,15 @@ class Connection(BaseModel):
     auth: AuthConfig
     poll: PollPolicy = PollPolicy()
     timeouts: Timeouts = Timeouts()
-    verify_tls: bool = True
+    verify_tls: bool = Field(
+        default=True, description="false turns certificate checks off: logged as a warning on every run"
+    )
+    ca_bundle: CaBundleRef | None = Field(
+        default=None, description="PEM certificates of a private CA the vendor's certificate is issued by"
+    )
+    allow_plain_http: bool = Field(
+        default=False, description="allow an http:// base_url that is not loopback (credentials in clear)"
+    )
     deadline_seconds: int = Field(default=DEFAULT_DEADLINE_SECONDS, ge=60, le=MAX_DEADLINE_SECONDS)
     max_concurrent_jobs: int | None = Field(
         default=None,
@@ -185,6 +220,44 @@ class Connection(BaseModel):
     redirect_hosts: tuple[str, ...] = Field(
         default=(), description="other hosts a redirect may lead to (followed without any credential)"
     )
+
+    @field_validator("base_url")
+    @classmethod
+    def _no_userinfo(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.username is not None or parts.password is not None:
+            raise ValueError(
+                "must not carry a user name or password (user:password@host): put credentials in 'auth', "
+                "with a secret reference"
+            )
+        if parts.fragment:
+            raise ValueError("must not have a #fragment")
+        return value
+
+    @field_validator("redirect_hosts")
+    @classmethod
+    def _redirect_hosts_parse(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        parse_redirect_hosts(value)
+        return value
+
+    @model_validator(mode="after")
+    def _transport_is_safe(self) -> Connection:
+        parts = urlsplit(self.base_url)
+        if (
+            parts.scheme == "http"
+            and not self.allow_plain_http
+            and not is_loopback_host(parts.hostname or "")
+        ):
+            raise ValueError(
+                f"base_url: {parts.scheme}://{parts.netloc} would send credentials and reports unencrypted; "
+                'use https:// (http is accepted for loopback hosts only, or with "allow_plain_http": true '
+                "for a vendor without TLS on a network you trust)"
+            )
+        if not self.verify_tls and self.ca_bundle is not None:
+            raise ValueError("ca_bundle and verify_tls: false contradict each other: keep ca_bundle only")
+        if parts.scheme == "http" and self.ca_bundle is not None:
+            raise ValueError("ca_bundle is set but base_url is http://: a CA bundle needs https://")
+        return self
 
     @property
     def provider_settings(self) -> dict[str, Any]:
@@ -271,13 +344,17 @@ class Connections:
             raise BadRequest(f"unknown connection '{name}' (configured: {known})") from None
 
     @classmethod
-    def from_document(cls, document: Any) -> Connections:
+    def from_document(cls, document: Any, folder: Path | None = None) -> Connections:
+        """``folder``: where relative file references (``ca_bundle``) are taken from (default: the cwd)."""
         if not isinstance(document, Mapping) or not isinstance(document.get("connections"), Mapping):
             raise ConfigurationError('the connections file must be a JSON object {"connections": {...}}')
         parsed = {}
         for name, body in document["connections"].items():
             if not isinstance(body, Mapping):
                 raise ConfigurationError(f"connections.{name}: must be an object")
+            bundle = body.get("ca_bundle")
+            if folder is not None and isinstance(bundle, Mapping) and isinstance(bundle.get("file"), str):
+                body = {**body, "ca_bundle": {**bundle, "file": str(folder / bundle["file"])}}
             try:
                 parsed[name] = Connection.model_validate({**body, "name": name})
             except ValidationError as error:
@@ -286,7 +363,7 @@ class Connections:
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> Connections:
-        return cls.from_document(read_json_file(path, "connections"))
+        return cls.from_document(read_json_file(path, "connections"), folder=Path(path).parent)
 
 
 def read_json_file(path: str | os.PathLike[str], what: str, **loads: Any) -> Any:
@@ -315,11 +392,32 @@ class SecretResolver:
         environ: Mapping[str, str] | None = None,
         aws_secret_loader: SecretLoader | None = None,
         aws_secret_writer: SecretWriter | None = None,
+        parameter_loader: SecretLoader | None = None,
     ) -> None:
         self._environ = os.environ if environ is None else environ
         self._aws_secret_loader = aws_secret_loader
         self._aws_secret_writer = aws_secret_writer
+        self._parameter_loader = parameter_loader
         self._aws_cache: dict[str, str] = {}
+
+    def read_text(self, ref: FileText | AwsSecret | ParameterText, field: str) -> str:
+        """A file's, secret's or SSM parameter's text: configuration that is not in the file itself."""
+        if isinstance(ref, FileText):
+            try:
+                return Path(ref.file).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as error:
+                reason = getattr(error, "strerror", None) or "not UTF-8 text"
+                raise ConfigurationError(f"{field}: cannot read {ref.file}: {reason}") from None
+        if isinstance(ref, ParameterText):
+            if self._parameter_loader is None:
+                raise ConfigurationError(
+                    f'{field}: SSM parameters are not available here; use {{"file": ...}}'
+                )
+            key = f"ssm:{ref.ssm}"
+            if key not in self._aws_cache:
+                self._aws_cache[key] = self._parameter_loader(ref.ssm)
+            return self._aws_cache[key]
+        return self.resolve(ref, field)
 
     def resolve(self, ref: SecretRef, field: str, *, fresh: bool = False) -> str:
         """The secret's value; ``fresh`` reads an AWS secret again instead of using this process's copy."""

@@ -23,7 +23,6 @@ seconds instead of being retried for minutes, since repeating them cannot help.
 from __future__ import annotations
 
 import errno
-import ipaddress
 import logging
 import re
 import socket
@@ -38,6 +37,7 @@ from urllib.parse import urljoin, urlsplit
 import requests
 from urllib3.exceptions import NewConnectionError
 
+from reportrelay.addresses import address_kind, is_local_host, parse_redirect_hosts
 from reportrelay.errors import (
     ConfigurationError,
     ProviderAuthFailed,
@@ -260,53 +260,6 @@ def _origin(url: str) -> Origin | None:
     return Origin(scheme, host, port or (443 if scheme == "https" else 80))
 
 
-def _parse_redirect_hosts(entries: Iterable[str]) -> frozenset[tuple[str, int | None]]:
-    """``host`` (any port) or ``host:port`` entries, as (host, port or None)."""
-    parsed = set()
-    for entry in entries:
-        text = str(entry).strip()
-        if not text:
-            continue
-        if text.count(":") > 1 and not text.startswith("["):
-            text = f"[{text}]"  # a bare IPv6 address: no port
-        try:
-            parts = urlsplit(text if "//" in text else f"//{text}")
-            port = parts.port
-        except ValueError:
-            raise ConfigurationError(f"redirect_hosts: {text!r} is not a host name or host:port") from None
-        if not parts.hostname:
-            raise ConfigurationError(f"redirect_hosts: {text!r} is not a host name or host:port")
-        parsed.add((parts.hostname.rstrip("."), port))
-    return frozenset(parsed)
-
-
-def address_kind(address: str) -> str | None:
-    """The kind of non-public address an IP is ("a loopback address", ...); None for a public IP or a name."""
-    try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError:
-        return None
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    if ip.is_unspecified:
-        return "an unspecified address"
-    if ip.is_loopback:
-        return "a loopback address"
-    if ip.is_link_local:
-        return "a link-local address"
-    if ip.is_private:
-        return "a private address"
-    if ip.is_multicast or ip.is_reserved or not ip.is_global:
-        return "a non-public address"
-    return None
-
-
-def _is_local_host(host: str) -> bool:
-    """True when a host, as written, is a loopback, link-local, private or unspecified address."""
-    name = host.lower().rstrip(".")
-    return name == "localhost" or name.endswith(".localhost") or address_kind(name) is not None
-
-
 _NEVER_PRIVATE = (
     "Redirects to loopback, link-local, private or unspecified addresses are never followed when the "
     "connection's base_url is not on one"
@@ -427,7 +380,8 @@ def _tls_failure(causes: list[BaseException], unreachable: str, host: str) -> Re
             return ConfigurationError(f"{failed}: the server's certificate is out of date ({detail})")
         return ConfigurationError(
             f"{failed}: certificate not trusted ({detail}); if the provider's certificate comes from a "
-            "private CA, the connection must trust that CA (turning verify_tls off is the last resort)"
+            "private CA, the connection must trust that CA: give its PEM as ca_bundle (turning verify_tls "
+            "off is the last resort)"
         )
     problem = _first(causes, ssl.SSLError)
     reason = str(getattr(problem, "reason", "") or "") if problem is not None else ""
@@ -572,10 +526,10 @@ class ProviderHttp:
         self.verify = verify
         self.budget = budget
         self.reauth_statuses = reauth_statuses
-        self.redirect_hosts = _parse_redirect_hosts(redirect_hosts)
+        self.redirect_hosts = parse_redirect_hosts(redirect_hosts)
         base = _origin(self.base_url)
         # The sandbox and the tests live on loopback; a vendor on a public name never sends us there.
-        self.local_base = base is not None and _is_local_host(base.host)
+        self.local_base = base is not None and is_local_host(base.host)
         self._sleep = sleep
 
     @classmethod

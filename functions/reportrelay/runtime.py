@@ -126,6 +126,12 @@ def read_secret_string(secret_id: str) -> str:
     return secret
 
 
+def read_parameter(name: str) -> str:
+    """An SSM parameter's value (decrypted when it is a SecureString)."""
+    value: str = aws_client("ssm").get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"]
+    return value
+
+
 def _secrets_manager_writer(secret_id: str, value: str) -> None:
     aws_client("secretsmanager").put_secret_value(SecretId=secret_id, SecretString=value)
 
@@ -146,7 +152,9 @@ class Runtime:
             settings=settings,
             connections=load_connections(settings),
             secrets=SecretResolver(
-                aws_secret_loader=read_secret_string, aws_secret_writer=_secrets_manager_writer
+                aws_secret_loader=read_secret_string,
+                aws_secret_writer=_secrets_manager_writer,
+                parameter_loader=read_parameter,
             ),
         )
 

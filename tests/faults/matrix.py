@@ -183,6 +183,14 @@ FAULTS: tuple[Fault, ...] = (
         lambda kit: READY,
     ),
     Fault(
+        "sign_in_page_on_download",
+        "an SSO proxy answers the download with its HTML sign-in page (200)",
+        _aimed("download", sign_in_pages_next=1),
+        lambda kit: Expect(
+            "ProviderProtocolError", ("answered with an HTML page", "check base_url and auth")
+        ),
+    ),
+    Fault(
         "download_always_breaks",
         "every download cut half-way",
         _set(break_downloads_next=1000),

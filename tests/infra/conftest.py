@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aws_cdk import cx_api
 
 from infra import constants
 from infra.app import build_app
@@ -32,6 +33,7 @@ class Synthesized:
     template: dict[str, Any]
     directory: Path
     stack_name: str
+    warnings: tuple[str, ...] = ()  # the synthesis warnings (Annotations) cdk synth prints
 
     @property
     def template_file(self) -> Path:
@@ -56,7 +58,14 @@ def synthesize(directory: Path, **settings: Any) -> Synthesized:
     context.update({f"reportrelay:{key}": value for key, value in settings.items()})
     assembly = build_app(context, outdir=str(directory)).synth()
     (stack,) = assembly.stacks
-    return Synthesized(template=stack.template, directory=directory, stack_name=stack.stack_name)
+    warnings = tuple(
+        str(message.entry.data)
+        for message in stack.messages
+        if message.level == cx_api.SynthesisMessageLevel.WARNING
+    )
+    return Synthesized(
+        template=stack.template, directory=directory, stack_name=stack.stack_name, warnings=warnings
+    )
 
 
 @pytest.fixture(scope="session")

@@ -71,7 +71,7 @@ def test_an_unknown_connection_exits_2(files, capsys):
 
 def test_an_unknown_provider_exits_2(files, capsys):
     tmp_path, _, request = files
-    connections = write_connections(tmp_path, {"dx": devexpress_connection("http://x", provider="crystal")})
+    connections = write_connections(tmp_path, {"dx": devexpress_connection("https://x", provider="crystal")})
     assert run(connections, request, tmp_path / "out") == 2
     assert "unknown provider 'crystal'" in one_line_error(capsys)
 
@@ -79,7 +79,7 @@ def test_an_unknown_provider_exits_2(files, capsys):
 def test_a_literal_secret_in_the_config_exits_2_without_echoing_it(files, capsys):
     tmp_path, _, request = files
     auth = {"type": "oauth_password", "username": "api", "password": "Plain-Text-Secret-77"}
-    connections = write_connections(tmp_path, {"dx": devexpress_connection("http://x", auth=auth)})
+    connections = write_connections(tmp_path, {"dx": devexpress_connection("https://x", auth=auth)})
     assert run(connections, request, tmp_path / "out") == 2
     message = one_line_error(capsys)
     assert "connections.dx.auth.password" in message and "reference" in message

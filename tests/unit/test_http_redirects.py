@@ -31,7 +31,8 @@ from reportrelay.sandbox.server import (
     route,
     token_answer,
 )
-from tests.unit.test_network_errors import TestCA, TlsServer, port_of, pretend_dns
+from tests.tls import TestCA, TlsServer
+from tests.unit.test_network_errors import port_of, pretend_dns
 
 SECRET = "s3cret-value"
 ACCESS_TOKEN = "vendor-access-token"
@@ -161,8 +162,15 @@ def bearer_client(base_url: str, **kwargs: Any) -> ProviderHttp:
 
 def client(auth: dict[str, Any], base_url: str, **kwargs: Any) -> ProviderHttp:
     """A client signed in the way a connection with this ``auth`` is, against ``base_url``."""
+    # Test vendors on made-up public names ("vendor.test") are served over plain http on loopback.
     connection = Connection.model_validate(
-        {"name": "redirects", "provider": "devexpress", "base_url": base_url, "auth": auth}
+        {
+            "name": "redirects",
+            "provider": "devexpress",
+            "base_url": base_url,
+            "auth": auth,
+            "allow_plain_http": True,
+        }
     )
     session = requests.Session()
     signing = build_auth(connection, SecretResolver(environ={"SECRET": SECRET}), session)

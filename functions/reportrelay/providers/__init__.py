@@ -12,6 +12,7 @@ from reportrelay.config import Connection, SecretResolver
 from reportrelay.errors import BadRequest, ConfigurationError
 from reportrelay.httpclient import ProviderHttp
 from reportrelay.providers.base import Provider
+from reportrelay.tls import tls_verification
 
 #: provider key -> "module:class"; modules are imported on first use so a function loads only its own.
 PROVIDERS: dict[str, str] = {
@@ -46,11 +47,13 @@ def open_provider(
     """An adapter for the connection, signed in with its (resolved) credentials, and the claim store."""
     cls = provider_class(connection.provider)
     session = requests.Session()
+    verify = tls_verification(connection, secrets)
     http = ProviderHttp.for_connection(
         connection,
-        build_auth(connection, secrets, session),
+        build_auth(connection, secrets, session, verify=verify),
         session=session,
         reauth_statuses=cls.reauth_statuses,
+        verify=verify,
     )
     provider = cls(connection, http)
     if claims is not None:

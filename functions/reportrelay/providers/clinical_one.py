@@ -316,6 +316,7 @@ class ClinicalOne(Provider):
             DOWNLOAD,
             action="download Clinical One report",
             stream=True,
+            html_ok=request.format == "html",
             params={name: value for name, value in params.items() if value is not None},
         )
         with response:

@@ -127,6 +127,7 @@ class DevExpress(Provider):
                 action="export dashboard",
                 idempotent=True,  # a synchronous export queues nothing, so repeating it is harmless
                 stream=True,
+                html_ok=False,  # dashboards export as PDF, images or XLSX: an HTML page is a sign-in page
                 json=self._export_body(request, report),
             )
             fallback = f"dashboard-{handle['dashboard_id']}"
@@ -136,6 +137,7 @@ class DevExpress(Provider):
                 f"/api/documents/export/result/{handle['export_id']}",
                 action="download export",
                 stream=True,
+                html_ok=request.format == "html",
             )
             fallback = f"report-{report.document_id}"
         with response:

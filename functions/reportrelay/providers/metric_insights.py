@@ -230,6 +230,7 @@ class MetricInsights(Provider):
             accept=(200, 400),
             idempotent=False,  # the session is consumed by the first get that reaches the server
             stream=True,
+            html_ok=request.format == "mhtml",  # a web archive may be served as text/html
         )
         with response:
             if response.status_code == 400:

@@ -298,7 +298,7 @@ class MyReports(Provider):
         request_id = handle["request_id"]
         response = self.http.request(
             "GET", f"{self._results_path(report, request_id)}/data", action="download report results",
-            stream=True, headers={"Accept": "application/json"},
+            stream=True, headers={"Accept": "application/json"}, html_ok=False,
         )  # fmt: skip
         with response:
             document = ResultsDocument(_RawSource(response, keep=request.format == "json"), request_id)

@@ -233,6 +233,7 @@ class Torus(Provider):
             DOWNLOAD_PATH.format(file_guid=quote(str(file_guid), safe="")),
             action="download report file",
             stream=True,
+            html_ok=False,  # merged MI reports are workbooks
         )
         with response:
             filename = filename_from_response(response, f"{handle.get('report_name') or 'report'}.xlsx")

@@ -69,6 +69,7 @@ class Faults:
     stall_seconds: float = 5.0
     slow_seconds: float = 0.0  # delay before answering each API request
     expire_tokens_after: int | None = None  # revoke issued tokens after this many more API answers
+    sign_in_pages_next: int = 0  # the next N API requests get an SSO proxy's HTML sign-in page (200)
     only_paths: str | None = None  # regex (re.search) of the paths the request faults above apply to
     include_sign_in: bool = False  # apply throttle / 5xx / stall / slow to sign-in routes too
 
@@ -106,6 +107,13 @@ class Request:
 
 
 Cut = Literal["break", "truncate", "reset"]
+
+#: What an SSO proxy in front of a vendor answers a request without its session cookie.
+SIGN_IN_PAGE = (
+    b"<!DOCTYPE html>\n<html><head><title>Sign in - Corporate SSO</title></head>"
+    b'<body><form method="post" action="/login"><input name="username"><input name="password" '
+    b'type="password"></form></body></html>\n'
+)
 
 
 @dataclass
@@ -399,6 +407,8 @@ class Simulator:
                 status = faults.server_error_status
                 message = "Service temporarily unavailable" if status == 503 else "An internal error occurred"
                 return self.error(status, message)
+            if self._take("sign_in_pages_next"):
+                return Response(200, SIGN_IN_PAGE, {"Content-Type": "text/html; charset=utf-8"})
         try:
             response: Response = getattr(self, chosen.handler)(request)
         except HttpError as failure:
