@@ -13,6 +13,7 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
+from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
@@ -37,11 +38,13 @@ class Monitoring(Construct):
         provider_functions: frozenset[str],
         api: apigw.RestApi | None = None,
         people_api: apigw.RestApi | None = None,
+        schedule_dead_letters: sqs.IQueue | None = None,
     ) -> None:
         """``functions`` by display name; those in ``provider_functions`` raise provider errors by design.
 
         With the job API (and the people API in front of the same function), a 5xx from either raises an
-        alarm too (bad input is a 4xx by design, never a 5xx).
+        alarm too (bad input is a 4xx by design, never a 5xx). With schedules, a scheduled start waiting
+        in ``schedule_dead_letters`` raises one until it is replayed (or purged).
         """
         super().__init__(scope, construct_id)
         self.topic = self._build_topic(settings)
@@ -52,6 +55,8 @@ class Monitoring(Construct):
         apis = {name: rest_api for name, rest_api in (("Job", api), ("People", people_api)) if rest_api}
         for name, rest_api in apis.items():
             self.alarms.append(self._build_api_errors_alarm(name, rest_api))
+        if schedule_dead_letters is not None:
+            self.alarms.append(self._build_dead_letters_alarm(schedule_dead_letters))
         for alarm in self.alarms:
             alarm.add_alarm_action(cloudwatch_actions.SnsAction(self.topic))
         self.dashboard = self._build_dashboard(state_machine, functions, apis)
@@ -145,6 +150,15 @@ class Monitoring(Construct):
             "ApiServerErrors" if name == "Job" else f"{name}ApiServerErrors",
             api.metric_server_error(period=PERIOD, statistic="Sum"),
             f"reportrelay: the {name.lower()} API answered 5xx (an AWS service failed, or a bug)",
+        )
+
+    def _build_dead_letters_alarm(self, queue: sqs.IQueue) -> cloudwatch.Alarm:
+        """Any message visible in the queue, at the most in a five-minute period: a start that failed."""
+        return self._alarm(
+            "ScheduleDeadLetters",
+            queue.metric_approximate_number_of_messages_visible(period=PERIOD, statistic="Maximum"),
+            "reportrelay: a scheduled start failed and waits in the dead-letter queue "
+            "(docs/deploy.md, When a scheduled start fails: reportrelay schedules replay)",
         )
 
     def _build_dashboard(

@@ -108,6 +108,7 @@ class ReportRelayStack(Stack):
             provider_functions=frozenset(step.name for step in PROVIDER_FUNCTIONS),
             api=self.api.api,
             people_api=self.people.api,
+            schedule_dead_letters=self.schedules.dead_letter_queue,
         )
 
         CfnOutput(self, "ReportsBucketName", value=self.storage.bucket.bucket_name)
@@ -125,6 +126,19 @@ class ReportRelayStack(Stack):
                 description="people sign in here: add them, and add them to their teams' groups",
             )
         CfnOutput(self, "JobsTableName", value=self.api.job_table.table.table_name)
+        CfnOutput(
+            self,
+            "StartScheduledFunctionName",
+            value=self.schedules.function.function_name,
+            description="the function a schedule invokes (reportrelay schedules replay invokes it again)",
+        )
+        if self.schedules.dead_letter_queue is not None:
+            CfnOutput(
+                self,
+                "ScheduleDeadLetterQueueUrl",
+                value=self.schedules.dead_letter_queue.queue_url,
+                description="failed scheduled starts wait here: reportrelay schedules replay",
+            )
         CfnOutput(self, "AlarmTopicArn", value=self.monitoring.topic.topic_arn)
         CfnOutput(self, "DashboardName", value=self.monitoring.dashboard.dashboard_name)
         if self.network is not None and self.network.egress_ip_list is not None:

@@ -1,6 +1,7 @@
-"""The ``reportrelay`` command: run a job locally, serve the provider simulators, run the demo.
+"""The ``reportrelay`` command: run a job locally, serve the provider simulators, replay failed schedules.
 
 Exit codes: 0 the report is ready, 1 the report failed, 2 bad input (with a one-line message).
+``schedules replay``: 0 every start replayed, 1 some kept in the queue, 2 AWS refused or is unreachable.
 """
 
 from __future__ import annotations
@@ -54,10 +55,44 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("--identities", type=Path, help="local identities JSON file (the local IAM API)")
     validate.set_defaults(command=command_validate)
 
+    _add_schedules_commands(commands)
+
     from reportrelay.sandbox.cli import add_sandbox_commands
 
     add_sandbox_commands(commands)
     return parser
+
+
+def _add_schedules_commands(commands: Any) -> None:
+    from reportrelay import replay
+
+    schedules = commands.add_parser("schedules", help="the deployed schedules: replay their failed starts")
+    actions = schedules.add_subparsers(required=True, metavar="ACTION")
+    command = actions.add_parser(
+        "replay",
+        help="start again the scheduled runs waiting in the dead-letter queue (docs/deploy.md)",
+    )
+    command.add_argument(
+        "--queue-url", help=f"the dead-letter queue (default: the stack's {replay.QUEUE_URL_OUTPUT} output)"
+    )
+    command.add_argument(
+        "--function", help=f"the function to invoke (default: the stack's {replay.FUNCTION_OUTPUT} output)"
+    )
+    command.add_argument(
+        "--stack", default=replay.DEFAULT_STACK, help="the stack whose outputs fill in the two above"
+    )
+    command.add_argument("--region", help="AWS region (default: AWS_REGION or the profile's)")
+    command.add_argument("--dry-run", action="store_true", help="say what would be replayed; change nothing")
+    command.add_argument(
+        "--max", type=_positive, default=replay.DEFAULT_LIMIT, help="replay at most N messages (default 100)"
+    )
+    command.set_defaults(command=command_schedules_replay)
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of 1 or more, not {text!r}")
+    return int(text)
 
 
 def load_job(connections_path: Path, request_path: Path) -> tuple[Connections, dict[str, Any]]:
@@ -131,6 +166,46 @@ def command_run(args: argparse.Namespace) -> int:
     else:
         _print_outcome(outcome)
     return EXIT_READY if outcome.ready else EXIT_FAILED
+
+
+def command_schedules_replay(args: argparse.Namespace) -> int:
+    """Each message: what schedule and due time, why it failed, and the replay's outcome."""
+    from reportrelay import replay
+
+    try:
+        aws = replay.clients(args.region)
+        queue_url, function = args.queue_url, args.function
+        if queue_url is None or (function is None and not args.dry_run):
+            outputs = replay.stack_outputs(aws.cloudformation, args.stack)
+            queue_url = queue_url or _output(outputs, replay.QUEUE_URL_OUTPUT, args.stack)
+            function = function or outputs.get(replay.FUNCTION_OUTPUT)
+            if function is None and not args.dry_run:
+                function = _output(outputs, replay.FUNCTION_OUTPUT, args.stack)
+        summary = replay.replay(
+            aws.sqs,
+            queue_url,
+            invoke=None if args.dry_run else replay.lambda_invoker(aws.lambda_),
+            function=function or "the start function",
+            out=sys.stdout,
+            dry_run=args.dry_run,
+            limit=args.max,
+        )
+    except replay.ReplayError as error:
+        raise BadInput(str(error)) from None
+    if args.dry_run:
+        print(f"dry run: {summary.read} message(s) read; nothing invoked or deleted", file=sys.stderr)
+        return EXIT_READY
+    print(f"{len(summary.replayed)} replayed, {len(summary.kept)} kept in the queue", file=sys.stderr)
+    return EXIT_FAILED if summary.kept else EXIT_READY
+
+
+def _output(outputs: dict[str, str], name: str, stack: str) -> str:
+    if name not in outputs:
+        raise BadInput(
+            f"stack {stack} has no {name} output (no schedules deployed, or deployed before the dead-letter "
+            f"queue): pass --{'queue-url' if 'Queue' in name else 'function'}"
+        )
+    return outputs[name]
 
 
 def _print_progress(progress: Any) -> None:

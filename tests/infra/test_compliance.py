@@ -45,6 +45,8 @@ ACKNOWLEDGED = {
     "AwsSolutions-IAM5[Resource::<job table>/index/*]": {"JobApi/ApiFunctionRole"},
     "AwsSolutions-IAM5[Resource::<state machine executions>]": {"JobApi/ApiFunctionRole"},
     "AwsSolutions-SF1": {"Workflow/StateMachine"},
+    # The schedules' dead-letter queue needs no dead-letter queue of its own.
+    "AwsSolutions-SQS3": {"Schedules/DeadLetterQueue"},
     # The API function reads its machine callers' IAM tags (their teams): any role or user may call.
     "AwsSolutions-IAM5[Resource::<this account's roles>]": {"JobApi/ApiFunctionRole"},
     "AwsSolutions-IAM5[Resource::<this account's users>]": {"JobApi/ApiFunctionRole"},

@@ -210,19 +210,25 @@ def test_the_scheduler_starts_jobs_only_through_the_start_function(synthesized: 
     start_function = function_id(synthesized, START_SCHEDULED)
     machine, _ = synthesized.resource("AWS::StepFunctions::StateMachine")
 
-    # then Scheduler may invoke that function and nothing else
+    dead_letters, _ = synthesized.resource("AWS::SQS::Queue")
+
+    # then Scheduler may invoke that function and send what it cannot deliver to the dead-letter queue,
+    # and nothing else
     assert [(g.actions, g.resources) for g in role_grants(synthesized, scheduler_role)] == [
-        (frozenset({"lambda:InvokeFunction"}), ({"Fn::GetAtt": [start_function, "Arn"]},))
+        (frozenset({"lambda:InvokeFunction"}), ({"Fn::GetAtt": [start_function, "Arn"]},)),
+        (frozenset({"sqs:SendMessage"}), ({"Fn::GetAtt": [dead_letters, "Arn"]},)),
     ]
     # and only Scheduler, from this account's schedule group, may assume that role
     trust = synthesized.template["Resources"][scheduler_role]["Properties"]["AssumeRolePolicyDocument"]
     (statement,) = trust["Statement"]
     assert statement["Principal"] == {"Service": "scheduler.amazonaws.com"}
     assert set(statement["Condition"]["StringEquals"]) == {"aws:SourceAccount", "aws:SourceArn"}
-    # and the function may start executions of this state machine and list them in the job table
+    # and the function may start executions of this state machine, list them in the job table and
+    # send a run it failed to the dead-letter queue
     assert role_actions(synthesized, start_role) == BASELINE | {
         "states:StartExecution",
         "dynamodb:UpdateItem",
+        "sqs:SendMessage",
     }
     # and besides it, only the job API starts executions
     assert grantees(synthesized, "states:StartExecution", machine) == {

@@ -13,7 +13,7 @@ from infra import constants
 from infra.configuration import ConfigError, load_access, load_connections, load_schedules
 from reportrelay.schedules import scheduled_job
 from tests.infra.conftest import Synthesized, references
-from tests.infra.policies import function_id
+from tests.infra.policies import function_id, function_role, grants
 
 CONFIGURED = json.loads(constants.SCHEDULES_FILE.read_text(encoding="utf-8"))["schedules"]
 START_SCHEDULED = "reportrelay.handlers.start_scheduled.handler"
@@ -216,3 +216,121 @@ def test_the_connections_must_fit_in_the_functions_environment(tmp_path: Path) -
 
 def test_no_schedules_file_means_no_schedules(with_holder: Synthesized) -> None:
     assert schedules(with_holder) == {}
+
+
+def dead_letter_queue(synthesized: Synthesized) -> str:
+    queue, _ = synthesized.resource("AWS::SQS::Queue")
+    return queue
+
+
+def start_function_invoke_configs(synthesized: Synthesized) -> list[dict[str, Any]]:
+    start = function_id(synthesized, START_SCHEDULED)
+    return [
+        config
+        for config in synthesized.resources("AWS::Lambda::EventInvokeConfig").values()
+        if references(config["Properties"]["FunctionName"]) == {start}
+    ]
+
+
+def test_every_schedule_sends_what_it_cannot_deliver_to_the_dead_letter_queue(
+    synthesized: Synthesized,
+) -> None:
+    # given the deployed schedules and the one queue
+    queue = dead_letter_queue(synthesized)
+    # then each schedule retries a refused invoke, then sends the run to that queue
+    for name, schedule in schedules(synthesized).items():
+        target = schedule["Target"]
+        assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": [queue, "Arn"]}}, name
+        assert target["RetryPolicy"] == {"MaximumEventAgeInSeconds": 3600, "MaximumRetryAttempts": 3}
+
+
+def test_a_run_the_start_function_fails_goes_to_the_same_queue(synthesized: Synthesized) -> None:
+    # given the start function (Scheduler invokes it asynchronously, so its failures are Lambda's)
+    queue = dead_letter_queue(synthesized)
+    (config,) = start_function_invoke_configs(synthesized)
+    properties = config["Properties"]
+    # then Lambda retries a failed run twice within the hour, then sends it to the queue
+    assert properties["Qualifier"] == "$LATEST"
+    assert properties["MaximumRetryAttempts"] == 2
+    assert properties["MaximumEventAgeInSeconds"] == 3600
+    assert properties["DestinationConfig"] == {"OnFailure": {"Destination": {"Fn::GetAtt": [queue, "Arn"]}}}
+    # and only once the function's role may send there (Lambda checks when the config is made)
+    role = function_role(synthesized, START_SCHEDULED)
+    policies = [
+        policy_id
+        for policy_id, policy in synthesized.resources("AWS::IAM::Policy").items()
+        if {"Ref": role} in policy["Properties"]["Roles"]
+    ]
+    assert set(policies) <= set(config["DependsOn"])
+
+
+def test_the_dead_letter_queue_is_encrypted_and_refuses_plain_http(synthesized: Synthesized) -> None:
+    queue = dead_letter_queue(synthesized)
+    properties = synthesized.template["Resources"][queue]["Properties"]
+    assert properties["SqsManagedSseEnabled"] is True
+    assert properties["MessageRetentionPeriod"] == 14 * 24 * 3600
+    (policy,) = [
+        p["Properties"]
+        for p in synthesized.resources("AWS::SQS::QueuePolicy").values()
+        if p["Properties"]["Queues"] == [{"Ref": queue}]
+    ]
+    (statement,) = policy["PolicyDocument"]["Statement"]
+    assert statement["Effect"] == "Deny"
+    assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    assert statement["Principal"] == {"AWS": "*"}
+
+
+def test_only_the_scheduler_and_the_start_function_may_send_to_the_queue_and_only_send(
+    synthesized: Synthesized,
+) -> None:
+    queue = dead_letter_queue(synthesized)
+    _, schedule = next(iter(synthesized.resources("AWS::Scheduler::Schedule").items()))
+    (scheduler_role,) = references(schedule["Properties"]["Target"]["RoleArn"])
+    on_queue = {
+        (grant.role, action)
+        for grant in grants(synthesized)
+        if queue in grant.resource_ids
+        for action in grant.actions
+    }
+    assert on_queue == {
+        (scheduler_role, "sqs:SendMessage"),
+        (function_role(synthesized, START_SCHEDULED), "sqs:SendMessage"),
+    }
+
+
+def test_a_message_in_the_dead_letter_queue_raises_the_alarm(synthesized: Synthesized) -> None:
+    queue = dead_letter_queue(synthesized)
+    (alarm,) = [
+        alarm["Properties"]
+        for alarm in synthesized.resources("AWS::CloudWatch::Alarm").values()
+        if alarm["Properties"].get("Namespace") == "AWS/SQS"
+    ]
+    assert alarm["MetricName"] == "ApproximateNumberOfMessagesVisible"
+    (dimension,) = alarm["Dimensions"]
+    assert dimension["Name"] == "QueueName"
+    assert references(dimension["Value"]) == {queue}
+    assert (alarm["Statistic"], alarm["Period"], alarm["EvaluationPeriods"]) == ("Maximum", 300, 1)
+    assert (alarm["Threshold"], alarm["ComparisonOperator"]) == (1, "GreaterThanOrEqualToThreshold")
+    topic, _ = synthesized.resource("AWS::SNS::Topic")
+    assert alarm["AlarmActions"] == [{"Ref": topic}]
+
+
+def test_the_stack_says_where_failed_starts_wait_and_which_function_replays_them(
+    synthesized: Synthesized,
+) -> None:
+    outputs = synthesized.template["Outputs"]
+    assert outputs["ScheduleDeadLetterQueueUrl"]["Value"] == {"Ref": dead_letter_queue(synthesized)}
+    assert outputs["StartScheduledFunctionName"]["Value"] == {
+        "Ref": function_id(synthesized, START_SCHEDULED)
+    }
+
+
+def test_no_schedules_means_no_dead_letter_queue(with_holder: Synthesized) -> None:
+    assert with_holder.resources("AWS::SQS::Queue") == {}
+    assert start_function_invoke_configs(with_holder) == []
+    assert "ScheduleDeadLetterQueueUrl" not in with_holder.template["Outputs"]
+    assert not [
+        alarm
+        for alarm in with_holder.resources("AWS::CloudWatch::Alarm").values()
+        if alarm["Properties"].get("Namespace") == "AWS/SQS"
+    ]
