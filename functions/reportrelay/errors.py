@@ -57,6 +57,12 @@ class DeadlineExceeded(ReportRelayError):
     """The job ran past its overall deadline and was abandoned."""
 
 
+class SubmitUncertain(ReportRelayError):
+    """A submit attempt may have queued the report at the provider (its step died or lost its answer after
+    the queue call) and the provider offers no way to find that report again: the job fails rather than
+    queue a second one. The message says where and when it may have been queued, and what to look for."""
+
+
 class DownloadFailed(ReportRelayError):
     """A download that cannot be tried again kept failing (a single-use result, regenerated and lost
     as many times as allowed); nothing was stored."""

@@ -349,6 +349,126 @@ class DynamoDbJobs:
         now = iso_timestamp(self.clock())
         return self.record(job_id, {"finished_at": now, **fields}, created_at=created_at or now)
 
+    # ---- the submit intent (see ``SubmitIntent``)
+
+    def open_intent(self, job_id: str, attempt: int, at: str) -> SubmitIntent | None:
+        """Open the intent of submit attempt ``attempt``; the intent already there (and no change) when this
+        attempt's intent was opened before and not closed as "not queued" (a re-entry of the same attempt).
+        """
+        try:
+            self._call(
+                "update_item",
+                TableName=self.table_name,
+                Key={KEY_ATTRIBUTE: {"S": job_id}},
+                UpdateExpression=(
+                    "SET #attempt = :attempt, #opened = :at "
+                    "REMOVE #queuing, #hint, #outcome, #closed, #result"
+                ),
+                ConditionExpression=(
+                    "attribute_not_exists(#attempt) OR #attempt <> :attempt OR #outcome = :none"
+                ),
+                ExpressionAttributeNames=_INTENT_NAMES,
+                ExpressionAttributeValues={
+                    ":attempt": {"N": str(attempt)},
+                    ":at": {"S": at},
+                    ":none": {"S": INTENT_NOT_QUEUED},
+                },
+            )
+        except _Conditional:
+            found = self._get_item(job_id) or {}
+            return _intent(found) or SubmitIntent(attempt, at)
+        return None
+
+    def mark_queuing(self, job_id: str, attempt: int, at: str, hint: Mapping[str, Any]) -> bool:
+        """Note that the attempt is about to call the provider's queue endpoint, with what the adapter needs
+        to find the report again; False when this attempt is not open, or another run of it got there first.
+        """
+        try:
+            self._call(
+                "update_item",
+                TableName=self.table_name,
+                Key={KEY_ATTRIBUTE: {"S": job_id}},
+                UpdateExpression="SET #queuing = :at, #hint = :hint",
+                ConditionExpression=(
+                    "#attempt = :attempt AND attribute_not_exists(#queuing) "
+                    "AND attribute_not_exists(#outcome)"
+                ),
+                ExpressionAttributeNames={
+                    name: _INTENT_NAMES[name] for name in ("#attempt", "#queuing", "#hint", "#outcome")
+                },
+                ExpressionAttributeValues={
+                    ":attempt": {"N": str(attempt)},
+                    ":at": {"S": at},
+                    ":hint": {"S": _intent_json(hint, "hint")},
+                },
+            )
+        except _Conditional:
+            return False
+        return True
+
+    def close_intent(
+        self, job_id: str, attempt: int, outcome: str, *, result: Mapping[str, Any] | None = None
+    ) -> bool:
+        """Close the attempt's intent: ``INTENT_NOT_QUEUED`` (the provider certainly queued nothing) or
+        ``INTENT_QUEUED`` with the step's ``result`` (the job as Submit returns it, sealed handle included),
+        which a re-entry of the same attempt returns instead of queueing again. False when not open."""
+        names = {name: _INTENT_NAMES[name] for name in ("#attempt", "#outcome", "#closed")}
+        values: dict[str, Any] = {
+            ":attempt": {"N": str(attempt)},
+            ":outcome": {"S": outcome},
+            ":closed": {"S": iso_timestamp(self.clock())},
+        }
+        sets = ["#outcome = :outcome", "#closed = :closed"]
+        if result is not None:
+            names["#result"] = _INTENT_NAMES["#result"]
+            values[":result"] = {"S": _intent_json(result, "result")}
+            sets.append("#result = :result")
+            if result.get("handle"):
+                names["#handle"] = "handle"
+                values[":handle"] = {"S": _intent_json(result["handle"], "handle")}
+                sets.append("#handle = :handle")
+        try:
+            self._call(
+                "update_item",
+                TableName=self.table_name,
+                Key={KEY_ATTRIBUTE: {"S": job_id}},
+                UpdateExpression="SET " + ", ".join(sets),
+                ConditionExpression="#attempt = :attempt",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+            )
+        except _Conditional:
+            return False
+        return True
+
+    # ---- the job's object (reportrelay.workflow.fetch)
+
+    def fix_object_key(self, job_id: str, key: str) -> str:
+        """The job's object key: ``key`` if the job has none yet, else the one fixed by an earlier Fetch."""
+        answer = self._call(
+            "update_item",
+            TableName=self.table_name,
+            Key={KEY_ATTRIBUTE: {"S": job_id}},
+            UpdateExpression="SET #key = if_not_exists(#key, :key)",
+            ExpressionAttributeNames={"#key": "object_key"},
+            ExpressionAttributeValues={":key": {"S": key}},
+            ReturnValues="ALL_NEW",  # UPDATED_NEW leaves out a key that if_not_exists kept
+        )
+        fixed: str = answer["Attributes"]["object_key"]["S"]
+        return fixed
+
+    def add_pending_object(self, job_id: str, pending: Mapping[str, Any]) -> None:
+        """Note an upload about to be completed, so a later Fetch recognises the object it made."""
+        entry = json.dumps(dict(pending), separators=(",", ":"), sort_keys=True)
+        self._call(
+            "update_item",
+            TableName=self.table_name,
+            Key={KEY_ATTRIBUTE: {"S": job_id}},
+            UpdateExpression="SET #pending = list_append(if_not_exists(#pending, :none), :entry)",
+            ExpressionAttributeNames={"#pending": "pending_objects"},
+            ExpressionAttributeValues={":none": {"L": []}, ":entry": {"L": [{"S": entry}]}},
+        )
+
     # ---- DynamoDB plumbing
 
     def _update(
@@ -460,6 +580,70 @@ class DynamoDbJobs:
 
 class _Conditional(Exception):
     """A conditional write found its condition false."""
+
+
+# ---- the submit intent
+
+INTENT_QUEUED = "queued"
+INTENT_NOT_QUEUED = "not_queued"
+_INTENT_NAMES = {
+    "#attempt": "submit_intent_attempt",
+    "#opened": "submit_intent_opened_at",
+    "#queuing": "submit_intent_queuing_at",
+    "#hint": "submit_intent_hint",
+    "#outcome": "submit_intent_outcome",
+    "#closed": "submit_intent_closed_at",
+    "#result": "submit_intent_result",
+}
+
+
+@dataclass(frozen=True)
+class SubmitIntent:
+    """What one submit attempt said it was about to do, kept on the job's item (``submit_intent_*``
+    attributes, which the job view never reads) so that a re-entry of the same attempt never queues twice.
+
+    ``attempt`` counts the job's restarts (a restart is a new attempt). ``queuing_at`` is set just before
+    the provider's queue call, with the adapter's ``hint`` for finding the report again; ``outcome`` is
+    set when the attempt knows: ``queued`` (with ``result``, what the step returned) or ``not_queued``.
+    """
+
+    attempt: int
+    opened_at: str
+    queuing_at: str | None = None
+    hint: dict[str, Any] | None = None
+    outcome: str | None = None
+    result: dict[str, Any] | None = None
+
+    @property
+    def may_have_queued(self) -> bool:
+        """The attempt reached the queue call and never learned how it ended."""
+        return self.queuing_at is not None and self.outcome is None
+
+
+def _intent(item: Mapping[str, Any]) -> SubmitIntent | None:
+    def text(name: str) -> str | None:
+        value = item.get(_INTENT_NAMES[name], {}).get("S")
+        return str(value) if value is not None else None
+
+    attempt = item.get(_INTENT_NAMES["#attempt"], {}).get("N")
+    if attempt is None:
+        return None
+    hint, result = text("#hint"), text("#result")
+    return SubmitIntent(
+        attempt=int(float(attempt)),
+        opened_at=text("#opened") or "",
+        queuing_at=text("#queuing"),
+        hint=json.loads(hint) if hint else None,
+        outcome=text("#outcome"),
+        result=json.loads(result) if result else None,
+    )
+
+
+def _intent_json(value: Mapping[str, Any], what: str) -> str:
+    text = json.dumps(value, separators=(",", ":"), sort_keys=True)
+    if len(text) > MAX_REQUEST_JSON:
+        raise JobStoreUnavailable(f"the submit intent's {what} is too large to store ({len(text)} bytes)")
+    return text
 
 
 _JSON_FIELDS = frozenset({"request", "object", "error", "handle"})

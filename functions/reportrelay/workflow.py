@@ -18,14 +18,26 @@ from reportrelay import objectkeys
 from reportrelay.config import JobRequest, PollPolicy, parse_job_request
 from reportrelay.errors import (
     BadRequest,
+    ConfigurationError,
     DeadlineExceeded,
     DownloadFailed,
+    ProviderAuthFailed,
+    ProviderRejected,
     ProviderThrottled,
+    ProviderUnavailable,
     ReportCancelled,
     ReportGenerationFailed,
     ReportRelayError,
+    SubmitUncertain,
 )
-from reportrelay.jobs import outcome_fields, progress_fields
+from reportrelay.jobs import (
+    INTENT_NOT_QUEUED,
+    INTENT_QUEUED,
+    DynamoDbJobs,
+    SubmitIntent,
+    outcome_fields,
+    progress_fields,
+)
 from reportrelay.observability import logger, metrics
 from reportrelay.poll_policy import next_wait_seconds
 from reportrelay.providers import open_provider, provider_class
@@ -106,13 +118,132 @@ def submit(state: State, runtime: Runtime) -> State:
             return {**state, "job": _waiting_for_slot(job, connection.poll, now)}
         job["slot"] = slot
     provider = open_provider(connection, runtime.secrets, runtime.claims)
-    status = provider.submit(request)
     job = {**job, "handle": {}, "polls": job.get("polls", 0), "queued_at": iso_timestamp(now)}
-    logger.info("report queued", extra={"job_id": job.get("job_id"), "provider": connection.provider})
+    store = runtime.jobs
+    if store is None:
+        # No job table, no intent: a run of this step that dies after the queue call cannot be told
+        # from one that never made it, and the state machine's retry may queue the report again.
+        return _queue(state, job, request, provider, runtime, now)
+    return _submit_once(state, job, request, provider, runtime, store, now)
+
+
+# ---- submitting exactly once: the submit intent (reportrelay.jobs.SubmitIntent)
+
+
+def _submit_once(
+    state: State,
+    job: dict[str, Any],
+    request: JobRequest,
+    provider: Provider,
+    runtime: Runtime,
+    store: DynamoDbJobs,
+    now: float,
+) -> State:
+    """Queue the report at most once per attempt, however often the state machine runs this step.
+
+    An attempt (the job's restart count) opens an intent before anything else, notes "queuing" with the
+    adapter's hint right before the queue call, and closes it when it knows: "not queued" (the call
+    certainly did nothing) or "queued" with the step's result. A run that finds its attempt's intent
+    already open learned nothing of its predecessor's queue call: it returns a closed intent's result,
+    queues when the predecessor never got to the call, and otherwise asks the provider to find the
+    report (``find_submitted``), failing with SubmitUncertain when it cannot.
+    """
+    job_id, attempt = job["job_id"], int(job.get("restarts", 0))
+    earlier = store.open_intent(job_id, attempt, iso_timestamp(now))
+    if earlier is not None and earlier.outcome == INTENT_QUEUED and earlier.result:
+        logger.info("submit re-entered after it had queued the report", extra={"job_id": job_id})
+        return {**state, "job": earlier.result}
+    if earlier is not None and earlier.may_have_queued:
+        logger.warning("submit re-entered after a queue call of unknown outcome", extra={"job_id": job_id})
+        return _reconcile(state, job, request, provider, runtime, store, now, earlier)
+    marked: list[str] = []
+
+    def mark_queuing(hint: Handle) -> None:
+        at = iso_timestamp(runtime.clock())
+        if not store.mark_queuing(job_id, attempt, at, hint):
+            raise SubmitUncertain(
+                f"another run of submit attempt {attempt} of job {job_id} reached the queue call first; "
+                "this one does not queue the report again"
+            )
+        marked.append(at)
+
+    provider.before_queue = mark_queuing
+    try:
+        submitted = _queue(state, job, request, provider, runtime, now)
+    except Exception as error:
+        if not marked or _certainly_not_queued(error):
+            _close_intent(store, job_id, attempt, INTENT_NOT_QUEUED)
+        raise
+    _close_intent(store, job_id, attempt, INTENT_QUEUED, submitted["job"])
+    return submitted
+
+
+def _queue(
+    state: State, job: dict[str, Any], request: JobRequest, provider: Provider, runtime: Runtime, now: float
+) -> State:
+    status = provider.submit(request)
+    logger.info("report queued", extra={"job_id": job.get("job_id"), "provider": provider.key})
     submitted = _with_status(state, job, status, runtime, provider, now)
     if provider.holds_request:
+        provider.queuing({})  # the held request is what makes the provider generate the report
         runtime.start_holder(submitted)
     return submitted
+
+
+def _reconcile(
+    state: State,
+    job: dict[str, Any],
+    request: JobRequest,
+    provider: Provider,
+    runtime: Runtime,
+    store: DynamoDbJobs,
+    now: float,
+    intent: SubmitIntent,
+) -> State:
+    """Find the report an earlier run of this attempt may have queued, or fail saying what to look for."""
+    queuing_at = intent.queuing_at or intent.opened_at
+    status = provider.find_submitted(request, intent.hint or {}, parse_timestamp(queuing_at) or now)
+    if status is None:
+        where = provider.lost_submission(request)
+        raise SubmitUncertain(
+            f"a report may have been queued at {provider.key} (connection '{request.connection}') around "
+            f"{queuing_at} for report {json.dumps(request.report, sort_keys=True)} ({request.format}): "
+            "a run of the submit step reached the queue call and ended before it learned the outcome, and "
+            f"the provider could not show whether it queued one; to avoid a second report, none is queued "
+            f"now. {where[:1].upper()}{where[1:]}"
+        )
+    logger.info("found the report an earlier submit queued", extra={"job_id": job["job_id"]})
+    submitted = _with_status(state, {**job, "queued_at": queuing_at}, status, runtime, provider, now)
+    _close_intent(store, job["job_id"], intent.attempt, INTENT_QUEUED, submitted["job"])
+    return submitted
+
+
+#: After the queue call was made, these prove the provider queued nothing: it refused the request (4xx,
+#: 429, 503), or the request never reached it (no connection, no name, no TLS session).
+_NOTHING_QUEUED = (
+    ProviderThrottled,
+    ProviderUnavailable,
+    ProviderRejected,
+    ProviderAuthFailed,
+    BadRequest,
+    ConfigurationError,
+)
+
+
+def _certainly_not_queued(error: Exception) -> bool:
+    """ProviderServerError (a 500, a broken connection), ProviderTimeout (no answer), ProviderProtocolError
+    (an answer not understood) and anything unexpected leave the intent open: the call may have queued."""
+    return isinstance(error, _NOTHING_QUEUED)
+
+
+def _close_intent(
+    store: DynamoDbJobs, job_id: str, attempt: int, outcome: str, result: dict[str, Any] | None = None
+) -> None:
+    """Best effort: an intent left open only makes a later re-entry look at the provider (or fail safe)."""
+    try:
+        store.close_intent(job_id, attempt, outcome, result=result)
+    except ReportRelayError as error:
+        logger.warning("submit intent not closed", extra={"job_id": job_id, "error": _named(error)})
 
 
 def _take_slot(job: dict[str, Any], limit: int, runtime: Runtime, now: float) -> int | None:

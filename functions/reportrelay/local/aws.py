@@ -13,7 +13,7 @@ import os
 import secrets
 import threading
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +21,7 @@ from typing import Any
 
 import boto3
 from moto import mock_aws
+from moto.awslambda.exceptions import LambdaClientError
 from moto.awslambda.models import LambdaFunction
 from moto.dynamodb.models import DynamoDBBackend
 
@@ -76,9 +77,29 @@ def _invoke_in_process(function: LambdaFunction, event: Any) -> tuple[str, bool,
     context = LambdaContext(function.function_name, function.function_arn, str(uuid.uuid4()))
     try:
         result = handler(event, context)
+    except FunctionDied as died:
+        return json.dumps({"errorType": "Runtime.ExitError", "errorMessage": str(died)}), True, ""
     except Exception as error:  # reported to the state machine exactly as Lambda reports it
         return json.dumps({"errorType": type(error).__name__, "errorMessage": str(error)}), True, ""
     return json.dumps(result), False, ""
+
+
+# ---- fault-injection seam (tests only; see tests/aws_faults.py)
+
+
+class FunctionDied(BaseException):
+    """Raised inside a handler to play a Lambda runtime that died mid-invocation (killed, out of memory):
+    the state machine sees ``Runtime.ExitError``, as from Lambda. A BaseException, so that no ``except
+    Exception`` in the code under test can catch it and carry on."""
+
+
+class LambdaServiceError(LambdaClientError):
+    """Raised by an ``after_invoke`` hook to answer an Invoke call with an error of the Lambda service
+    itself (``Lambda.<error>`` in the state machine), after the function ran: ServiceException is a 500."""
+
+    def __init__(self, error: str = "ServiceException", message: str = "", status: int = 500) -> None:
+        super().__init__(error, message or f"{error}: the Lambda service failed to answer the invocation")
+        self.code = status
 
 
 @contextmanager
@@ -147,6 +168,9 @@ class LocalAws:
         self._original_invoke_lambda = LambdaFunction._invoke_lambda
         self._original_invoke = LambdaFunction.invoke
         self._background: list[threading.Thread] = []
+        #: Fault-injection seam: called with the function's name after each synchronous invocation has
+        #: run; a hook that raises LambdaServiceError makes that error the Invoke call's answer.
+        self.after_invoke: list[Callable[[str], None]] = []
 
     def __enter__(self) -> LocalAws:
         self._mock.start()
@@ -181,7 +205,10 @@ class LocalAws:
     ) -> str | bytes:
         """Asynchronous (``Event``) invocations run on a thread and answer at once, as Lambda does."""
         if request_headers.get("x-amz-invocation-type") != "Event":
-            return self._original_invoke(function, body, request_headers, response_headers)
+            answer = self._original_invoke(function, body, request_headers, response_headers)
+            for hook in list(self.after_invoke):
+                hook(function.function_name)
+            return answer
         event = json.loads(body) if body else {}
         thread = threading.Thread(target=_invoke_in_process, args=(function, event), daemon=True)
         self._background.append(thread)

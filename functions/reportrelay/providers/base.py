@@ -10,7 +10,7 @@ from __future__ import annotations
 import mimetypes
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from enum import StrEnum
@@ -80,6 +80,11 @@ class Provider(ABC):
 
     ``claims`` is the shared claim store (``reportrelay.claims``) for vendors whose queue hands back no id,
     so that concurrent jobs can agree which queue entry is whose; None where none was given.
+
+    Submitting exactly once: ``submit`` calls ``queuing(hint)`` right before the request that queues the
+    report, and nothing else in it may queue one. The workflow records the hint first (its submit intent)
+    and, when a run of the step died after that point, asks ``find_submitted`` with the same hint instead
+    of submitting again. ``lost_submission`` words where a person would look when the adapter cannot.
     """
 
     key: ClassVar[str]
@@ -89,6 +94,8 @@ class Provider(ABC):
     holds_request: ClassVar[bool] = False
     single_use_result: ClassVar[bool] = False
     claims: ClaimStore | None = None
+    before_queue: Callable[[Handle], None] | None = None
+    """Set by the workflow: records the submit intent's hint; raising stops the queue call."""
 
     def __init__(self, connection: Connection, http: ProviderHttp) -> None:
         self.connection = connection
@@ -128,6 +135,21 @@ class Provider(ABC):
     def cancel(self, request: JobRequest, handle: Handle) -> bool:
         """Cancel at the provider where the API allows; False when it does not."""
         return False
+
+    def queuing(self, hint: Handle) -> None:
+        """Say the next request queues the report; ``hint`` is what ``find_submitted`` needs (no secrets)."""
+        if self.before_queue is not None:
+            self.before_queue(hint)
+
+    def find_submitted(self, request: JobRequest, hint: Handle, since: float) -> ReportStatus | None:
+        """The report an earlier run of this submit attempt may have queued (``since``: epoch seconds of
+        its ``queuing`` call), found at the provider with ``hint``; None when it cannot be found (the
+        default: the vendor's API offers no way to look)."""
+        return None
+
+    def lost_submission(self, request: JobRequest) -> str:
+        """Where a person finds a report that may have been queued and could not be found here."""
+        return f"look for it among {self.key}'s queued or recent reports"
 
 
 def parse_report(model: type[BaseModel], request: JobRequest) -> Any:

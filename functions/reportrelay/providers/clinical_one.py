@@ -28,6 +28,8 @@ Errors:   a BaseResponse ``{"status": "error", "result": ..., "errorData": {"err
           or a missing reporting right: sign in once more, then fail quoting the vendor.
 Throttle: reporting endpoints answer 429 with retry details in the body (and usually Retry-After); when
           only the body says how long to wait, that is copied into Retry-After for the shared client.
+Lost start: a start call whose answer was lost (the step died) is looked for in the download list: the
+          one run of the report, study, mode and format kicked off around then that no other job claimed.
 There is no API to cancel a report job.
 """
 
@@ -35,9 +37,12 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import requests
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -117,6 +122,11 @@ STATUS_FIELDS = ("status", "rptStatus", "runStatus", "reportStatus", "jobStatus"
 REASON_FIELDS = ("reason", "errorMessage", "statusMessage", "message", "failureReason")
 NAME_FIELDS = ("reportName", "rptName", "name")
 KICKOFF_FIELDS = ("rptKickoffDatetime", "rptKickoffDateTime", "kickoffDatetime", "kickOffDateTime")
+
+#: A job that an earlier run of submit may have started is looked for among runs kicked off from this long
+#: before its start call (clocks disagree) to this long after it (the call may wait in the service).
+KICKOFF_SLACK_SECONDS = 120
+KICKOFF_WINDOW_SECONDS = 300
 
 _HEX_ID = r"^(?:[0-9A-Fa-f]{32}|[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12})$"
 _OK = (200, 201, 202, 204)
@@ -207,6 +217,7 @@ class ClinicalOne(Provider):
 
     def submit(self, request: JobRequest) -> ReportStatus:
         report = parse_report(ClinicalOneReport, request)
+        self.queuing({"owner": uuid.uuid4().hex})
         response = self._call(
             "POST",
             START_REPORT,
@@ -232,6 +243,45 @@ class ClinicalOne(Provider):
         if kickoff:
             handle["kickoff"] = kickoff
         return ReportStatus(ReportState.PENDING, handle=handle)
+
+    # ---- finding a job an earlier run of submit started
+
+    def find_submitted(self, request: JobRequest, hint: Handle, since: float) -> ReportStatus | None:
+        """The one run of this report (study, mode, format where listed) kicked off within a few minutes
+        of the lost start call and claimed by no other job; None when there is none, or several."""
+        report = parse_report(ClinicalOneReport, request)
+        wanted_format = FORMATS[request.format][0]
+        candidates = []
+        for run in self._runs(report):
+            kickoff = _epoch(_first(run, KICKOFF_FIELDS))
+            listed_format = _first(run, ("rptFormat", "format"))
+            earliest, latest = since - KICKOFF_SLACK_SECONDS, since + KICKOFF_WINDOW_SECONDS
+            if kickoff is None or not earliest <= kickoff <= latest:
+                continue
+            if listed_format is not None and listed_format.upper() != wanted_format:
+                continue
+            candidates.append(run)
+        if self.claims is not None:
+            namespace = f"clinical_one:{urlsplit(self.connection.base_url).netloc.lower()}:run"
+            owner = str(hint.get("owner") or "")
+            candidates = [
+                run for run in candidates if self.claims.claim(namespace, _id(str(run["downloadId"])), owner)
+            ]
+        if len(candidates) != 1:
+            return None
+        run = candidates[0]
+        handle: Handle = {"job_id": str(run["downloadId"])}
+        kickoff = _first(run, KICKOFF_FIELDS)
+        if kickoff:
+            handle["kickoff"] = kickoff
+        return ReportStatus(ReportState.PENDING, message="found the job in the download list", handle=handle)
+
+    def lost_submission(self, request: JobRequest) -> str:
+        report = request.report or {}
+        return (
+            f"look in the download list of report {report.get('report_id')} (study {report.get('study_id')}, "
+            f"mode {report.get('mode')}) for a {FORMATS[request.format][0]} run kicked off then"
+        )
 
     # ---- where it stands
 
@@ -276,6 +326,10 @@ class ClinicalOne(Provider):
     def _find_run(self, report: ClinicalOneReport, job_id: str) -> dict[str, Any] | None:
         """Page through the download list until our run's entry turns up (or the list ends)."""
         wanted = _id(job_id)
+        return next((run for run in self._runs(report) if _id(str(run["downloadId"])) == wanted), None)
+
+    def _runs(self, report: ClinicalOneReport) -> Iterator[dict[str, Any]]:
+        """Every entry of the report's download list with a ``downloadId``, page by page."""
         offset = 0
         for _ in range(self.settings.max_pages):
             params = {
@@ -291,13 +345,10 @@ class ClinicalOne(Provider):
             )
             result = page.get("result") if isinstance(page.get("result"), dict) else page
             runs = [run for run in result.get("reportRunStatus") or [] if isinstance(run, dict)]
-            for run in runs:
-                if _id(str(run.get("downloadId", ""))) == wanted:
-                    return run
+            yield from (run for run in runs if run.get("downloadId"))
             offset += len(runs)
             if not runs or not _more(result, offset, len(runs), self.settings.page_size):
-                return None
-        return None
+                return
 
     # ---- download
 
@@ -474,6 +525,17 @@ def _first(entry: Mapping[str, Any], fields: tuple[str, ...]) -> str | None:
         if value is not None and str(value).strip():
             return str(value)
     return None
+
+
+def _epoch(value: str | None) -> float | None:
+    """An ISO date time (``2025-06-04T11:27:52.014Z``) as epoch seconds; one without a zone is UTC."""
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
 def _word(raw: str) -> str:

@@ -85,6 +85,7 @@ class DevExpress(Provider):
         if report.dashboard_id is not None:
             # The dashboard export answers with the file itself: fetching it is the export.
             return ReportStatus(ReportState.READY, handle={"dashboard_id": report.dashboard_id})
+        self.queuing({})
         response = self.http.request(
             "POST",
             f"/api/documents/export/report/{report.document_id}",
@@ -96,6 +97,14 @@ class DevExpress(Provider):
         if not isinstance(export_id, str) or not export_id:
             raise ProviderProtocolError("queue report export: the server answered without an exportId")
         return ReportStatus(ReportState.PENDING, handle={"export_id": export_id})
+
+    def lost_submission(self, request: JobRequest) -> str:
+        # The HTTP API lists no exports: only the Report Server's own console shows them.
+        document = (request.report or {}).get("document_id")
+        return (
+            f"check the Report Server's export tasks for an export of document {document} "
+            f"({request.format}); the HTTP API cannot list exports"
+        )
 
     def check(self, request: JobRequest, handle: Handle) -> ReportStatus:
         if "dashboard_id" in handle:

@@ -173,6 +173,14 @@ class MetricInsights(Provider):
         handle = {"token": unquote(token), "initialized_at": time.time()}
         return ReportStatus(ReportState.PENDING, handle=handle)
 
+    def lost_submission(self, request: JobRequest) -> str:
+        report = request.report or {}
+        return (
+            f"a run of element {report.get('element_id')} segment {report.get('dimension_id', 0)} may be "
+            "generating in Metric Insights; its download session expires on its own and the API cannot "
+            "find it again"
+        )
+
     def hold(self, request: JobRequest, handle: Handle) -> None:
         """Make the ``run`` call and keep it open until the file is generated (or generation fails)."""
         report = parse_report(MetricInsightsReport, request)

@@ -248,6 +248,7 @@ class MyReports(Provider):
 
     def submit(self, request: JobRequest) -> ReportStatus:
         report: MyReportsReport = parse_report(MyReportsReport, request)
+        self.queuing({})
         response = self.http.request(
             "POST", f"{self._report_path(report)}/requests", action="create report request",
             json=report.request_body(),
@@ -262,6 +263,14 @@ class MyReports(Provider):
                 "create report request: MyReports answered without a requestId" + _envelope_words(body)
             )
         return ReportStatus(ReportState.PENDING, handle={"request_id": request_id})
+
+    def lost_submission(self, request: JobRequest) -> str:
+        # The documented API reads a request by its id only: there is no list of requests to search.
+        report = request.report or {}
+        return (
+            f"look in myreports workspace {report.get('workspace_id')} for a request of report "
+            f"{report.get('report_id')} created then; the API cannot list requests"
+        )
 
     def check(self, request: JobRequest, handle: Handle) -> ReportStatus:
         report: MyReportsReport = parse_report(MyReportsReport, request)

@@ -26,6 +26,9 @@ Quirks handled here:
 - The queue filter takes minute precision and the dates carry no time zone. Our clock and the server's
   may disagree, so bounds come from the server's own dates: one minute before the newest run in the
   snapshot while looking for our run, then one minute before our run's own ``dateQueued``.
+- Submitted exactly once: the snapshot and the claim owner are the submit intent's hint, recorded
+  before the queue call, so a run of the submit step that died after it is found again by
+  ``find_submitted`` exactly as ``submit`` would have found it.
 - The merged-report list, the queue list and the download are plain; only the queue call needs the
   ``TorusTenantId`` header (the tenant id is in the list path). Torus has no cancel call.
 """
@@ -187,6 +190,7 @@ class Torus(Provider):
             "since": _newest_minute_before(snapshot),
             "owner": uuid.uuid4().hex,
         }
+        self.queuing(handle)  # the snapshot and owner let a later run of this step find the run exactly
         try:
             self.http.request(
                 "POST",
@@ -210,6 +214,19 @@ class Torus(Provider):
         if entry is None:
             return ReportStatus(ReportState.PENDING, message=self._unlisted_message(handle), handle=handle)
         return self._status(entry, handle, {**handle, **self._ownership(entry, handle)})
+
+    def find_submitted(self, request: JobRequest, hint: Handle, since: float) -> ReportStatus | None:
+        """The run an earlier run of this submit queued: found as ``submit`` finds its own (same snapshot,
+        same owner, so a run it had already claimed is claimed again); not listed yet, ``check`` goes on
+        looking for it until ``queue_entry_grace_seconds`` have passed."""
+        handle = {**hint, "queued_at": since}
+        entry = self._resolve(handle)
+        if entry is None:
+            return ReportStatus(ReportState.PENDING, message=self._unlisted_message(handle), handle=handle)
+        return self._status(entry, handle, {**handle, **self._ownership(entry, handle)})
+
+    def lost_submission(self, request: JobRequest) -> str:
+        return "look for a new run of the merged report in Torus's download queue"
 
     def check(self, request: JobRequest, handle: Handle) -> ReportStatus:
         if "run_id" not in handle:
