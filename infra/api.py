@@ -173,6 +173,8 @@ class JobApi(Construct):
         if schedules is not None:
             self.job_table.grant_record(schedules.function)
         self.job_table.grant_read(workflow.canceller)
+        # Fetch reads its job's fixed object key and the uploads it was completing (reportrelay.workflow).
+        self.job_table.grant_read(workflow.functions["Fetch"])
         self.access_logs = logs.LogGroup(
             self, "AccessLogs", retention=settings.log_retention, removal_policy=RemovalPolicy.RETAIN
         )

@@ -15,7 +15,10 @@ from infra.settings import Settings
 
 # Everything fetch needs to stream a report in: CreateMultipartUpload, UploadPart and
 # CompleteMultipartUpload are all authorised by s3:PutObject.
-WRITE_REPORT_ACTIONS = ("s3:PutObject", "s3:PutObjectTagging", "s3:AbortMultipartUpload")
+WRITE_REPORT_ACTIONS = ("s3:PutObject", "s3:AbortMultipartUpload")
+# GetObjectAttributes (which S3 allows only with GetObject too) lets a repeated Fetch recognise the object
+# an earlier run of the same job stored, by S3's checksum of it, instead of downloading it again.
+RECOGNISE_REPORT_ACTIONS = ("s3:GetObject", "s3:GetObjectAttributes")
 # Multipart uploads to an SSE-KMS bucket need both: a data key per part, and Decrypt to complete.
 KMS_WRITE_ACTIONS = ("kms:GenerateDataKey", "kms:Decrypt")
 
@@ -30,10 +33,12 @@ class ReportStorage(Construct):
         self.bucket = self._build_bucket(settings)
 
     def grant_write_reports(self, grantee: iam.IGrantable) -> None:
-        """Write (and abort) report uploads; nothing else: no reads, no deletes, no other bucket."""
+        """Write (and abort) report uploads and read a stored report's attributes; no deletes, no
+        listing, no tags, no other bucket."""
         grantee.grant_principal.add_to_principal_policy(
             iam.PolicyStatement(
-                actions=list(WRITE_REPORT_ACTIONS), resources=[self.bucket.arn_for_objects("*")]
+                actions=[*WRITE_REPORT_ACTIONS, *RECOGNISE_REPORT_ACTIONS],
+                resources=[self.bucket.arn_for_objects("*")],
             )
         )
         bucket_id = Stack.of(self).resolve(cast(s3.CfnBucket, self.bucket.node.default_child).logical_id)

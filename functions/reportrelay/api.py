@@ -95,6 +95,10 @@ class StoredObject(_Model):
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="SHA-256 of the stored bytes, lower-case hex")
     content_type: str
     filename: str
+    checksum_sha256: str | None = Field(
+        default=None,
+        description="S3's own composite checksum of the object (as GetObjectAttributes reports it)",
+    )
 
 
 class JobError(_Model):

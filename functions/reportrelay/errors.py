@@ -68,6 +68,10 @@ class DownloadFailed(ReportRelayError):
     as many times as allowed); nothing was stored."""
 
 
+class TransferOutOfTime(ReportRelayError):
+    """Fetch stopped before its function's time ran out: the upload was aborted, nothing was stored."""
+
+
 # Transient: the state machine retries these with backoff.
 class TransientProviderError(ReportRelayError):
     retryable = True

@@ -108,6 +108,8 @@ class Job:
     handle: dict[str, Any] | None = None
     owner: str | None = None
     team: str | None = None
+    object_key: str | None = None  # fixed by the first Fetch, before its first byte is stored
+    pending_objects: tuple[dict[str, Any], ...] = ()  # uploads Fetch was about to complete
 
 
 @dataclass(frozen=True)
@@ -670,6 +672,7 @@ _FIELDS = (
     "handle",
     "owner",
     "team",
+    "object_key",
 )
 
 
@@ -702,6 +705,8 @@ def _job(item: Mapping[str, Any]) -> Job:
         elif "BOOL" in raw:
             values[name] = raw["BOOL"]
     values["state"] = JobState(values.get("state", JobState.QUEUED))
+    pending = item.get("pending_objects", {}).get("L", [])
+    values["pending_objects"] = tuple(json.loads(entry["S"]) for entry in pending if "S" in entry)
     created = values.get("created_at") or ""
     values.setdefault("created_at", created)
     values.setdefault("updated_at", created)
@@ -805,6 +810,8 @@ def progress_fields(state: Mapping[str, Any]) -> tuple[str | None, dict[str, Any
         "stored_at": job.get("stored_at"),
         "handle": job.get("handle") or None,
     }
+    if job.get("object"):
+        fields["object"] = job["object"]  # stored by Fetch: the store says so before anything else does
     fields.update(_request_fields(request))
     return job.get("job_id"), fields, job.get("accepted_at")
 

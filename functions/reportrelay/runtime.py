@@ -144,6 +144,8 @@ class Runtime:
     connections: Connections
     secrets: SecretResolver
     clock: Callable[[], float] = time.time
+    #: When the running function will be stopped (a ``time.monotonic()`` value); None: no limit known.
+    ends_at: float | None = None
 
     @classmethod
     def from_env(cls) -> Runtime:

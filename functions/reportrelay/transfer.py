@@ -10,23 +10,32 @@ file size. Why "nothing is stored" matters: S3 only makes a multipart upload vis
 completed, so every failure before completion is undone by aborting the upload. A bucket lifecycle rule
 (AbortIncompleteMultipartUpload) should still clean up after a Lambda that is killed mid-transfer, where
 no code gets to run the abort.
+
+Integrity needs no step after completion (which could fail, and whose failure could only be undone by a
+delete the Fetch role is rightly not allowed): every part carries its SHA-256, which S3 checks as it
+receives it and combines into the object's own composite checksum at completion; the whole file's
+SHA-256 and size are checked before the upload is completed, so an object that exists is a verified one.
+Completion is conditional (``If-None-Match: *``): of two uploads racing for one key, one stores.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import logging
 import re
+import time
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import quote
 
 import requests
 import urllib3.exceptions
+from botocore.exceptions import ClientError
 
-from reportrelay.errors import DownloadInterrupted
+from reportrelay.errors import DownloadInterrupted, TransferOutOfTime
 from reportrelay.objectkeys import clean_filename
 
 log = logging.getLogger(__name__)
@@ -37,8 +46,8 @@ DEFAULT_PART_SIZE = 8 * 1024 * 1024
 MAX_PARTS = 10_000
 """S3's limit on parts per multipart upload."""
 
-SHA256_TAG = "sha256"
-"""The object tag that records the stored bytes' SHA-256 (lower-case hex)."""
+CHECKSUM_ALGORITHM = "SHA256"
+"""S3's own checksum on every part, and so the object's composite checksum."""
 
 # What an HTTP body iterator raises when the connection breaks or the body cannot be read:
 # requests wraps most urllib3 errors (ChunkedEncodingError, ConnectionError, ...; all RequestException,
@@ -62,10 +71,35 @@ class StoredObject:
     sha256: str
     content_type: str
     filename: str
+    checksum_sha256: str = ""  # S3's composite checksum of the object, as HeadObject reports it
 
     def to_dict(self) -> dict[str, Any]:
         """A plain, JSON-able dict for the workflow state."""
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class PendingObject:
+    """An upload about to be completed: what the object will be, so a later run can recognise it."""
+
+    key: str
+    upload_id: str
+    size: int
+    sha256: str
+    checksum_sha256: str
+    content_type: str
+    filename: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class ObjectExists(Exception):
+    """Completion was refused because the key already holds an object (another run stored it first)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"s3 key {key} already holds an object")
+        self.key = key
 
 
 def stream_to_s3(
@@ -79,13 +113,18 @@ def stream_to_s3(
     expected_size: int | None = None,
     part_size: int = DEFAULT_PART_SIZE,
     expected_sha256: str | None = None,
+    stop_at: float | None = None,
+    before_completion: Callable[[PendingObject], None] | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> StoredObject:
-    """Upload ``chunks`` to ``s3://bucket/key`` as one object and tag it with its SHA-256.
+    """Upload ``chunks`` to ``s3://bucket/key`` as one new object, checksummed part by part.
 
     The object only appears once every byte has arrived and matches ``expected_size`` and
     ``expected_sha256`` (lower-case or upper-case hex) when those are given. Any failure aborts the
     upload, so no partial object and no open multipart upload is left behind. A stream that breaks
-    off raises ``DownloadInterrupted``; every other error propagates unchanged.
+    off raises ``DownloadInterrupted``; reaching ``stop_at`` (a ``clock`` time) before the end raises
+    ``TransferOutOfTime``; a key that already holds an object raises ``ObjectExists``; every other error
+    propagates unchanged. ``before_completion`` is told what is about to be stored (and may refuse).
     """
     if part_size <= 0:
         raise ValueError(f"part_size must be positive, not {part_size}")
@@ -99,9 +138,10 @@ def stream_to_s3(
         Key=key,
         ContentType=content_type,
         ContentDisposition=_content_disposition(filename),
+        ChecksumAlgorithm=CHECKSUM_ALGORITHM,
     )["UploadId"]
     try:
-        size, sha256, parts = _upload_parts(
+        size, sha256, parts, part_digests = _upload_parts(
             chunks,
             s3_client=s3_client,
             bucket=bucket,
@@ -110,28 +150,54 @@ def stream_to_s3(
             part_size=part_size,
             expected_size=expected_size,
             expected_sha256=expected_sha256,
+            stop_at=stop_at,
+            clock=clock,
         )
-        completed = s3_client.complete_multipart_upload(
-            Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
-        )
+        checksum = composite_checksum(part_digests)
+        if before_completion is not None:
+            before_completion(PendingObject(key, upload_id, size, sha256, checksum, content_type, filename))
+        try:
+            s3_client.complete_multipart_upload(
+                Bucket=bucket,
+                Key=key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": parts},
+                IfNoneMatch="*",
+            )
+        except ClientError as error:
+            if _error_code(error) in ("PreconditionFailed", "412"):
+                raise ObjectExists(key) from None
+            raise
     except BaseException:
         _abort(s3_client, bucket, key, upload_id)
         raise
 
-    try:
-        s3_client.put_object_tagging(
-            Bucket=bucket,
-            Key=key,
-            Tagging={"TagSet": [{"Key": SHA256_TAG, "Value": sha256}]},
-        )
-    except BaseException:
-        # An object without its checksum tag must not pass for a verified one.
-        _delete(s3_client, bucket, key, completed.get("VersionId"))
-        raise
-
     return StoredObject(
-        bucket=bucket, key=key, size=size, sha256=sha256, content_type=content_type, filename=filename
+        bucket=bucket,
+        key=key,
+        size=size,
+        sha256=sha256,
+        content_type=content_type,
+        filename=filename,
+        checksum_sha256=checksum,
     )
+
+
+def composite_checksum(part_digests: list[bytes]) -> str:
+    """S3's checksum of a multipart object: the SHA-256 of its parts' SHA-256s, base64, ``-<parts>``."""
+    combined = hashlib.sha256(b"".join(part_digests)).digest()
+    return f"{base64.b64encode(combined).decode()}-{len(part_digests)}"
+
+
+def same_checksum(reported: str | None, expected: str) -> bool:
+    """Whether S3's reported composite checksum is ``expected`` (some S3 servers omit the ``-<parts>``)."""
+    if not reported:
+        return False
+    return reported == expected or reported == expected.rsplit("-", 1)[0]
+
+
+def _error_code(error: ClientError) -> str:
+    return str(error.response.get("Error", {}).get("Code", ""))
 
 
 def _upload_parts(
@@ -144,30 +210,45 @@ def _upload_parts(
     part_size: int,
     expected_size: int | None,
     expected_sha256: str | None,
-) -> tuple[int, str, list[dict[str, Any]]]:
-    """Read the stream into part-sized buffers and upload them; return size, SHA-256 and parts.
+    stop_at: float | None,
+    clock: Callable[[], float],
+) -> tuple[int, str, list[dict[str, Any]], list[bytes]]:
+    """Read the stream into part-sized buffers and upload them; return size, SHA-256, parts and their
+    SHA-256 digests.
 
-    Each byte is copied once, into a preallocated buffer. A full buffer is handed to S3 as it is and a
-    new one takes its place, so the uploader never sees a buffer that is later overwritten, and memory
-    stays at about one part plus one chunk.
+    Each byte is copied into a preallocated buffer, and a full buffer once more into the immutable bytes
+    the SDK sends with a checksum (it does not take a bytearray then); the buffer is let go before the
+    next is made, so memory stays at about one part, two while a part is handed over.
     """
     digest = hashlib.sha256()
     parts: list[dict[str, Any]] = []
+    part_digests: list[bytes] = []
     buffer = bytearray(part_size)
     filled = 0
     size = 0
+    started = clock()
 
     def upload(body: bytearray) -> None:
         number = len(parts) + 1
         if number > MAX_PARTS:
             raise ValueError(f"the file needs more than {MAX_PARTS} parts of {part_size} bytes")
+        part_digest = hashlib.sha256(body).digest()
+        checksum = base64.b64encode(part_digest).decode()
         response = s3_client.upload_part(
-            Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body
+            Bucket=bucket,
+            Key=key,
+            UploadId=upload_id,
+            PartNumber=number,
+            Body=bytes(body),
+            ChecksumSHA256=checksum,
         )
-        parts.append({"ETag": response["ETag"], "PartNumber": number})
+        parts.append({"ETag": response["ETag"], "PartNumber": number, "ChecksumSHA256": checksum})
+        part_digests.append(part_digest)
 
     iterator = iter(chunks)
     while True:
+        if stop_at is not None and clock() >= stop_at:
+            raise _out_of_time(size, expected_size, clock() - started)
         try:
             chunk = next(iterator)
         except StopIteration:
@@ -208,7 +289,21 @@ def _upload_parts(
         # The last part may be short; an empty stream still needs one (empty) part to make an object.
         del buffer[filled:]
         upload(buffer)
-    return size, sha256, parts
+    return size, sha256, parts, part_digests
+
+
+def _out_of_time(size: int, expected_size: int | None, seconds: float) -> TransferOutOfTime:
+    rate = size / seconds if seconds > 0 else 0.0
+    done = f"{_mib(size)} of {_mib(expected_size)}" if expected_size is not None else _mib(size)
+    return TransferOutOfTime(
+        f"the download had reached {done} at {rate / 1048576:.1f} MiB/s when Fetch had to stop to finish "
+        "within its function's time limit; the upload was aborted and nothing was stored. At this rate "
+        "the report cannot be fetched in one run"
+    )
+
+
+def _mib(size: int) -> str:
+    return f"{size / 1048576:.1f} MiB"
 
 
 def _content_disposition(filename: str) -> str:
@@ -246,14 +341,3 @@ def _abort(s3_client: Any, bucket: str, key: str, upload_id: str) -> None:
         s3_client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
     except Exception:
         log.warning("could not abort the multipart upload to s3://%s/%s", bucket, key, exc_info=True)
-
-
-def _delete(s3_client: Any, bucket: str, key: str, version_id: str | None) -> None:
-    """Best effort: remove the object just completed (only that version, in a versioned bucket)."""
-    try:
-        if version_id:
-            s3_client.delete_object(Bucket=bucket, Key=key, VersionId=version_id)
-        else:
-            s3_client.delete_object(Bucket=bucket, Key=key)
-    except Exception:
-        log.warning("could not delete untagged object s3://%s/%s", bucket, key, exc_info=True)

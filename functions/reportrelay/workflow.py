@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
+from botocore.exceptions import ClientError
 
 from reportrelay import objectkeys
 from reportrelay.config import JobRequest, PollPolicy, parse_job_request
@@ -21,6 +22,7 @@ from reportrelay.errors import (
     ConfigurationError,
     DeadlineExceeded,
     DownloadFailed,
+    InternalError,
     ProviderAuthFailed,
     ProviderRejected,
     ProviderThrottled,
@@ -44,7 +46,7 @@ from reportrelay.providers import open_provider, provider_class
 from reportrelay.providers.base import Handle, Provider, ReportState, ReportStatus
 from reportrelay.runtime import Runtime
 from reportrelay.timestamps import iso_timestamp, parse_timestamp
-from reportrelay.transfer import stream_to_s3
+from reportrelay.transfer import ObjectExists, PendingObject, StoredObject, same_checksum, stream_to_s3
 
 State = dict[str, Any]
 
@@ -299,20 +301,40 @@ def check(state: State, runtime: Runtime) -> State:
 
 @records_progress
 def fetch(state: State, runtime: Runtime) -> State:
-    """Stream the finished report into S3; either the whole file is stored or nothing is."""
+    """Stream the finished report into S3; either the whole file is stored or nothing is.
+
+    Run again on the same job (a retry, a Lambda that died after storing), it stores nothing twice: the
+    job's key is fixed in the job store before the first byte, an object already stored there is
+    recognised and returned without downloading, and completion only succeeds on an empty key.
+    """
     request, job, provider, handle = resume(state, runtime)
+    job_id = job["job_id"]
+    stored = _stored_before(runtime, job_id)
+    if stored is not None:
+        logger.info("report was already stored; not downloading it again", extra={"job_id": job_id})
+        return _with_object(state, job, stored, runtime)
     try:
         with provider.open_result(request, handle) as result:
-            stored = stream_to_s3(
-                result.chunks,
-                s3_client=runtime.s3,
-                bucket=runtime.bucket,
-                key=object_key(request, job["job_id"], result.filename),
-                content_type=result.content_type,
-                filename=result.filename,
-                expected_size=result.content_length,
-                expected_sha256=result.sha256,
-            )
+            key = _fixed_key(runtime, job_id, object_key(request, job_id, result.filename))
+            try:
+                stored = stream_to_s3(
+                    result.chunks,
+                    s3_client=runtime.s3,
+                    bucket=runtime.bucket,
+                    key=key,
+                    content_type=result.content_type,
+                    filename=result.filename,
+                    expected_size=result.content_length,
+                    expected_sha256=result.sha256,
+                    stop_at=_stop_at(runtime, provider),
+                    before_completion=lambda pending: _note_pending(runtime, job_id, pending),
+                )
+            except ObjectExists:
+                stored = _stored_before(runtime, job_id)
+                if stored is None:
+                    raise InternalError(
+                        f"s3://{runtime.bucket}/{key} holds an object this job's Fetch did not record"
+                    ) from None
     except Exception as error:
         permanent = isinstance(error, ReportRelayError) and not error.retryable
         if permanent or not provider.single_use_result:
@@ -325,11 +347,72 @@ def fetch(state: State, runtime: Runtime) -> State:
                 f"{MAX_RESTARTS + 1} times, so the job gives up"
             ) from None
         # The provider will not serve this result again: generate it afresh rather than retry the download.
-        logger.warning("single-use result lost; restarting the job", extra={"job_id": job["job_id"]})
+        logger.warning("single-use result lost; restarting the job", extra={"job_id": job_id})
         restarted = {**job, "status": "RESTART", "restarts": job.get("restarts", 0) + 1, "message": reason}
         return {**state, "job": restarted}
-    logger.info("report stored", extra={"job_id": job["job_id"], "size": stored.size})
+    logger.info("report stored", extra={"job_id": job_id, "size": stored.size})
+    return _with_object(state, job, stored, runtime)
+
+
+#: Fetch stops this long (plus one read timeout, the longest a chunk can take) before its function's end.
+FETCH_STOP_MARGIN_SECONDS = 15.0
+
+
+def _stop_at(runtime: Runtime, provider: Provider) -> float | None:
+    if runtime.ends_at is None:
+        return None
+    return runtime.ends_at - provider.connection.timeouts.read_seconds - FETCH_STOP_MARGIN_SECONDS
+
+
+def _with_object(state: State, job: dict[str, Any], stored: StoredObject, runtime: Runtime) -> State:
     return {**state, "job": {**job, "object": stored.to_dict(), "stored_at": iso_timestamp(runtime.clock())}}
+
+
+def _fixed_key(runtime: Runtime, job_id: str, key: str) -> str:
+    """The job's one object key: the first Fetch's choice, whatever the file is called later."""
+    store = runtime.jobs
+    return key if store is None else store.fix_object_key(job_id, key)
+
+
+def _note_pending(runtime: Runtime, job_id: str, pending: PendingObject) -> None:
+    if runtime.jobs is not None:
+        runtime.jobs.add_pending_object(job_id, pending.to_dict())
+
+
+def _stored_before(runtime: Runtime, job_id: str) -> StoredObject | None:
+    """The object an earlier Fetch of this job stored, recognised by S3's checksum of it; None if none.
+
+    The job store lists the uploads Fetch was about to complete; the one whose size and composite
+    checksum the object at the job's key has is the one that was completed (S3 computed that checksum
+    from the parts' own, so no other bytes have it). Only the object's attributes are read.
+    """
+    store = runtime.jobs
+    record = store.get(job_id) if store is not None else None
+    if record is None or not record.object_key or not record.pending_objects:
+        return None
+    try:
+        attributes = runtime.s3.get_object_attributes(
+            Bucket=runtime.bucket, Key=record.object_key, ObjectAttributes=["Checksum", "ObjectSize"]
+        )
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+            return None
+        raise
+    reported = (attributes.get("Checksum") or {}).get("ChecksumSHA256")
+    for pending in record.pending_objects:
+        if pending.get("size") == attributes.get("ObjectSize") and same_checksum(
+            reported, str(pending.get("checksum_sha256"))
+        ):
+            return StoredObject(
+                bucket=runtime.bucket,
+                key=record.object_key,
+                size=int(pending["size"]),
+                sha256=str(pending["sha256"]),
+                content_type=str(pending["content_type"]),
+                filename=str(pending["filename"]),
+                checksum_sha256=str(pending["checksum_sha256"]),
+            )
+    return None
 
 
 def object_key(request: JobRequest, job_id: str, filename: str) -> str:

@@ -18,6 +18,7 @@ from urllib.parse import quote
 import pytest
 
 from reportrelay.sandbox.server import sha256_hex
+from reportrelay.transfer import same_checksum
 from reportrelay.workflow import MAX_RESTARTS
 from tests.faults.kits import SECRET_MARK
 from tests.faults.matrix import CASES, MatrixRun, run_matrix, stored_bytes
@@ -53,11 +54,14 @@ def test_fault_ends_in_the_right_file_or_a_failure_that_says_why(matrix: MatrixR
         assert result.execution["status"] == "SUCCEEDED"
         stored = detail["object"]
         content = stored_bytes(matrix.aws, stored)
-        # the stored bytes, the event and the object's tag agree, and are what the simulator served
+        # the stored bytes, the event and S3's own checksum of the object agree, and are what the
+        # simulator served
         assert sha256_hex(content) == stored["sha256"] and len(content) == stored["size"]
         assert stored["sha256"] in simulator.served.values()
-        tags = matrix.aws.client("s3").get_object_tagging(Bucket=stored["bucket"], Key=stored["key"])
-        assert {"Key": "sha256", "Value": stored["sha256"]} in tags["TagSet"]
+        attributes = matrix.aws.client("s3").get_object_attributes(
+            Bucket=stored["bucket"], Key=stored["key"], ObjectAttributes=["Checksum", "ObjectSize"]
+        )
+        assert same_checksum(attributes["Checksum"]["ChecksumSHA256"], stored["checksum_sha256"])
         assert [each["Key"] for each in result.objects] == [stored["key"]]
     else:
         assert result.event["detail-type"] == "Report Failed", detail
@@ -134,6 +138,10 @@ def test_no_secret_in_stored_objects_metadata_or_tags(matrix: MatrixRun) -> None
     for item in s3.list_objects_v2(Bucket=matrix.aws.bucket).get("Contents", []):
         texts.append(json.dumps(s3.head_object(Bucket=matrix.aws.bucket, Key=item["Key"]), default=str))
         texts.append(json.dumps(s3.get_object_tagging(Bucket=matrix.aws.bucket, Key=item["Key"])))
+        attributes = s3.get_object_attributes(
+            Bucket=matrix.aws.bucket, Key=item["Key"], ObjectAttributes=["Checksum", "ObjectSize"]
+        )
+        texts.append(json.dumps(attributes, default=str))
     assert texts, "the matrix stored no object at all"
     _assert_clean("\n".join(texts), matrix, "the stored objects' metadata or tags")
 

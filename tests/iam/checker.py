@@ -75,6 +75,11 @@ def _object(action: str, versioned_action: str | None = None) -> Resolve:
     return resolve
 
 
+def _both(*resolvers: Resolve) -> Resolve:
+    """An operation IAM authorizes only with several actions (GetObjectAttributes needs GetObject too)."""
+    return lambda params, lookups: [request for each in resolvers for request in each(params, lookups)]
+
+
 def _table(action: str) -> Resolve:
     return lambda params, _: [Request(action, _arn("dynamodb", f"table/{params['TableName']}"))]
 
@@ -156,9 +161,11 @@ OPERATIONS: dict[tuple[str, str], Resolve] = {
     ("s3", "UploadPart"): _object("s3:PutObject"),
     ("s3", "CompleteMultipartUpload"): _object("s3:PutObject"),
     ("s3", "AbortMultipartUpload"): _object("s3:AbortMultipartUpload"),
-    ("s3", "PutObjectTagging"): _object("s3:PutObjectTagging", "s3:PutObjectVersionTagging"),
-    ("s3", "DeleteObject"): _object("s3:DeleteObject", "s3:DeleteObjectVersion"),
     ("s3", "HeadObject"): _object("s3:GetObject", "s3:GetObjectVersion"),
+    ("s3", "GetObjectAttributes"): _both(
+        _object("s3:GetObject", "s3:GetObjectVersion"),
+        _object("s3:GetObjectAttributes", "s3:GetObjectVersionAttributes"),
+    ),
     ("s3", "GetObject"): _object("s3:GetObject", "s3:GetObjectVersion"),  # the API's presigned URLs
     ("dynamodb", "GetItem"): _table("dynamodb:GetItem"),
     ("dynamodb", "PutItem"): _table("dynamodb:PutItem"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from infra.storage import KMS_WRITE_ACTIONS, WRITE_REPORT_ACTIONS
+from infra.storage import KMS_WRITE_ACTIONS, RECOGNISE_REPORT_ACTIONS, WRITE_REPORT_ACTIONS
 from tests.infra.conftest import (
     HOLDER_SECRET_ARN,
     Synthesized,
@@ -98,24 +98,34 @@ def test_every_function_writes_only_its_own_log_group(synthesized: Synthesized, 
     assert logging[0].resource_ids == {log_group}
 
 
-def test_fetch_writes_reports_but_cannot_read_delete_or_touch_other_buckets(synthesized: Synthesized) -> None:
+def test_fetch_writes_reports_but_cannot_delete_list_tag_or_touch_other_buckets(
+    synthesized: Synthesized,
+) -> None:
     # given the fetch function's role
     role = function_role(synthesized, FETCH)
     s3_grants = [
         grant for grant in role_grants(synthesized, role) if any(a.startswith("s3:") for a in grant.actions)
     ]
 
-    # then its S3 rights are: put objects (multipart included), tag them, abort an upload
-    assert {action for grant in s3_grants for action in grant.actions} == set(WRITE_REPORT_ACTIONS)
+    # then its S3 rights are: put objects (multipart included), abort an upload, and read an object's
+    # attributes (S3 asks for GetObject with GetObjectAttributes) to recognise what an earlier run stored
+    assert {action for grant in s3_grants for action in grant.actions} == {
+        *WRITE_REPORT_ACTIONS,
+        *RECOGNISE_REPORT_ACTIONS,
+    }
+    assert "s3:PutObjectTagging" not in WRITE_REPORT_ACTIONS
     # and only on the objects of the reports bucket
     reports = bucket_id(synthesized)
     for grant in s3_grants:
         assert grant.resource_ids == {reports}
         for resource in grant.resources:
             assert resource == {"Fn::Join": ["", [{"Fn::GetAtt": [reports, "Arn"]}, "/*"]]}
-    # and nothing that reads, lists or deletes
-    assert not {
+    # and nothing that lists, deletes or reads another version
+    assert {
         a for a in role_actions(synthesized, role) if a.startswith(("s3:Get", "s3:List", "s3:Delete"))
+    } == {
+        "s3:GetObject",
+        "s3:GetObjectAttributes",
     }
 
 
@@ -343,10 +353,14 @@ def test_provider_steps_may_only_put_claims_and_record_progress(
     jobs, _ = job_table(synthesized)
     # then a provider step may make a claim (one conditional PutItem) on the claims table, and record the
     # job's progress (one conditional UpdateItem) in the job table, and nothing else
-    assert dynamodb_grants(synthesized, handler) == {
-        (frozenset({"dynamodb:PutItem"}), table),
-        (frozenset({"dynamodb:UpdateItem"}), jobs),
-    }
+    expected = {table: {"dynamodb:PutItem"}, jobs: {"dynamodb:UpdateItem"}}
+    if handler == FETCH:
+        # but Fetch, which also reads its job: the object key it fixed, the uploads it was completing
+        expected[jobs].add("dynamodb:GetItem")
+    granted: dict[str, set[str]] = {}
+    for actions, resource in dynamodb_grants(synthesized, handler):
+        granted.setdefault(resource, set()).update(actions)
+    assert granted == expected
     function = synthesized.template["Resources"][function_id(synthesized, handler)]["Properties"]
     assert references(function["Environment"]["Variables"]["REPORTRELAY_CLAIMS_TABLE"]) == {table}
 

@@ -168,8 +168,9 @@ def test_each_function_times_out_within_its_task_and_fetch_gets_fifteen_minutes(
     timeouts = task_timeouts(definition_from_template(synthesized.template))
     assert set(timeouts) == set(HANDLERS)
     for placeholder, task_timeouts_seconds in timeouts.items():
-        # then each function gives up before (or as) the state machine stops waiting for it
-        assert function(synthesized, placeholder)["Timeout"] <= min(task_timeouts_seconds), placeholder
+        # then each function is stopped by Lambda well before the state machine stops waiting for it, so no
+        # step is given up on while its function still runs (and, say, completes an upload)
+        assert function(synthesized, placeholder)["Timeout"] + 10 <= min(task_timeouts_seconds), placeholder
     # and fetch may stream for Lambda's full 15 minutes, with memory to match
     assert function(synthesized, constants.PLACEHOLDER_FETCH)["Timeout"] == 900
     assert function(synthesized, constants.PLACEHOLDER_FETCH)["MemorySize"] >= 1024

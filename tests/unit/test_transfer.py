@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import random
+import time
 from collections.abc import Iterator
 
 import boto3
@@ -13,10 +15,10 @@ import urllib3.exceptions
 from botocore.exceptions import ClientError
 from moto import mock_aws
 
-from reportrelay.errors import DownloadInterrupted
+from reportrelay.errors import DownloadInterrupted, TransferOutOfTime
 from reportrelay.providers.base import streamed
 from reportrelay.sandbox.server import Request, Response, Simulator, file_response, route
-from reportrelay.transfer import StoredObject, stream_to_s3
+from reportrelay.transfer import ObjectExists, PendingObject, StoredObject, same_checksum, stream_to_s3
 
 BUCKET = "reportrelay-test-reports"
 KEY = "reports/job-1/report.pdf"
@@ -78,8 +80,16 @@ def stored_bytes(s3) -> bytes:
     return s3.get_object(Bucket=BUCKET, Key=KEY)["Body"].read()
 
 
-def tags(s3) -> dict[str, str]:
-    return {tag["Key"]: tag["Value"] for tag in s3.get_object_tagging(Bucket=BUCKET, Key=KEY)["TagSet"]}
+def s3_checksum(s3) -> str | None:
+    """S3's own (composite) SHA-256 of the stored object, as it reports it."""
+    attributes = s3.get_object_attributes(Bucket=BUCKET, Key=KEY, ObjectAttributes=["Checksum"])
+    return attributes["Checksum"].get("ChecksumSHA256")
+
+
+def composite_of(*parts: bytes) -> str:
+    """What S3 computes for a multipart object from its parts: base64(SHA-256(part SHA-256s))-<n>."""
+    combined = hashlib.sha256(b"".join(hashlib.sha256(part).digest() for part in parts)).digest()
+    return f"{base64.b64encode(combined).decode()}-{len(parts)}"
 
 
 def assert_nothing_stored(s3) -> None:
@@ -100,7 +110,7 @@ def counting_part_uploads(s3, monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return sizes
 
 
-def test_a_multi_part_file_is_stored_byte_identical_with_size_checksum_tag_and_content_type(s3, monkeypatch):
+def test_a_multi_part_file_is_stored_byte_identical_with_size_checksums_and_content_type(s3, monkeypatch):
     # given an 11 MiB report arriving in 1 MiB chunks, with 5 MiB parts
     data = random_bytes(11 * MiB)
     part_sizes = counting_part_uploads(s3, monkeypatch)
@@ -109,10 +119,11 @@ def test_a_multi_part_file_is_stored_byte_identical_with_size_checksum_tag_and_c
     # then the object holds exactly those bytes, uploaded as three parts
     assert stored_bytes(s3) == data
     assert part_sizes == [PART, PART, MiB]
-    # and the result, the tag and the headers describe it
+    # and the result, S3's own checksum and the headers describe it
     digest = hashlib.sha256(data).hexdigest()
-    assert stored == StoredObject(BUCKET, KEY, len(data), digest, "application/pdf", "report.pdf")
-    assert tags(s3) == {"sha256": digest}
+    composite = composite_of(data[:PART], data[PART : 2 * PART], data[2 * PART :])
+    assert stored == StoredObject(BUCKET, KEY, len(data), digest, "application/pdf", "report.pdf", composite)
+    assert same_checksum(s3_checksum(s3), composite)
     head = s3.head_object(Bucket=BUCKET, Key=KEY)
     assert head["ContentLength"] == len(data)
     assert head["ContentType"] == "application/pdf"
@@ -134,11 +145,11 @@ def test_an_empty_stream_is_stored_as_an_empty_object(s3):
     # given a report with no bytes at all (and a provider that says so)
     # when it is streamed into S3
     stored = store(s3, iter([]), expected_size=0)
-    # then an empty object exists, tagged with the SHA-256 of nothing
+    # then an empty object exists, with the SHA-256 of nothing
     empty_digest = hashlib.sha256(b"").hexdigest()
     assert stored_bytes(s3) == b""
     assert (stored.size, stored.sha256) == (0, empty_digest)
-    assert tags(s3) == {"sha256": empty_digest}
+    assert same_checksum(s3_checksum(s3), composite_of(b""))
     assert s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
 
 
@@ -292,20 +303,85 @@ def test_a_failed_abort_does_not_hide_the_original_error(s3, monkeypatch):
         store(s3, breaking_after(b"abc", requests.exceptions.ChunkedEncodingError("broken")))
 
 
-def test_an_object_whose_checksum_tag_cannot_be_set_is_deleted(s3, monkeypatch):
-    # given an S3 that completes the upload but refuses the tag
-    failure = ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}}, "PutObjectTagging")
+def test_every_part_carries_its_sha256_for_s3_to_check(s3, monkeypatch):
+    # given a report of two parts
+    data = random_bytes(PART + 3)
+    sent: list[dict] = []
+    upload_part = s3.upload_part
 
-    def failing_tagging(**kwargs):
-        raise failure
+    def spy(**kwargs):
+        sent.append(kwargs)
+        return upload_part(**kwargs)
 
-    monkeypatch.setattr(s3, "put_object_tagging", failing_tagging)
-    # when a report is streamed into S3
-    with pytest.raises(ClientError) as raised:
-        store(s3, iter([b"report"]))
-    # then the error reaches the caller and the untagged object is gone
-    assert raised.value is failure
+    monkeypatch.setattr(s3, "upload_part", spy)
+    # when it is streamed into S3
+    store(s3, in_chunks(data, MiB))
+    # then each part was sent with the base64 SHA-256 of exactly its bytes, which S3 verifies on receipt
+    for call, part in zip(sent, (data[:PART], data[PART:]), strict=True):
+        assert call["ChecksumSHA256"] == base64.b64encode(hashlib.sha256(part).digest()).decode()
+
+
+def test_completion_waits_for_the_caller_and_says_what_will_be_stored(s3):
+    # given a caller that wants to note an upload before it completes
+    seen: list[PendingObject] = []
+
+    def note(pending: PendingObject) -> None:
+        assert s3.list_objects_v2(Bucket=BUCKET)["KeyCount"] == 0  # not yet visible
+        seen.append(pending)
+
+    # when a report is stored
+    stored = store(s3, iter([b"report"]), before_completion=note)
+    # then the caller was told the key, size, SHA-256 and S3 checksum the object then had
+    (pending,) = seen
+    assert (pending.key, pending.size, pending.sha256) == (KEY, 6, stored.sha256)
+    assert pending.checksum_sha256 == stored.checksum_sha256 == composite_of(b"report")
+    assert (pending.content_type, pending.filename) == ("application/pdf", "report.pdf")
+
+
+def test_a_caller_that_refuses_before_completion_leaves_nothing(s3):
+    def refuse(pending: PendingObject) -> None:
+        raise RuntimeError("job store unavailable")
+
+    with pytest.raises(RuntimeError, match="job store unavailable"):
+        store(s3, iter([b"report"]), before_completion=refuse)
     assert_nothing_stored(s3)
+
+
+def test_a_key_that_already_holds_an_object_is_never_overwritten(s3):
+    # given an earlier run that stored the report
+    store(s3, iter([b"first"]))
+    # when another run streams (other bytes) to the same key
+    with pytest.raises(ObjectExists) as raised:
+        store(s3, iter([b"second"]))
+    # then the completion is refused, the first object stays, and the second upload is aborted
+    assert raised.value.key == KEY
+    assert stored_bytes(s3) == b"first"
+    assert s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
+
+
+def test_a_transfer_stops_cleanly_at_its_time_limit(s3):
+    # given a clock that runs one second per chunk, and a limit five seconds away
+    now = [0.0]
+
+    def slow_chunks() -> Iterator[bytes]:
+        for _ in range(100):
+            now[0] += 1.0
+            yield b"x" * MiB
+
+    # when the stream is stored with that limit
+    with pytest.raises(TransferOutOfTime) as raised:
+        store(s3, slow_chunks(), stop_at=5.0, clock=lambda: now[0], expected_size=100 * MiB)
+    # then it stopped there, aborted the upload and says how far it got and why
+    assert "reached 5.0 MiB of 100.0 MiB" in str(raised.value)
+    assert "within its function's time limit" in str(raised.value)
+    assert "nothing was stored" in str(raised.value)
+    assert_nothing_stored(s3)
+
+
+def test_without_a_time_limit_a_transfer_runs_to_the_end(s3):
+    start = time.monotonic()
+    stored = store(s3, in_chunks(b"y" * (2 * MiB), MiB), stop_at=start + 3600)
+    assert stored.size == 2 * MiB
 
 
 def test_a_non_ascii_file_name_is_offered_exactly_with_an_ascii_fallback(s3):
@@ -323,7 +399,7 @@ def test_a_non_ascii_file_name_is_offered_exactly_with_an_ascii_fallback(s3):
 
 def test_the_stored_object_is_described_by_a_plain_dict():
     # given a stored object
-    stored = StoredObject("bucket", "key", 3, "ab" * 32, "text/csv", "a.csv")
+    stored = StoredObject("bucket", "key", 3, "ab" * 32, "text/csv", "a.csv", "c2hh-1")
     # when it is turned into workflow state
     # then it is a plain dict with exactly its fields
     assert stored.to_dict() == {
@@ -333,6 +409,7 @@ def test_the_stored_object_is_described_by_a_plain_dict():
         "sha256": "ab" * 32,
         "content_type": "text/csv",
         "filename": "a.csv",
+        "checksum_sha256": "c2hh-1",
     }
 
 
@@ -373,7 +450,8 @@ def test_a_download_cut_short_over_http_is_interrupted_and_stores_nothing(s3, kn
         # and the next download, uncut, is stored whole with its SHA-256
         again = streamed(requests.get(f"{server.base_url}/file", stream=True, timeout=10), "report.pdf")
         stored = store(s3, again.chunks, expected_size=again.content_length)
-        assert stored.sha256 == hashlib.sha256(_FileServer.content).hexdigest() == tags(s3)["sha256"]
+        assert stored.sha256 == hashlib.sha256(_FileServer.content).hexdigest()
+        assert same_checksum(s3_checksum(s3), stored.checksum_sha256)
 
 
 def test_a_content_encoded_download_is_not_measured_against_its_compressed_length():

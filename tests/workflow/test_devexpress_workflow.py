@@ -8,6 +8,7 @@ import threading
 import time
 
 from reportrelay.local.runner import run_job
+from reportrelay.transfer import same_checksum
 from tests.conftest import DX_PASSWORD
 
 
@@ -55,8 +56,11 @@ def test_a_report_export_is_queued_polled_fetched_and_announced(local_aws, devex
     content = stored_bytes(local_aws, detail)
     assert hashlib.sha256(content).hexdigest() == stored["sha256"] == devexpress_sim.served[export_id]
     assert outcome.local_file.read_bytes() == content
-    tags = local_aws.client("s3").get_object_tagging(Bucket=stored["bucket"], Key=stored["key"])["TagSet"]
-    assert {"Key": "sha256", "Value": stored["sha256"]} in tags
+    # and S3's own checksum of the object (checked part by part as it arrived) is the event's
+    attributes = local_aws.client("s3").get_object_attributes(
+        Bucket=stored["bucket"], Key=stored["key"], ObjectAttributes=["Checksum"]
+    )
+    assert same_checksum(attributes["Checksum"]["ChecksumSHA256"], stored["checksum_sha256"])
     # and the report parameters reached the provider
     assert devexpress_sim.exports[export_id]["parameters"] == [{"name": "Year", "value": 2025}] or (
         devexpress_sim.exports[export_id]["parameters"] == {"Year": 2025}

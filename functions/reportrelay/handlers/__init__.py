@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -12,6 +13,12 @@ from reportrelay.runtime import Runtime
 Step = Callable[[dict[str, Any], Runtime], dict[str, Any]]
 
 
+def ends_at(context: Any) -> float | None:
+    """When Lambda will stop this invocation, on the ``time.monotonic()`` clock (None without a context)."""
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    return time.monotonic() + remaining() / 1000 if callable(remaining) else None
+
+
 def run_step(step: Step, event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Run one step; errors of our own pass through by name, anything else becomes InternalError.
 
@@ -19,7 +26,9 @@ def run_step(step: Step, event: dict[str, Any], context: Any) -> dict[str, Any]:
     only their type, so nothing they carried (a URL, a header) reaches the execution history or events.
     """
     try:
-        return step(event, Runtime.from_env())
+        runtime = Runtime.from_env()
+        runtime.ends_at = ends_at(context)
+        return step(event, runtime)
     except ReportRelayError as error:
         logger.info("step ended with an error", extra={"step": step.__name__, "error_code": error.code})
         raise

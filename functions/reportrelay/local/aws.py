@@ -12,10 +12,11 @@ import json
 import os
 import secrets
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -58,13 +59,17 @@ def state_machine_definition(path: Path = STATE_MACHINE_FILE, substitutions: Map
 
 @dataclass
 class LambdaContext:
+    """What Lambda hands a handler; the time left counts down from the function's timeout, as there."""
+
     function_name: str
     invoked_function_arn: str
     aws_request_id: str
     memory_limit_in_mb: int = 512
+    timeout_seconds: float = 900.0
+    started: float = field(default_factory=time.monotonic)
 
     def get_remaining_time_in_millis(self) -> int:
-        return 900_000
+        return max(0, int((self.started + self.timeout_seconds - time.monotonic()) * 1000))
 
 
 def _invoke_in_process(function: LambdaFunction, event: Any) -> tuple[str, bool, str]:
@@ -74,7 +79,9 @@ def _invoke_in_process(function: LambdaFunction, event: Any) -> tuple[str, bool,
     """
     module_name, _, attribute = function.handler.rpartition(".")
     handler = getattr(importlib.import_module(module_name), attribute)
-    context = LambdaContext(function.function_name, function.function_arn, str(uuid.uuid4()))
+    context = LambdaContext(
+        function.function_name, function.function_arn, str(uuid.uuid4()), timeout_seconds=function.timeout
+    )
     try:
         result = handler(event, context)
     except FunctionDied as died:
