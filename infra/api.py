@@ -3,7 +3,8 @@
 ``JobApi`` is the one construct the stack adds for it. It holds:
 
 - ``JobTable``: the DynamoDB table of jobs (layout in ``reportrelay.jobs``), with an index per listing
-  (``recent``, ``by-connection``, ``by-team``). The workflow's steps record progress in it
+  (``recent``, ``by-connection``, ``by-team``) and the sparse ``outbox`` index of outcomes whose event
+  waits to be announced (``infra.announcements`` sweeps it). The workflow's steps record progress in it
   (``grant_record``), the scheduler records the jobs it starts, the conclude step records outcomes and
   links its events to the download route, and the cancel function reads a job's sealed handle.
 - API Gateway (REST, regional) in front of ``reportrelay.handlers.api``, with request validation, JSON
@@ -110,6 +111,18 @@ class JobTable(Construct):
                 sort_key=dynamodb.Attribute(name=jobs.CREATED_ATTRIBUTE, type=string),
                 projection_type=dynamodb.ProjectionType.ALL,
             )
+        # Sparse: only jobs whose outcome waits to be announced (reportrelay.outbox) are in it.
+        self.table.add_global_secondary_index(
+            index_name=jobs.OUTBOX_INDEX,
+            partition_key=dynamodb.Attribute(name=jobs.OUTBOX_ATTRIBUTE, type=string),
+            sort_key=dynamodb.Attribute(name=jobs.ANNOUNCE_SINCE_ATTRIBUTE, type=string),
+            projection_type=dynamodb.ProjectionType.INCLUDE,
+            non_key_attributes=list(jobs.OUTBOX_PROJECTED),
+        )
+
+    @property
+    def outbox_index_arn(self) -> str:
+        return f"{self.table.table_arn}/index/{jobs.OUTBOX_INDEX}"
 
     def grant_record(self, function: lambda_.Function) -> None:
         """For the workflow's steps and the scheduler: update job items (a conditional UpdateItem only)."""
@@ -123,6 +136,16 @@ class JobTable(Construct):
         function.add_environment(jobs.JOBS_TABLE_ENV, self.table.table_name)
         function.add_to_role_policy(
             iam.PolicyStatement(actions=["dynamodb:GetItem"], resources=[self.table.table_arn])
+        )
+
+    def grant_sweep(self, function: lambda_.Function) -> None:
+        """For the announce-pending function: query the outbox index, and update a job's announcement."""
+        function.add_environment(jobs.JOBS_TABLE_ENV, self.table.table_name)
+        function.add_to_role_policy(
+            iam.PolicyStatement(actions=["dynamodb:Query"], resources=[self.outbox_index_arn])
+        )
+        function.add_to_role_policy(
+            iam.PolicyStatement(actions=["dynamodb:UpdateItem"], resources=[self.table.table_arn])
         )
 
     def grant_api(self, function: lambda_.Function) -> None:
@@ -217,6 +240,8 @@ class JobApi(Construct):
         """
         conclude.add_environment(ENV_API_URL, self.url)
         self.job_table.grant_record(conclude)
+        # Run again after it recorded the outcome, it reads what still waits in the job's outbox.
+        self.job_table.grant_read(conclude)
 
     # ---- the function
 

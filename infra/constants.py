@@ -31,6 +31,8 @@ METRIC_REPORTS_READY = "ReportsReady"
 METRIC_REPORTS_FAILED = "ReportsFailed"
 METRIC_BYTES_FETCHED = "BytesFetched"
 METRIC_JOB_DURATION = "JobDuration"
+# The announce-pending function's (reportrelay.outbox.sweep): how long the oldest announcement has waited.
+METRIC_OLDEST_PENDING_ANNOUNCEMENT = "OldestPendingAnnouncementSeconds"
 
 # One runtime and architecture for every function; the bundler installs wheels for exactly these.
 PYTHON_VERSION = "3.12"
@@ -44,9 +46,9 @@ PLACEHOLDER_SUBMIT = "SubmitFunctionArn"
 PLACEHOLDER_CHECK = "CheckFunctionArn"
 PLACEHOLDER_FETCH = "FetchFunctionArn"
 PLACEHOLDER_CONCLUDE = "ConcludeFunctionArn"
-PLACEHOLDER_EVENT_BUS = "EventBusName"
+PLACEHOLDER_EVENT_BUS = "EventBusName"  # no longer in the file: Conclude announces (reportrelay.outbox)
 FUNCTION_PLACEHOLDERS = (PLACEHOLDER_SUBMIT, PLACEHOLDER_CHECK, PLACEHOLDER_FETCH, PLACEHOLDER_CONCLUDE)
-PLACEHOLDERS = (*FUNCTION_PLACEHOLDERS, PLACEHOLDER_EVENT_BUS)
+PLACEHOLDERS = FUNCTION_PLACEHOLDERS
 
 # Environment variables the functions read (reportrelay.runtime, reportrelay.handlers.start_scheduled).
 ENV_BUCKET = "REPORTRELAY_BUCKET"

@@ -22,6 +22,7 @@ from infra.settings import Settings
 
 PERIOD = Duration.minutes(5)
 PROVIDER_ERRORS_PERIOD = Duration.minutes(15)
+ANNOUNCEMENT_WAIT_ALARM_SECONDS = 900  # issue 11: nothing waits to be announced longer than 15 minutes
 
 
 class Monitoring(Construct):
@@ -39,12 +40,14 @@ class Monitoring(Construct):
         api: apigw.RestApi | None = None,
         people_api: apigw.RestApi | None = None,
         schedule_dead_letters: sqs.IQueue | None = None,
+        oldest_pending_announcement: cloudwatch.IMetric | None = None,
     ) -> None:
         """``functions`` by display name; those in ``provider_functions`` raise provider errors by design.
 
         With the job API (and the people API in front of the same function), a 5xx from either raises an
         alarm too (bad input is a 4xx by design, never a 5xx). With schedules, a scheduled start waiting
-        in ``schedule_dead_letters`` raises one until it is replayed (or purged).
+        in ``schedule_dead_letters`` raises one until it is replayed (or purged). An outcome whose event
+        has waited 15 minutes in the job table's outbox (``oldest_pending_announcement``) raises one too.
         """
         super().__init__(scope, construct_id)
         self.topic = self._build_topic(settings)
@@ -57,6 +60,8 @@ class Monitoring(Construct):
             self.alarms.append(self._build_api_errors_alarm(name, rest_api))
         if schedule_dead_letters is not None:
             self.alarms.append(self._build_dead_letters_alarm(schedule_dead_letters))
+        if oldest_pending_announcement is not None:
+            self.alarms.append(self._build_announcements_waiting_alarm(oldest_pending_announcement))
         for alarm in self.alarms:
             alarm.add_alarm_action(cloudwatch_actions.SnsAction(self.topic))
         self.dashboard = self._build_dashboard(state_machine, functions, apis)
@@ -159,6 +164,16 @@ class Monitoring(Construct):
             queue.metric_approximate_number_of_messages_visible(period=PERIOD, statistic="Maximum"),
             "reportrelay: a scheduled start failed and waits in the dead-letter queue "
             "(docs/deploy.md, When a scheduled start fails: reportrelay schedules replay)",
+        )
+
+    def _build_announcements_waiting_alarm(self, oldest_pending: cloudwatch.IMetric) -> cloudwatch.Alarm:
+        """The announce-pending sweep's oldest wait, at its highest in a period, reaching 15 minutes."""
+        return self._alarm(
+            "AnnouncementsWaiting",
+            oldest_pending,
+            "reportrelay: an outcome's event has waited 15 minutes or more in the job table's outbox "
+            "(EventBridge keeps refusing it; docs/deploy.md, Every outcome announced)",
+            threshold=ANNOUNCEMENT_WAIT_ALARM_SECONDS,
         )
 
     def _build_dashboard(

@@ -8,6 +8,7 @@ from aws_cdk import CfnOutput, Stack, Tags
 from constructs import Construct
 
 from infra import constants
+from infra.announcements import AnnouncementSweeper
 from infra.api import JobApi
 from infra.bundling import function_code
 from infra.configuration import (
@@ -84,6 +85,14 @@ class ReportRelayStack(Stack):
             workflow=self.workflow,
             schedules=self.schedules,
         )
+        self.announcements = AnnouncementSweeper(
+            self,
+            "Announcements",
+            settings=settings,
+            code=code,
+            job_table=self.api.job_table,
+            report_events=self.events,
+        )
         self.people = PeopleAccess(
             self,
             "People",
@@ -98,6 +107,7 @@ class ReportRelayStack(Stack):
             **self.workflow.functions,
             "StartScheduled": self.schedules.function,
             "Api": self.api.function,
+            "AnnouncePending": self.announcements.function,
         }
         self.monitoring = Monitoring(
             self,
@@ -109,6 +119,7 @@ class ReportRelayStack(Stack):
             api=self.api.api,
             people_api=self.people.api,
             schedule_dead_letters=self.schedules.dead_letter_queue,
+            oldest_pending_announcement=self.announcements.oldest_pending,
         )
 
         CfnOutput(self, "ReportsBucketName", value=self.storage.bucket.bucket_name)

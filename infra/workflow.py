@@ -29,6 +29,7 @@ from reportrelay.claims import CLAIMS_TABLE_ENV, KEY_ATTRIBUTE, TTL_ATTRIBUTE
 # Making a claim is one conditional PutItem: no reads, no deletes.
 CLAIM = ("dynamodb:PutItem",)
 RELEASE = ("dynamodb:DeleteItem",)
+ENV_EVENT_BUS = "REPORTRELAY_EVENT_BUS"
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,7 @@ FETCH = Step(
 CONCLUDE = Step(
     "Conclude",
     "reportrelay.handlers.conclude.handler",
-    "reportrelay: build the completion event and record the job's metrics",
+    "reportrelay: record the job's outcome, announce it and record the job's metrics",
     Duration.seconds(30),
     256,
     placeholder=constants.PLACEHOLDER_CONCLUDE,
@@ -152,7 +153,12 @@ class Workflow(Construct):
             self.functions[HOLD.name] = self.holder
         self.canceller = self._build_function(CANCEL)
         self.functions[CANCEL.name] = self.canceller
-        self.state_machine = self._build_state_machine(events)
+        self.state_machine = self._build_state_machine()
+        # Conclude announces the outcome itself, from the job table's outbox (reportrelay.outbox): the
+        # state machine puts no events.
+        conclude = self.functions[CONCLUDE.name]
+        conclude.add_environment(ENV_EVENT_BUS, events.bus.event_bus_name)
+        events.grant_put_events(conclude)
 
     def _build_function(self, step: Step) -> lambda_.Function:
         environment = {}
@@ -266,7 +272,7 @@ class Workflow(Construct):
                 )
             )
 
-    def _build_state_machine(self, events: ReportEvents) -> sfn.StateMachine:
+    def _build_state_machine(self) -> sfn.StateMachine:
         log_group = logs.LogGroup(
             self,
             "StateMachineLogs",
@@ -277,7 +283,6 @@ class Workflow(Construct):
         substitutions = {
             step.placeholder: self.functions[step.name].function_arn for step in STEPS if step.placeholder
         }
-        substitutions[constants.PLACEHOLDER_EVENT_BUS] = events.bus.event_bus_name
         state_machine = sfn.StateMachine(
             self,
             "StateMachine",
@@ -298,7 +303,6 @@ class Workflow(Construct):
                 actions=["lambda:InvokeFunction"], resources=[function.function_arn for function in invoked]
             )
         )
-        events.grant_put_events(state_machine)
         acknowledge(
             state_machine,
             "AwsSolutions-IAM5[Resource::*]",

@@ -8,24 +8,37 @@ answering an invocation with its own error. Each helper is a context manager tha
   is answered with a Lambda service error (``Lambda.ServiceException`` in the state machine), so its
   result is lost.
 
-Both lean on the local runner's fault-injection seam (``reportrelay.local.aws``: ``FunctionDied``,
-``LambdaServiceError``, ``LocalAws.after_invoke``); nothing here touches product code paths otherwise.
+- ``aws_call_fails(service, operation, code)``: an AWS call fails (throttling, a 5xx) as if the SDK's own
+  retries had run out, before it happened or (``after_it_happened``) after AWS carried it out.
+- ``dies_after_call(service, operation)``: the calling function dies right after an AWS call went through.
+- ``held_at(service, operation)``: a call waits until the test lets it go (to act while a step runs).
+
+The first two lean on the local runner's fault-injection seam (``reportrelay.local.aws``: ``FunctionDied``,
+``LambdaServiceError``, ``LocalAws.after_invoke``); the AWS-call faults are botocore event hooks, aimed at
+the calls a function makes (``tests.iam.recording`` names the running function). Nothing here touches
+product code paths otherwise.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import boto3
+import botocore.handlers
 import pytest
+from botocore.awsrequest import AWSResponse
+from botocore.exceptions import ClientError
 
+from reportrelay import awsclients
 from reportrelay.httpclient import ProviderHttp
 from reportrelay.local.aws import FunctionDied, LambdaServiceError, LocalAws
 from reportrelay.providers.base import Provider
 from reportrelay.runtime import Runtime
+from tests.iam.recording import calling_function
 
 SUBMIT_FUNCTION = "reportrelay-submit"
 
@@ -97,3 +110,108 @@ def lambda_error_after_invoke(
         yield armed
     finally:
         aws.after_invoke.remove(hook)
+
+
+# ---- AWS calls that fail: throttling, 5xx, a function killed after a call went through
+
+Parsed = dict[str, Any]
+
+
+def _error_response(code: str, status: int, message: str) -> tuple[AWSResponse, Parsed]:
+    parsed: Parsed = {
+        "Error": {"Code": code, "Message": message},
+        "ResponseMetadata": {"HTTPStatusCode": status, "HTTPHeaders": {}, "RetryAttempts": 0},
+    }
+    return AWSResponse("https://aws.local/fault", status, {}, None), parsed
+
+
+@contextmanager
+def _hooked(event: str, handler: Callable[..., Any]) -> Iterator[None]:
+    """``handler`` on botocore ``event``, for the clients the functions hold and every client made later."""
+    unique_id = f"tests.aws_faults.{id(handler)}"
+    hooked = []
+    botocore.handlers.BUILTIN_HANDLERS.append((event, handler))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(boto3, "DEFAULT_SESSION", None)
+        with awsclients._lock:
+            for client in awsclients._clients.values():
+                client.meta.events.register(event, handler, unique_id=unique_id)
+                hooked.append(client)
+        try:
+            yield
+        finally:
+            botocore.handlers.BUILTIN_HANDLERS.remove((event, handler))
+            for client in hooked:
+                client.meta.events.unregister(event, unique_id=unique_id)
+
+
+def _made_by(function: str | None) -> bool:
+    return function is None or calling_function() == function
+
+
+@contextmanager
+def aws_call_fails(
+    service: str,
+    operation: str,
+    code: str,
+    status: int = 503,
+    *,
+    times: int = 1,
+    function: str | None = None,
+    after_it_happened: bool = False,
+) -> Iterator[Armed]:
+    """The next ``times`` calls of ``operation`` (by ``function``, or any function) fail with ``code``, as
+    if the SDK's own retries had run out. ``after_it_happened``: the call is made, then its answer is
+    lost (a 5xx for a request AWS carried out). ``service`` is botocore's event name (``s3``,
+    ``dynamodb``, ``secrets-manager``, ``kms``, ``eventbridge``). Calls only count inside a handler, so a
+    test must be inside ``tests.iam.recording.recording()``."""
+    armed = Armed(times)
+    message = f"injected by tests/aws_faults.py: {code}"
+
+    def before(**kwargs: Any) -> tuple[AWSResponse, Parsed] | None:
+        if _made_by(function) and calling_function() is not None and armed.take():
+            return _error_response(code, status, message)
+        return None
+
+    def after(http_response: Any, parsed: Parsed, model: Any, **kwargs: Any) -> None:
+        if _made_by(function) and calling_function() is not None and armed.take():
+            raise ClientError(_error_response(code, status, message)[1], model.name)
+
+    if after_it_happened:
+        with _hooked(f"after-call.{service}.{operation}", after):
+            yield armed
+    else:
+        with _hooked(f"before-call.{service}.{operation}", before):
+            yield armed
+
+
+@contextmanager
+def dies_after_call(
+    service: str, operation: str, *, times: int = 1, function: str | None = None
+) -> Iterator[Armed]:
+    """The next ``times`` calls of ``operation`` go through, then the calling function dies (killed, out of
+    memory) before it can do anything else: the state machine sees ``Runtime.ExitError``."""
+    armed = Armed(times)
+
+    def after(**kwargs: Any) -> None:
+        if _made_by(function) and calling_function() is not None and armed.take():
+            raise FunctionDied(f"Runtime exited with error: signal: killed (after {operation})")
+
+    with _hooked(f"after-call.{service}.{operation}", after):
+        yield armed
+
+
+@contextmanager
+def held_at(
+    service: str, operation: str, *, function: str | None = None
+) -> Iterator[tuple[threading.Event, threading.Event]]:
+    """The first call of ``operation`` waits until the test lets it go: yields (reached, release)."""
+    reached, release = threading.Event(), threading.Event()
+
+    def before(**kwargs: Any) -> None:
+        if _made_by(function) and calling_function() is not None and not reached.is_set():
+            reached.set()
+            release.wait(timeout=60)
+
+    with _hooked(f"before-call.{service}.{operation}", before):
+        yield reached, release

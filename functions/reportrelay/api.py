@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from reportrelay import links
+from reportrelay import links, outbox
 from reportrelay.access import NotAllowed, Principal
 from reportrelay.awsclients import aws_client
 from reportrelay.config import Connection, JobRequest
@@ -41,7 +41,7 @@ from reportrelay.timestamps import iso_timestamp, parse_timestamp
 from reportrelay.workflow import describe_outcome
 
 CANCELLED_CODE = "Cancelled"
-EVENT_SOURCE = "reportrelay"
+EVENT_SOURCE = outbox.EVENT_SOURCE
 # Step Functions execution names (our job ids): 1-80 of letters, digits, '-' and '_'.
 JOB_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
 StateName = Literal["queued", "running", "ready", "failed", "cancelled"]
@@ -297,12 +297,14 @@ def cancel_job(job_id: str, caller: Caller, runtime: Runtime) -> Job:
     at_provider = _cancel_at_provider(job, runtime)
     message = "the job was cancelled through the job API; " + _AT_PROVIDER[at_provider]
     error = {"code": CANCELLED_CODE, "message": message}
-    if not store.finish(job_id, {"state": JobState.CANCELLED, "error": error}):
+    pending = _cancelled_announcement(job, error, runtime)
+    if not store.finish(job_id, {"state": JobState.CANCELLED, "error": error}, announcement=pending):
         finished = _get(store, job_id)
         raise JobConflict(
             f"job {job_id} is already {finished.state.value}; it finished while being cancelled"
         )
-    _announce_cancelled(job, error, runtime)
+    # Recorded with its event first: a put that fails leaves it in the outbox for the sweep to send.
+    outbox.announce(store, runtime.client("events"), runtime.settings.event_bus, pending)
     logger.info(
         "job cancelled", extra={"job_id": job_id, "at_provider": at_provider, "cancelled_by": caller.identity}
     )
@@ -606,8 +608,9 @@ def _cancel_at_provider(job: Job, runtime: Runtime) -> str:
     return outcome if outcome in _AT_PROVIDER else "failed"
 
 
-def _announce_cancelled(job: Job, error: Mapping[str, str], runtime: Runtime) -> None:
-    """``Report Failed`` with code Cancelled, shaped exactly as the workflow's own failure events."""
+def _cancelled_announcement(job: Job, error: Mapping[str, str], runtime: Runtime) -> outbox.Announcement:
+    """``Report Failed`` with code Cancelled, shaped exactly as the workflow's own failure events, with its
+    own event id (``<job id>/CANCELLED``)."""
     state = {
         "request": job.request or {"connection": job.connection},
         "job": {
@@ -620,25 +623,14 @@ def _announce_cancelled(job: Job, error: Mapping[str, str], runtime: Runtime) ->
         "error": {"Error": error["code"], "Cause": error["message"]},
     }
     outcome = describe_outcome(state, runtime.settings.link_base_url)
-    entry: dict[str, Any] = {
-        "Source": EVENT_SOURCE,
-        "DetailType": outcome["detail_type"],
-        "Detail": json.dumps(outcome["detail"]),
-        "Resources": [_execution_of(job, runtime)],
-    }
-    if runtime.settings.event_bus:
-        entry["EventBusName"] = runtime.settings.event_bus
-    try:
-        answer = runtime.client("events").put_events(Entries=[entry])
-        failed = answer.get("FailedEntryCount", 0)
-    except Exception as problem:
-        failed, entry_error = 1, _aws_code(problem) or type(problem).__name__
-    else:
-        entry_error = (answer.get("Entries") or [{}])[0].get("ErrorCode")
-    if failed:
-        logger.error(
-            "Report Failed (Cancelled) not announced", extra={"job_id": job.job_id, "error": entry_error}
-        )
+    detail = {**outcome["detail"], "event_id": outbox.event_id(job.job_id, JobState.CANCELLED.value)}
+    return outbox.announcement(
+        job.job_id,
+        outcome["detail_type"],
+        detail,
+        now=runtime.clock(),
+        resources=(_execution_of(job, runtime),),
+    )
 
 
 def _quiet_for(job: Job, runtime: Runtime) -> float:

@@ -11,6 +11,8 @@ import os
 import threading
 from typing import Any
 
+from reportrelay.errors import AwsUnavailable
+
 _clients: dict[tuple[str | None, ...], Any] = {}
 _lock = threading.Lock()
 
@@ -37,3 +39,43 @@ def aws_client(service: str, *, signature_version: str | None = None) -> Any:
             config = Config(signature_version=signature_version) if signature_version else None
             _clients[key] = boto3.client(service, region_name=region, config=config)
         return _clients[key]
+
+
+#: Error codes AWS services answer when they throttle or are briefly unable to serve.
+_TRANSIENT_CODES = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "TooManyRequestsException",
+        "RequestLimitExceeded",
+        "ProvisionedThroughputExceededException",
+        "RequestThrottled",
+        "SlowDown",
+        "ServiceUnavailable",
+        "InternalError",
+        "InternalFailure",
+        "InternalServerError",
+        "InternalServiceError",
+        "InternalServiceErrorException",
+        "KMSInternalException",
+    }
+)
+
+
+def unavailable(error: BaseException) -> AwsUnavailable | None:
+    """An ``AwsUnavailable`` for an AWS error that retrying the step can cure (throttling, 5xx, a connection
+    that failed), else None. Says which call failed and how, never what was sent."""
+    from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, HTTPClientError
+
+    if isinstance(error, ClientError):
+        code = str(error.response.get("Error", {}).get("Code", ""))
+        status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        if code in _TRANSIENT_CODES or status >= 500:
+            answer = f"{code} (HTTP {status})" if status else code
+            return AwsUnavailable(
+                f"AWS answered {answer} to {error.operation_name}; the step will be retried"
+            )
+    elif isinstance(error, ConnectionError | HTTPClientError) and isinstance(error, BotoCoreError):
+        return AwsUnavailable(f"AWS could not be reached ({type(error).__name__}); the step will be retried")
+    return None

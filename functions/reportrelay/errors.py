@@ -77,6 +77,13 @@ class TransientProviderError(ReportRelayError):
     retryable = True
 
 
+class AwsUnavailable(ReportRelayError):
+    """An AWS service a step uses (S3, Secrets Manager, KMS, SSM) throttled or failed beyond the SDK's own
+    retries; the step is retried, and every step is safe to run again."""
+
+    retryable = True
+
+
 class ProviderThrottled(TransientProviderError):
     """HTTP 429 (or 503 with Retry-After): the request was not processed."""
 

@@ -13,6 +13,8 @@ Table layout (for infrastructure code): partition key ``id`` (string); TTL attri
 global secondary indexes ``recent`` (``kind``, ``created_key``), ``by-connection`` (``connection``,
 ``created_key``) and ``by-team`` (``team``, ``created_key``), all projecting all attributes. Token and
 share-link items carry none of ``kind``, ``connection`` and ``team``, so they never appear in a listing.
+A fourth, sparse index ``outbox`` (``outbox``, ``announce_since``) holds only the jobs whose outcome
+waits to be announced (see ``Announcement``), projecting the ``announce_*`` attributes.
 """
 
 from __future__ import annotations
@@ -44,6 +46,11 @@ TEAM_INDEX = "by-team"
 KIND_JOB = "job"
 INDEXES = {RECENT_INDEX: KIND_ATTRIBUTE, CONNECTION_INDEX: CONNECTION_ATTRIBUTE, TEAM_INDEX: TEAM_ATTRIBUTE}
 """Each global secondary index and its partition key (all sort on ``created_key``)."""
+OUTBOX_INDEX = "outbox"
+OUTBOX_ATTRIBUTE = "outbox"
+OUTBOX_PENDING = "pending"
+ANNOUNCE_SINCE_ATTRIBUTE = "announce_since"
+"""The sparse ``outbox`` index: partition ``outbox`` (only ever "pending"), sorted by ``announce_since``."""
 TOKEN_PREFIX = "client-token#"
 LINK_PREFIX = "link#"
 DEFAULT_RETENTION_SECONDS = 90 * 24 * 3600
@@ -339,6 +346,82 @@ class DynamoDbJobs:
             return False
         return True
 
+    # ---- the outbox (see ``Announcement``; reportrelay.outbox sends what waits there)
+
+    def pending_announcement(self, job_id: str) -> Announcement | None:
+        """The job's announcement still waiting to be put on the bus; None when none waits."""
+        found = self._get_item(job_id)
+        return _announcement(found) if found else None
+
+    def pending_announcements(self, limit: int = 100) -> list[Announcement]:
+        """Up to ``limit`` announcements waiting in the outbox, oldest first (the sparse ``outbox`` index)."""
+        query: dict[str, Any] = {
+            "TableName": self.table_name,
+            "IndexName": OUTBOX_INDEX,
+            "KeyConditionExpression": "#outbox = :pending",
+            "ExpressionAttributeNames": {"#outbox": OUTBOX_ATTRIBUTE},
+            "ExpressionAttributeValues": {":pending": {"S": OUTBOX_PENDING}},
+            "ScanIndexForward": True,
+        }
+        found: list[Announcement] = []
+        while len(found) < limit:
+            answer = self._call("query", **query, Limit=limit - len(found))
+            found += [each for each in map(_announcement, answer.get("Items", [])) if each is not None]
+            if not answer.get("LastEvaluatedKey"):
+                break
+            query["ExclusiveStartKey"] = answer["LastEvaluatedKey"]
+        return found
+
+    def clear_announcement(self, job_id: str, event_id: str) -> bool:
+        """Take the job's announcement out of the outbox once EventBridge took it; False when the outbox
+        holds no announcement with this event id (already cleared, or a different outcome's)."""
+        try:
+            self._call(
+                "update_item",
+                TableName=self.table_name,
+                Key={KEY_ATTRIBUTE: {"S": job_id}},
+                UpdateExpression=(
+                    "SET #announced = :at REMOVE #outbox, #since, #type, #detail, #resources, #error"
+                ),
+                ConditionExpression="#outbox = :pending AND #event = :event",
+                ExpressionAttributeNames={
+                    **{name: value for name, value in _ANNOUNCE_NAMES.items() if name != "#attempts"},
+                    "#announced": "announced_at",
+                },
+                ExpressionAttributeValues={
+                    ":at": {"S": iso_timestamp(self.clock())},
+                    ":pending": {"S": OUTBOX_PENDING},
+                    ":event": {"S": event_id},
+                },
+            )
+        except _Conditional:
+            return False
+        return True
+
+    def note_announce_failed(self, job_id: str, event_id: str, error: str) -> bool:
+        """Count a failed attempt to announce and keep its error code; the announcement stays pending."""
+        try:
+            self._call(
+                "update_item",
+                TableName=self.table_name,
+                Key={KEY_ATTRIBUTE: {"S": job_id}},
+                UpdateExpression="SET #attempts = if_not_exists(#attempts, :zero) + :one, #error = :error",
+                ConditionExpression="#outbox = :pending AND #event = :event",
+                ExpressionAttributeNames={
+                    name: _ANNOUNCE_NAMES[name] for name in ("#attempts", "#error", "#outbox", "#event")
+                },
+                ExpressionAttributeValues={
+                    ":zero": {"N": "0"},
+                    ":one": {"N": "1"},
+                    ":error": {"S": error[:256] or "unknown"},
+                    ":pending": {"S": OUTBOX_PENDING},
+                    ":event": {"S": event_id},
+                },
+            )
+        except _Conditional:
+            return False
+        return True
+
     # ---- recording progress
 
     def record(self, job_id: str, fields: Mapping[str, Any], *, created_at: str | None = None) -> bool:
@@ -346,10 +429,22 @@ class DynamoDbJobs:
         now = iso_timestamp(self.clock())
         return self._update(job_id, fields, only_if_unfinished=True, created_at=created_at or now)
 
-    def finish(self, job_id: str, fields: Mapping[str, Any], *, created_at: str | None = None) -> bool:
-        """Move an unfinished job to a terminal state; False when it had already finished."""
+    def finish(
+        self,
+        job_id: str,
+        fields: Mapping[str, Any],
+        *,
+        created_at: str | None = None,
+        announcement: Announcement | None = None,
+    ) -> bool:
+        """Move an unfinished job to a terminal state; False when it had already finished.
+
+        With an ``announcement``, the outcome's event waits in the job's outbox, written in the same
+        update as the outcome: recorded and to-be-announced are one fact (``reportrelay.outbox``).
+        """
         now = iso_timestamp(self.clock())
-        return self.record(job_id, {"finished_at": now, **fields}, created_at=created_at or now)
+        outbox = announcement.fields() if announcement is not None else {}
+        return self.record(job_id, {"finished_at": now, **fields, **outbox}, created_at=created_at or now)
 
     # ---- the submit intent (see ``SubmitIntent``)
 
@@ -782,6 +877,78 @@ def _decode_team_cursor(
     }
 
 
+# ---- the outbox
+
+_ANNOUNCE_NAMES = {
+    "#outbox": OUTBOX_ATTRIBUTE,
+    "#since": ANNOUNCE_SINCE_ATTRIBUTE,
+    "#event": "announce_event_id",
+    "#type": "announce_detail_type",
+    "#detail": "announce_detail",
+    "#resources": "announce_resources",
+    "#attempts": "announce_attempts",
+    "#error": "announce_error",
+}
+#: What the ``outbox`` index projects besides the keys: all an announcement needs to be sent.
+OUTBOX_PROJECTED = tuple(
+    _ANNOUNCE_NAMES[name] for name in ("#event", "#type", "#detail", "#resources", "#attempts")
+)
+
+
+@dataclass(frozen=True)
+class Announcement:
+    """An outcome's event, kept on its job's item from the moment the outcome is recorded until EventBridge
+    has taken it: the job's outbox. ``event_id`` (also in the event's detail) is the same on every
+    attempt, so consumers drop the duplicates at-least-once delivery allows.
+
+    On the item: ``outbox`` = "pending" and ``announce_since`` (the sparse index's keys, removed once
+    announced), ``announce_event_id``, ``announce_detail_type``, ``announce_detail`` (JSON),
+    ``announce_resources`` (JSON), ``announce_attempts`` and ``announce_error`` (failed attempts), and
+    ``announced_at`` once announced.
+    """
+
+    job_id: str
+    event_id: str
+    detail_type: str
+    detail: dict[str, Any]
+    since: str
+    resources: tuple[str, ...] = ()
+    attempts: int = 0
+
+    def fields(self) -> dict[str, Any]:
+        """The attributes that put it in the outbox, for the write that records the outcome."""
+        return {
+            OUTBOX_ATTRIBUTE: OUTBOX_PENDING,
+            ANNOUNCE_SINCE_ATTRIBUTE: self.since,
+            "announce_event_id": self.event_id,
+            "announce_detail_type": self.detail_type,
+            "announce_detail": json.dumps(self.detail, separators=(",", ":"), sort_keys=True),
+            "announce_resources": json.dumps(list(self.resources)) if self.resources else None,
+            "announce_attempts": 0,
+            "announce_error": None,
+        }
+
+
+def _announcement(item: Mapping[str, Any]) -> Announcement | None:
+    def text(name: str) -> str | None:
+        value = item.get(_ANNOUNCE_NAMES[name], {}).get("S")
+        return str(value) if value is not None else None
+
+    event_id, detail = text("#event"), text("#detail")
+    if text("#outbox") != OUTBOX_PENDING or not event_id or not detail:
+        return None
+    resources = text("#resources")
+    return Announcement(
+        job_id=item[KEY_ATTRIBUTE]["S"],
+        event_id=event_id,
+        detail_type=text("#type") or "",
+        detail=json.loads(detail),
+        since=text("#since") or "",
+        resources=tuple(json.loads(resources)) if resources else (),
+        attempts=int(float(item.get(_ANNOUNCE_NAMES["#attempts"], {}).get("N", "0"))),
+    )
+
+
 def request_fingerprint(request: Mapping[str, Any]) -> str:
     """What makes two requests "the same" for idempotency: their canonical JSON, client token left out."""
     canonical = {key: value for key, value in request.items() if key != "client_token"}
@@ -879,6 +1046,8 @@ def create_table_request(table_name: str) -> dict[str, Any]:
                 CONNECTION_ATTRIBUTE,
                 TEAM_ATTRIBUTE,
                 CREATED_ATTRIBUTE,
+                OUTBOX_ATTRIBUTE,
+                ANNOUNCE_SINCE_ATTRIBUTE,
             )
         ],
         "KeySchema": [{"AttributeName": KEY_ATTRIBUTE, "KeyType": "HASH"}],
@@ -892,6 +1061,16 @@ def create_table_request(table_name: str) -> dict[str, Any]:
                 "Projection": {"ProjectionType": "ALL"},
             }
             for index, partition in INDEXES.items()
+        ]
+        + [
+            {
+                "IndexName": OUTBOX_INDEX,
+                "KeySchema": [
+                    {"AttributeName": OUTBOX_ATTRIBUTE, "KeyType": "HASH"},
+                    {"AttributeName": ANNOUNCE_SINCE_ATTRIBUTE, "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "INCLUDE", "NonKeyAttributes": list(OUTBOX_PROJECTED)},
+            }
         ],
         "BillingMode": "PAY_PER_REQUEST",
     }

@@ -15,7 +15,7 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import ClientError
 
-from reportrelay import objectkeys
+from reportrelay import objectkeys, outbox
 from reportrelay.config import JobRequest, PollPolicy, parse_job_request
 from reportrelay.errors import (
     BadRequest,
@@ -81,16 +81,51 @@ def _record(runtime: Runtime, state: State) -> None:
         logger.warning("job progress not recorded", extra={"job_id": job_id, "error": _named(error)})
 
 
-def _record_outcome(runtime: Runtime, detail: dict[str, Any], state: State) -> None:
+def _record_outcome(
+    runtime: Runtime, outcome: dict[str, Any], state: State
+) -> tuple[outbox.Announcement | None, bool]:
+    """Record the outcome and its announcement in one write: (what to announce, whether it is in the outbox).
+
+    A job that had finished before (cancelled, or this step run again after it recorded) announces what
+    still waits in its outbox, if anything does. A store that fails or is missing does not fail the
+    report: the outcome is then announced directly, with nothing to fall back on (see ``_announce``).
+    """
+    detail = outcome["detail"]
+    job_id = detail.get("job_id")
+    pending = outbox.announcement(
+        str(job_id or ""),
+        outcome["detail_type"],
+        detail,
+        now=runtime.clock(),
+        resources=(str(state.get("execution_arn") or ""),),
+    )
     store = runtime.jobs
-    if store is None or not detail.get("job_id"):
-        return
+    if store is None or not job_id:
+        return pending, False
     accepted_at = (state.get("job") or {}).get("accepted_at")
     try:
-        if not store.finish(detail["job_id"], outcome_fields(detail), created_at=accepted_at):
-            logger.info("job had already finished (cancelled?)", extra={"job_id": detail["job_id"]})
+        if store.finish(job_id, outcome_fields(detail), created_at=accepted_at, announcement=pending):
+            return pending, True
+        logger.info("job had already finished (cancelled, or concluded before)", extra={"job_id": job_id})
+        return store.pending_announcement(job_id), True
     except Exception as error:
-        logger.warning("job outcome not recorded", extra={"job_id": detail["job_id"], "error": _named(error)})
+        logger.warning("job outcome not recorded", extra={"job_id": job_id, "error": _named(error)})
+        return pending, False
+
+
+def _announce(runtime: Runtime, pending: outbox.Announcement | None, in_outbox: bool) -> None:
+    """Put the outcome on the bus. From the outbox, a failed put is the sweep's to send again; without it,
+    the step fails (OutcomeNotAnnounced) for the state machine to run it again."""
+    if pending is None:
+        return
+    events = runtime.client("events")
+    store = runtime.jobs if in_outbox else None
+    if outbox.announce(store, events, runtime.settings.event_bus, pending) or in_outbox:
+        return
+    raise outbox.OutcomeNotAnnounced(
+        f"the outcome of job {pending.job_id} could be neither recorded in the job store nor put on the "
+        "event bus"
+    )
 
 
 def _named(error: Exception) -> str:
@@ -516,10 +551,16 @@ def _abandon(request: JobRequest, job: dict[str, Any], handle: Handle, provider:
 
 
 def conclude(state: State, runtime: Runtime) -> dict[str, Any]:
-    """The completion event for the job, with the job's figures recorded as metrics."""
+    """Record the job's outcome with its completion event (the outbox), announce it, release the job's slot,
+    and record its figures as metrics; returns the event.
+
+    Run again (a retry after the function died), it records nothing twice and announces what still waits.
+    An announcement EventBridge refused stays in the outbox for the sweep (``reportrelay.outbox``): the
+    step still succeeds, so the execution ends as the job did.
+    """
     outcome = describe_outcome(state, runtime.settings.link_base_url)
     detail = outcome["detail"]
-    _record_outcome(runtime, detail, state)
+    _announce(runtime, *_record_outcome(runtime, outcome, state))
     _release_slot(state, runtime)
     metrics.add_metric(
         name="ReportsReady" if detail["status"] == "READY" else "ReportsFailed",
@@ -558,13 +599,15 @@ def describe_outcome(state: State, api_url: str | None = None) -> dict[str, Any]
 
     With the job API's URL, a ready report's event links to ``GET /reports/{id}/download``, which always
     answers with a freshly signed link (people and chat bots click it long after the event was sent).
+    ``event_id`` is the same every time the outcome is described (see ``reportrelay.outbox``).
     """
     request = state.get("request") if isinstance(state.get("request"), dict) else {}
     job = state.get("job") or {}
     error = describe_error(state["error"]) if state.get("error") else None
+    status = "FAILED" if error else "READY"
     detail = {
         "job_id": job.get("job_id"),
-        "status": "FAILED" if error else "READY",
+        "status": status,
         "connection": request.get("connection"),
         "provider": job.get("provider"),
         "report": request.get("report"),
@@ -575,6 +618,7 @@ def describe_outcome(state: State, api_url: str | None = None) -> dict[str, Any]
         "queued_at": job.get("queued_at"),
         "ready_at": job.get("ready_at"),
         "stored_at": None if error else job.get("stored_at"),
+        "event_id": outbox.event_id(str(job["job_id"]), status) if job.get("job_id") else None,
         "download_url": (
             f"{api_url}/reports/{job['job_id']}/download"
             if api_url and not error and job.get("job_id")

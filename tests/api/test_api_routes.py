@@ -11,6 +11,7 @@ import json
 import threading
 import time
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from urllib.parse import parse_qs, urlparse
 
 import pytest
@@ -20,7 +21,9 @@ from jsonschema import Draft4Validator, FormatChecker
 from infra import constants
 from reportrelay import api
 from reportrelay.access import Principal
+from reportrelay.awsclients import aws_client
 from reportrelay.handlers import start_scheduled
+from reportrelay.jobs import DynamoDbJobs
 from reportrelay.local.apigateway import rest_event
 from reportrelay.local.aws import LambdaContext
 from reportrelay.local.runner import run_job
@@ -47,7 +50,7 @@ def executions(aws) -> list[dict]:
 def events_of(aws, job_id: str, timeout: float = 10) -> list[dict]:
     """The job's events, once its execution has ended.
 
-    The job store says "ready" when DescribeReady has run; AnnounceReady puts the event a moment later.
+    The job store says "ready" when DescribeReady has recorded the outcome; it puts the event a moment later.
     """
     deadline = time.monotonic() + timeout
     while any(
@@ -425,6 +428,38 @@ def test_cancel_asks_the_provider_to_cancel_with_the_jobs_handle(job_api, devexp
     (export_id,) = devexpress_sim.exports
     assert asked == [({"document_id": 10}, {"export_id": export_id})]
     assert "cancelled at the provider too" in job["error"]["message"]
+
+
+def test_a_refused_cancel_event_is_recorded_and_swept_once(job_api, api_aws, devexpress_sim):
+    # given a job the provider is working on, and EventBridge dropping every entry (FailedEntryCount 1)
+    devexpress_sim.generation_seconds = 60
+    job_id = job_api.start(report_request())
+    job_api.wait_for(job_id, lambda job: job["queued_at"] is not None)
+    refused = {"FailedEntryCount": 1, "Entries": [{"ErrorCode": "InternalFailure", "ErrorMessage": "no"}]}
+    events = aws_client("events")
+    events.meta.events.register(
+        "before-call.events.PutEvents",
+        lambda **_: (SimpleNamespace(status_code=200, headers={}), refused),
+        unique_id="refuse-cancel",
+    )
+    try:
+        # when it is cancelled
+        answer = job_api("DELETE", f"/reports/{job_id}")
+    finally:
+        events.meta.events.unregister("before-call.events.PutEvents", unique_id="refuse-cancel")
+    # then the cancel succeeds and is recorded with its event waiting in the outbox, and none was sent
+    assert answer.status == 200 and answer.json()["state"] == "cancelled", answer.body
+    store = DynamoDbJobs(api_aws.jobs_table, lambda: api_aws.client("dynamodb"))
+    pending = store.pending_announcement(job_id)
+    assert pending is not None and pending.event_id == f"{job_id}/CANCELLED"
+    assert events_of(api_aws, job_id) == []
+    # when the sweep runs, then exactly one Report Failed (Cancelled) goes out, with that event id
+    assert api_aws.sweep()["announced"] == 1
+    (event,) = events_of(api_aws, job_id)
+    assert event["detail"]["event_id"] == f"{job_id}/CANCELLED"
+    assert event["detail"]["error"]["code"] == "Cancelled"
+    assert schema_problems(event) == []
+    assert api_aws.sweep()["announced"] == 0 and len(events_of(api_aws, job_id)) == 1
 
 
 def test_cancelling_a_finished_job_is_a_409(job_api, api_aws):

@@ -227,7 +227,12 @@ _LOCAL: dict[str, Callable[[str], LocalResource]] = {
 
 def _local_functions() -> dict[str, str]:
     """Handler -> the local function's name."""
-    deployed = (*local_aws.FUNCTIONS.values(), local_aws.HOLDER_FUNCTION, local_aws.CANCEL_FUNCTION)
+    deployed = (
+        *local_aws.FUNCTIONS.values(),
+        local_aws.HOLDER_FUNCTION,
+        local_aws.CANCEL_FUNCTION,
+        local_aws.ANNOUNCE_FUNCTION,
+    )
     return {handler: name for name, handler in (*deployed, local_aws.API_FUNCTION)}
 
 

@@ -33,7 +33,17 @@ from reportrelay import awsclients
 #: Every Lambda entry point of the CDK app (its functions' ``Handler``).
 HANDLERS = tuple(
     f"reportrelay.handlers.{name}.handler"
-    for name in ("submit", "check", "fetch", "conclude", "hold", "cancel", "api", "start_scheduled")
+    for name in (
+        "submit",
+        "check",
+        "fetch",
+        "conclude",
+        "hold",
+        "cancel",
+        "api",
+        "start_scheduled",
+        "announce_pending",
+    )
 )
 _EVENT = "provide-client-params"
 _HOOK_ID = "tests.iam.recording"

@@ -4,7 +4,8 @@ the CDK app gives the calling function.
 One deployment, synthesized with the same connections the local run uses (every credential in Secrets
 Manager, as deployed), runs with every call recorded (tests.iam.recording): one job per provider through
 the state machine (Metric Insights brings the holder and sealed handles; myreports rotates its refresh
-token), the job API's routes (start, watch, list, download, share links, cancel), a scheduled start, and
+token), the job API's routes (start, watch, list, download, share links, cancel), a scheduled start, an
+announcement EventBridge refused that the announce-pending sweep sends, and
 a Fetch run again on a stored job (it recognises the object instead of downloading it). Each call is then
 checked, as its IAM action and
 resource, against the calling function's synthesized policy (tests.iam.checker).
@@ -17,10 +18,12 @@ import dataclasses
 import json
 from collections.abc import Iterator
 from contextlib import ExitStack
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+from reportrelay.awsclients import aws_client
 from reportrelay.handlers import fetch, start_scheduled  # their handlers are wrapped while recording
 from reportrelay.local.apigateway import ApiAnswer, rest_event
 from reportrelay.local.aws import LambdaContext, LocalAws
@@ -125,6 +128,24 @@ def _start_a_schedule(aws: LocalAws, recorder: CallRecorder) -> None:
     assert wait_for_executions(aws, [started["execution_arn"]], timeout_seconds=60) == ["SUCCEEDED"]
 
 
+def _sweep_the_outbox(aws: LocalAws, recorder: CallRecorder) -> None:
+    """A job whose Report Ready EventBridge refused (FailedEntryCount 1), announced by the sweep."""
+    recorder.test = "an announcement refused by EventBridge, swept from the outbox (announce_pending)"
+    refused = {"FailedEntryCount": 1, "Entries": [{"ErrorCode": "InternalFailure", "ErrorMessage": "no"}]}
+
+    def refuse(**_: Any) -> Any:  # botocore's before-call: an answer here is the call's answer
+        return SimpleNamespace(status_code=200, headers={}), refused
+
+    events = aws_client("events")
+    events.meta.events.register("before-call.events.PutEvents", refuse, unique_id="iam-refuse")
+    try:
+        execution = aws.start(_request("devexpress"))
+        assert wait_for_executions(aws, [execution], timeout_seconds=60) == ["SUCCEEDED"]
+    finally:
+        events.meta.events.unregister("before-call.events.PutEvents", unique_id="iam-refuse")
+    assert aws.sweep()["announced"] >= 1
+
+
 def _fetch_again(aws: LocalAws, recorder: CallRecorder, execution: str) -> None:
     """Run a finished job's Fetch once more on the input it had, as a retry after a lost answer would."""
     recorder.test = "a Fetch run again on a stored job"
@@ -170,6 +191,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
         assert wait_for_executions(aws, executions, timeout_seconds=120) == ["SUCCEEDED"] * len(KITS)
         _drive_the_api(aws, recorder)
         _start_a_schedule(aws, recorder)
+        _sweep_the_outbox(aws, recorder)
         _fetch_again(aws, recorder, executions[list(KITS).index("devexpress")])
 
         arns = {each["Name"]: each["ARN"] for each in secretsmanager.list_secrets()["SecretList"]}
@@ -224,6 +246,7 @@ def _without(synthesized: Synthesized, handler: str, action: str) -> Synthesized
         ),
         ("reportrelay.handlers.check.handler", "kms:Decrypt", {"Decrypt"}),
         ("reportrelay.handlers.api.handler", "dynamodb:Query", {"Query"}),
+        ("reportrelay.handlers.announce_pending.handler", "events:PutEvents", {"PutEvents"}),
     ],
 )
 def test_a_permission_taken_away_is_reported_as_denied(

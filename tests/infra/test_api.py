@@ -101,7 +101,31 @@ def test_the_job_table_has_an_index_per_team(synthesized: Synthesized) -> None:
         {"AttributeName": jobs.CREATED_ATTRIBUTE, "KeyType": "RANGE"},
     ]
     assert indexes[jobs.TEAM_INDEX]["Projection"] == {"ProjectionType": "ALL"}
-    assert set(indexes) == {"recent", "by-connection", "by-team"}
+    assert set(indexes) == {"recent", "by-connection", "by-team", "outbox"}
+
+
+def test_the_job_table_has_a_sparse_outbox_index_of_pending_announcements(synthesized: Synthesized) -> None:
+    # given the job table's outbox index (reportrelay.outbox)
+    _, table = job_table(synthesized)
+    (outbox,) = [
+        index for index in table["Properties"]["GlobalSecondaryIndexes"] if index["IndexName"] == "outbox"
+    ]
+    # then it is keyed by attributes only a pending announcement has, oldest first
+    assert outbox["KeySchema"] == [
+        {"AttributeName": jobs.OUTBOX_ATTRIBUTE, "KeyType": "HASH"},
+        {"AttributeName": jobs.ANNOUNCE_SINCE_ATTRIBUTE, "KeyType": "RANGE"},
+    ]
+    # and it projects what an announcement needs, not whole jobs, exactly as the local table does
+    assert outbox["Projection"] == {
+        "ProjectionType": "INCLUDE",
+        "NonKeyAttributes": list(jobs.OUTBOX_PROJECTED),
+    }
+    (local,) = [
+        index
+        for index in jobs.create_table_request("x")["GlobalSecondaryIndexes"]
+        if index["IndexName"] == "outbox"
+    ]
+    assert local["Projection"] == outbox["Projection"]
 
 
 def test_the_job_table_has_the_layout_the_store_reads(synthesized: Synthesized) -> None:

@@ -27,6 +27,7 @@ ACKNOWLEDGED = {
         "Workflow/CancelFunction",
         "Schedules/StartScheduledFunction",
         "JobApi/ApiFunction",
+        "Announcements/AnnouncePendingFunction",
     },
     "AwsSolutions-IAM5[Resource::*]": {
         "Workflow/SubmitFunctionRole",
@@ -36,6 +37,7 @@ ACKNOWLEDGED = {
         "Workflow/CancelFunctionRole",
         "Schedules/StartScheduledFunctionRole",
         "JobApi/ApiFunctionRole",
+        "Announcements/AnnouncePendingFunctionRole",
         "Workflow/StateMachine",
     },
     "AwsSolutions-IAM5[Resource::<reports bucket>/*]": {

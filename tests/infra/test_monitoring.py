@@ -8,7 +8,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from infra import constants
-from reportrelay import workflow
+from reportrelay import outbox, workflow
 from reportrelay.observability import metrics
 from tests.infra.conftest import Synthesized, references, rest_api
 from tests.infra.policies import function_id
@@ -21,6 +21,7 @@ HANDLERS = {
     "Cancel": "reportrelay.handlers.cancel.handler",
     "StartScheduled": "reportrelay.handlers.start_scheduled.handler",
     "Api": "reportrelay.handlers.api.handler",
+    "AnnouncePending": "reportrelay.handlers.announce_pending.handler",
 }
 
 
@@ -134,6 +135,41 @@ def test_the_dashboard_shows_the_jobs_custom_metrics(synthesized: Synthesized) -
             assert metric[2:4] == ["service", constants.SERVICE]
 
 
+def test_an_announcement_waiting_15_minutes_raises_the_alarm(synthesized: Synthesized) -> None:
+    # given the alarm on the announce-pending sweep's metric (reportrelay.outbox.sweep)
+    (alarm,) = [
+        a for a in alarms(synthesized) if a.get("MetricName") == constants.METRIC_OLDEST_PENDING_ANNOUNCEMENT
+    ]
+    # then an outcome whose event has waited 15 minutes in the outbox raises it, as the sweep reports it
+    assert alarm["Namespace"] == constants.METRICS_NAMESPACE
+    assert alarm["Dimensions"] == [{"Name": "service", "Value": constants.SERVICE}]
+    assert alarm["Statistic"] == "Maximum"
+    assert alarm["Threshold"] == 900
+    assert alarm["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+    assert alarm["Period"] == 300
+
+
+def test_the_sweep_emits_the_metric_the_alarm_watches() -> None:
+    # given a job store whose outbox holds one announcement that has waited 20 minutes
+    now = datetime(2025, 3, 1, 6, 20, tzinfo=UTC).timestamp()
+    waiting = outbox.Announcement("job-1", "job-1/READY", "Report Ready", {}, "2025-03-01T06:00:00.000Z")
+    store = SimpleNamespace(
+        pending_announcements=lambda limit: [waiting], note_announce_failed=lambda *_: True
+    )
+    refusing = SimpleNamespace(put_events=lambda **_: {"FailedEntryCount": 1, "Entries": [{}]})
+    metrics.clear_metrics()
+    try:
+        outbox.sweep(store, refusing, None, now=now)  # type: ignore[arg-type]
+        emf = metrics.serialize_metric_set()
+    finally:
+        metrics.clear_metrics()
+    # then the age lands under the alarm's name, namespace and dimension
+    (directive,) = emf["_aws"]["CloudWatchMetrics"]
+    assert directive["Namespace"] == constants.METRICS_NAMESPACE
+    assert directive["Dimensions"] == [list(constants.METRICS_DIMENSIONS)]
+    assert emf[constants.METRIC_OLDEST_PENDING_ANNOUNCEMENT] == [1200.0]
+
+
 def test_the_conclude_step_emits_the_metrics_the_dashboard_shows() -> None:
     # given a job that stored a report, concluded by the real conclude step
     state = {
@@ -144,10 +180,12 @@ def test_the_conclude_step_emits_the_metrics_the_dashboard_shows() -> None:
             "object": {"bucket": "b", "key": "k", "size": 1234, "sha256": "0" * 64},
         },
     }
+    bus = SimpleNamespace(put_events=lambda **_: {"FailedEntryCount": 0, "Entries": [{"EventId": "1"}]})
     runtime = SimpleNamespace(
         clock=lambda: datetime(2025, 3, 1, 6, 5, tzinfo=UTC).timestamp(),
-        settings=SimpleNamespace(link_base_url=None),
+        settings=SimpleNamespace(link_base_url=None, event_bus=None),
         jobs=None,
+        client=lambda service: bus,
     )
     metrics.clear_metrics()  # the metric set is shared: start from nothing other tests left behind
     try:

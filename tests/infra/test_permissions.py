@@ -30,8 +30,9 @@ HOLD = "reportrelay.handlers.hold.handler"
 CANCEL = "reportrelay.handlers.cancel.handler"
 START_SCHEDULED = "reportrelay.handlers.start_scheduled.handler"
 API = "reportrelay.handlers.api.handler"
+ANNOUNCE_PENDING = "reportrelay.handlers.announce_pending.handler"
 WORKFLOW_HANDLERS = (SUBMIT, CHECK, FETCH, CONCLUDE)
-ALL_HANDLERS = (*WORKFLOW_HANDLERS, CANCEL, START_SCHEDULED, API)
+ALL_HANDLERS = (*WORKFLOW_HANDLERS, CANCEL, START_SCHEDULED, API, ANNOUNCE_PENDING)
 BASELINE = {"logs:CreateLogStream", "logs:PutLogEvents", "xray:PutTraceSegments", "xray:PutTelemetryRecords"}
 SECRET_READ = {"secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"}
 
@@ -137,16 +138,51 @@ def test_only_fetch_may_touch_s3(synthesized: Synthesized, handler: str) -> None
     }
 
 
-def test_conclude_needs_nothing_but_logs_traces_its_slot_and_the_jobs_outcome(
+def test_conclude_needs_nothing_but_logs_traces_its_slot_the_jobs_outcome_and_its_event(
     synthesized: Synthesized,
 ) -> None:
     # given the conclude function (its metrics go out as EMF log lines: no PutMetricData)
-    # then its role holds the baseline, plus giving back the job's concurrency slot and recording the
-    # job's outcome for the job API, and nothing more
+    # then its role holds the baseline, plus giving back the job's concurrency slot, recording the job's
+    # outcome with its event (and reading it back when run again), and announcing it, and nothing more
     assert role_actions(synthesized, function_role(synthesized, CONCLUDE)) == BASELINE | {
         "dynamodb:DeleteItem",
         "dynamodb:UpdateItem",
+        "dynamodb:GetItem",
+        "events:PutEvents",
     }
+
+
+def test_the_announce_pending_function_may_query_the_outbox_update_jobs_and_put_events(
+    synthesized: Synthesized,
+) -> None:
+    # given the sweep of the job table's outbox
+    role = function_role(synthesized, ANNOUNCE_PENDING)
+    jobs, _ = job_table(synthesized)
+    bus, _ = synthesized.resource("AWS::Events::EventBus")
+    # then it may query the outbox index (and no other), update a job's announcement, put events on the
+    # bus, and nothing more: no GetItem, no PutItem, no secrets, no S3
+    assert role_actions(synthesized, role) == BASELINE | {
+        "dynamodb:Query",
+        "dynamodb:UpdateItem",
+        "events:PutEvents",
+    }
+    by_action = {action: grant for grant in role_grants(synthesized, role) for action in grant.actions}
+    assert by_action["dynamodb:Query"].resources == (
+        {"Fn::Join": ["", [{"Fn::GetAtt": [jobs, "Arn"]}, "/index/outbox"]]},
+    )
+    assert by_action["dynamodb:UpdateItem"].resources == ({"Fn::GetAtt": [jobs, "Arn"]},)
+    assert by_action["events:PutEvents"].resources == ({"Fn::GetAtt": [bus, "Arn"]},)
+
+
+def test_the_announce_pending_function_runs_every_five_minutes(synthesized: Synthesized) -> None:
+    function = function_id(synthesized, ANNOUNCE_PENDING)
+    (rule,) = [
+        rule
+        for rule in synthesized.resources("AWS::Events::Rule").values()
+        if any(target["Arn"] == {"Fn::GetAtt": [function, "Arn"]} for target in rule["Properties"]["Targets"])
+    ]
+    assert rule["Properties"]["ScheduleExpression"] == "rate(5 minutes)"
+    assert rule["Properties"]["Targets"][0]["RetryPolicy"] == {"MaximumRetryAttempts": 0}
 
 
 @pytest.mark.parametrize("handler", [SUBMIT, CHECK, FETCH, CANCEL])
@@ -187,29 +223,29 @@ def test_only_the_state_machine_invokes_the_workflow_functions(synthesized: Synt
     )
 
 
-def test_only_the_state_machine_and_the_api_put_events_on_the_bus(synthesized: Synthesized) -> None:
+def test_only_conclude_the_api_and_the_sweep_put_events_on_the_bus(synthesized: Synthesized) -> None:
     # given the event bus
     bus, _ = synthesized.resource("AWS::Events::EventBus")
     # when every role allowed events:PutEvents is listed
     putters = [grant for grant in grants(synthesized) if "events:PutEvents" in grant.actions]
-    # then it is the state machine's role, and the API's (a cancelled execution announces nothing itself,
-    # so the API sends its Report Failed), each on this bus only
+    # then it is the roles of those that announce from the job table's outbox (reportrelay.outbox):
+    # conclude (a job's outcome), the API (a cancelled execution announces nothing itself, so the API
+    # sends its Report Failed) and the announce-pending sweep; each on this bus only. The state machine
+    # puts no events.
     assert sorted((grant.role, grant.resources) for grant in putters) == sorted(
         [
-            (state_machine_role(synthesized), ({"Fn::GetAtt": [bus, "Arn"]},)),
+            (function_role(synthesized, CONCLUDE), ({"Fn::GetAtt": [bus, "Arn"]},)),
             (function_role(synthesized, API), ({"Fn::GetAtt": [bus, "Arn"]},)),
+            (function_role(synthesized, ANNOUNCE_PENDING), ({"Fn::GetAtt": [bus, "Arn"]},)),
         ]
     )
 
 
-def test_the_state_machine_role_does_only_invoke_put_events_log_delivery_and_tracing(
+def test_the_state_machine_role_does_only_invoke_log_delivery_and_tracing(
     synthesized: Synthesized,
 ) -> None:
     actions = role_actions(synthesized, state_machine_role(synthesized))
-    assert {a for a in actions if not a.startswith(("logs:", "xray:"))} == {
-        "lambda:InvokeFunction",
-        "events:PutEvents",
-    }
+    assert {a for a in actions if not a.startswith(("logs:", "xray:"))} == {"lambda:InvokeFunction"}
 
 
 def test_the_scheduler_starts_jobs_only_through_the_start_function(synthesized: Synthesized) -> None:
@@ -369,10 +405,11 @@ def test_the_conclude_step_may_only_release_claims(synthesized: Synthesized) -> 
     # given the claims table, which also holds the connections' concurrency slots
     table, _ = claims_table(synthesized)
     jobs, _ = job_table(synthesized)
-    # then concluding a job may give its slot back (a conditional DeleteItem) and record the outcome
+    # then concluding a job may give its slot back (a conditional DeleteItem), record the outcome and read
+    # back what waits in its outbox
     assert dynamodb_grants(synthesized, CONCLUDE) == {
         (frozenset({"dynamodb:DeleteItem"}), table),
-        (frozenset({"dynamodb:UpdateItem"}), jobs),
+        (frozenset({"dynamodb:UpdateItem", "dynamodb:GetItem"}), jobs),
     }
 
 

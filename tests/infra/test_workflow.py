@@ -63,10 +63,16 @@ def test_each_placeholder_is_filled_with_its_own_function_and_the_bus(synthesize
     assert set(substitutions) == set(constants.PLACEHOLDERS)
     for placeholder, handler in HANDLERS.items():
         assert substitutions[placeholder] == {"Fn::GetAtt": [function_id(synthesized, handler), "Arn"]}
-    assert substitutions[constants.PLACEHOLDER_EVENT_BUS] == {"Ref": bus}
-    assert placeholder_resources(synthesized.template) == {
-        name: references(value).pop() for name, value in substitutions.items()
-    }
+    # and the bus is none of them: Conclude announces, from the job table's outbox (reportrelay.outbox)
+    assert constants.PLACEHOLDER_EVENT_BUS not in substitutions
+    assert "events:putEvents" not in ASL_TEXT
+    conclude = function(synthesized, constants.PLACEHOLDER_CONCLUDE)
+    assert conclude["Environment"]["Variables"]["REPORTRELAY_EVENT_BUS"] == {"Ref": bus}
+    assert {
+        name: resource
+        for name, resource in placeholder_resources(synthesized.template).items()
+        if name != constants.PLACEHOLDER_EVENT_BUS
+    } == {name: references(value).pop() for name, value in substitutions.items()}
 
 
 def test_definition_from_template_restores_placeholders_from_join_and_sub() -> None:

@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from reportrelay.awsclients import unavailable
 from reportrelay.errors import InternalError, ReportRelayError
 from reportrelay.observability import logger
 from reportrelay.runtime import Runtime
@@ -22,8 +23,10 @@ def ends_at(context: Any) -> float | None:
 def run_step(step: Step, event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Run one step; errors of our own pass through by name, anything else becomes InternalError.
 
-    Unexpected exceptions are logged here with their traceback and replaced by a message that names
-    only their type, so nothing they carried (a URL, a header) reaches the execution history or events.
+    An AWS service that throttled or failed (S3, Secrets Manager, KMS, ...) becomes ``AwsUnavailable``,
+    which the state machine retries. Other unexpected exceptions are logged here with their traceback and
+    replaced by a message that names only their type, so nothing they carried (a URL, a header) reaches
+    the execution history or events.
     """
     try:
         runtime = Runtime.from_env()
@@ -33,6 +36,12 @@ def run_step(step: Step, event: dict[str, Any], context: Any) -> dict[str, Any]:
         logger.info("step ended with an error", extra={"step": step.__name__, "error_code": error.code})
         raise
     except Exception as error:
+        transient = unavailable(error)
+        if transient is not None:
+            logger.warning(
+                "an AWS service failed", extra={"step": step.__name__, "error": str(transient)}
+            )
+            raise transient from None
         logger.exception("unexpected error", extra={"step": step.__name__})
         request_id = getattr(context, "aws_request_id", "unknown")
         raise InternalError(

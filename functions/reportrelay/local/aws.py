@@ -39,6 +39,8 @@ FUNCTIONS = {
 }
 HOLDER_FUNCTION = ("reportrelay-hold", "reportrelay.handlers.hold.handler")
 CANCEL_FUNCTION = ("reportrelay-cancel", "reportrelay.handlers.cancel.handler")
+# Deployed on a five-minute schedule; here it runs when asked (``LocalAws.sweep``), never on a timer.
+ANNOUNCE_FUNCTION = ("reportrelay-announce-pending", "reportrelay.handlers.announce_pending.handler")
 API_FUNCTION = ("reportrelay-api", "reportrelay.handlers.api.handler")
 _FAKE_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "local",
@@ -243,7 +245,12 @@ class LocalAws:
         self.function_environment["REPORTRELAY_LINK_KEY_SECRET"] = self.client(
             "secretsmanager"
         ).create_secret(Name="reportrelay/link-key", SecretString=secrets.token_urlsafe(48))["ARN"]
-        functions = {**FUNCTIONS, "HolderFunctionArn": HOLDER_FUNCTION, "CancelFunctionArn": CANCEL_FUNCTION}
+        functions = {
+            **FUNCTIONS,
+            "HolderFunctionArn": HOLDER_FUNCTION,
+            "CancelFunctionArn": CANCEL_FUNCTION,
+            "AnnounceFunctionArn": ANNOUNCE_FUNCTION,
+        }
         for placeholder, (name, handler) in functions.items():
             arns[placeholder] = lambdas.create_function(
                 FunctionName=name,
@@ -314,6 +321,18 @@ class LocalAws:
             name=job_id or str(uuid.uuid4()),
             input=json.dumps(request),
         )["executionArn"]
+
+    def sweep(self, after_seconds: float = 0.0) -> dict[str, Any]:
+        """Run the announce-pending function once, as its schedule would (synchronously, through Lambda):
+        announce what has waited ``after_seconds`` or more in the job table's outbox (deployed: 120 s).
+        Returns its answer: ``announced``, ``failed``, ``waiting``, ``oldest_pending_seconds``."""
+        answer = self.client("lambda").invoke(
+            FunctionName=ANNOUNCE_FUNCTION[0], Payload=json.dumps({"after_seconds": after_seconds}).encode()
+        )
+        result: dict[str, Any] = json.loads(answer["Payload"].read())
+        if answer.get("FunctionError"):
+            raise RuntimeError(f"the announce-pending function failed: {result}")
+        return result
 
     def events(self) -> list[dict[str, Any]]:
         """Every event announced on the bus so far, in order of arrival at the tap queue."""
