@@ -52,6 +52,17 @@ class AwsSecret(_Strict):
 SecretRef = EnvSecret | AwsSecret
 
 
+def _refusing_literals(message: str) -> Callable[[Any], Any]:
+    """A validator for fields that hold a reference: a plain string there is refused with ``message``."""
+
+    def refuse(value: Any) -> Any:
+        if isinstance(value, str):
+            raise ValueError(message)
+        return value
+
+    return refuse
+
+
 class FileText(_Strict):
     """A local file's text; a relative path is taken from the connections file's folder."""
 
@@ -64,29 +75,27 @@ class ParameterText(_Strict):
     ssm: str = Field(min_length=1)
 
 
-def _reject_literal_bundle(value: Any) -> Any:
-    if isinstance(value, str):
-        raise ValueError(
+#: Where a CA bundle (PEM) comes from: a file locally, Secrets Manager or SSM in AWS.
+CaBundleRef = Annotated[
+    FileText | AwsSecret | ParameterText,
+    BeforeValidator(
+        _refusing_literals(
             'must say where the PEM certificates are: {"file": "ca.pem"} locally, {"secret": "name"} or '
             '{"ssm": "/parameter/name"} in AWS'
         )
-    return value
+    ),
+]
 
 
-#: Where a CA bundle (PEM) comes from: a file locally, Secrets Manager or SSM in AWS.
-CaBundleRef = Annotated[FileText | AwsSecret | ParameterText, BeforeValidator(_reject_literal_bundle)]
-
-
-def _reject_literal_secret(value: Any) -> Any:
-    if isinstance(value, str):
-        raise ValueError(
+Secret = Annotated[
+    SecretRef,
+    BeforeValidator(
+        _refusing_literals(
             'must be a reference to a secret such as {"env": "NAME"} or {"secret": "name", "key": "field"}, '
             "never the secret itself"
         )
-    return value
-
-
-Secret = Annotated[SecretRef, BeforeValidator(_reject_literal_secret)]
+    ),
+]
 
 
 class NoAuth(_Strict):

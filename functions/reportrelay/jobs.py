@@ -554,17 +554,27 @@ class DynamoDbJobs:
         fixed: str = answer["Attributes"]["object_key"]["S"]
         return fixed
 
-    def add_pending_object(self, job_id: str, pending: Mapping[str, Any]) -> None:
-        """Note an upload about to be completed, so a later Fetch recognises the object it made."""
+    def add_pending_object(self, job_id: str, pending: Mapping[str, Any]) -> bool:
+        """Note an upload about to be completed, so a later Fetch recognises the object it made.
+
+        False, and nothing noted, when the job has finished meanwhile (cancelled while Fetch ran): the
+        upload must then not be completed.
+        """
         entry = json.dumps(dict(pending), separators=(",", ":"), sort_keys=True)
-        self._call(
-            "update_item",
-            TableName=self.table_name,
-            Key={KEY_ATTRIBUTE: {"S": job_id}},
-            UpdateExpression="SET #pending = list_append(if_not_exists(#pending, :none), :entry)",
-            ExpressionAttributeNames={"#pending": "pending_objects"},
-            ExpressionAttributeValues={":none": {"L": []}, ":entry": {"L": [{"S": entry}]}},
-        )
+        done = {f":done{n}": {"S": state.value} for n, state in enumerate(sorted(FINISHED))}
+        try:
+            self._call(
+                "update_item",
+                TableName=self.table_name,
+                Key={KEY_ATTRIBUTE: {"S": job_id}},
+                UpdateExpression="SET #pending = list_append(if_not_exists(#pending, :none), :entry)",
+                ConditionExpression=f"attribute_not_exists(#state) OR NOT (#state IN ({', '.join(done)}))",
+                ExpressionAttributeNames={"#pending": "pending_objects", "#state": "state"},
+                ExpressionAttributeValues={":none": {"L": []}, ":entry": {"L": [{"S": entry}]}, **done},
+            )
+        except _Conditional:
+            return False
+        return True
 
     # ---- DynamoDB plumbing
 

@@ -374,6 +374,10 @@ def fetch(state: State, runtime: Runtime) -> State:
         permanent = isinstance(error, ReportRelayError) and not error.retryable
         if permanent or not provider.single_use_result:
             raise
+        stored = _stored_before(runtime, job_id)  # S3 may have completed the upload and lost its answer
+        if stored is not None:
+            logger.info("report was stored before the error; keeping it", extra={"job_id": job_id})
+            return _with_object(state, job, stored, runtime)
         reason = str(error) if isinstance(error, ReportRelayError) else type(error).__name__
         if job.get("restarts", 0) >= MAX_RESTARTS:
             # Retrying the download cannot work (the provider served its one copy): say what kept happening.
@@ -410,8 +414,12 @@ def _fixed_key(runtime: Runtime, job_id: str, key: str) -> str:
 
 
 def _note_pending(runtime: Runtime, job_id: str, pending: PendingObject) -> None:
-    if runtime.jobs is not None:
-        runtime.jobs.add_pending_object(job_id, pending.to_dict())
+    """Note the upload in the job store, or refuse to complete it for a job that finished meanwhile."""
+    if runtime.jobs is not None and not runtime.jobs.add_pending_object(job_id, pending.to_dict()):
+        raise ReportCancelled(
+            "the job was cancelled while its report was being stored: the upload was aborted and nothing "
+            "was stored"
+        )
 
 
 def _stored_before(runtime: Runtime, job_id: str) -> StoredObject | None:

@@ -86,6 +86,12 @@ class CallRecorder:
             self.calls.append(call)
 
 
+def calling_function() -> str | None:
+    """The function (``submit``, ``fetch``, ...) whose handler is running on this thread, while recording."""
+    handler = _caller.get()
+    return handler.split(".")[-2] if handler else None
+
+
 def _naming(handler: str, function: Callable[..., Any]) -> Callable[..., Any]:
     def invoke(event: Any, context: Any) -> Any:
         token = _caller.set(handler)
