@@ -10,6 +10,7 @@ answering an invocation with its own error. Each helper is a context manager tha
 
 - ``aws_call_fails(service, operation, code)``: an AWS call fails (throttling, a 5xx) as if the SDK's own
   retries had run out, before it happened or (``after_it_happened``) after AWS carried it out.
+- ``aws_call_answers(service, operation, parsed)``: an AWS call answers 200 with a body that says it failed.
 - ``dies_after_call(service, operation)``: the calling function dies right after an AWS call went through.
 - ``held_at(service, operation)``: a call waits until the test lets it go (to act while a step runs).
 
@@ -215,3 +216,21 @@ def held_at(
 
     with _hooked(f"before-call.{service}.{operation}", before):
         yield reached, release
+
+
+@contextmanager
+def aws_call_answers(
+    service: str, operation: str, parsed: Parsed, *, times: int = 1, function: str | None = None
+) -> Iterator[Armed]:
+    """The next ``times`` calls of ``operation`` are answered 200 with ``parsed`` instead of reaching AWS:
+    an answer that succeeds on the wire but says it did not, e.g. PutEvents' ``FailedEntryCount: 1``."""
+    armed = Armed(times)
+
+    def before(**kwargs: Any) -> tuple[AWSResponse, Parsed] | None:
+        if _made_by(function) and calling_function() is not None and armed.take():
+            answer = {**parsed, "ResponseMetadata": {"HTTPStatusCode": 200, "HTTPHeaders": {}}}
+            return AWSResponse("https://aws.local/fault", 200, {}, None), answer
+        return None
+
+    with _hooked(f"before-call.{service}.{operation}", before):
+        yield armed

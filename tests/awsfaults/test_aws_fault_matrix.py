@@ -29,6 +29,7 @@ from reportrelay.transfer import same_checksum
 from tests.api.conftest import ACCESS_POLICY, JobApi
 from tests.aws_faults import (
     Armed,
+    aws_call_answers,
     aws_call_fails,
     dies_after_call,
     dies_after_queue_call,
@@ -168,6 +169,36 @@ CASES = (
         "KMS throttles opening the sealed session token in Check",
         "metric_insights",
         _call("kms", "Decrypt", "ThrottlingException", 400, function="check"),
+    ),
+    AwsFault(
+        "put_events_fails",
+        "EventBridge answers PutEvents with InternalFailure (500) when Conclude announces",
+        "devexpress",
+        _call("eventbridge", "PutEvents", "InternalFailure", 500, function="conclude"),
+    ),
+    AwsFault(
+        "put_events_failed_entry",
+        "EventBridge answers PutEvents with FailedEntryCount 1",
+        "torus",
+        lambda deployment: aws_call_answers(
+            "eventbridge",
+            "PutEvents",
+            {
+                "FailedEntryCount": 1,
+                "Entries": [{"ErrorCode": "InternalFailure", "ErrorMessage": "injected"}],
+            },
+            function="conclude",
+        ),
+    ),
+    AwsFault(
+        "put_events_fails_for_a_failed_job",
+        "PutEvents fails when Conclude announces a Report Failed",
+        "devexpress",
+        _both(
+            lambda deployment: dies_after_queue_call(),
+            _call("eventbridge", "PutEvents", "InternalFailure", 500, function="conclude"),
+        ),
+        expect="SubmitUncertain",
     ),
     AwsFault(
         "fetch_out_of_time",
