@@ -60,6 +60,10 @@ USER_AGENT = "reportrelay/0.1 (+https://github.com/reportrelay)"
 #: Answers that are followed as redirects (when they carry a Location and the caller did not accept them).
 REDIRECT_STATUSES = (301, 302, 303, 307, 308)
 MAX_REDIRECTS = 5
+#: A request is not started, nor a wait begun, closer than this to the calling function's end ...
+STOP_MARGIN_SECONDS = 5.0
+#: ... nor with less than this much time for it.
+MIN_ATTEMPT_SECONDS = 2.0
 #: The only headers a request carries to another origin: nothing that signs, identifies or names a tenant.
 _CROSS_ORIGIN_HEADERS = frozenset({"user-agent", "accept", "accept-encoding", "accept-language"})
 _BODY_ARGUMENTS = ("data", "json", "files")
@@ -514,6 +518,7 @@ class ProviderHttp:
         reauth_statuses: tuple[int, ...] = (401,),
         redirect_hosts: Iterable[str] = (),
         sleep: Callable[[float], None] = time.sleep,
+        ends_at: float | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.auth = auth
@@ -531,6 +536,9 @@ class ProviderHttp:
         # The sandbox and the tests live on loopback; a vendor on a public name never sends us there.
         self.local_base = base is not None and is_local_host(base.host)
         self._sleep = sleep
+        #: When the calling function will be stopped (``time.monotonic()``): no attempt, wait or read
+        #: timeout reaches past it, so a step ends with an error of its own instead of being killed.
+        self.ends_at = ends_at
 
     @classmethod
     def for_connection(
@@ -584,6 +592,7 @@ class ProviderHttp:
         attempt = 0
         while True:
             attempt += 1
+            limits = self._within_time_left(timeout or self.timeout, action, attempt)
             try:
                 followed = self._follow(
                     method, self.url(path), action, extra_headers, limits, stream, accept, kwargs
@@ -598,7 +607,7 @@ class ProviderHttp:
                 pause = self._backoff(attempt, None, waited)
                 if (idempotent or never_sent) and pause is not None:
                     waited += pause
-                    self._sleep(pause)
+                    self._pause(pause, action, attempt)
                     continue
                 raise _as_retryable_as_it_is(failure, idempotent, taken=hop.after_answer) from None
             response = followed.response
@@ -637,7 +646,7 @@ class ProviderHttp:
                 pause = self._backoff(attempt, retry_after, waited)
                 if pause is not None:
                     waited += pause
-                    self._sleep(pause)
+                    self._pause(pause, action, attempt)
                     continue
             raise _as_retryable_as_it_is(
                 failure, idempotent, gateway=response.status_code in (502, 504), taken=followed.hops > 0
@@ -774,6 +783,33 @@ class ProviderHttp:
         if not stream:
             _ = response.content  # read now, as requests does, so a broken body fails here
         return response
+
+    def _within_time_left(
+        self, limits: tuple[float, float], action: str, attempt: int
+    ) -> tuple[float, float]:
+        """The timeouts of the next attempt, cut to the function's time left; an error when none is left."""
+        if self.ends_at is None:
+            return limits
+        left = self.ends_at - time.monotonic() - STOP_MARGIN_SECONDS
+        if left < MIN_ATTEMPT_SECONDS:
+            raise self._out_of_time(action, attempt)
+        return (min(limits[0], left), min(limits[1], left))
+
+    def _pause(self, seconds: float, action: str, attempt: int) -> None:
+        """Wait before the next attempt, unless the wait would outlast the function's time."""
+        if self.ends_at is not None and time.monotonic() + seconds > self.ends_at - STOP_MARGIN_SECONDS:
+            raise self._out_of_time(action, attempt + 1)
+        self._sleep(seconds)
+
+    @staticmethod
+    def _out_of_time(action: str, attempt: int) -> ProviderUnavailable:
+        # Nothing more was sent: a retry of the step (a new invocation, with its own time) is safe.
+        plural = "s" if attempt != 2 else ""
+        tried = f"after {attempt - 1} attempt{plural}" if attempt > 1 else "before calling"
+        return ProviderUnavailable(
+            f"{action}: stopped {tried}, as the step's function is about to reach its time limit; "
+            "the step will be retried"
+        )
 
     def _backoff(self, attempt: int, retry_after: float | None, waited: float) -> float | None:
         """The pause before the next attempt, or None when this call has used its budget."""

@@ -154,7 +154,7 @@ def submit(state: State, runtime: Runtime) -> State:
         if slot is None:
             return {**state, "job": _waiting_for_slot(job, connection.poll, now)}
         job["slot"] = slot
-    provider = open_provider(connection, runtime.secrets, runtime.claims)
+    provider = open_provider(connection, runtime.secrets, runtime.claims, ends_at=runtime.ends_at)
     job = {**job, "handle": {}, "polls": job.get("polls", 0), "queued_at": iso_timestamp(now)}
     store = runtime.jobs
     if store is None:
@@ -478,7 +478,8 @@ def resume(state: State, runtime: Runtime) -> tuple[JobRequest, dict[str, Any], 
         raise BadRequest("the workflow state has no provider handle: the job was never submitted")
     connection = runtime.connections.get(request.connection)
     handle = runtime.sealer.unseal(job["handle"], job["job_id"])
-    return request, job, open_provider(connection, runtime.secrets, runtime.claims), handle
+    provider = open_provider(connection, runtime.secrets, runtime.claims, ends_at=runtime.ends_at)
+    return request, job, provider, handle
 
 
 def _with_status(

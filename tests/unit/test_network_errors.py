@@ -353,3 +353,70 @@ def test_a_streamed_html_answer_is_refused_only_when_the_caller_expects_no_html(
     assert (
         str(caught.value) == f"download report: GET /api/report.html answered with an HTML page, {HTML_HINT}"
     )
+
+
+# ---- the calling function's time limit
+
+
+def test_a_call_never_outlasts_its_functions_time_limit() -> None:
+    # given a server that never answers, a 60 s read timeout, and a function with 8 s left
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+        http = ProviderHttp(
+            f"http://127.0.0.1:{port}",
+            StaticHeaders({}),
+            timeout=(2, 60),
+            ends_at=time.monotonic() + 8,
+            budget=RetryBudget(attempts=5, max_total_wait_seconds=30, base_backoff_seconds=0.5),
+        )
+        # when a status check (safe to repeat) is made
+        started = time.monotonic()
+        with pytest.raises(ProviderUnavailable) as caught:
+            http.request("GET", "/api/status", action="check status")
+    # then its one attempt waited only the 3 s left before the 5 s margin, and no retry was begun after it
+    assert time.monotonic() - started < 4.5
+    assert str(caught.value) == (
+        "check status: stopped after 1 attempt, as the step's function is about to reach its time limit; "
+        "the step will be retried"
+    )
+
+
+def test_no_attempt_starts_when_the_function_is_about_to_end() -> None:
+    # given a function with 3 s left (less than the 5 s margin)
+    calls = []
+    http = ProviderHttp("http://127.0.0.1:9", StaticHeaders({}), ends_at=time.monotonic() + 3)
+    http.session.request = lambda *args, **kwargs: calls.append(args)  # type: ignore[method-assign]
+    # when a queue call would be made
+    with pytest.raises(ProviderUnavailable) as caught:
+        http.request("POST", "/api/export", action="queue export", json={})
+    # then nothing was sent, and the error says why and that the step is retried (nothing was queued)
+    assert calls == []
+    assert str(caught.value) == (
+        "queue export: stopped before calling, as the step's function is about to reach its time limit; "
+        "the step will be retried"
+    )
+
+
+def test_a_retry_wait_that_would_outlast_the_function_is_not_begun() -> None:
+    # given a vendor that throttles with Retry-After: 30 and a function with 20 s left
+    with Throttling() as vendor:
+        http = ProviderHttp(
+            vendor.base_url,
+            StaticHeaders({}),
+            ends_at=time.monotonic() + 20,
+            budget=RetryBudget(attempts=3, max_total_wait_seconds=120, base_backoff_seconds=0.5),
+        )
+        started = time.monotonic()
+        with pytest.raises(ProviderUnavailable, match="stopped after 1 attempt, as the step's function"):
+            http.request("GET", "/status", action="check status")
+    assert time.monotonic() - started < 5
+
+
+class Throttling(Simulator):
+    name = "throttling"
+
+    @route("GET", "/status")
+    def status(self, request: Request) -> Response:
+        return json_response({"message": "slow down"}, status=429, headers={"Retry-After": "30"})

@@ -42,9 +42,14 @@ def check_connections(connections: list[Connection]) -> None:
 
 
 def open_provider(
-    connection: Connection, secrets: SecretResolver, claims: ClaimStore | None = None
+    connection: Connection,
+    secrets: SecretResolver,
+    claims: ClaimStore | None = None,
+    *,
+    ends_at: float | None = None,
 ) -> Provider:
-    """An adapter for the connection, signed in with its (resolved) credentials, and the claim store."""
+    """An adapter for the connection, signed in with its (resolved) credentials, and the claim store;
+    ``ends_at`` is when the calling function will be stopped (``time.monotonic()``), if known."""
     cls = provider_class(connection.provider)
     session = requests.Session()
     verify = tls_verification(connection, secrets)
@@ -54,6 +59,7 @@ def open_provider(
         session=session,
         reauth_statuses=cls.reauth_statuses,
         verify=verify,
+        ends_at=ends_at,
     )
     provider = cls(connection, http)
     if claims is not None:
