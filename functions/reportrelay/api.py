@@ -95,9 +95,9 @@ class StoredObject(_Model):
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="SHA-256 of the stored bytes, lower-case hex")
     content_type: str
     filename: str
-    checksum_sha256: str | None = Field(
+    checksum_crc64nvme: str | None = Field(
         default=None,
-        description="S3's own composite checksum of the object (as GetObjectAttributes reports it)",
+        description="S3's own full-object CRC64NVME of the object, base64 (GetObjectAttributes reports it)",
     )
 
 

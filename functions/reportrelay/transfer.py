@@ -5,34 +5,51 @@ recognise the exceptions an HTTP body iterator raises when the connection breaks
 download becomes a retryable ``DownloadInterrupted`` rather than an internal error.
 
 Why a multipart upload: reports can be far larger than the Lambda's memory, and their size is often not
-announced, so the body is cut into parts as it arrives and memory stays at about one part whatever the
-file size. Why "nothing is stored" matters: S3 only makes a multipart upload visible when it is
-completed, so every failure before completion is undone by aborting the upload. A bucket lifecycle rule
-(AbortIncompleteMultipartUpload) should still clean up after a Lambda that is killed mid-transfer, where
-no code gets to run the abort.
+announced, so the body is cut into parts as it arrives. Why "nothing is stored" matters: S3 only makes
+a multipart upload visible when it is completed, so every failure before completion is undone by
+aborting the upload. A bucket lifecycle rule (AbortIncompleteMultipartUpload) should still clean up
+after a Lambda that is killed mid-transfer, where no code gets to run the abort.
+
+Download and upload overlap, in a bounded pipeline: the calling thread reads the stream into part
+buffers, and ``UPLOAD_THREADS`` (2) threads upload full parts, each as soon as it is full. At most
+``PARTS_IN_MEMORY`` (3) buffers exist at once, the one being filled and the two being sent; when all
+are taken the reader waits for an upload to finish before it reads on (backpressure), so a slow S3
+slows the download instead of filling memory. Memory is therefore about 3 parts plus one chunk:
+24 MiB with the default 8 MiB parts, whatever the file size (the Fetch function has 1,024 MiB). Parts
+are 8 MiB, or larger when an announced size needs it to fit in S3's 10,000 parts; for a stream of
+unknown size they double every 1,000 parts (8 MiB, then 16 MiB, ..., up to 4 GiB), so 10,000 parts hold
+7.8 TiB, more than S3's 5 TiB object limit (a Lambda's 15 minutes end long before parts grow past 64 MiB).
 
 Integrity needs no step after completion (which could fail, and whose failure could only be undone by a
-delete the Fetch role is rightly not allowed): every part carries its SHA-256, which S3 checks as it
-receives it and combines into the object's own composite checksum at completion; the whole file's
-SHA-256 and size are checked before the upload is completed, so an object that exists is a verified one.
-Completion is conditional (``If-None-Match: *``): of two uploads racing for one key, one stores.
+delete the Fetch role is rightly not allowed). The upload is a CRC64NVME full-object one: every part
+carries its CRC64NVME, which S3 checks as it receives it; completion carries the whole object's
+CRC64NVME (the parts' checksums combined in order), which S3 checks against what it stored before it
+makes the object, and then reports as the object's checksum. The whole file's SHA-256 and size (and a
+provider's own SHA-256 or length, when it announced them) are checked before the upload is completed,
+so an object that exists is a verified one. Completion is conditional (``If-None-Match: *``): of two
+uploads racing for one key, one stores.
 """
 
 from __future__ import annotations
 
 import base64
+import contextvars
 import hashlib
+import io
 import logging
 import re
+import threading
 import time
 import unicodedata
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import quote
 
 import requests
 import urllib3.exceptions
+from awscrt import checksums
 from botocore.exceptions import ClientError
 
 from reportrelay.errors import DownloadInterrupted, TransferOutOfTime
@@ -43,11 +60,24 @@ log = logging.getLogger(__name__)
 DEFAULT_PART_SIZE = 8 * 1024 * 1024
 """Bytes per uploaded part. S3 requires at least 5 MiB for every part but the last."""
 
+MAX_PART_SIZE = 5 * 1024 * 1024 * 1024
+"""S3's limit on one part."""
+
 MAX_PARTS = 10_000
 """S3's limit on parts per multipart upload."""
 
-CHECKSUM_ALGORITHM = "SHA256"
-"""S3's own checksum on every part, and so the object's composite checksum."""
+PARTS_PER_DOUBLING = 1_000
+"""For a stream of unknown size, the part size doubles after every this many parts."""
+
+UPLOAD_THREADS = 2
+"""Parts uploaded at once: two hide each request's latency behind the other's bytes."""
+
+PARTS_IN_MEMORY = UPLOAD_THREADS + 1
+"""Part buffers that exist at once: the one the download fills and one per upload thread."""
+
+CHECKSUM_ALGORITHM = "CRC64NVME"
+CHECKSUM_TYPE = "FULL_OBJECT"
+"""S3's own checksum: CRC64NVME on every part, and of the whole object, checked at completion."""
 
 # What an HTTP body iterator raises when the connection breaks or the body cannot be read:
 # requests wraps most urllib3 errors (ChunkedEncodingError, ConnectionError, ...; all RequestException,
@@ -71,7 +101,7 @@ class StoredObject:
     sha256: str
     content_type: str
     filename: str
-    checksum_sha256: str = ""  # S3's composite checksum of the object, as HeadObject reports it
+    checksum_crc64nvme: str = ""  # S3's full-object CRC64NVME of the object, as it reports it (base64)
 
     def to_dict(self) -> dict[str, Any]:
         """A plain, JSON-able dict for the workflow state."""
@@ -86,12 +116,29 @@ class PendingObject:
     upload_id: str
     size: int
     sha256: str
-    checksum_sha256: str
+    checksum_crc64nvme: str
     content_type: str
     filename: str
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class UploadedPart:
+    """One part S3 accepted: what completion lists, and what the object's checksum is combined from."""
+
+    number: int
+    etag: str
+    size: int
+    crc64nvme: int
+
+    def completion_entry(self) -> dict[str, Any]:
+        return {
+            "ETag": self.etag,
+            "PartNumber": self.number,
+            "ChecksumCRC64NVME": crc64nvme_base64(self.crc64nvme),
+        }
 
 
 class ObjectExists(Exception):
@@ -120,18 +167,21 @@ def stream_to_s3(
     """Upload ``chunks`` to ``s3://bucket/key`` as one new object, checksummed part by part.
 
     The object only appears once every byte has arrived and matches ``expected_size`` and
-    ``expected_sha256`` (lower-case or upper-case hex) when those are given. Any failure aborts the
-    upload, so no partial object and no open multipart upload is left behind. A stream that breaks
-    off raises ``DownloadInterrupted``; reaching ``stop_at`` (a ``clock`` time) before the end raises
-    ``TransferOutOfTime``; a key that already holds an object raises ``ObjectExists``; every other error
-    propagates unchanged. ``before_completion`` is told what is about to be stored (and may refuse).
+    ``expected_sha256`` (lower-case or upper-case hex) when those are given. Any failure, of the
+    download or of any part's upload, stops the download, waits for the parts in flight and aborts the
+    upload, so no partial object and no open multipart upload is left behind; the first error is
+    raised. A stream that breaks off raises ``DownloadInterrupted``; reaching ``stop_at`` (a ``clock``
+    time) before the end raises ``TransferOutOfTime``; a key that already holds an object raises
+    ``ObjectExists``; every other error propagates unchanged. ``before_completion`` is told what is
+    about to be stored (and may refuse).
+
+    ``part_size`` is the smallest part; S3 (and ``s3_client``, which is shared by the upload threads)
+    must accept it for every part but the last.
     """
     if part_size <= 0:
         raise ValueError(f"part_size must be positive, not {part_size}")
     filename = clean_filename(filename)  # the name people see: no bidi, zero-width or control characters
-    if expected_size is not None:
-        # A larger file than 10,000 parts can hold needs larger parts; S3 allows up to 5 GiB each.
-        part_size = max(part_size, -(-expected_size // MAX_PARTS))
+    sizes = part_sizes(expected_size, part_size)
 
     upload_id = s3_client.create_multipart_upload(
         Bucket=bucket,
@@ -139,21 +189,22 @@ def stream_to_s3(
         ContentType=content_type,
         ContentDisposition=_content_disposition(filename),
         ChecksumAlgorithm=CHECKSUM_ALGORITHM,
+        ChecksumType=CHECKSUM_TYPE,
     )["UploadId"]
     try:
-        size, sha256, parts, part_digests = _upload_parts(
-            chunks,
-            s3_client=s3_client,
-            bucket=bucket,
-            key=key,
-            upload_id=upload_id,
-            part_size=part_size,
-            expected_size=expected_size,
-            expected_sha256=expected_sha256,
-            stop_at=stop_at,
-            clock=clock,
-        )
-        checksum = composite_checksum(part_digests)
+        pipeline = _PartPipeline(s3_client, bucket=bucket, key=key, upload_id=upload_id)
+        with pipeline:
+            size, sha256 = _read_into_parts(
+                chunks,
+                pipeline,
+                sizes,
+                expected_size=expected_size,
+                expected_sha256=expected_sha256,
+                stop_at=stop_at,
+                clock=clock,
+            )
+        parts = pipeline.uploaded()
+        checksum = crc64nvme_base64(full_object_crc64nvme(parts))
         if before_completion is not None:
             before_completion(PendingObject(key, upload_id, size, sha256, checksum, content_type, filename))
         try:
@@ -161,7 +212,9 @@ def stream_to_s3(
                 Bucket=bucket,
                 Key=key,
                 UploadId=upload_id,
-                MultipartUpload={"Parts": parts},
+                MultipartUpload={"Parts": [part.completion_entry() for part in parts]},
+                ChecksumCRC64NVME=checksum,
+                ChecksumType=CHECKSUM_TYPE,
                 IfNoneMatch="*",
             )
         except ClientError as error:
@@ -179,18 +232,44 @@ def stream_to_s3(
         sha256=sha256,
         content_type=content_type,
         filename=filename,
-        checksum_sha256=checksum,
+        checksum_crc64nvme=checksum,
     )
 
 
-def composite_checksum(part_digests: list[bytes]) -> str:
-    """S3's checksum of a multipart object: the SHA-256 of its parts' SHA-256s, base64, ``-<parts>``."""
-    combined = hashlib.sha256(b"".join(part_digests)).digest()
-    return f"{base64.b64encode(combined).decode()}-{len(part_digests)}"
+def part_sizes(expected_size: int | None, part_size: int = DEFAULT_PART_SIZE) -> Iterator[int]:
+    """The size of each part in turn (the last part of a stream may be shorter).
+
+    With an announced size: ``part_size``, or the size over 10,000 when that is larger. Unknown: the
+    part size doubles every ``PARTS_PER_DOUBLING`` parts, up to S3's 5 GiB.
+    """
+    if expected_size is not None:
+        size = min(MAX_PART_SIZE, max(part_size, -(-expected_size // MAX_PARTS)))
+        while True:
+            yield size
+    number = 0
+    while True:
+        yield min(MAX_PART_SIZE, part_size << (number // PARTS_PER_DOUBLING))
+        number += 1
+
+
+def crc64nvme_base64(crc: int) -> str:
+    """A CRC64NVME as S3 writes it: base64 of its 8 bytes, big-endian."""
+    return base64.b64encode(crc.to_bytes(8, "big")).decode()
+
+
+def full_object_crc64nvme(parts: Sequence[UploadedPart]) -> int:
+    """The CRC64NVME of the parts' bytes end to end, combined from each part's own (in part order).
+
+    The parts may come from different runs of an upload: only their checksums and sizes are needed.
+    """
+    crc = 0  # the CRC64NVME of no bytes
+    for part in sorted(parts, key=lambda part: part.number):
+        crc = checksums.combine_crc64nvme(crc, part.crc64nvme, part.size)
+    return crc
 
 
 def same_checksum(reported: str | None, expected: str) -> bool:
-    """Whether S3's reported composite checksum is ``expected`` (some S3 servers omit the ``-<parts>``)."""
+    """Whether S3's reported checksum is ``expected`` (a composite one may lack its ``-<parts>``)."""
     if not reported:
         return False
     return reported == expected or reported == expected.rsplit("-", 1)[0]
@@ -200,96 +279,205 @@ def _error_code(error: ClientError) -> str:
     return str(error.response.get("Error", {}).get("Code", ""))
 
 
-def _upload_parts(
+class _PartPipeline:
+    """Uploads full part buffers on ``UPLOAD_THREADS`` threads; at most ``PARTS_IN_MEMORY`` buffers live.
+
+    The reader takes a buffer with ``take`` (waiting while all are in use: backpressure) and hands it
+    over with ``send``. The first upload error is kept and raised by the reader's next ``take`` or
+    ``send``; leaving the ``with`` block waits for every upload in flight either way, so that nothing is
+    still being sent when the upload is completed or aborted.
+    """
+
+    def __init__(self, s3_client: Any, *, bucket: str, key: str, upload_id: str) -> None:
+        self._s3 = s3_client
+        self._target = {"Bucket": bucket, "Key": key, "UploadId": upload_id}
+        self._slots = threading.Semaphore(PARTS_IN_MEMORY)
+        self._spare: list[bytearray] = []  # buffers whose upload is done, to be filled again
+        self._lock = threading.Lock()
+        self._error: BaseException | None = None
+        self._futures: list[Future[UploadedPart]] = []
+        self._executor = ThreadPoolExecutor(UPLOAD_THREADS, thread_name_prefix="s3-part")
+
+    def __enter__(self) -> _PartPipeline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if exc[0] is not None:
+            for future in self._futures:
+                future.cancel()  # not started yet: never will be
+        self._executor.shutdown(wait=True)
+
+    def take(self, size: int) -> bytearray:
+        """An empty buffer of ``size`` bytes, once fewer than ``PARTS_IN_MEMORY`` are in use."""
+        self._slots.acquire()
+        self._raise_failure()
+        with self._lock:
+            while self._spare:
+                buffer = self._spare.pop()
+                if len(buffer) == size:
+                    return buffer
+        return bytearray(size)
+
+    def send(self, number: int, buffer: bytearray, filled: int) -> None:
+        """Upload the first ``filled`` bytes of ``buffer`` as part ``number``; the buffer is then reused."""
+        try:
+            self._raise_failure()
+        except BaseException:
+            self._slots.release()
+            raise
+        if filled < len(buffer):
+            del buffer[filled:]  # the last part: a short buffer, never reused
+        # In the caller's context (contextvars: its log and trace context), as if it made the call itself.
+        context = contextvars.copy_context()
+        self._futures.append(self._executor.submit(context.run, self._upload, number, buffer))
+
+    def give_back(self) -> None:
+        """Release a buffer taken but not sent (the reader stopped)."""
+        self._slots.release()
+
+    def uploaded(self) -> list[UploadedPart]:
+        """Every part, in order; only once the ``with`` block is left (all uploads have finished)."""
+        self._raise_failure()
+        return sorted((future.result() for future in self._futures), key=lambda part: part.number)
+
+    def _upload(self, number: int, buffer: bytearray) -> UploadedPart:
+        body = _PartBody(buffer)
+        try:
+            crc = checksums.crc64nvme(buffer)
+            response = self._s3.upload_part(
+                **self._target, PartNumber=number, Body=body, ChecksumCRC64NVME=crc64nvme_base64(crc)
+            )
+            return UploadedPart(number, response["ETag"], len(buffer), crc)
+        except BaseException as error:
+            with self._lock:
+                if self._error is None:
+                    self._error = error
+            raise
+        finally:
+            body.close()
+            with self._lock:
+                self._spare.append(buffer)
+            self._slots.release()
+
+    def _raise_failure(self) -> None:
+        with self._lock:
+            error = self._error
+        if error is not None:
+            raise error
+
+
+class _PartBody(io.RawIOBase):
+    """A part buffer as a seekable file, so the SDK streams (and on a retry, resends) it without a copy."""
+
+    def __init__(self, buffer: bytearray) -> None:
+        super().__init__()
+        self._view = memoryview(buffer)
+        self._position = 0
+
+    def __len__(self) -> int:
+        return len(self._view)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, target: Any) -> int:
+        count = min(len(target), len(self._view) - self._position)
+        target[:count] = self._view[self._position : self._position + count]
+        self._position += count
+        return count
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: len(self._view)}[whence]
+        self._position = max(0, min(len(self._view), base + offset))
+        return self._position
+
+    def tell(self) -> int:
+        return self._position
+
+    def close(self) -> None:
+        if not self.closed:
+            self._view.release()  # the buffer may be resized again
+        super().close()
+
+
+def _read_into_parts(
     chunks: Iterable[bytes],
+    pipeline: _PartPipeline,
+    sizes: Iterator[int],
     *,
-    s3_client: Any,
-    bucket: str,
-    key: str,
-    upload_id: str,
-    part_size: int,
     expected_size: int | None,
     expected_sha256: str | None,
     stop_at: float | None,
     clock: Callable[[], float],
-) -> tuple[int, str, list[dict[str, Any]], list[bytes]]:
-    """Read the stream into part-sized buffers and upload them; return size, SHA-256, parts and their
-    SHA-256 digests.
+) -> tuple[int, str]:
+    """Read the stream into part buffers and hand each full one to ``pipeline``; return size and SHA-256.
 
-    Each byte is copied into a preallocated buffer, and a full buffer once more into the immutable bytes
-    the SDK sends with a checksum (it does not take a bytearray then); the buffer is let go before the
-    next is made, so memory stays at about one part, two while a part is handed over.
+    Each byte is copied into a part buffer, which the SDK reads as a file (``_PartBody``) as it sends.
     """
     digest = hashlib.sha256()
-    parts: list[dict[str, Any]] = []
-    part_digests: list[bytes] = []
-    buffer = bytearray(part_size)
+    number = 1
+    part_size = next(sizes)
+    buffer = pipeline.take(part_size)
     filled = 0
     size = 0
     started = clock()
+    try:
+        iterator = iter(chunks)
+        while True:
+            if stop_at is not None and clock() >= stop_at:
+                raise _out_of_time(size, expected_size, clock() - started)
+            try:
+                chunk = next(iterator)
+            except StopIteration:
+                break
+            except _NETWORK_ERRORS as error:
+                raise DownloadInterrupted(
+                    f"download broke off after {size} bytes: {_short_reason(error)}; nothing was stored"
+                ) from error
+            if not chunk:
+                continue
+            size += len(chunk)
+            if expected_size is not None and size > expected_size:
+                # Stop now rather than upload a body that can only be rejected at the end.
+                raise DownloadInterrupted(
+                    f"download delivered more than the announced {expected_size} bytes; nothing was stored"
+                )
+            digest.update(chunk)
+            view = memoryview(chunk)
+            while view:
+                if number > MAX_PARTS:
+                    raise ValueError(f"the file needs more than {MAX_PARTS} parts")
+                take = min(part_size - filled, len(view))
+                buffer[filled : filled + take] = view[:take]
+                filled += take
+                view = view[take:]
+                if filled == part_size:
+                    full, buffer = buffer, None
+                    pipeline.send(number, full, filled)
+                    number, part_size, filled = number + 1, next(sizes), 0
+                    buffer = pipeline.take(part_size)
 
-    def upload(body: bytearray) -> None:
-        number = len(parts) + 1
-        if number > MAX_PARTS:
-            raise ValueError(f"the file needs more than {MAX_PARTS} parts of {part_size} bytes")
-        part_digest = hashlib.sha256(body).digest()
-        checksum = base64.b64encode(part_digest).decode()
-        response = s3_client.upload_part(
-            Bucket=bucket,
-            Key=key,
-            UploadId=upload_id,
-            PartNumber=number,
-            Body=bytes(body),
-            ChecksumSHA256=checksum,
-        )
-        parts.append({"ETag": response["ETag"], "PartNumber": number, "ChecksumSHA256": checksum})
-        part_digests.append(part_digest)
-
-    iterator = iter(chunks)
-    while True:
-        if stop_at is not None and clock() >= stop_at:
-            raise _out_of_time(size, expected_size, clock() - started)
-        try:
-            chunk = next(iterator)
-        except StopIteration:
-            break
-        except _NETWORK_ERRORS as error:
+        if expected_size is not None and size != expected_size:
             raise DownloadInterrupted(
-                f"download broke off after {size} bytes: {_short_reason(error)}; nothing was stored"
-            ) from error
-        if not chunk:
-            continue
-        size += len(chunk)
-        if expected_size is not None and size > expected_size:
-            # Stop now rather than upload a body that can only be rejected at the end.
-            raise DownloadInterrupted(
-                f"download delivered more than the announced {expected_size} bytes; nothing was stored"
+                f"download ended after {size} of {expected_size} bytes; nothing was stored"
             )
-        digest.update(chunk)
-        view = memoryview(chunk)
-        while view:
-            take = min(part_size - filled, len(view))
-            buffer[filled : filled + take] = view[:take]
-            filled += take
-            view = view[take:]
-            if filled == part_size:
-                upload(buffer)
-                del buffer  # let go of the sent part before taking the next: one part in memory, not two
-                buffer = bytearray(part_size)
-                filled = 0
-
-    if expected_size is not None and size != expected_size:
-        raise DownloadInterrupted(f"download ended after {size} of {expected_size} bytes; nothing was stored")
-    sha256 = digest.hexdigest()
-    if expected_sha256 is not None and sha256 != expected_sha256.strip().lower():
-        raise DownloadInterrupted(
-            f"download's SHA-256 {sha256} differs from the announced {expected_sha256}; nothing was stored"
-        )
-    if filled or not parts:
-        # The last part may be short; an empty stream still needs one (empty) part to make an object.
-        del buffer[filled:]
-        upload(buffer)
-    return size, sha256, parts, part_digests
+        sha256 = digest.hexdigest()
+        if expected_sha256 is not None and sha256 != expected_sha256.strip().lower():
+            raise DownloadInterrupted(
+                f"download's SHA-256 {sha256} differs from the announced {expected_sha256}; "
+                "nothing was stored"
+            )
+        if filled or number == 1:
+            # The last part may be short; an empty stream still needs one (empty) part to make an object.
+            last, buffer = buffer, None
+            pipeline.send(number, last, filled)
+        return size, sha256
+    finally:
+        if buffer is not None:
+            pipeline.give_back()
 
 
 def _out_of_time(size: int, expected_size: int | None, seconds: float) -> TransferOutOfTime:

@@ -425,9 +425,9 @@ def _note_pending(runtime: Runtime, job_id: str, pending: PendingObject) -> None
 def _stored_before(runtime: Runtime, job_id: str) -> StoredObject | None:
     """The object an earlier Fetch of this job stored, recognised by S3's checksum of it; None if none.
 
-    The job store lists the uploads Fetch was about to complete; the one whose size and composite
-    checksum the object at the job's key has is the one that was completed (S3 computed that checksum
-    from the parts' own, so no other bytes have it). Only the object's attributes are read.
+    The job store lists the uploads Fetch was about to complete; the one whose size and full-object
+    CRC64NVME the object at the job's key has is the one that was completed (S3 checked that checksum
+    against the bytes it stored before it made the object). Only the object's attributes are read.
     """
     store = runtime.jobs
     record = store.get(job_id) if store is not None else None
@@ -441,10 +441,13 @@ def _stored_before(runtime: Runtime, job_id: str) -> StoredObject | None:
         if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
             return None
         raise
-    reported = (attributes.get("Checksum") or {}).get("ChecksumSHA256")
+    reported = attributes.get("Checksum") or {}
     for pending in record.pending_objects:
-        if pending.get("size") == attributes.get("ObjectSize") and same_checksum(
-            reported, str(pending.get("checksum_sha256"))
+        checksum = str(pending.get("checksum_crc64nvme"))
+        if (
+            pending.get("size") == attributes.get("ObjectSize")
+            and reported.get("ChecksumType", "FULL_OBJECT") == "FULL_OBJECT"
+            and same_checksum(reported.get("ChecksumCRC64NVME"), checksum)
         ):
             return StoredObject(
                 bucket=runtime.bucket,
@@ -453,7 +456,7 @@ def _stored_before(runtime: Runtime, job_id: str) -> StoredObject | None:
                 sha256=str(pending["sha256"]),
                 content_type=str(pending["content_type"]),
                 filename=str(pending["filename"]),
-                checksum_sha256=str(pending["checksum_sha256"]),
+                checksum_crc64nvme=checksum,
             )
     return None
 

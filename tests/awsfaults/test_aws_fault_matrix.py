@@ -369,7 +369,7 @@ def test_an_aws_fault_keeps_every_promise(
         attributes = s3.get_object_attributes(
             Bucket=stored["bucket"], Key=stored["key"], ObjectAttributes=["Checksum"]
         )
-        assert same_checksum(attributes["Checksum"]["ChecksumSHA256"], stored["checksum_sha256"])
+        assert same_checksum(attributes["Checksum"]["ChecksumCRC64NVME"], stored["checksum_crc64nvme"])
         # and the job store agrees
         assert outcome.job.state is JobState.READY and outcome.job.object == stored
     else:

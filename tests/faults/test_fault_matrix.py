@@ -61,7 +61,7 @@ def test_fault_ends_in_the_right_file_or_a_failure_that_says_why(matrix: MatrixR
         attributes = matrix.aws.client("s3").get_object_attributes(
             Bucket=stored["bucket"], Key=stored["key"], ObjectAttributes=["Checksum", "ObjectSize"]
         )
-        assert same_checksum(attributes["Checksum"]["ChecksumSHA256"], stored["checksum_sha256"])
+        assert same_checksum(attributes["Checksum"]["ChecksumCRC64NVME"], stored["checksum_crc64nvme"])
         assert [each["Key"] for each in result.objects] == [stored["key"]]
     else:
         assert result.event["detail-type"] == "Report Failed", detail

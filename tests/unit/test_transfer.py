@@ -4,25 +4,43 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import itertools
 import random
+import threading
 import time
+import tracemalloc
 from collections.abc import Iterator
 
 import boto3
 import pytest
 import requests
 import urllib3.exceptions
+from awscrt import checksums
 from botocore.exceptions import ClientError
 from moto import mock_aws
 
+from reportrelay import transfer
 from reportrelay.errors import DownloadInterrupted, TransferOutOfTime
 from reportrelay.providers.base import streamed
 from reportrelay.sandbox.server import Request, Response, Simulator, file_response, route
-from reportrelay.transfer import ObjectExists, PendingObject, StoredObject, same_checksum, stream_to_s3
+from reportrelay.transfer import (
+    DEFAULT_PART_SIZE,
+    MAX_PARTS,
+    ObjectExists,
+    PendingObject,
+    StoredObject,
+    UploadedPart,
+    crc64nvme_base64,
+    full_object_crc64nvme,
+    part_sizes,
+    same_checksum,
+    stream_to_s3,
+)
 
 BUCKET = "reportrelay-test-reports"
 KEY = "reports/job-1/report.pdf"
 MiB = 1024 * 1024
+TiB = 1024 * 1024 * MiB
 PART = 5 * MiB  # the smallest part S3 (and moto) accepts for every part but the last
 
 
@@ -81,15 +99,15 @@ def stored_bytes(s3) -> bytes:
 
 
 def s3_checksum(s3) -> str | None:
-    """S3's own (composite) SHA-256 of the stored object, as it reports it."""
+    """S3's own full-object CRC64NVME of the stored object, as it reports it."""
     attributes = s3.get_object_attributes(Bucket=BUCKET, Key=KEY, ObjectAttributes=["Checksum"])
-    return attributes["Checksum"].get("ChecksumSHA256")
+    assert attributes["Checksum"].get("ChecksumType") == "FULL_OBJECT"
+    return attributes["Checksum"].get("ChecksumCRC64NVME")
 
 
-def composite_of(*parts: bytes) -> str:
-    """What S3 computes for a multipart object from its parts: base64(SHA-256(part SHA-256s))-<n>."""
-    combined = hashlib.sha256(b"".join(hashlib.sha256(part).digest() for part in parts)).digest()
-    return f"{base64.b64encode(combined).decode()}-{len(parts)}"
+def crc64nvme_of(data: bytes) -> str:
+    """The base64 CRC64NVME of ``data`` computed in one go, as S3 computes it over the whole object."""
+    return base64.b64encode(checksums.crc64nvme(data).to_bytes(8, "big")).decode()
 
 
 def assert_nothing_stored(s3) -> None:
@@ -121,9 +139,9 @@ def test_a_multi_part_file_is_stored_byte_identical_with_size_checksums_and_cont
     assert part_sizes == [PART, PART, MiB]
     # and the result, S3's own checksum and the headers describe it
     digest = hashlib.sha256(data).hexdigest()
-    composite = composite_of(data[:PART], data[PART : 2 * PART], data[2 * PART :])
-    assert stored == StoredObject(BUCKET, KEY, len(data), digest, "application/pdf", "report.pdf", composite)
-    assert same_checksum(s3_checksum(s3), composite)
+    crc = crc64nvme_of(data)
+    assert stored == StoredObject(BUCKET, KEY, len(data), digest, "application/pdf", "report.pdf", crc)
+    assert s3_checksum(s3) == crc
     head = s3.head_object(Bucket=BUCKET, Key=KEY)
     assert head["ContentLength"] == len(data)
     assert head["ContentType"] == "application/pdf"
@@ -149,7 +167,7 @@ def test_an_empty_stream_is_stored_as_an_empty_object(s3):
     empty_digest = hashlib.sha256(b"").hexdigest()
     assert stored_bytes(s3) == b""
     assert (stored.size, stored.sha256) == (0, empty_digest)
-    assert same_checksum(s3_checksum(s3), composite_of(b""))
+    assert s3_checksum(s3) == stored.checksum_crc64nvme == crc64nvme_of(b"")
     assert s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
 
 
@@ -303,7 +321,7 @@ def test_a_failed_abort_does_not_hide_the_original_error(s3, monkeypatch):
         store(s3, breaking_after(b"abc", requests.exceptions.ChunkedEncodingError("broken")))
 
 
-def test_every_part_carries_its_sha256_for_s3_to_check(s3, monkeypatch):
+def test_every_part_carries_its_crc64nvme_for_s3_to_check(s3, monkeypatch):
     # given a report of two parts
     data = random_bytes(PART + 3)
     sent: list[dict] = []
@@ -316,9 +334,10 @@ def test_every_part_carries_its_sha256_for_s3_to_check(s3, monkeypatch):
     monkeypatch.setattr(s3, "upload_part", spy)
     # when it is streamed into S3
     store(s3, in_chunks(data, MiB))
-    # then each part was sent with the base64 SHA-256 of exactly its bytes, which S3 verifies on receipt
+    # then each part was sent with the base64 CRC64NVME of exactly its bytes, which S3 verifies on receipt
+    sent.sort(key=lambda call: call["PartNumber"])
     for call, part in zip(sent, (data[:PART], data[PART:]), strict=True):
-        assert call["ChecksumSHA256"] == base64.b64encode(hashlib.sha256(part).digest()).decode()
+        assert call["ChecksumCRC64NVME"] == crc64nvme_of(part)
 
 
 def test_completion_waits_for_the_caller_and_says_what_will_be_stored(s3):
@@ -334,7 +353,7 @@ def test_completion_waits_for_the_caller_and_says_what_will_be_stored(s3):
     # then the caller was told the key, size, SHA-256 and S3 checksum the object then had
     (pending,) = seen
     assert (pending.key, pending.size, pending.sha256) == (KEY, 6, stored.sha256)
-    assert pending.checksum_sha256 == stored.checksum_sha256 == composite_of(b"report")
+    assert pending.checksum_crc64nvme == stored.checksum_crc64nvme == crc64nvme_of(b"report")
     assert (pending.content_type, pending.filename) == ("application/pdf", "report.pdf")
 
 
@@ -399,7 +418,7 @@ def test_a_non_ascii_file_name_is_offered_exactly_with_an_ascii_fallback(s3):
 
 def test_the_stored_object_is_described_by_a_plain_dict():
     # given a stored object
-    stored = StoredObject("bucket", "key", 3, "ab" * 32, "text/csv", "a.csv", "c2hh-1")
+    stored = StoredObject("bucket", "key", 3, "ab" * 32, "text/csv", "a.csv", "Y3JjNjRudm0=")
     # when it is turned into workflow state
     # then it is a plain dict with exactly its fields
     assert stored.to_dict() == {
@@ -409,7 +428,7 @@ def test_the_stored_object_is_described_by_a_plain_dict():
         "sha256": "ab" * 32,
         "content_type": "text/csv",
         "filename": "a.csv",
-        "checksum_sha256": "c2hh-1",
+        "checksum_crc64nvme": "Y3JjNjRudm0=",
     }
 
 
@@ -451,7 +470,7 @@ def test_a_download_cut_short_over_http_is_interrupted_and_stores_nothing(s3, kn
         again = streamed(requests.get(f"{server.base_url}/file", stream=True, timeout=10), "report.pdf")
         stored = store(s3, again.chunks, expected_size=again.content_length)
         assert stored.sha256 == hashlib.sha256(_FileServer.content).hexdigest()
-        assert same_checksum(s3_checksum(s3), stored.checksum_sha256)
+        assert same_checksum(s3_checksum(s3), stored.checksum_crc64nvme)
 
 
 def test_a_content_encoded_download_is_not_measured_against_its_compressed_length():
@@ -460,3 +479,226 @@ def test_a_content_encoded_download_is_not_measured_against_its_compressed_lengt
     response.headers.update({"Content-Length": "100", "Content-Encoding": "gzip"})
     # then the decoded stream is not held to the compressed length
     assert streamed(response, "report.csv").content_length is None
+
+
+# ---- the pipeline: download and upload overlap, memory stays bounded, every failure leaves nothing
+
+
+def test_the_next_part_is_downloaded_while_the_previous_one_uploads(s3, monkeypatch):
+    # given an S3 whose first part upload only finishes once the download has gone on into the second part
+    data = random_bytes(3 * PART)
+    reading_on = threading.Event()
+    upload_part = s3.upload_part
+
+    def upload_part_waiting_for_the_reader(**kwargs):
+        if kwargs["PartNumber"] == 1:
+            assert reading_on.wait(timeout=10), "the download did not go on while part 1 was uploading"
+        return upload_part(**kwargs)
+
+    def source() -> Iterator[bytes]:
+        for number, chunk in enumerate(in_chunks(data, MiB)):
+            if number == 6:  # the second MiB of part 2
+                reading_on.set()
+            yield chunk
+
+    monkeypatch.setattr(s3, "upload_part", upload_part_waiting_for_the_reader)
+    # when the report is streamed into S3 (a sequential transfer would wait for part 1 forever)
+    stored = store(s3, source(), expected_size=len(data))
+    # then it was stored whole
+    assert stored_bytes(s3) == data
+    assert s3_checksum(s3) == stored.checksum_crc64nvme == crc64nvme_of(data)
+
+
+class CountingS3:
+    """A fake S3 that is slow to take each part and counts what is in memory: checks like S3, keeps sizes."""
+
+    def __init__(self, *, seconds_per_part: float = 0.0, fail_part: int | None = None) -> None:
+        self.seconds_per_part = seconds_per_part
+        self.fail_part = fail_part
+        self.lock = threading.Lock()
+        self.parts: dict[int, int] = {}
+        self.uploading = 0
+        self.most_uploading = 0
+        self.calls: list[str] = []
+        self.completed: list[dict] | None = None
+        self.aborted = False
+
+    def create_multipart_upload(self, **kwargs):
+        self.calls.append("create")
+        assert (kwargs["ChecksumAlgorithm"], kwargs["ChecksumType"]) == ("CRC64NVME", "FULL_OBJECT")
+        return {"UploadId": "upload-1"}
+
+    def upload_part(self, *, PartNumber, Body, ChecksumCRC64NVME, **_):
+        with self.lock:
+            self.uploading += 1
+            self.most_uploading = max(self.most_uploading, self.uploading)
+        try:
+            time.sleep(self.seconds_per_part)
+            if PartNumber == self.fail_part:
+                raise ClientError({"Error": {"Code": "InternalError", "Message": "part lost"}}, "UploadPart")
+            crc, size, block = 0, 0, bytearray(64 * 1024)
+            while count := Body.readinto(block):  # read it as the SDK does, without holding a copy
+                crc = checksums.crc64nvme(memoryview(block)[:count], crc)
+                size += count
+            assert base64.b64encode(crc.to_bytes(8, "big")).decode() == ChecksumCRC64NVME
+            self.parts[PartNumber] = size
+            return {"ETag": f'"{PartNumber}"'}
+        finally:
+            with self.lock:
+                self.uploading -= 1
+                self.calls.append(f"part {PartNumber}")
+
+    def complete_multipart_upload(self, *, MultipartUpload, **_):
+        assert self.uploading == 0
+        self.calls.append("complete")
+        self.completed = MultipartUpload["Parts"]
+        return {}
+
+    def abort_multipart_upload(self, **_):
+        assert self.uploading == 0, "aborted while a part was still being uploaded"
+        self.calls.append("abort")
+        self.aborted = True
+        return {}
+
+
+def test_a_slow_s3_slows_the_download_instead_of_filling_memory():
+    # given an S3 that takes 20 ms per part and a source that could deliver everything at once
+    part, chunk = MiB, 256 * 1024
+    s3 = CountingS3(seconds_per_part=0.02)
+    read, ahead = [0], [0]
+    block = random_bytes(chunk)
+
+    def fast_source() -> Iterator[bytes]:
+        for _ in range(40 * part // chunk):
+            uploaded = sum(s3.parts.values())
+            ahead[0] = max(ahead[0], read[0] - uploaded)
+            read[0] += chunk
+            yield block
+
+    # when 40 parts are streamed
+    tracemalloc.start()
+    try:
+        store(s3, fast_source(), part_size=part)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # then the download never ran more than the parts in memory ahead of the upload
+    assert transfer.PARTS_IN_MEMORY == 3 and transfer.UPLOAD_THREADS == 2
+    assert ahead[0] <= transfer.PARTS_IN_MEMORY * part
+    assert peak <= (transfer.PARTS_IN_MEMORY + 1) * part
+    # and parts were uploaded two at a time, all of them, in order at completion
+    assert s3.most_uploading == transfer.UPLOAD_THREADS
+    assert [entry["PartNumber"] for entry in s3.completed] == list(range(1, 41))
+    assert set(s3.parts.values()) == {part}
+
+
+def test_a_part_that_fails_while_others_upload_stops_the_download_and_aborts_after_them():
+    # given an S3 that fails part 3 while parts 4 and on could still be read
+    s3 = CountingS3(seconds_per_part=0.02, fail_part=3)
+    read = [0]
+
+    def source() -> Iterator[bytes]:
+        for _ in range(100):
+            read[0] += 1
+            yield bytes(MiB)
+
+    # when a 100-part stream is stored
+    with pytest.raises(ClientError, match="part lost"):
+        store(s3, source(), part_size=MiB)
+    # then S3's error reached the caller, the download stopped soon after, and the upload was aborted
+    # only once no part was being sent any more, and never completed
+    assert read[0] <= 3 + transfer.PARTS_IN_MEMORY + 1
+    assert s3.calls[-1] == "abort" and "complete" not in s3.calls
+
+
+def test_a_part_that_fails_leaves_nothing_on_s3(s3, monkeypatch):
+    # given an S3 that fails part 2 while part 1 is still being sent
+    upload_part = s3.upload_part
+    part_two_failed = threading.Event()
+
+    def upload_part_failing_part_two(**kwargs):
+        if kwargs["PartNumber"] == 2:
+            part_two_failed.set()
+            raise ClientError({"Error": {"Code": "SlowDown", "Message": "Reduce your rate"}}, "UploadPart")
+        part_two_failed.wait(timeout=10)
+        return upload_part(**kwargs)
+
+    monkeypatch.setattr(s3, "upload_part", upload_part_failing_part_two)
+    # when a four-part report is streamed into S3
+    with pytest.raises(ClientError, match="Reduce your rate"):
+        store(s3, in_chunks(random_bytes(4 * PART), MiB))
+    # then there is no object and no open upload
+    assert_nothing_stored(s3)
+
+
+def test_a_failed_completion_leaves_nothing_on_s3(s3, monkeypatch):
+    # given an S3 that fails the completion
+    def failing_completion(**kwargs):
+        raise ClientError(
+            {"Error": {"Code": "InternalError", "Message": "try again"}}, "CompleteMultipartUpload"
+        )
+
+    monkeypatch.setattr(s3, "complete_multipart_upload", failing_completion)
+    # when a two-part report is streamed into S3
+    with pytest.raises(ClientError, match="try again"):
+        store(s3, in_chunks(random_bytes(PART + 1), MiB))
+    # then there is no object and no open upload
+    assert_nothing_stored(s3)
+
+
+def test_a_download_that_breaks_while_parts_upload_leaves_nothing_on_s3(s3, monkeypatch):
+    # given an S3 that is slow with every part, and a download that breaks in part 3
+    upload_part = s3.upload_part
+
+    def slow_upload_part(**kwargs):
+        time.sleep(0.1)
+        return upload_part(**kwargs)
+
+    monkeypatch.setattr(s3, "upload_part", slow_upload_part)
+    chunks = breaking_after(random_bytes(2 * PART + MiB), requests.exceptions.ChunkedEncodingError("broken"))
+    # when it is streamed into S3
+    with pytest.raises(DownloadInterrupted, match="broke off"):
+        store(s3, chunks)
+    # then the parts in flight finished before the abort: no object and no open upload (nor parts)
+    assert_nothing_stored(s3)
+
+
+def test_parts_fit_an_announced_size_into_10000_parts():
+    assert next(part_sizes(128 * MiB)) == DEFAULT_PART_SIZE == 8 * MiB
+    assert next(part_sizes(0)) == DEFAULT_PART_SIZE
+    hundred_gib = 100 * 1024 * MiB
+    assert next(part_sizes(hundred_gib)) * MAX_PARTS >= hundred_gib
+    assert next(part_sizes(5 * TiB)) * MAX_PARTS >= 5 * TiB
+
+
+def test_parts_of_a_stream_of_unknown_size_grow_so_that_5_tib_fits_in_10000_parts():
+    # given the part sizes for a stream whose size nobody announced
+    sizes = list(itertools.islice(part_sizes(None), MAX_PARTS))
+    # then 10,000 of them hold more than S3's largest object, each within S3's limits, never shrinking
+    assert sum(sizes) >= 5 * TiB
+    assert all(5 * MiB <= size <= 5 * 1024 * MiB for size in sizes)
+    assert sizes == sorted(sizes) and sizes[:1000] == [8 * MiB] * 1000 and sizes[1000] == 16 * MiB
+
+
+def test_a_stream_of_unknown_size_is_cut_into_growing_parts(monkeypatch):
+    # given parts that double every two parts
+    monkeypatch.setattr(transfer, "PARTS_PER_DOUBLING", 2)
+    s3 = CountingS3()
+    # when 10 MiB of unannounced size are stored with 1 MiB parts
+    store(s3, in_chunks(random_bytes(10 * MiB), 300 * 1024), part_size=MiB)
+    # then the parts are 1, 1, 2, 2 and 4 MiB
+    assert [s3.parts[number] for number in sorted(s3.parts)] == [MiB, MiB, 2 * MiB, 2 * MiB, 4 * MiB]
+
+
+def test_the_object_checksum_combines_parts_uploaded_in_any_order_or_run():
+    # given parts whose checksums were computed separately (in different threads, or runs)
+    data = random_bytes(3 * MiB + 5)
+    cuts = [0, MiB, 2 * MiB + 7, len(data)]
+    parts = [
+        UploadedPart(number, f'"{number}"', end - start, checksums.crc64nvme(data[start:end]))
+        for number, (start, end) in enumerate(itertools.pairwise(cuts), start=1)
+    ]
+    # then their combination, in part order, is the CRC64NVME of the whole
+    expected = checksums.crc64nvme(data)
+    assert full_object_crc64nvme(parts) == full_object_crc64nvme(parts[::-1]) == expected
+    assert crc64nvme_base64(expected) == crc64nvme_of(data)

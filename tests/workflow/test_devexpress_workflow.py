@@ -60,7 +60,7 @@ def test_a_report_export_is_queued_polled_fetched_and_announced(local_aws, devex
     attributes = local_aws.client("s3").get_object_attributes(
         Bucket=stored["bucket"], Key=stored["key"], ObjectAttributes=["Checksum"]
     )
-    assert same_checksum(attributes["Checksum"]["ChecksumSHA256"], stored["checksum_sha256"])
+    assert same_checksum(attributes["Checksum"]["ChecksumCRC64NVME"], stored["checksum_crc64nvme"])
     # and the report parameters reached the provider
     assert devexpress_sim.exports[export_id]["parameters"] == [{"name": "Year", "value": 2025}] or (
         devexpress_sim.exports[export_id]["parameters"] == {"Year": 2025}
