@@ -70,7 +70,7 @@ format: dev
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-bench: dev  ## Throughput and peak memory: streaming into S3 (128 MiB, 1 GiB); myreports JSON to CSV (100k, 1M rows).
+bench: dev  ## Throughput and peak memory: streaming into S3 (SeaweedFS, links paced to 100 and 40 MiB/s; 128 MiB, 1 GiB) against boto3; myreports JSON to CSV (100k, 1M rows).
 	$(PY) benchmarks/transfer.py
 	$(PY) benchmarks/myreports_csv.py
 

@@ -11,14 +11,15 @@ aborting the upload. A bucket lifecycle rule (AbortIncompleteMultipartUpload) sh
 after a Lambda that is killed mid-transfer, where no code gets to run the abort.
 
 Download and upload overlap, in a bounded pipeline: the calling thread reads the stream into part
-buffers, and ``UPLOAD_THREADS`` (2) threads upload full parts, each as soon as it is full. At most
-``PARTS_IN_MEMORY`` (3) buffers exist at once, the one being filled and the two being sent; when all
+buffers, and ``UPLOAD_THREADS`` (4) threads upload full parts, each as soon as it is full. At most
+``PARTS_IN_MEMORY`` (5) buffers exist at once, the one being filled and the four being sent; when all
 are taken the reader waits for an upload to finish before it reads on (backpressure), so a slow S3
-slows the download instead of filling memory. Memory is therefore about 3 parts plus one chunk:
-24 MiB with the default 8 MiB parts, whatever the file size (the Fetch function has 1,024 MiB). Parts
+slows the download instead of filling memory. Memory is therefore about 5 parts plus one chunk:
+40 MiB with the default 8 MiB parts, whatever the file size (the Fetch function has 1,024 MiB). Parts
 are 8 MiB, or larger when an announced size needs it to fit in S3's 10,000 parts; for a stream of
 unknown size they double every 1,000 parts (8 MiB, then 16 MiB, ..., up to 4 GiB), so 10,000 parts hold
-7.8 TiB, more than S3's 5 TiB object limit (a Lambda's 15 minutes end long before parts grow past 64 MiB).
+7.8 TiB, more than S3's 5 TiB object limit (a Lambda's 15 minutes end long before parts grow past
+64 MiB, 320 MiB in memory).
 
 Integrity needs no step after completion (which could fail, and whose failure could only be undone by a
 delete the Fetch role is rightly not allowed). The upload is a CRC64NVME full-object one: every part
@@ -69,8 +70,8 @@ MAX_PARTS = 10_000
 PARTS_PER_DOUBLING = 1_000
 """For a stream of unknown size, the part size doubles after every this many parts."""
 
-UPLOAD_THREADS = 2
-"""Parts uploaded at once: two hide each request's latency behind the other's bytes."""
+UPLOAD_THREADS = 4
+"""Parts uploaded at once: several hide each request's latency behind the others' bytes."""
 
 PARTS_IN_MEMORY = UPLOAD_THREADS + 1
 """Part buffers that exist at once: the one the download fills and one per upload thread."""
@@ -325,11 +326,9 @@ class _PartPipeline:
         except BaseException:
             self._slots.release()
             raise
-        if filled < len(buffer):
-            del buffer[filled:]  # the last part: a short buffer, never reused
         # In the caller's context (contextvars: its log and trace context), as if it made the call itself.
         context = contextvars.copy_context()
-        self._futures.append(self._executor.submit(context.run, self._upload, number, buffer))
+        self._futures.append(self._executor.submit(context.run, self._upload, number, buffer, filled))
 
     def give_back(self) -> None:
         """Release a buffer taken but not sent (the reader stopped)."""
@@ -340,14 +339,14 @@ class _PartPipeline:
         self._raise_failure()
         return sorted((future.result() for future in self._futures), key=lambda part: part.number)
 
-    def _upload(self, number: int, buffer: bytearray) -> UploadedPart:
-        body = _PartBody(buffer)
+    def _upload(self, number: int, buffer: bytearray, filled: int) -> UploadedPart:
+        body = _PartBody(buffer, filled)
         try:
-            crc = checksums.crc64nvme(buffer)
+            crc = checksums.crc64nvme(memoryview(buffer)[:filled])
             response = self._s3.upload_part(
                 **self._target, PartNumber=number, Body=body, ChecksumCRC64NVME=crc64nvme_base64(crc)
             )
-            return UploadedPart(number, response["ETag"], len(buffer), crc)
+            return UploadedPart(number, response["ETag"], filled, crc)
         except BaseException as error:
             with self._lock:
                 if self._error is None:
@@ -367,11 +366,12 @@ class _PartPipeline:
 
 
 class _PartBody(io.RawIOBase):
-    """A part buffer as a seekable file, so the SDK streams (and on a retry, resends) it without a copy."""
+    """The first ``length`` bytes of a part buffer as a seekable file, so the SDK streams (and on a
+    retry, resends) them without a copy: a sized ``read`` returns a view into the buffer."""
 
-    def __init__(self, buffer: bytearray) -> None:
+    def __init__(self, buffer: bytearray, length: int) -> None:
         super().__init__()
-        self._view = memoryview(buffer)
+        self._view = memoryview(buffer)[:length]
         self._position = 0
 
     def __len__(self) -> int:
@@ -382,6 +382,16 @@ class _PartBody(io.RawIOBase):
 
     def seekable(self) -> bool:
         return True
+
+    def read(self, size: int | None = -1) -> Any:
+        if size is None or size < 0:
+            size = len(self._view) - self._position
+            whole = True
+        else:
+            whole = False
+        piece = self._view[self._position : self._position + size]
+        self._position += len(piece)
+        return bytes(piece) if whole else piece
 
     def readinto(self, target: Any) -> int:
         count = min(len(target), len(self._view) - self._position)
@@ -396,11 +406,6 @@ class _PartBody(io.RawIOBase):
 
     def tell(self) -> int:
         return self._position
-
-    def close(self) -> None:
-        if not self.closed:
-            self._view.release()  # the buffer may be resized again
-        super().close()
 
 
 def _read_into_parts(

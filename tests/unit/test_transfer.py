@@ -583,10 +583,10 @@ def test_a_slow_s3_slows_the_download_instead_of_filling_memory():
     finally:
         tracemalloc.stop()
     # then the download never ran more than the parts in memory ahead of the upload
-    assert transfer.PARTS_IN_MEMORY == 3 and transfer.UPLOAD_THREADS == 2
+    assert transfer.PARTS_IN_MEMORY == 5 and transfer.UPLOAD_THREADS == 4
     assert ahead[0] <= transfer.PARTS_IN_MEMORY * part
     assert peak <= (transfer.PARTS_IN_MEMORY + 1) * part
-    # and parts were uploaded two at a time, all of them, in order at completion
+    # and parts were uploaded four at a time, all of them, in order at completion
     assert s3.most_uploading == transfer.UPLOAD_THREADS
     assert [entry["PartNumber"] for entry in s3.completed] == list(range(1, 41))
     assert set(s3.parts.values()) == {part}
