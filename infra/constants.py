@@ -48,7 +48,11 @@ PLACEHOLDER_FETCH = "FetchFunctionArn"
 PLACEHOLDER_CONCLUDE = "ConcludeFunctionArn"
 PLACEHOLDER_EVENT_BUS = "EventBusName"  # no longer in the file: Conclude announces (reportrelay.outbox)
 FUNCTION_PLACEHOLDERS = (PLACEHOLDER_SUBMIT, PLACEHOLDER_CHECK, PLACEHOLDER_FETCH, PLACEHOLDER_CONCLUDE)
-PLACEHOLDERS = FUNCTION_PLACEHOLDERS
+# The container task that takes over a Fetch (reportrelay.container): its FetchInContainer state.
+CONTAINER_PLACEHOLDERS = ("FetchClusterArn", "FetchTaskDefinitionArn", "FetchSubnets", "FetchSecurityGroup")
+#: What they are filled with in a deployment without the container task, where Fetch never hands over.
+NO_CONTAINER = "none"
+PLACEHOLDERS = FUNCTION_PLACEHOLDERS + CONTAINER_PLACEHOLDERS
 
 # Environment variables the functions read (reportrelay.runtime, reportrelay.handlers.start_scheduled).
 ENV_BUCKET = "REPORTRELAY_BUCKET"

@@ -283,6 +283,9 @@ class Workflow(Construct):
         substitutions = {
             step.placeholder: self.functions[step.name].function_arn for step in STEPS if step.placeholder
         }
+        # No container task is deployed yet: Fetch is not told of one, so it never hands a transfer over
+        # and the FetchInContainer state is never entered.
+        substitutions.update(dict.fromkeys(constants.CONTAINER_PLACEHOLDERS, constants.NO_CONTAINER))
         state_machine = sfn.StateMachine(
             self,
             "StateMachine",

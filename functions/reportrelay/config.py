@@ -229,6 +229,13 @@ class Connection(BaseModel):
     redirect_hosts: tuple[str, ...] = Field(
         default=(), description="other hosts a redirect may lead to (followed without any credential)"
     )
+    fetch_in: Literal["auto", "container"] = Field(
+        default="auto",
+        description=(
+            "auto: fetch in Lambda, moving to a container task when a transfer will not fit in one "
+            "invocation; container: always in a container (for a single-use result too large for Lambda)"
+        ),
+    )
 
     @field_validator("base_url")
     @classmethod

@@ -117,6 +117,7 @@ class Job:
     team: str | None = None
     object_key: str | None = None  # fixed by the first Fetch, before its first byte is stored
     pending_objects: tuple[dict[str, Any], ...] = ()  # uploads Fetch was about to complete
+    container_error: dict[str, Any] | None = None  # why a container fetch stored nothing (code, message)
 
 
 @dataclass(frozen=True)
@@ -753,7 +754,7 @@ def _intent_json(value: Mapping[str, Any], what: str) -> str:
     return text
 
 
-_JSON_FIELDS = frozenset({"request", "object", "error", "handle"})
+_JSON_FIELDS = frozenset({"request", "object", "error", "handle", "container_error"})
 _FIELDS = (
     "state",
     "created_at",
@@ -778,6 +779,7 @@ _FIELDS = (
     "owner",
     "team",
     "object_key",
+    "container_error",
 )
 
 

@@ -37,6 +37,10 @@ from reportrelay.slots import ConcurrencySlots
 DEFAULT_DOWNLOAD_URL_SECONDS = 300
 
 
+FETCH_CONTAINER_ENV = "REPORTRELAY_FETCH_CONTAINER"
+IN_CONTAINER_ENV = "REPORTRELAY_IN_CONTAINER"
+
+
 @dataclass(frozen=True)
 class Settings:
     bucket: str | None
@@ -52,6 +56,10 @@ class Settings:
     download_url_seconds: int = DEFAULT_DOWNLOAD_URL_SECONDS
     people_url: str | None = None
     cancel_function: str | None = None
+    # A container task can take over a transfer that will not fit in a Lambda (reportrelay.container) ...
+    fetch_container: bool = False
+    # ... and this process is that container: no time limit, nothing to hand over to.
+    in_container: bool = False
 
     @property
     def link_base_url(self) -> str | None:
@@ -77,6 +85,8 @@ class Settings:
             ),
             people_url=(env.get("REPORTRELAY_PEOPLE_URL") or "").rstrip("/") or None,
             cancel_function=env.get("REPORTRELAY_CANCEL_FUNCTION") or None,
+            fetch_container=env.get(FETCH_CONTAINER_ENV) == "1",
+            in_container=env.get(IN_CONTAINER_ENV) == "1",
         )
 
 
@@ -148,8 +158,8 @@ class Runtime:
     ends_at: float | None = None
 
     @classmethod
-    def from_env(cls) -> Runtime:
-        settings = Settings.from_env()
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Runtime:
+        settings = Settings.from_env(environ)
         return cls(
             settings=settings,
             connections=load_connections(settings),

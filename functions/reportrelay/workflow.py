@@ -15,7 +15,7 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import ClientError
 
-from reportrelay import objectkeys, outbox
+from reportrelay import errors, objectkeys, outbox
 from reportrelay.config import JobRequest, PollPolicy, parse_job_request
 from reportrelay.errors import (
     BadRequest,
@@ -31,6 +31,7 @@ from reportrelay.errors import (
     ReportGenerationFailed,
     ReportRelayError,
     SubmitUncertain,
+    TransferOutOfTime,
 )
 from reportrelay.jobs import (
     INTENT_NOT_QUEUED,
@@ -348,6 +349,10 @@ def fetch(state: State, runtime: Runtime) -> State:
     if stored is not None:
         logger.info("report was already stored; not downloading it again", extra={"job_id": job_id})
         return _with_object(state, job, stored, runtime)
+    if job.get("status") == IN_CONTAINER and not runtime.settings.in_container:
+        raise _container_failure(runtime, state)  # the container ran, and stored nothing
+    if _may_hand_over(runtime) and provider.connection.fetch_in == "container":
+        return _hand_over(state, job, f"connection {provider.connection.name} fetches in a container")
     try:
         with provider.open_result(request, handle) as result:
             key = _fixed_key(runtime, job_id, object_key(request, job_id, result.filename))
@@ -370,6 +375,10 @@ def fetch(state: State, runtime: Runtime) -> State:
                     raise InternalError(
                         f"s3://{runtime.bucket}/{key} holds an object this job's Fetch did not record"
                     ) from None
+    except TransferOutOfTime as error:
+        if not _may_hand_over(runtime) or provider.single_use_result:
+            raise  # a single-use result was consumed: only its connection's fetch_in can choose a container
+        return _hand_over(state, job, str(error))
     except Exception as error:
         permanent = isinstance(error, ReportRelayError) and not error.retryable
         if permanent or not provider.single_use_result:
@@ -393,6 +402,36 @@ def fetch(state: State, runtime: Runtime) -> State:
     return _with_object(state, job, stored, runtime)
 
 
+#: The job's status while a container task fetches its report (reportrelay.container).
+IN_CONTAINER = "IN_CONTAINER"
+
+
+def _may_hand_over(runtime: Runtime) -> bool:
+    """Whether this Fetch may pass the transfer to a container task: in a Lambda of a deployment with one."""
+    return runtime.settings.fetch_container and not runtime.settings.in_container
+
+
+def _hand_over(state: State, job: dict[str, Any], reason: str) -> State:
+    """Ask the state machine to run this Fetch in a container task, with no time limit."""
+    logger.info("moving the transfer to a container task", extra={"job_id": job["job_id"]})
+    return {**state, "job": {**job, "status": IN_CONTAINER, "message": f"fetching in a container: {reason}"}}
+
+
+def _container_failure(runtime: Runtime, state: State) -> ReportRelayError:
+    """Why the container task stored nothing: what it recorded, else what the state machine saw."""
+    job_id = state["job"]["job_id"]
+    record = runtime.jobs.get(job_id) if runtime.jobs is not None else None
+    recorded = record.container_error if record is not None else None
+    if recorded:
+        kind = getattr(errors, str(recorded.get("code")), None)
+        error_class = kind if isinstance(kind, type) and issubclass(kind, ReportRelayError) else InternalError
+        return error_class(f"in the container task: {recorded.get('message')}")
+    caught = state.get("container_error")
+    if isinstance(caught, dict):
+        return InternalError(f"the container task failed: {describe_error(caught)['message']}")
+    return InternalError("the container task ended without storing the report; see its log")
+
+
 #: Fetch stops this long (plus one read timeout, the longest a chunk can take) before its function's end.
 FETCH_STOP_MARGIN_SECONDS = 15.0
 
@@ -404,7 +443,11 @@ def _stop_at(runtime: Runtime, provider: Provider) -> float | None:
 
 
 def _with_object(state: State, job: dict[str, Any], stored: StoredObject, runtime: Runtime) -> State:
-    return {**state, "job": {**job, "object": stored.to_dict(), "stored_at": iso_timestamp(runtime.clock())}}
+    """The state with the stored object (and the job out of the container, if it was handed over)."""
+    stored_job = {**job, "object": stored.to_dict(), "stored_at": iso_timestamp(runtime.clock())}
+    if job.get("status") == IN_CONTAINER:
+        stored_job.update(status=ReportState.READY.value, message=None)
+    return {**state, "job": stored_job}
 
 
 def _fixed_key(runtime: Runtime, job_id: str, key: str) -> str:

@@ -560,13 +560,21 @@ def test_the_api_never_answers_a_bad_event_with_a_5xx(api_aws):
         assert 400 <= api_aws.api(event)["statusCode"] < 500, event
 
 
-def test_a_job_store_that_fails_never_fails_the_report(api_aws, monkeypatch):
-    # given workflow steps whose job store has gone (a missing table: every write fails)
+def test_a_job_store_that_is_gone_fails_the_job_before_anything_is_queued_and_says_so(
+    api_aws, devexpress_sim, monkeypatch
+):
+    # given workflow steps whose job store has gone (a missing table: every write fails); the store is
+    # where Submit keeps its intent, so without it a report cannot be queued exactly once
     monkeypatch.setenv("REPORTRELAY_JOBS_TABLE", "no-such-table")
+    exports_before = len(devexpress_sim.exports)
     # when a job runs through the state machine
     outcome = run_job(api_aws, report_request())
-    # then the report is fetched and announced all the same
-    assert outcome.detail_type == "Report Ready", outcome.detail
+    # then it fails, after its retries, naming the table, with nothing queued at the vendor, and the
+    # failure is announced all the same (straight onto the bus, as no outbox can hold it)
+    assert outcome.detail_type == "Report Failed", outcome.detail
+    assert outcome.detail["error"]["code"] == "JobStoreUnavailable"
+    assert "no-such-table" in outcome.detail["error"]["message"]
+    assert len(devexpress_sim.exports) == exports_before
 
 
 def test_a_failing_aws_service_is_a_503_and_the_same_request_can_be_retried(job_api, api_aws, monkeypatch):

@@ -205,7 +205,6 @@ CASES = (
         "Fetch's function has less time left than a download needs",
         "devexpress",
         _short_fetch,
-        expect="TransferOutOfTime",
     ),
     AwsFault(
         "cancel_while_fetch_runs",

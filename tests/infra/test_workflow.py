@@ -72,7 +72,17 @@ def test_each_placeholder_is_filled_with_its_own_function_and_the_bus(synthesize
         name: resource
         for name, resource in placeholder_resources(synthesized.template).items()
         if name != constants.PLACEHOLDER_EVENT_BUS
-    } == {name: references(value).pop() for name, value in substitutions.items()}
+    } == {
+        name: references(value).pop()
+        for name, value in substitutions.items()
+        if name not in constants.CONTAINER_PLACEHOLDERS
+    }
+    # and, with no container task deployed, its state's placeholders are filled with an inert value
+    assert {substitutions[name] for name in constants.CONTAINER_PLACEHOLDERS} == {constants.NO_CONTAINER}
+    assert (
+        "REPORTRELAY_FETCH_CONTAINER"
+        not in function(synthesized, constants.PLACEHOLDER_FETCH)["Environment"]["Variables"]
+    )
 
 
 def test_definition_from_template_restores_placeholders_from_join_and_sub() -> None:

@@ -4,6 +4,9 @@ succeeds on an empty key. The steps run in-process on emulated AWS, against the 
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -12,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from reportrelay import workflow
+from reportrelay import container, workflow
+from reportrelay.errors import DownloadInterrupted
 from reportrelay.local.aws import LocalAws
 from reportrelay.runtime import Runtime
 from reportrelay.sandbox.devexpress import DevExpressSimulator
@@ -219,14 +223,57 @@ def test_two_racing_fetches_store_one_object(
 def test_a_fetch_near_its_functions_end_stops_and_stores_nothing(
     aws: LocalAws, dx_sim: DevExpressSimulator
 ) -> None:
-    # given a ready job and a Fetch whose function has almost no time left
+    # given a ready job and a Fetch whose function has almost no time left, in a deployment without a
+    # container task to hand over to
     state = ready(DX_REQUEST)
     runtime = Runtime.from_env()
-    runtime.ends_at = time.monotonic() + 1.0
+    runtime.settings = dataclasses.replace(runtime.settings, fetch_container=False)
+    runtime.ends_at = time.monotonic() + 30.0  # the download may start; Fetch must stop 75 s early
     # when it runs
     with pytest.raises(Exception) as raised:
         workflow.fetch(state, runtime)
     # then it stopped on its own, said why, and left nothing in S3
     assert type(raised.value).__name__ == "TransferOutOfTime"
     assert "nothing was stored" in str(raised.value)
+    assert objects(aws) == [] and open_uploads(aws) == []
+
+
+def test_a_fetch_that_will_not_fit_moves_to_a_container_which_stores_the_report(
+    aws: LocalAws, dx_sim: DevExpressSimulator
+) -> None:
+    # given a ready job and a Fetch with almost no time left, in a deployment with a container task
+    state = ready(DX_REQUEST)
+    runtime = Runtime.from_env()
+    runtime.ends_at = time.monotonic() + 30.0  # the download may start; Fetch must stop 75 s early
+    # when it runs, then it hands the transfer over, storing nothing itself
+    handed = workflow.fetch(state, runtime)
+    assert handed["job"]["status"] == workflow.IN_CONTAINER
+    assert "fetching in a container" in handed["job"]["message"]
+    assert objects(aws) == [] and open_uploads(aws) == []
+    # and when the container task runs the same step with no time limit
+    environment = {**os.environ, container.STATE_ENV: json.dumps(handed), "REPORTRELAY_IN_CONTAINER": "1"}
+    assert container.run(environment) == 0
+    # then the next Fetch, in Lambda, finds the report stored and returns it without downloading
+    served = downloads(dx_sim)
+    done = workflow.fetch(handed, Runtime.from_env())
+    assert downloads(dx_sim) == served
+    (only,) = objects(aws)
+    assert only["Key"] == done["job"]["object"]["key"]
+
+
+def test_a_container_fetch_that_fails_is_reported_by_the_next_fetch(
+    aws: LocalAws, dx_sim: DevExpressSimulator
+) -> None:
+    # given a job handed to a container task, whose download keeps breaking off
+    state = ready(DX_REQUEST)
+    runtime = Runtime.from_env()
+    runtime.ends_at = time.monotonic() + 30.0  # the download may start; Fetch must stop 75 s early
+    handed = workflow.fetch(state, runtime)
+    dx_sim.faults.break_downloads_next = 1000
+    environment = {**os.environ, container.STATE_ENV: json.dumps(handed), "REPORTRELAY_IN_CONTAINER": "1"}
+    # when the container runs, then it fails and records why
+    assert container.run(environment) == 1
+    # and the next Fetch says so with the container's own error, and hands nothing over again
+    with pytest.raises(DownloadInterrupted, match="in the container task: download broke off"):
+        workflow.fetch(handed, Runtime.from_env())
     assert objects(aws) == [] and open_uploads(aws) == []

@@ -25,9 +25,13 @@ from moto import mock_aws
 from moto.awslambda.exceptions import LambdaClientError
 from moto.awslambda.models import LambdaFunction
 from moto.dynamodb.models import DynamoDBBackend
+from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_ecs import (
+    StateTaskServiceEcs,
+)
 
 from reportrelay import jobs
 from reportrelay.claims import CLAIMS_TABLE_ENV, KEY_ATTRIBUTE, TTL_ATTRIBUTE
+from reportrelay.runtime import FETCH_CONTAINER_ENV, IN_CONTAINER_ENV
 
 REGION = "us-east-1"
 STATE_MACHINE_FILE = Path(__file__).resolve().parents[3] / "statemachines" / "report.asl.json"
@@ -91,6 +95,56 @@ def _invoke_in_process(function: LambdaFunction, event: Any) -> tuple[str, bool,
     except Exception as error:  # reported to the state machine exactly as Lambda reports it
         return json.dumps({"errorType": type(error).__name__, "errorMessage": str(error)}), True, ""
     return json.dumps(result), False, ""
+
+
+# ---- ECS: the container task that takes over a Fetch (reportrelay.container), run in-process
+#
+# The FetchInContainer state's ``ecs:runTask.sync`` runs the task's container here, on the interpreter's
+# thread, and answers with the stopped task's description, as Step Functions would once the task ended.
+# moto's own ECS integration is bypassed: it hands boto3 the ASL's parameter names and its Fargate tasks
+# need network interfaces moto's EC2 cannot describe.
+
+_ORIGINAL_ECS_TASK = StateTaskServiceEcs._eval_service_task
+_ORIGINAL_ECS_SYNC = StateTaskServiceEcs._build_sync_resolver
+
+
+def _ecs_task_in_process(self: Any, **arguments: Any) -> None:
+    parameters = arguments["normalised_parameters"]
+    environment = {
+        item["Name"]: item["Value"]
+        for container in parameters.get("Overrides", {}).get("ContainerOverrides", [])
+        for item in container.get("Environment", [])
+    }
+    exit_code = _run_container(environment)
+    arguments["env"].stack.append(
+        {
+            "Tasks": [
+                {
+                    "ClusterArn": parameters.get("Cluster"),
+                    "TaskArn": f"{parameters.get('Cluster')}/task/{uuid.uuid4().hex}",
+                    "TaskDefinitionArn": parameters.get("TaskDefinition"),
+                    "LastStatus": "STOPPED",
+                    "StopCode": "EssentialContainerExited",
+                    "StoppedReason": f"Essential container in task exited (exit code {exit_code})",
+                    "Containers": [{"Name": "fetch", "ExitCode": exit_code, "LastStatus": "STOPPED"}],
+                }
+            ]
+        }
+    )
+
+
+def _ecs_sync_in_process(self: Any, **arguments: Any) -> Callable[[], Any]:
+    stopped = arguments["env"].stack.pop()["Tasks"][0]
+    return lambda: stopped
+
+
+def _run_container(environment: Mapping[str, str]) -> int:
+    from reportrelay import container
+
+    try:
+        return container.run({**os.environ, **environment, IN_CONTAINER_ENV: "1"})
+    except Exception:  # a crash is an exit code, as in a container
+        return 1
 
 
 # ---- fault-injection seam (tests only; see tests/aws_faults.py)
@@ -159,10 +213,18 @@ class LocalAws:
     api_url = "https://api.reportrelay.localhost/v1"
 
     def __init__(
-        self, function_environment: Mapping[str, str], definition_file: Path = STATE_MACHINE_FILE
+        self,
+        function_environment: Mapping[str, str],
+        definition_file: Path = STATE_MACHINE_FILE,
+        *,
+        fetch_container: bool = True,
     ) -> None:
+        """``fetch_container``: a Fetch that will not fit in a Lambda moves to a container task, run here on a
+        thread (a deployment with a VPC has one; see reportrelay.container)."""
+        self.fetch_container = fetch_container
         self.function_environment = {
             **function_environment,
+            **({FETCH_CONTAINER_ENV: "1"} if fetch_container else {}),
             "REPORTRELAY_BUCKET": self.bucket,
             "POWERTOOLS_TRACE_DISABLED": "true",
             "POWERTOOLS_METRICS_DISABLED": "true",
@@ -187,6 +249,8 @@ class LocalAws:
         self._atomic_writes.__enter__()
         LambdaFunction._invoke_lambda = lambda function, event: _invoke_in_process(function, event)
         LambdaFunction.invoke = lambda function, *args: self._invoke(function, *args)
+        StateTaskServiceEcs._eval_service_task = _ecs_task_in_process  # type: ignore[method-assign]
+        StateTaskServiceEcs._build_sync_resolver = _ecs_sync_in_process  # type: ignore[method-assign]
         self._env = _patched_env(_FAKE_CREDENTIALS)
         self._env.__enter__()
         try:
@@ -203,6 +267,8 @@ class LocalAws:
             thread.join(timeout=5)
         LambdaFunction._invoke_lambda = self._original_invoke_lambda
         LambdaFunction.invoke = self._original_invoke
+        StateTaskServiceEcs._eval_service_task = _ORIGINAL_ECS_TASK  # type: ignore[method-assign]
+        StateTaskServiceEcs._build_sync_resolver = _ORIGINAL_ECS_SYNC  # type: ignore[method-assign]
         if hasattr(self, "_function_env"):
             self._function_env.__exit__(None, None, None)
         self._env.__exit__(None, None, None)
@@ -278,6 +344,7 @@ class LocalAws:
             EventBusName=self.event_bus,
             Targets=[{"Id": "tap", "Arn": queue_arn}],
         )
+        arns.update(self._deploy_fetch_container())
         definition = state_machine_definition(self.definition_file, {**arns, "EventBusName": self.event_bus})
         self.state_machine_arn = self.client("stepfunctions").create_state_machine(
             name="reportrelay", definition=definition, roleArn=role_arn, type="STANDARD"
@@ -285,6 +352,16 @@ class LocalAws:
         # The job API's own settings (it starts and stops this state machine, announces cancellations).
         self.function_environment["REPORTRELAY_STATE_MACHINE_ARN"] = self.state_machine_arn
         self.function_environment["REPORTRELAY_EVENT_BUS"] = self.event_bus
+
+    def _deploy_fetch_container(self) -> dict[str, str]:
+        """What the ASL's FetchInContainer state names: its task runs in-process (see above)."""
+        account = f"{REGION}:123456789012"
+        return {
+            "FetchClusterArn": f"arn:aws:ecs:{account}:cluster/reportrelay",
+            "FetchTaskDefinitionArn": f"arn:aws:ecs:{account}:task-definition/reportrelay-fetch:1",
+            "FetchSubnets": "subnet-local",
+            "FetchSecurityGroup": "sg-local",
+        }
 
     def _create_claims_table(self) -> None:
         dynamodb = self.client("dynamodb")
