@@ -38,9 +38,7 @@ def run_step(step: Step, event: dict[str, Any], context: Any) -> dict[str, Any]:
     except Exception as error:
         transient = unavailable(error)
         if transient is not None:
-            logger.warning(
-                "an AWS service failed", extra={"step": step.__name__, "error": str(transient)}
-            )
+            logger.warning("an AWS service failed", extra={"step": step.__name__, "error": str(transient)})
             raise transient from None
         logger.exception("unexpected error", extra={"step": step.__name__})
         request_id = getattr(context, "aws_request_id", "unknown")
