@@ -18,6 +18,7 @@ from constructs import Construct
 
 from infra import constants
 from infra.configuration import DeployedConnections
+from infra.container import FetchContainer
 from infra.events import ReportEvents
 from infra.functions import python_function
 from infra.nag import acknowledge
@@ -153,6 +154,14 @@ class Workflow(Construct):
             self.functions[HOLD.name] = self.holder
         self.canceller = self._build_function(CANCEL)
         self.functions[CANCEL.name] = self.canceller
+        # With a vendor network, a transfer that will not fit in Lambda moves to a container task in it.
+        self.container = (
+            FetchContainer(
+                self, "FetchContainer", settings=settings, network=network, fetch=self.functions[FETCH.name]
+            )
+            if network is not None
+            else None
+        )
         self.state_machine = self._build_state_machine()
         # Conclude announces the outcome itself, from the job table's outbox (reportrelay.outbox): the
         # state machine puts no events.
@@ -283,9 +292,12 @@ class Workflow(Construct):
         substitutions = {
             step.placeholder: self.functions[step.name].function_arn for step in STEPS if step.placeholder
         }
-        # No container task is deployed yet: Fetch is not told of one, so it never hands a transfer over
-        # and the FetchInContainer state is never entered.
-        substitutions.update(dict.fromkeys(constants.CONTAINER_PLACEHOLDERS, constants.NO_CONTAINER))
+        if self.container is not None:
+            substitutions.update(self.container.substitutions)
+        else:
+            # Without a container task Fetch is not told of one, so it never hands a transfer over and the
+            # FetchInContainer state is never entered.
+            substitutions.update(dict.fromkeys(constants.CONTAINER_PLACEHOLDERS, constants.NO_CONTAINER))
         state_machine = sfn.StateMachine(
             self,
             "StateMachine",
@@ -300,6 +312,8 @@ class Workflow(Construct):
                 destination=log_group, level=sfn.LogLevel.ERROR, include_execution_data=False
             ),
         )
+        if self.container is not None:
+            self.container.grant_run(state_machine)
         # The ASL invokes each function by its unqualified ARN: no versions, no aliases, no other function.
         state_machine.add_to_role_policy(
             iam.PolicyStatement(
