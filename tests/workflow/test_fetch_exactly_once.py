@@ -238,21 +238,29 @@ def test_a_fetch_near_its_functions_end_stops_and_stores_nothing(
     assert objects(aws) == [] and open_uploads(aws) == []
 
 
+def handed_over(state: dict[str, Any]) -> dict[str, Any]:
+    """Fetch's answer when its function has too little time left: the job, handed to the container."""
+    runtime = Runtime.from_env()
+    runtime.ends_at = time.monotonic() + 30.0  # the download may start; Fetch must stop 75 s early
+    return workflow.fetch(state, runtime)
+
+
+def container_environment(state: dict[str, Any]) -> dict[str, str]:
+    """What the container task is started with: the Fetch settings, the state, and that it is one."""
+    return {**os.environ, container.STATE_ENV: json.dumps(state), "REPORTRELAY_IN_CONTAINER": "1"}
+
+
 def test_a_fetch_that_will_not_fit_moves_to_a_container_which_stores_the_report(
     aws: LocalAws, dx_sim: DevExpressSimulator
 ) -> None:
     # given a ready job and a Fetch with almost no time left, in a deployment with a container task
-    state = ready(DX_REQUEST)
-    runtime = Runtime.from_env()
-    runtime.ends_at = time.monotonic() + 30.0  # the download may start; Fetch must stop 75 s early
     # when it runs, then it hands the transfer over, storing nothing itself
-    handed = workflow.fetch(state, runtime)
+    handed = handed_over(ready(DX_REQUEST))
     assert handed["job"]["status"] == workflow.IN_CONTAINER
     assert "fetching in a container" in handed["job"]["message"]
     assert objects(aws) == [] and open_uploads(aws) == []
     # and when the container task runs the same step with no time limit
-    environment = {**os.environ, container.STATE_ENV: json.dumps(handed), "REPORTRELAY_IN_CONTAINER": "1"}
-    assert container.run(environment) == 0
+    assert container.run(container_environment(handed)) == 0
     # then the next Fetch, in Lambda, finds the report stored and returns it without downloading
     served = downloads(dx_sim)
     done = workflow.fetch(handed, Runtime.from_env())
@@ -265,14 +273,10 @@ def test_a_container_fetch_that_fails_is_reported_by_the_next_fetch(
     aws: LocalAws, dx_sim: DevExpressSimulator
 ) -> None:
     # given a job handed to a container task, whose download keeps breaking off
-    state = ready(DX_REQUEST)
-    runtime = Runtime.from_env()
-    runtime.ends_at = time.monotonic() + 30.0  # the download may start; Fetch must stop 75 s early
-    handed = workflow.fetch(state, runtime)
+    handed = handed_over(ready(DX_REQUEST))
     dx_sim.faults.break_downloads_next = 1000
-    environment = {**os.environ, container.STATE_ENV: json.dumps(handed), "REPORTRELAY_IN_CONTAINER": "1"}
     # when the container runs, then it fails and records why
-    assert container.run(environment) == 1
+    assert container.run(container_environment(handed)) == 1
     # and the next Fetch says so with the container's own error, and hands nothing over again
     with pytest.raises(DownloadInterrupted, match="in the container task: download broke off"):
         workflow.fetch(handed, Runtime.from_env())
