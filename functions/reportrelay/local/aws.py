@@ -25,6 +25,7 @@ from moto import mock_aws
 from moto.awslambda.exceptions import LambdaClientError
 from moto.awslambda.models import LambdaFunction
 from moto.dynamodb.models import DynamoDBBackend
+from moto.dynamodb.responses import DynamoHandler
 from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_ecs import (
     StateTaskServiceEcs,
 )
@@ -167,10 +168,13 @@ class LambdaServiceError(LambdaClientError):
 
 @contextmanager
 def _atomic_dynamodb_writes() -> Iterator[None]:
-    """Make moto's conditional writes atomic, as DynamoDB's are: jobs run on parallel threads here."""
+    """Make moto's DynamoDB behave as DynamoDB does for jobs running on parallel threads here: conditional
+    writes atomic, and a read never meeting an item half-way through a write (moto turns the item it
+    found into its answer after the backend call, so whole requests are serialised, not just the calls)."""
     lock = threading.RLock()
     writes = ("put_item", "update_item", "delete_item", "transact_write_items")
     originals = {name: getattr(DynamoDBBackend, name) for name in writes}
+    original_action = DynamoHandler.call_action
 
     def serialised(original: Any) -> Any:
         def write(*args: Any, **kwargs: Any) -> Any:
@@ -181,11 +185,13 @@ def _atomic_dynamodb_writes() -> Iterator[None]:
 
     for name, original in originals.items():
         setattr(DynamoDBBackend, name, serialised(original))
+    DynamoHandler.call_action = serialised(original_action)  # type: ignore[method-assign]
     try:
         yield
     finally:
         for name, original in originals.items():
             setattr(DynamoDBBackend, name, original)
+        DynamoHandler.call_action = original_action  # type: ignore[method-assign]
 
 
 @contextmanager
