@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
+from reportrelay import __version__
 from reportrelay.config import Connections, SecretResolver, parse_job_request
 from reportrelay.errors import ReportRelayError
 
@@ -37,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="reportrelay", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"reportrelay {__version__}")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="run one job through the state machine on emulated AWS")
@@ -87,6 +91,30 @@ def _add_schedules_commands(commands: Any) -> None:
         "--max", type=_positive, default=replay.DEFAULT_LIMIT, help="replay at most N messages (default 100)"
     )
     command.set_defaults(command=command_schedules_replay)
+
+
+def writable_folder(path: Path, flag: str) -> Path:
+    """``path`` as a folder files can be written to (made if missing); BadInput saying what is wrong."""
+    if path.exists() and not path.is_dir():
+        raise BadInput(f"{flag} {path} is a file, not a folder: give a folder for the report")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as error:
+        raise BadInput(f"{flag} {path} cannot be written to: {error.strerror or error}") from None
+    return path
+
+
+#: Libraries whose own logs are for debugging them, not for a user's terminal: moto's Step Functions
+#: interpreter logs its internals at ERROR on every failed execution.
+_LIBRARY_LOGGERS = ("moto", "botocore", "urllib3", "werkzeug")
+
+
+def quiet_libraries(verbose: bool) -> None:
+    """Keep the libraries' logs off the terminal unless ``--verbose`` asks for them."""
+    for name in _LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.CRITICAL + 1)
 
 
 def _positive(text: str) -> int:
@@ -152,7 +180,9 @@ def command_run(args: argparse.Namespace) -> int:
     from reportrelay.local.runner import run_job
 
     os.environ["POWERTOOLS_LOG_LEVEL"] = "INFO" if args.verbose else "ERROR"
+    writable_folder(args.out, "--out")  # before anything runs: a report fetched must have somewhere to go
     load_job(args.connections, args.request)
+    quiet_libraries(args.verbose)
     request = json.loads(args.request.read_text(encoding="utf-8"))
     environment = {
         "REPORTRELAY_CONNECTIONS_FILE": str(args.connections.resolve()),

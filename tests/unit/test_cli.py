@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+import reportrelay
 from reportrelay.cli import main
 from reportrelay.local.identities import LocalIdentities
 from tests.conftest import DX_PASSWORD, devexpress_connection, write_connections
@@ -274,3 +275,51 @@ def test_validate_names_the_file_and_field_of_a_wrong_identities_file(tmp_path, 
     assert main(["validate", "--identities", str(identities)]) == 2
     error = capsys.readouterr().err.strip()
     assert str(identities) in error and "principal" in error and "\n" not in error
+
+
+# ---- quiet, early, exact
+
+
+def test_version_says_which_reportrelay_this_is(capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.strip() == f"reportrelay {reportrelay.__version__}"
+
+
+def test_an_out_that_is_a_file_exits_2_before_anything_runs(files, capsys, monkeypatch):
+    # given --out naming a file, and an emulation that must not even start
+    tmp_path, connections, request = files
+    (tmp_path / "taken").write_text("not a folder")
+    monkeypatch.setattr("reportrelay.local.aws.LocalAws.__enter__", lambda self: pytest.fail("it ran"))
+    # when the job is run, then it stops at once, saying what to change
+    assert run(connections, request, tmp_path / "taken") == 2
+    assert one_line_error(capsys) == (
+        f"reportrelay: error: --out {tmp_path / 'taken'} is a file, not a folder: "
+        "give a folder for the report"
+    )
+
+
+def test_an_out_that_cannot_be_made_exits_2_naming_why(files, capsys):
+    tmp_path, connections, request = files
+    (tmp_path / "taken").write_text("not a folder")
+    assert run(connections, request, tmp_path / "taken" / "below") == 2
+    assert "cannot be written to: Not a directory" in one_line_error(capsys)
+
+
+def test_a_failed_run_shows_no_library_internals_on_stderr(devexpress_sim, files):
+    # given a report the provider fails to generate
+    tmp_path, _, request = files
+    devexpress_sim.fail_reports = "Data source unavailable"
+    connections = write_connections(tmp_path, {"dx": devexpress_connection(devexpress_sim.base_url)})
+    # when the command runs in a terminal-like process
+    finished = subprocess.run(
+        [sys.executable, "-m", "reportrelay.cli", "run", "--connections", str(connections),
+         "--request", str(request), "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    # then it fails with exit 1, and stderr holds none of moto's interpreter dump
+    assert finished.returncode == 1
+    assert "Report Failed" in finished.stdout
+    for internal in ("moto", "FailureEventException", "object at 0x", "Traceback"):
+        assert internal not in finished.stderr, finished.stderr[-2000:]

@@ -144,8 +144,9 @@ def command_sandbox(args: argparse.Namespace) -> int:
 
 def command_demo(args: argparse.Namespace) -> int:
     """Serve every simulator, then run each example request through ``reportrelay run``."""
-    out_dir: Path = args.out
-    out_dir.mkdir(parents=True, exist_ok=True)
+    from reportrelay.cli import writable_folder
+
+    out_dir = writable_folder(args.out, "--out")
     connections = json.loads((EXAMPLES / "connections.json").read_text(encoding="utf-8"))
     environment = {**os.environ, SANDBOX_SECRET_ENV: os.environ.get(SANDBOX_SECRET_ENV, SANDBOX_SECRET)}
     simulators: dict[str, Simulator] = {}
