@@ -108,7 +108,7 @@ def writable_folder(path: Path, flag: str) -> Path:
 
 #: Libraries whose own logs are for debugging them, not for a user's terminal: moto's Step Functions
 #: interpreter logs its internals at ERROR on every failed execution.
-_LIBRARY_LOGGERS = ("moto", "botocore", "urllib3", "werkzeug")
+_LIBRARY_LOGGERS = ("moto",)
 
 
 def quiet_libraries(verbose: bool) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 
@@ -14,6 +15,15 @@ from reportrelay.local.identities import LocalIdentities
 from tests.conftest import DX_PASSWORD, devexpress_connection, write_connections
 
 REQUEST = {"connection": "dx", "report": {"document_id": 10}, "format": "pdf"}
+
+
+@pytest.fixture(autouse=True)
+def _library_log_levels():
+    """``main`` quiets library loggers for the terminal; the tests after these must find them as they were."""
+    levels = {name: logging.getLogger(name).level for name in ("moto",)}
+    yield
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
 
 
 @pytest.fixture
