@@ -2,9 +2,11 @@
 
 A simulator is a subclass of ``Simulator`` that declares its endpoints with ``@route`` and answers with
 the helpers below. The bad-day behaviour every real provider shows (429, 5xx, slow answers, answers that
-never come in time, downloads cut short, reset or truncated, tokens that expire mid-job) is applied here,
-once, so a subclass only marks which routes are sign-in calls and which are downloads (and, if it issues
-tokens, how to revoke them), and its own code reads like the vendor document it imitates.
+never come in time, downloads cut short, reset or truncated, files that change between downloads, slow
+links, tokens that expire mid-job) is applied here, once, and so is what a file server adds to a download
+(a strong ETag and, when asked, HTTP range requests), so a subclass only marks which routes are sign-in
+calls and which are downloads (and, if it issues tokens, how to revoke them), and its own code reads like
+the vendor document it imitates.
 
 Standard library only: the simulators run in tests, in the demo and next to the local runner.
 """
@@ -56,6 +58,20 @@ class Faults:
     shorter than announced), and ``reset_downloads_next`` resets the connection (TCP RST) mid-body.
     ``expire_tokens_after`` revokes every token the simulator issued once that many more API requests
     have been answered, as a token expiring in the middle of a job would (``Simulator.revoke_tokens``).
+
+    Every successful answer of a download route carries a strong ``ETag`` (the first 32 hex digits of the
+    body's SHA-256) unless its handler set one. ``serve_ranges`` makes downloads answer HTTP range requests
+    as a file server does (RFC 9110 section 14): the 200 says ``Accept-Ranges: bytes``, a GET with a single
+    ``Range: bytes=N-``, ``bytes=N-M`` or ``bytes=-N`` gets 206 with that slice and its ``Content-Range``,
+    a start beyond the end gets 416 with ``Content-Range: bytes */total``, and an ``If-Range`` that is not
+    exactly the current ETag (an HTTP date never is: no Last-Modified is sent) gets the whole file, 200;
+    several ranges, or a Range that cannot be parsed, get the whole file too. Without it the Range header is
+    ignored, as by a server without range support. ``change_downloads_next`` makes the next N download
+    answers serve another version of the file (the same length, its last byte flipped, so another ETag;
+    ``served`` keeps the original's digest). ``download_bytes_per_second`` paces download bodies (200 and
+    206) to that rate, in pieces of at most 64 KiB, as a slow link would; it is read when a body starts.
+    The cut faults above cut a 206 too, after half of its slice. ``Simulator.download_bytes_sent`` counts
+    the download body bytes actually written.
     """
 
     throttle_next: int = 0
@@ -72,6 +88,9 @@ class Faults:
     sign_in_pages_next: int = 0  # the next N API requests get an SSO proxy's HTML sign-in page (200)
     only_paths: str | None = None  # regex (re.search) of the paths the request faults above apply to
     include_sign_in: bool = False  # apply throttle / 5xx / stall / slow to sign-in routes too
+    serve_ranges: bool = False  # downloads answer Range requests (206 / 416) and say Accept-Ranges: bytes
+    change_downloads_next: int = 0  # the next N successful downloads serve another version of the file
+    download_bytes_per_second: float | None = None  # pace download bodies to this rate; None: full speed
 
 
 # --------------------------------------------------------------------------------------------------
@@ -119,12 +138,15 @@ SIGN_IN_PAGE = (
 @dataclass
 class Response:
     """A complete answer. ``cut`` sends the full Content-Length but only half the body, then:
-    ``break`` closes and resets the connection, ``truncate`` closes it cleanly, ``reset`` resets it."""
+    ``break`` closes and resets the connection, ``truncate`` closes it cleanly, ``reset`` resets it.
+    ``download`` marks a download route's file body (200 or 206): paced by
+    ``Faults.download_bytes_per_second`` and counted in ``Simulator.download_bytes_sent``."""
 
     status: int
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
     cut: Cut | None = None
+    download: bool = False
 
 
 class HttpError(Exception):
@@ -250,13 +272,15 @@ class Simulator:
 
     name = "simulator"
     #: Headers copied into the request log (only those present). Subclasses add their own.
-    logged_headers: tuple[str, ...] = ("Authorization", "Content-Type", "Accept")
+    logged_headers: tuple[str, ...] = ("Authorization", "Content-Type", "Accept", "Range", "If-Range")
 
     def __init__(self, *, port: int = 0, faults: Faults | None = None) -> None:
         self.port = port
         self.faults = faults if faults is not None else Faults()
         #: id or filename -> SHA-256 hex of the content served under it.
         self.served: dict[str, str] = {}
+        #: Body bytes written for download routes' files (200 and 206), cut bodies counting what was sent.
+        self.download_bytes_sent = 0
         #: Guards the log, the fault counters and any state a subclass keeps.
         self.lock = threading.RLock()
         self._log: list[LoggedRequest] = []
@@ -418,10 +442,43 @@ class Simulator:
         if not chosen.sign_in:
             self._count_towards_token_expiry()
         if chosen.download and response.status == 200:
+            response = self._as_download(request, response)
+            if response.status == 416:
+                return response
             for counter, how in _DOWNLOAD_CUTS:
                 if self._take(counter):
                     return broken(response, how)
         return response
+
+    def _as_download(self, request: Request, response: Response) -> Response:
+        """A download route's 200 as this simulator serves files: another version while
+        ``change_downloads_next`` lasts, a strong ETag, and with ``serve_ranges`` the part a Range asks for
+        (RFC 9110 sections 13.2.2 and 14)."""
+        body = response.body
+        headers = dict(response.headers)
+        changed = self._take("change_downloads_next")
+        if changed:
+            body = _other_version(body)
+        own_etag = next((name for name in headers if name.lower() == "etag"), None)
+        if own_etag is not None and changed:
+            del headers[own_etag]  # the handler's tag names the version it built, not this one
+            own_etag = None
+        if own_etag is None:
+            headers["ETag"] = f'"{sha256_hex(body)[:32]}"'
+        etag = headers[own_etag or "ETag"]
+        whole = Response(200, body, headers, download=True)
+        if not self.faults.serve_ranges or request.method != "GET":
+            return whole  # Range is defined for GET only; without range support it is ignored
+        headers["Accept-Ranges"] = "bytes"
+        wanted = _byte_range(request.header("range"), len(body))
+        if wanted is None or not _if_range_holds(request.header("if-range"), etag):
+            return whole
+        if wanted == "unsatisfiable":
+            message = f"the requested range is beyond the end of the file ({len(body)} bytes)"
+            return self.error(416, message, {"Content-Range": f"bytes */{len(body)}"})
+        start, end = wanted
+        part_headers = {**headers, "Content-Range": f"bytes {start}-{end}/{len(body)}"}
+        return Response(206, body[start : end + 1], part_headers, download=True)
 
     def _aimed_at(self, path: str) -> bool:
         pattern = self.faults.only_paths
@@ -443,6 +500,48 @@ _DOWNLOAD_CUTS: tuple[tuple[str, Cut], ...] = (
     ("truncate_downloads_next", "truncate"),
     ("reset_downloads_next", "reset"),
 )
+
+_RANGE = re.compile(r"bytes\s*=\s*(\d*)\s*-\s*(\d*)", re.IGNORECASE)
+
+
+def _byte_range(header: str | None, total: int) -> tuple[int, int] | Literal["unsatisfiable"] | None:
+    """The first and last byte a single-range ``Range`` header asks for, clamped to the file;
+    ``"unsatisfiable"`` when it starts beyond the end; None when there is none to honour (no header,
+    several ranges, another unit or a malformed one), so the whole file is sent."""
+    if header is None:
+        return None
+    found = _RANGE.fullmatch(header.strip())
+    if found is None:
+        return None
+    first, last = found.groups()
+    if first:
+        start = int(first)
+        if last and int(last) < start:
+            return None
+        if start >= total:
+            return "unsatisfiable"
+        return start, min(int(last), total - 1) if last else total - 1
+    if not last:
+        return None
+    suffix = int(last)  # bytes=-N: the last N bytes
+    if suffix == 0 or total == 0:
+        return "unsatisfiable"
+    return max(0, total - suffix), total - 1
+
+
+def _if_range_holds(header: str | None, etag: str) -> bool:
+    """True without If-Range, or when it is exactly the current strong ETag (RFC 9110 section 13.1.5);
+    a date never holds, as no Last-Modified is sent, and a weak tag never matches strongly."""
+    if header is None:
+        return True
+    return not etag.startswith("W/") and header.strip() == etag
+
+
+def _other_version(body: bytes) -> bytes:
+    """The same file as changed since: the same length with the last byte flipped (one byte if empty)."""
+    if not body:
+        return b"\xff"
+    return body[:-1] + bytes([body[-1] ^ 0xFF])
 
 
 class TokenIssuingSimulator(Simulator):
@@ -530,6 +629,7 @@ class _Server(ThreadingHTTPServer):
 
 
 WRITE_PIECE = 1024 * 1024
+PACED_PIECE = 64 * 1024  # the largest piece of a paced body, so the pace stays steady
 
 
 class _RequestHandler(BaseHTTPRequestHandler):
@@ -574,10 +674,9 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.send_header("Content-Length", str(len(response.body)))
         self.end_headers()
-        if response.cut is None:
-            self._write(response.body)
+        body = response.body if response.cut is None else response.body[: len(response.body) // 2]
+        if not self._write(body, download=response.download) or response.cut is None:
             return
-        self._write(response.body[: len(response.body) // 2])
         self.wfile.flush()
         self.close_connection = True
         if response.cut == "break":
@@ -587,12 +686,44 @@ class _RequestHandler(BaseHTTPRequestHandler):
         else:
             self._reset_connection()
 
-    def _write(self, body: bytes) -> None:
+    def _write(self, body: bytes, *, download: bool = False) -> bool:
         """Send the body a piece at a time: the handler's timeout then bounds a stalled client, not how
-        long a slow one takes to read a large file (one sendall must finish within the timeout)."""
+        long a slow one takes to read a large file (one sendall must finish within the timeout).
+
+        A download's body is counted in ``download_bytes_sent`` and paced to
+        ``Faults.download_bytes_per_second``: before each piece it waits until sending it keeps the bytes
+        sent so far within the rate. False when the client hung up part-way (the connection then ends;
+        the piece that failed is not counted, as how much of it left is unknown).
+        """
+        rate = self.server.simulator.faults.download_bytes_per_second if download else None
+        if rate is not None and rate <= 0:
+            rate = None
+        # About twenty pieces a second, so a slow pace is steady rather than bursts and long waits.
+        piece = WRITE_PIECE if rate is None else max(1, min(PACED_PIECE, int(rate / 20)))
         view = memoryview(body)
-        for start in range(0, len(view), WRITE_PIECE):
-            self.wfile.write(view[start : start + WRITE_PIECE])
+        started = time.monotonic()
+        for start in range(0, len(view), piece):
+            chunk = view[start : start + piece]
+            if rate is not None:
+                wait = started + (start + len(chunk)) / rate - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
+            # Counted before it is written: the client may read the last byte before sendall returns,
+            # and a test reading the counter once its body is in must find every byte counted.
+            self._count(download, len(chunk))
+            try:
+                self.wfile.write(chunk)
+            except ConnectionError:  # BrokenPipe, ConnectionReset, ConnectionAborted: the client left
+                self._count(download, -len(chunk))
+                self.close_connection = True
+                return False
+        return True
+
+    def _count(self, download: bool, size: int) -> None:
+        if download:
+            simulator = self.server.simulator
+            with simulator.lock:
+                simulator.download_bytes_sent += size
 
     def _cut_connection(self) -> None:
         """End the connection mid-body, as a failing proxy or server would.
