@@ -14,8 +14,9 @@ from infra.nag import acknowledge
 from infra.settings import Settings
 
 # Everything fetch needs to stream a report in: CreateMultipartUpload, UploadPart and
-# CompleteMultipartUpload are all authorised by s3:PutObject.
-WRITE_REPORT_ACTIONS = ("s3:PutObject", "s3:AbortMultipartUpload")
+# CompleteMultipartUpload are all authorised by s3:PutObject; ListParts (s3:ListMultipartUploadParts,
+# the parts of one upload, not the bucket's keys) lets a Fetch go on with an upload from its checkpoint.
+WRITE_REPORT_ACTIONS = ("s3:PutObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts")
 # GetObjectAttributes (which S3 allows only with GetObject too) lets a repeated Fetch recognise the object
 # an earlier run of the same job stored, by S3's checksum of it, instead of downloading it again.
 RECOGNISE_REPORT_ACTIONS = ("s3:GetObject", "s3:GetObjectAttributes")
@@ -33,8 +34,8 @@ class ReportStorage(Construct):
         self.bucket = self._build_bucket(settings)
 
     def grant_write_reports(self, grantee: iam.IGrantable) -> None:
-        """Write (and abort) report uploads and read a stored report's attributes; no deletes, no
-        listing, no tags, no other bucket."""
+        """Write (abort, and go on with) report uploads and read a stored report's attributes; no deletes,
+        no listing of keys, no tags, no other bucket."""
         grantee.grant_principal.add_to_principal_policy(
             iam.PolicyStatement(
                 actions=[*WRITE_REPORT_ACTIONS, *RECOGNISE_REPORT_ACTIONS],
@@ -52,6 +53,22 @@ class ReportStorage(Construct):
         if self.key is not None:
             grantee.grant_principal.add_to_principal_policy(
                 iam.PolicyStatement(actions=list(KMS_WRITE_ACTIONS), resources=[self.key.key_arn])
+            )
+
+    def grant_abort_uploads(self, grantee: iam.IGrantable) -> None:
+        """Abort a report upload a failed or cancelled job left open for its next Fetch; nothing else."""
+        grantee.grant_principal.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=["s3:AbortMultipartUpload"], resources=[self.bucket.arn_for_objects("*")]
+            )
+        )
+        bucket_id = Stack.of(self).resolve(cast(s3.CfnBucket, self.bucket.node.default_child).logical_id)
+        if isinstance(grantee.grant_principal, Construct):
+            acknowledge(
+                grantee.grant_principal,
+                f"AwsSolutions-IAM5[Resource::<{bucket_id}.Arn>/*]",
+                "A job's upload may be under any key of the reports bucket (its key is chosen per job); "
+                "only aborting an upload is allowed.",
             )
 
     def _build_key(self) -> kms.Key:

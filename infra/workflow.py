@@ -46,6 +46,7 @@ class Step:
     placeholder: str | None = None  # its ${...} in the ASL; None for a function the ASL does not invoke
     talks_to_provider: bool = False
     writes_reports: bool = False
+    aborts_uploads: bool = False  # drops a failed or cancelled job's checkpointed upload (transfer.abandon)
     seals_handles: bool = False  # kms:Encrypt with the handle key (reportrelay.sealing)
     unseals_handles: bool = False  # kms:Decrypt with the handle key
     claims_actions: tuple[str, ...] = ()  # DynamoDB actions on the claims table (reportrelay.claims)
@@ -94,6 +95,7 @@ CONCLUDE = Step(
     256,
     placeholder=constants.PLACEHOLDER_CONCLUDE,
     claims_actions=RELEASE,  # gives back the job's concurrency slot (reportrelay.slots)
+    aborts_uploads=True,
 )
 # Invoked asynchronously by submit, only for providers that generate while one request stays open.
 HOLD = Step(
@@ -118,6 +120,7 @@ CANCEL = Step(
     talks_to_provider=True,
     claims_actions=CLAIM,
     unseals_handles=True,
+    aborts_uploads=True,
 )
 STEPS = (SUBMIT, CHECK, FETCH, CONCLUDE)  # the functions the state machine invokes
 PROVIDER_FUNCTIONS = tuple(step for step in (*STEPS, HOLD, CANCEL) if step.talks_to_provider)
@@ -173,7 +176,7 @@ class Workflow(Construct):
         environment = {}
         if step.talks_to_provider:
             environment[constants.ENV_CONNECTIONS] = self._connections.env_value()
-        if step.writes_reports:
+        if step.writes_reports or step.aborts_uploads:
             environment[constants.ENV_BUCKET] = self._storage.bucket.bucket_name
         if step.claims_actions:
             environment[CLAIMS_TABLE_ENV] = self.claims_table.table_name
@@ -201,6 +204,8 @@ class Workflow(Construct):
             )
         if step.writes_reports:
             self._storage.grant_write_reports(function)
+        elif step.aborts_uploads:
+            self._storage.grant_abort_uploads(function)
         self.grant_handle_key(function, encrypt=step.seals_handles, decrypt=step.unseals_handles)
         return function
 

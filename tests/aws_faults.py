@@ -12,6 +12,9 @@ answering an invocation with its own error. Each helper is a context manager tha
   retries had run out, before it happened or (``after_it_happened``) after AWS carried it out.
 - ``aws_call_answers(service, operation, parsed)``: an AWS call answers 200 with a body that says it failed.
 - ``dies_after_call(service, operation)``: the calling function dies right after an AWS call went through.
+- ``killed_after_call(aws, service, operation)``: the same, but as a kill (SIGKILL, a timeout): from then
+  on, until the invocation ends, no AWS call of that function goes anywhere (no abort, no last write),
+  on any of its threads.
 - ``held_at(service, operation)``: a call waits until the test lets it go (to act while a step runs).
 
 The first two lean on the local runner's fault-injection seam (``reportrelay.local.aws``: ``FunctionDied``,
@@ -200,6 +203,40 @@ def dies_after_call(
 
     with _hooked(f"after-call.{service}.{operation}", after):
         yield armed
+
+
+@contextmanager
+def killed_after_call(
+    aws: LocalAws, service: str, operation: str, *, times: int = 1, function: str
+) -> Iterator[Armed]:
+    """After ``times`` calls of ``operation`` by ``function`` went through, that invocation is killed:
+    the call's thread raises ``FunctionDied`` and every later AWS call of the function (any thread of it)
+    fails the same way until the invocation has ended (``LocalAws.after_invoke``)."""
+    armed = Armed(1)
+    killed = threading.Event()
+    calls = Armed(times - 1)  # the calls that go through before the one after which it is killed
+
+    def after(**kwargs: Any) -> None:
+        if calling_function() != function or killed.is_set() or calls.take():
+            return
+        if armed.take():
+            killed.set()
+            raise FunctionDied(f"Runtime exited with error: signal: killed (after {operation})")
+
+    def before(**kwargs: Any) -> None:
+        if killed.is_set() and calling_function() == function:
+            raise FunctionDied("the function was killed: it makes no more calls")
+
+    def invocation_ended(name: str) -> None:
+        if killed.is_set() and name.endswith(function):
+            killed.clear()
+
+    aws.after_invoke.append(invocation_ended)
+    try:
+        with _hooked(f"after-call.{service}.{operation}", after), _hooked("before-call", before):
+            yield armed
+    finally:
+        aws.after_invoke.remove(invocation_ended)
 
 
 @contextmanager

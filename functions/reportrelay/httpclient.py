@@ -570,7 +570,7 @@ class ProviderHttp:
         action: str,
         idempotent: bool | None = None,
         stream: bool = False,
-        accept: tuple[int, ...] = (200, 201, 202, 204),
+        accept: tuple[int, ...] = (200, 201, 202, 204, 206),
         timeout: tuple[float, float] | None = None,
         html_ok: bool | None = None,
         **kwargs: Any,

@@ -118,6 +118,7 @@ class Job:
     object_key: str | None = None  # fixed by the first Fetch, before its first byte is stored
     pending_objects: tuple[dict[str, Any], ...] = ()  # uploads Fetch was about to complete
     container_error: dict[str, Any] | None = None  # why a container fetch stored nothing (code, message)
+    transfer_checkpoint: dict[str, Any] | None = None  # how far a transfer over invocations got (transfer.py)
 
 
 @dataclass(frozen=True)
@@ -754,7 +755,7 @@ def _intent_json(value: Mapping[str, Any], what: str) -> str:
     return text
 
 
-_JSON_FIELDS = frozenset({"request", "object", "error", "handle", "container_error"})
+_JSON_FIELDS = frozenset({"request", "object", "error", "handle", "container_error", "transfer_checkpoint"})
 _FIELDS = (
     "state",
     "created_at",
@@ -780,6 +781,7 @@ _FIELDS = (
     "team",
     "object_key",
     "container_error",
+    "transfer_checkpoint",
 )
 
 

@@ -1,7 +1,7 @@
 """What a step needs from its surroundings, read once from the environment into typed objects.
 
 Environment variables (set by CDK in AWS, by the local runner on a laptop):
-- ``REPORTRELAY_BUCKET``: the S3 bucket reports are stored in (fetch only).
+- ``REPORTRELAY_BUCKET``: the S3 bucket reports are stored in (fetch; conclude and cancel abort uploads).
 - ``REPORTRELAY_CONNECTIONS_FILE``: path of the connections JSON document.
 - ``REPORTRELAY_CONNECTIONS``: the connections JSON document itself (alternative to the file).
 - ``REPORTRELAY_HANDLE_KEY``: KMS key that seals credential fields of provider handles.

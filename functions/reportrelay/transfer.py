@@ -29,31 +29,41 @@ makes the object, and then reports as the object's checksum. The whole file's SH
 provider's own SHA-256 or length, when it announced them) are checked before the upload is completed,
 so an object that exists is a verified one. Completion is conditional (``If-None-Match: *``): of two
 uploads racing for one key, one stores.
+
+A transfer may span invocations (``resumable``): when the vendor serves byte ranges of an unchanged file,
+the upload is not aborted when time runs out or the download breaks. The parts in flight are finished,
+and a ``Checkpoint`` is handed to the caller: the upload id, how many parts S3 holds and the bytes they
+make, the SHA-256 state after them (``rehashes``: hashlib's state cannot be saved) and their combined
+CRC64NVME. Checkpoints are also handed over as parts are stored (every ``CHECKPOINT_EVERY_SECONDS``),
+so a function killed without warning loses at most that much. A later run restores the checkpoint
+(``restore``; S3's own list of the parts is the truth, and gives the part ETags) and goes on from the
+next byte with a ``Range`` request. What is re-read per resume is the one part that was being filled.
 """
 
 from __future__ import annotations
 
 import base64
 import contextvars
-import hashlib
 import io
+import itertools
 import logging
 import re
 import threading
 import time
 import unicodedata
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import quote
 
+import rehashes
 import requests
 import urllib3.exceptions
 from awscrt import checksums
 from botocore.exceptions import ClientError
 
-from reportrelay.errors import DownloadInterrupted, TransferOutOfTime
+from reportrelay.errors import DownloadInterrupted, ReportRelayError, TransferOutOfTime
 from reportrelay.objectkeys import clean_filename
 
 log = logging.getLogger(__name__)
@@ -150,6 +160,70 @@ class ObjectExists(Exception):
         self.key = key
 
 
+CHECKPOINT_EVERY_SECONDS = 10.0
+"""How often a resumable transfer hands over a checkpoint as parts are stored: what a killed run loses."""
+
+ESTIMATE_AFTER_SECONDS = 5.0
+"""A transfer that cannot resume stops as soon as, after this long, its rate says it cannot finish."""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """How far a resumable upload got: parts 1..``parts`` are in S3 and hold the file's first ``size`` bytes.
+
+    ``sha256_state`` is the SHA-256 state after those bytes (base64 of ``rehashes``' serialisation) and
+    ``crc64nvme`` their CRC64NVME (base64); ``validator`` is the vendor's ETag (or Last-Modified) of the
+    file, sent as ``If-Range`` so that a changed file is served whole rather than spliced.
+    """
+
+    key: str
+    upload_id: str
+    parts: int
+    size: int
+    sha256_state: str
+    crc64nvme: str
+    validator: str
+    expected_size: int | None
+    part_size: int
+    content_type: str
+    filename: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> Checkpoint | None:
+        """The checkpoint a ``to_dict`` made; None for anything else (an older or damaged record)."""
+        if not isinstance(data, Mapping):
+            return None
+        try:
+            return cls(**{name: data[name] for name in cls.__dataclass_fields__})
+        except (KeyError, TypeError):
+            return None
+
+
+@dataclass(frozen=True)
+class Resumption:
+    """A checkpoint whose upload S3 still holds, with its parts' completion entries as S3 listed them."""
+
+    checkpoint: Checkpoint
+    entries: tuple[dict[str, Any], ...] = field(default=())
+
+
+class TransferPaused(Exception):
+    """A resumable transfer stopped before its function's time ran out; its upload stays open.
+
+    The ``checkpoint`` was handed to ``on_checkpoint``; a later run restores it (``restore``) and goes on.
+    """
+
+    def __init__(self, checkpoint: Checkpoint, read: int) -> None:
+        super().__init__(
+            f"paused after {_mib(checkpoint.size)} to go on in a new invocation (this one read {_mib(read)})"
+        )
+        self.checkpoint = checkpoint
+        self.read = read
+
+
 def stream_to_s3(
     chunks: Iterable[bytes],
     *,
@@ -164,6 +238,11 @@ def stream_to_s3(
     stop_at: float | None = None,
     before_completion: Callable[[PendingObject], None] | None = None,
     clock: Callable[[], float] = time.monotonic,
+    validator: str | None = None,
+    on_checkpoint: Callable[[Checkpoint], None] | None = None,
+    resume: Resumption | None = None,
+    checkpoint_every: float | None = None,
+    give_up_early: bool = False,
 ) -> StoredObject:
     """Upload ``chunks`` to ``s3://bucket/key`` as one new object, checksummed part by part.
 
@@ -172,40 +251,88 @@ def stream_to_s3(
     download or of any part's upload, stops the download, waits for the parts in flight and aborts the
     upload, so no partial object and no open multipart upload is left behind; the first error is
     raised. A stream that breaks off raises ``DownloadInterrupted``; reaching ``stop_at`` (a ``clock``
-    time) before the end raises ``TransferOutOfTime``; a key that already holds an object raises
-    ``ObjectExists``; every other error propagates unchanged. ``before_completion`` is told what is
-    about to be stored (and may refuse).
+    time) before the end, or learning early that it will not be reached, raises ``TransferOutOfTime``;
+    a key that already holds an object raises ``ObjectExists``; every other error propagates unchanged.
+    ``before_completion`` is told what is about to be stored (and may refuse). Learning early applies
+    only with ``give_up_early`` (a caller that can hand the transfer to something with more time).
+
+    Resumable (a ``validator`` and an ``on_checkpoint``): at ``stop_at`` the transfer pauses instead,
+    raising ``TransferPaused``, and a broken download raises ``DownloadInterrupted``; in both cases the
+    upload is kept open, and its checkpoint handed to ``on_checkpoint`` first. Every other failure
+    aborts it, as always. With ``resume``, ``chunks`` are the file from byte
+    ``resume.checkpoint.size`` on, and the upload goes on where it stopped.
 
     ``part_size`` is the smallest part; S3 (and ``s3_client``, which is shared by the upload threads)
     must accept it for every part but the last.
     """
     if part_size <= 0:
         raise ValueError(f"part_size must be positive, not {part_size}")
-    filename = clean_filename(filename)  # the name people see: no bidi, zero-width or control characters
-    sizes = part_sizes(expected_size, part_size)
-
-    upload_id = s3_client.create_multipart_upload(
-        Bucket=bucket,
-        Key=key,
-        ContentType=content_type,
-        ContentDisposition=_content_disposition(filename),
-        ChecksumAlgorithm=CHECKSUM_ALGORITHM,
-        ChecksumType=CHECKSUM_TYPE,
-    )["UploadId"]
-    try:
-        pipeline = _PartPipeline(s3_client, bucket=bucket, key=key, upload_id=upload_id)
-        with pipeline:
-            size, sha256 = _read_into_parts(
-                chunks,
-                pipeline,
-                sizes,
-                expected_size=expected_size,
-                expected_sha256=expected_sha256,
-                stop_at=stop_at,
-                clock=clock,
+    resumable = validator is not None and on_checkpoint is not None
+    if resume is not None:
+        start = resume.checkpoint
+        if not resumable or start.key != key:
+            raise ValueError("a transfer can only be resumed as a resumable transfer of the same key")
+        if (
+            expected_size is not None
+            and start.expected_size is not None
+            and expected_size != start.expected_size
+        ):
+            _abort(s3_client, bucket, key, start.upload_id)  # the parts are of another file
+            raise DownloadInterrupted(
+                f"the file is now {expected_size} bytes, not the {start.expected_size} it was when the "
+                "transfer began"
             )
-        parts = pipeline.uploaded()
-        checksum = crc64nvme_base64(full_object_crc64nvme(parts))
+        expected_size = start.expected_size if expected_size is None else expected_size
+        part_size, upload_id = start.part_size, start.upload_id
+        filename, content_type = start.filename, start.content_type
+    else:
+        filename = clean_filename(filename)  # the name people see: no bidi, zero-width or control characters
+        upload_id = s3_client.create_multipart_upload(
+            Bucket=bucket,
+            Key=key,
+            ContentType=content_type,
+            ContentDisposition=_content_disposition(filename),
+            ChecksumAlgorithm=CHECKSUM_ALGORITHM,
+            ChecksumType=CHECKSUM_TYPE,
+        )["UploadId"]
+    progress = _Progress(
+        key=key,
+        upload_id=upload_id,
+        validator=validator or "",
+        expected_size=expected_size,
+        part_size=part_size,
+        content_type=content_type,
+        filename=filename,
+        resume=resume,
+        on_checkpoint=on_checkpoint if resumable else None,
+        checkpoint_every=CHECKPOINT_EVERY_SECONDS if checkpoint_every is None else checkpoint_every,
+        clock=clock,
+    )
+    keep_upload = False
+    try:
+        pipeline = _PartPipeline(s3_client, bucket=bucket, key=key, upload_id=upload_id, progress=progress)
+        try:
+            with pipeline:
+                size, sha256 = _read_into_parts(
+                    chunks,
+                    pipeline,
+                    progress,
+                    expected_sha256=expected_sha256,
+                    stop_at=stop_at,
+                    clock=clock,
+                    give_up_early=give_up_early and not resumable,
+                )
+        except _Stopped as stopped:
+            if not resumable:
+                raise stopped.error from stopped.error.__cause__
+            checkpoint = progress.checkpoint()  # the pipeline has drained: every part sent is stored
+            assert on_checkpoint is not None
+            on_checkpoint(checkpoint)
+            keep_upload = True
+            if isinstance(stopped.error, TransferOutOfTime):
+                raise TransferPaused(checkpoint, progress.read) from None
+            raise stopped.error from stopped.error.__cause__
+        checksum = crc64nvme_base64(progress.crc64nvme())
         if before_completion is not None:
             before_completion(PendingObject(key, upload_id, size, sha256, checksum, content_type, filename))
         try:
@@ -213,7 +340,7 @@ def stream_to_s3(
                 Bucket=bucket,
                 Key=key,
                 UploadId=upload_id,
-                MultipartUpload={"Parts": [part.completion_entry() for part in parts]},
+                MultipartUpload={"Parts": progress.completion_entries(pipeline.uploaded())},
                 ChecksumCRC64NVME=checksum,
                 ChecksumType=CHECKSUM_TYPE,
                 IfNoneMatch="*",
@@ -223,7 +350,8 @@ def stream_to_s3(
                 raise ObjectExists(key) from None
             raise
     except BaseException:
-        _abort(s3_client, bucket, key, upload_id)
+        if not keep_upload:
+            _abort(s3_client, bucket, key, upload_id)
         raise
 
     return StoredObject(
@@ -235,6 +363,53 @@ def stream_to_s3(
         filename=filename,
         checksum_crc64nvme=checksum,
     )
+
+
+def restore(s3_client: Any, bucket: str, checkpoint: Checkpoint) -> Resumption | None:
+    """The checkpoint, if S3 still holds its upload with every part it counts; None if not.
+
+    S3's list of the upload's parts is the truth: it gives the ETags completion needs, and a part
+    missing or of another size than the checkpoint counted means the checkpoint cannot be trusted (the
+    upload is then aborted, so a fresh start leaves nothing behind). An upload S3 no longer has (aborted,
+    completed, or cleaned up by the lifecycle rule) gives None.
+    """
+    listed: dict[int, dict[str, Any]] = {}
+    marker = 0
+    try:
+        while True:
+            page = s3_client.list_parts(
+                Bucket=bucket, Key=checkpoint.key, UploadId=checkpoint.upload_id, PartNumberMarker=marker
+            )
+            for part in page.get("Parts", []):
+                listed[int(part["PartNumber"])] = part
+            if not page.get("IsTruncated"):
+                break
+            marker = int(page["NextPartNumberMarker"])
+    except ClientError as error:
+        if _error_code(error) in ("NoSuchUpload", "404", "NoSuchKey"):
+            return None
+        raise
+    sizes = part_sizes(checkpoint.expected_size, checkpoint.part_size)
+    entries, total = [], 0
+    for number in range(1, checkpoint.parts + 1):
+        part, wanted = listed.get(number), next(sizes)
+        if part is None or int(part["Size"]) != wanted:
+            break
+        entry = {"ETag": part["ETag"], "PartNumber": number}
+        if part.get("ChecksumCRC64NVME"):
+            entry["ChecksumCRC64NVME"] = part["ChecksumCRC64NVME"]
+        entries.append(entry)
+        total += wanted
+    if len(entries) != checkpoint.parts or total != checkpoint.size:
+        log.warning("a checkpoint does not match its upload's parts; the transfer starts again")
+        _abort(s3_client, bucket, checkpoint.key, checkpoint.upload_id)
+        return None
+    return Resumption(checkpoint, tuple(entries))
+
+
+def abandon(s3_client: Any, bucket: str, checkpoint: Checkpoint) -> None:
+    """Abort a checkpoint's upload (the file changed, or the job ended): nothing of it stays in S3."""
+    _abort(s3_client, bucket, checkpoint.key, checkpoint.upload_id)
 
 
 def part_sizes(expected_size: int | None, part_size: int = DEFAULT_PART_SIZE) -> Iterator[int]:
@@ -289,8 +464,9 @@ class _PartPipeline:
     still being sent when the upload is completed or aborted.
     """
 
-    def __init__(self, s3_client: Any, *, bucket: str, key: str, upload_id: str) -> None:
+    def __init__(self, s3_client: Any, *, bucket: str, key: str, upload_id: str, progress: _Progress) -> None:
         self._s3 = s3_client
+        self._progress = progress
         self._target = {"Bucket": bucket, "Key": key, "UploadId": upload_id}
         self._slots = threading.Semaphore(PARTS_IN_MEMORY)
         self._spare: list[bytearray] = []  # buffers whose upload is done, to be filled again
@@ -346,7 +522,9 @@ class _PartPipeline:
             response = self._s3.upload_part(
                 **self._target, PartNumber=number, Body=body, ChecksumCRC64NVME=crc64nvme_base64(crc)
             )
-            return UploadedPart(number, response["ETag"], filled, crc)
+            part = UploadedPart(number, response["ETag"], filled, crc)
+            self._progress.stored(part)
+            return part
         except BaseException as error:
             with self._lock:
                 if self._error is None:
@@ -408,68 +586,216 @@ class _PartBody(io.RawIOBase):
         return self._position
 
 
+class _Stopped(Exception):
+    """Internal: the transfer stopped where a resumable one may go on later (out of time, broken download)."""
+
+    def __init__(self, error: ReportRelayError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class _Progress:
+    """What this run has read and S3 has stored: the material of checkpoints and of the completion list.
+
+    The reader notes the SHA-256 state after each part it sends; the upload threads note each part S3
+    stored. The *frontier* is the last part up to which every part is stored: a checkpoint describes it.
+    """
+
+    def __init__(
+        self,
+        *,
+        key: str,
+        upload_id: str,
+        validator: str,
+        expected_size: int | None,
+        part_size: int,
+        content_type: str,
+        filename: str,
+        resume: Resumption | None,
+        on_checkpoint: Callable[[Checkpoint], None] | None,
+        checkpoint_every: float,
+        clock: Callable[[], float],
+    ) -> None:
+        self.key, self.upload_id, self.validator = key, upload_id, validator
+        self._on_checkpoint, self._checkpoint_every, self._clock = on_checkpoint, checkpoint_every, clock
+        self._last_emitted = (0, clock())  # (parts, when) of the last periodic checkpoint
+        self._emitting = threading.Lock()
+        self.expected_size, self.part_size = expected_size, part_size
+        self.content_type, self.filename = content_type, filename
+        start = resume.checkpoint if resume is not None else None
+        self.prior_entries: list[dict[str, Any]] = list(resume.entries) if resume is not None else []
+        self.first_part = (start.parts if start else 0) + 1
+        self.start_size = start.size if start else 0
+        self.digest = (
+            rehashes.PySha256.deserialize(base64.b64decode(start.sha256_state))
+            if start
+            else rehashes.PySha256()
+        )
+        self.read = 0  # bytes this run read from the stream
+        self._lock = threading.Lock()
+        self._stored: dict[int, UploadedPart] = {}
+        self._frontier = (
+            (start.parts, start.size, int.from_bytes(base64.b64decode(start.crc64nvme), "big"))
+            if start
+            else (0, 0, 0)
+        )
+        self._states: dict[int, str] = {self._frontier[0]: self._state()}
+
+    def sent(self, number: int) -> None:
+        """The reader has hashed every byte up to the end of part ``number``."""
+        state = self._state()
+        with self._lock:
+            self._states[number] = state
+
+    def stored(self, part: UploadedPart) -> None:
+        """S3 stored ``part``: move the frontier over every part now stored in a row."""
+        with self._lock:
+            self._stored[part.number] = part
+            number, size, crc = self._frontier
+            while number + 1 in self._stored:
+                done = self._stored.pop(number + 1)
+                crc = checksums.combine_crc64nvme(crc, done.crc64nvme, done.size)
+                number, size = number + 1, size + done.size
+                self._states = {n: state for n, state in self._states.items() if n >= number}
+            self._frontier = (number, size, crc)
+        self._checkpoint_if_due()
+
+    def _checkpoint_if_due(self) -> None:
+        """Hand over a checkpoint, every ``checkpoint_every`` seconds, as the frontier moves on.
+
+        Called by the upload threads, one at a time and never going back. A failure that may pass (the job
+        store briefly unavailable) costs only this checkpoint; any other (the job was cancelled) stops
+        the transfer.
+        """
+        if self._on_checkpoint is None:
+            return
+        with self._emitting:
+            parts, when = self._last_emitted
+            if self.frontier() <= max(parts, self.first_part - 1):
+                return
+            if self._clock() - when < self._checkpoint_every:
+                return
+            checkpoint = self.checkpoint()
+            try:
+                self._on_checkpoint(checkpoint)
+            except Exception as error:
+                if not getattr(error, "retryable", False):
+                    raise
+                log.warning("a transfer checkpoint was not kept: %s", error)
+            self._last_emitted = (checkpoint.parts, self._clock())
+
+    def frontier(self) -> int:
+        with self._lock:
+            return self._frontier[0]
+
+    def checkpoint(self) -> Checkpoint:
+        with self._lock:
+            number, size, crc = self._frontier
+            state = self._states[number]
+        return Checkpoint(
+            key=self.key,
+            upload_id=self.upload_id,
+            parts=number,
+            size=size,
+            sha256_state=state,
+            crc64nvme=crc64nvme_base64(crc),
+            validator=self.validator,
+            expected_size=self.expected_size,
+            part_size=self.part_size,
+            content_type=self.content_type,
+            filename=self.filename,
+        )
+
+    def crc64nvme(self) -> int:
+        """The whole object's CRC64NVME; once every part is stored."""
+        with self._lock:
+            return self._frontier[2]
+
+    def completion_entries(self, uploaded: Sequence[UploadedPart]) -> list[dict[str, Any]]:
+        return [*self.prior_entries, *(part.completion_entry() for part in uploaded)]
+
+    def _state(self) -> str:
+        return base64.b64encode(self.digest.serialize()).decode()
+
+
 def _read_into_parts(
     chunks: Iterable[bytes],
     pipeline: _PartPipeline,
-    sizes: Iterator[int],
+    progress: _Progress,
     *,
-    expected_size: int | None,
     expected_sha256: str | None,
     stop_at: float | None,
     clock: Callable[[], float],
+    give_up_early: bool,
 ) -> tuple[int, str]:
     """Read the stream into part buffers and hand each full one to ``pipeline``; return size and SHA-256.
 
     Each byte is copied into a part buffer, which the SDK reads as a file (``_PartBody``) as it sends.
+    The digest is fed part by part, so that its state at every part's end can go into a checkpoint.
     """
-    digest = hashlib.sha256()
-    number = 1
+    expected_size = progress.expected_size
+    sizes = itertools.islice(part_sizes(expected_size, progress.part_size), progress.first_part - 1, None)
+    digest = progress.digest
+    number = progress.first_part
     part_size = next(sizes)
     buffer = pipeline.take(part_size)
     filled = 0
-    size = 0
+    size = start_size = progress.start_size
     started = clock()
     try:
         iterator = iter(chunks)
         while True:
-            if stop_at is not None and clock() >= stop_at:
-                raise _out_of_time(size, expected_size, clock() - started)
+            if stop_at is not None:
+                now = clock()
+                if now >= stop_at:
+                    raise _Stopped(_out_of_time(size, expected_size, size - start_size, now - started))
+                if give_up_early and expected_size is not None:
+                    _check_it_fits(size, start_size, expected_size, started, now, stop_at)
             try:
                 chunk = next(iterator)
             except StopIteration:
                 break
             except _NETWORK_ERRORS as error:
-                raise DownloadInterrupted(
+                broke = DownloadInterrupted(
                     f"download broke off after {size} bytes: {_short_reason(error)}; nothing was stored"
-                ) from error
+                )
+                broke.__cause__ = error
+                raise _Stopped(broke) from error
             if not chunk:
                 continue
+            if not isinstance(chunk, bytes):
+                chunk = bytes(chunk)
+            progress.read += len(chunk)
             size += len(chunk)
             if expected_size is not None and size > expected_size:
                 # Stop now rather than upload a body that can only be rejected at the end.
                 raise DownloadInterrupted(
                     f"download delivered more than the announced {expected_size} bytes; nothing was stored"
                 )
-            digest.update(chunk)
-            view = memoryview(chunk)
-            while view:
+            offset = 0
+            while offset < len(chunk):
                 if number > MAX_PARTS:
                     raise ValueError(f"the file needs more than {MAX_PARTS} parts")
-                take = min(part_size - filled, len(view))
-                buffer[filled : filled + take] = view[:take]
+                take = min(part_size - filled, len(chunk) - offset)
+                piece = chunk if take == len(chunk) else chunk[offset : offset + take]
+                digest.update(piece)
+                buffer[filled : filled + take] = piece
                 filled += take
-                view = view[take:]
+                offset += take
                 if filled == part_size:
                     full, buffer = buffer, None
+                    progress.sent(number)
                     pipeline.send(number, full, filled)
                     number, part_size, filled = number + 1, next(sizes), 0
                     buffer = pipeline.take(part_size)
 
         if expected_size is not None and size != expected_size:
-            raise DownloadInterrupted(
-                f"download ended after {size} of {expected_size} bytes; nothing was stored"
+            raise _Stopped(
+                DownloadInterrupted(
+                    f"download ended after {size} of {expected_size} bytes; nothing was stored"
+                )
             )
-        sha256 = digest.hexdigest()
+        sha256 = digest.finalize()
         if expected_sha256 is not None and sha256 != expected_sha256.strip().lower():
             raise DownloadInterrupted(
                 f"download's SHA-256 {sha256} differs from the announced {expected_sha256}; "
@@ -478,6 +804,7 @@ def _read_into_parts(
         if filled or number == 1:
             # The last part may be short; an empty stream still needs one (empty) part to make an object.
             last, buffer = buffer, None
+            progress.sent(number)
             pipeline.send(number, last, filled)
         return size, sha256
     finally:
@@ -485,8 +812,28 @@ def _read_into_parts(
             pipeline.give_back()
 
 
-def _out_of_time(size: int, expected_size: int | None, seconds: float) -> TransferOutOfTime:
-    rate = size / seconds if seconds > 0 else 0.0
+def _check_it_fits(
+    size: int, start_size: int, expected_size: int, started: float, now: float, stop_at: float
+) -> None:
+    """Stop early when, at the rate so far, the rest of the file would arrive well after ``stop_at``."""
+    elapsed = now - started
+    if elapsed < ESTIMATE_AFTER_SECONDS or size <= start_size:
+        return
+    rate = (size - start_size) / elapsed
+    finish = now + (expected_size - size) / rate
+    if finish > stop_at + 0.2 * (stop_at - started):
+        raise _Stopped(
+            TransferOutOfTime(
+                f"the download had reached {_mib(size)} of {_mib(expected_size)} at "
+                f"{rate / 1048576:.1f} MiB/s after {elapsed:.0f} s: at this rate it needs about "
+                f"{(finish - now) / 60:.0f} more minutes, more than its function has left; the upload was "
+                "aborted and nothing was stored"
+            )
+        )
+
+
+def _out_of_time(size: int, expected_size: int | None, read: int, seconds: float) -> TransferOutOfTime:
+    rate = read / seconds if seconds > 0 else 0.0
     done = f"{_mib(size)} of {_mib(expected_size)}" if expected_size is not None else _mib(size)
     return TransferOutOfTime(
         f"the download had reached {done} at {rate / 1048576:.1f} MiB/s when Fetch had to stop to finish "
@@ -532,5 +879,8 @@ def _abort(s3_client: Any, bucket: str, key: str, upload_id: str) -> None:
     """Best effort: a failed abort is logged, never raised, so the original error is what the caller sees."""
     try:
         s3_client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+    except ClientError as error:
+        if _error_code(error) != "NoSuchUpload":  # already aborted or completed: nothing to undo
+            log.warning("could not abort the multipart upload to s3://%s/%s", bucket, key, exc_info=True)
     except Exception:
         log.warning("could not abort the multipart upload to s3://%s/%s", bucket, key, exc_info=True)

@@ -22,6 +22,7 @@ from reportrelay.errors import (
     ConfigurationError,
     DeadlineExceeded,
     DownloadFailed,
+    DownloadInterrupted,
     InternalError,
     ProviderAuthFailed,
     ProviderRejected,
@@ -44,10 +45,21 @@ from reportrelay.jobs import (
 from reportrelay.observability import logger, metrics
 from reportrelay.poll_policy import next_wait_seconds
 from reportrelay.providers import open_provider, provider_class
-from reportrelay.providers.base import Handle, Provider, ReportState, ReportStatus
+from reportrelay.providers.base import Handle, Provider, ReportState, ReportStatus, ResultStream, ResumeFrom
 from reportrelay.runtime import Runtime
 from reportrelay.timestamps import iso_timestamp, parse_timestamp
-from reportrelay.transfer import ObjectExists, PendingObject, StoredObject, same_checksum, stream_to_s3
+from reportrelay.transfer import (
+    Checkpoint,
+    ObjectExists,
+    PendingObject,
+    Resumption,
+    StoredObject,
+    TransferPaused,
+    abandon,
+    restore,
+    same_checksum,
+    stream_to_s3,
+)
 
 State = dict[str, Any]
 
@@ -342,6 +354,10 @@ def fetch(state: State, runtime: Runtime) -> State:
     Run again on the same job (a retry, a Lambda that died after storing), it stores nothing twice: the
     job's key is fixed in the job store before the first byte, an object already stored there is
     recognised and returned without downloading, and completion only succeeds on an empty key.
+
+    A file the provider serves in byte ranges is fetched over as many invocations as it takes: near the
+    end of its time (or when the download breaks) Fetch checkpoints in the job store and the state
+    machine runs it again (``TRANSFERRING``), to go on from the checkpoint with a ``Range`` request.
     """
     request, job, provider, handle = resume(state, runtime)
     job_id = job["job_id"]
@@ -353,12 +369,27 @@ def fetch(state: State, runtime: Runtime) -> State:
         raise _container_failure(runtime, state)  # the container ran, and stored nothing
     if _may_hand_over(runtime) and provider.connection.fetch_in == "container":
         return _hand_over(state, job, f"connection {provider.connection.name} fetches in a container")
+    resumption = _restored(runtime, job_id, provider)
+    read, resumed = 0, False
     try:
-        with provider.open_result(request, handle) as result:
+        resume_from = None
+        if resumption is not None:
+            resume_from = ResumeFrom(resumption.checkpoint.size, resumption.checkpoint.validator)
+        with provider.open_result(request, handle, resume_from) as result:
+            resumption = _still_resumable(runtime, job_id, resumption, result)
+            resumed = resumption is not None
             key = _fixed_key(runtime, job_id, object_key(request, job_id, result.filename))
+            resumable = result.validator is not None and _may_resume(runtime, provider)
+
+            def counted() -> Any:
+                nonlocal read
+                for chunk in result.chunks:
+                    read += len(chunk)
+                    yield chunk
+
             try:
                 stored = stream_to_s3(
-                    result.chunks,
+                    counted(),
                     s3_client=runtime.s3,
                     bucket=runtime.bucket,
                     key=key,
@@ -368,6 +399,12 @@ def fetch(state: State, runtime: Runtime) -> State:
                     expected_sha256=result.sha256,
                     stop_at=_stop_at(runtime, provider),
                     before_completion=lambda pending: _note_pending(runtime, job_id, pending),
+                    validator=result.validator if resumable else None,
+                    on_checkpoint=(lambda point: _save_checkpoint(runtime, job_id, point))
+                    if resumable
+                    else None,
+                    resume=resumption,
+                    give_up_early=_may_hand_over(runtime) and not provider.single_use_result,
                 )
             except ObjectExists:
                 stored = _stored_before(runtime, job_id)
@@ -375,6 +412,8 @@ def fetch(state: State, runtime: Runtime) -> State:
                     raise InternalError(
                         f"s3://{runtime.bucket}/{key} holds an object this job's Fetch did not record"
                     ) from None
+    except TransferPaused as paused:
+        return _going_on(state, job, paused, read)
     except TransferOutOfTime as error:
         if not _may_hand_over(runtime) or provider.single_use_result:
             raise  # a single-use result was consumed: only its connection's fetch_in can choose a container
@@ -399,7 +438,104 @@ def fetch(state: State, runtime: Runtime) -> State:
         restarted = {**job, "status": "RESTART", "restarts": job.get("restarts", 0) + 1, "message": reason}
         return {**state, "job": restarted}
     logger.info("report stored", extra={"job_id": job_id, "size": stored.size})
-    return _with_object(state, job, stored, runtime)
+    spanned = resumed or "transfer" in job  # over several invocations: say what it took
+    stored_job = {**job, "transfer": _tally(job, read, stored.size)} if spanned else job
+    return _with_object(state, stored_job, stored, runtime)
+
+
+#: The job's status while its transfer goes on over several Fetch invocations (byte ranges).
+TRANSFERRING = "TRANSFERRING"
+
+#: Invocations in a row that may end without storing a single part before the job gives up.
+MAX_STALLED_INVOCATIONS = 3
+
+
+def _may_resume(runtime: Runtime, provider: Provider) -> bool:
+    """Whether a transfer may span invocations: a job store to checkpoint in, a result served again."""
+    return runtime.jobs is not None and not provider.single_use_result
+
+
+def _restored(runtime: Runtime, job_id: str, provider: Provider) -> Resumption | None:
+    """The job's transfer checkpoint, if there is one whose upload S3 still holds."""
+    if not _may_resume(runtime, provider):
+        return None
+    record = runtime.jobs.get(job_id) if runtime.jobs is not None else None
+    checkpoint = Checkpoint.from_dict(record.transfer_checkpoint if record is not None else None)
+    if checkpoint is None:
+        return None
+    if checkpoint.expected_size is not None and checkpoint.size >= checkpoint.expected_size:
+        abandon(runtime.s3, runtime.bucket, checkpoint)  # nothing left to ask for: start afresh
+        return None
+    resumption = restore(runtime.s3, runtime.bucket, checkpoint)
+    if resumption is None:
+        logger.warning("transfer checkpoint's upload is gone; starting again", extra={"job_id": job_id})
+    return resumption
+
+
+def _still_resumable(
+    runtime: Runtime, job_id: str, resumption: Resumption | None, result: ResultStream
+) -> Resumption | None:
+    """The resumption, if the provider served the rest of the same file; None when it served it whole.
+
+    A whole file (200) answers a Range whose If-Range no longer matches: the file changed, so the parts
+    stored of the old one are dropped and the transfer starts again on this very answer.
+    """
+    if resumption is None:
+        return None
+    checkpoint = resumption.checkpoint
+    if result.offset == checkpoint.size and result.validator == checkpoint.validator:
+        return resumption
+    abandon(runtime.s3, runtime.bucket, checkpoint)
+    if result.offset != 0:
+        raise DownloadInterrupted(
+            f"asked for the file from byte {checkpoint.size}, the provider served it from byte "
+            f"{result.offset}; the stored parts were dropped and the transfer starts again"
+        )
+    logger.warning(
+        "the file changed since the transfer's checkpoint; starting again", extra={"job_id": job_id}
+    )
+    return None
+
+
+def _save_checkpoint(runtime: Runtime, job_id: str, checkpoint: Checkpoint) -> None:
+    """Keep the checkpoint in the job store; a job that finished meanwhile (cancelled) stops the transfer."""
+    if runtime.jobs is not None and not runtime.jobs.record(
+        job_id, {"transfer_checkpoint": checkpoint.to_dict()}
+    ):
+        raise ReportCancelled(
+            "the job was cancelled while its report was being stored: the upload was aborted and nothing "
+            "was stored"
+        )
+
+
+def _going_on(state: State, job: dict[str, Any], paused: TransferPaused, read: int) -> State:
+    """Ask the state machine for another Fetch, to go on from the checkpoint."""
+    checkpoint = paused.checkpoint
+    tally = _tally(job, read, None)
+    previous = (job.get("transfer") or {}).get("stored", 0)
+    tally["stalled"] = 0 if checkpoint.size > previous else (job.get("transfer") or {}).get("stalled", 0) + 1
+    if tally["stalled"] >= MAX_STALLED_INVOCATIONS:
+        raise TransferOutOfTime(
+            f"{MAX_STALLED_INVOCATIONS} invocations in a row stored nothing of the file (it stands at "
+            f"{checkpoint.size} bytes): the provider serves it too slowly to store even one part per run"
+        )
+    tally["stored"] = checkpoint.size
+    total = f" of {checkpoint.expected_size / 1048576:.1f} MiB" if checkpoint.expected_size else ""
+    logger.info(
+        "transfer goes on in a new invocation", extra={"job_id": job["job_id"], "stored": checkpoint.size}
+    )
+    message = f"stored {checkpoint.size / 1048576:.1f} MiB{total}; going on in a new invocation"
+    return {**state, "job": {**job, "status": TRANSFERRING, "message": message, "transfer": tally}}
+
+
+def _tally(job: dict[str, Any], read: int, size: int | None) -> dict[str, Any]:
+    """The transfer's figures over its invocations: how many, bytes read, and (once done) bytes re-read."""
+    before = job.get("transfer") or {}
+    tally = {**before, "invocations": before.get("invocations", 0) + 1, "read": before.get("read", 0) + read}
+    if size is not None:
+        tally["reread"] = max(0, tally["read"] - size)
+        tally.pop("stalled", None)
+    return tally
 
 
 #: The job's status while a container task fetches its report (reportrelay.container).
@@ -443,9 +579,9 @@ def _stop_at(runtime: Runtime, provider: Provider) -> float | None:
 
 
 def _with_object(state: State, job: dict[str, Any], stored: StoredObject, runtime: Runtime) -> State:
-    """The state with the stored object (and the job out of the container, if it was handed over)."""
+    """The state with the stored object (and the job out of the container or the transfer loop)."""
     stored_job = {**job, "object": stored.to_dict(), "stored_at": iso_timestamp(runtime.clock())}
-    if job.get("status") == IN_CONTAINER:
+    if job.get("status") in (IN_CONTAINER, TRANSFERRING):
         stored_job.update(status=ReportState.READY.value, message=None)
     return {**state, "job": stored_job}
 
@@ -577,6 +713,8 @@ def cancel_at_provider(event: dict[str, Any], runtime: Runtime) -> dict[str, Any
     job_id = str(event.get("job_id") or "")
     store = runtime.jobs
     job = store.get(job_id) if store is not None and job_id else None
+    if job is not None:
+        _drop_open_upload(runtime, job.job_id, job.transfer_checkpoint)
     if job is None or not job.handle or not job.request:
         return {"at_provider": "not_queued"}
     try:
@@ -617,6 +755,9 @@ def conclude(state: State, runtime: Runtime) -> dict[str, Any]:
     detail = outcome["detail"]
     _announce(runtime, *_record_outcome(runtime, outcome, state))
     _release_slot(state, runtime)
+    if detail["status"] != "READY" and runtime.jobs is not None:
+        record = runtime.jobs.get(detail["job_id"])
+        _drop_open_upload(runtime, detail["job_id"], record.transfer_checkpoint if record else None)
     metrics.add_metric(
         name="ReportsReady" if detail["status"] == "READY" else "ReportsFailed",
         unit=MetricUnit.Count,
@@ -636,6 +777,16 @@ def conclude(state: State, runtime: Runtime) -> dict[str, Any]:
         },
     )
     return outcome
+
+
+def _drop_open_upload(runtime: Runtime, job_id: str, checkpoint: Any) -> None:
+    """Abort the upload a failed or cancelled job left open for its next Fetch (best effort: the bucket's
+    lifecycle rule removes it after a day anyway)."""
+    point = Checkpoint.from_dict(checkpoint)
+    if point is None or not runtime.settings.bucket:
+        return
+    logger.info("aborting the job's unfinished upload", extra={"job_id": job_id})
+    abandon(runtime.s3, runtime.bucket, point)
 
 
 def _release_slot(state: State, runtime: Runtime) -> None:

@@ -161,6 +161,7 @@ OPERATIONS: dict[tuple[str, str], Resolve] = {
     ("s3", "UploadPart"): _object("s3:PutObject"),
     ("s3", "CompleteMultipartUpload"): _object("s3:PutObject"),
     ("s3", "AbortMultipartUpload"): _object("s3:AbortMultipartUpload"),
+    ("s3", "ListParts"): _object("s3:ListMultipartUploadParts"),
     ("s3", "HeadObject"): _object("s3:GetObject", "s3:GetObjectVersion"),
     ("s3", "GetObjectAttributes"): _both(
         _object("s3:GetObject", "s3:GetObjectVersion"),

@@ -6,7 +6,9 @@ Manager, as deployed), runs with every call recorded (tests.iam.recording): one 
 the state machine (Metric Insights brings the holder and sealed handles; myreports rotates its refresh
 token), the job API's routes (start, watch, list, download, share links, cancel), a scheduled start, an
 announcement EventBridge refused that the announce-pending sweep sends, and
-a Fetch run again on a stored job (it recognises the object instead of downloading it). Each call is then
+a Fetch run again on a stored job (it recognises the object instead of downloading it), and a report served in
+byte ranges fetched over several Fetch invocations (ListParts), then one cancelled mid-transfer (Cancel and
+Conclude abort its upload). Each call is then
 checked, as its IAM action and
 resource, against the calling function's synthesized policy (tests.iam.checker).
 """
@@ -24,7 +26,7 @@ from typing import Any
 import pytest
 
 from reportrelay.awsclients import aws_client
-from reportrelay.handlers import fetch, start_scheduled  # their handlers are wrapped while recording
+from reportrelay.handlers import conclude, fetch, start_scheduled  # wrapped while recording
 from reportrelay.local.apigateway import ApiAnswer, rest_event
 from reportrelay.local.aws import LambdaContext, LocalAws
 from reportrelay.sandbox.devexpress import DevExpressSimulator
@@ -160,6 +162,42 @@ def _fetch_again(aws: LocalAws, recorder: CallRecorder, execution: str) -> None:
     assert again["job"]["object"]["key"].endswith(".pdf")
 
 
+def _transfer_over_invocations(aws: LocalAws, recorder: CallRecorder, simulator: Any) -> None:
+    """A report served in byte ranges and too big for one Fetch: checkpoints, ListParts, then aborts."""
+    recorder.test = "a transfer over several Fetch invocations (ListParts on resume)"
+    simulator.faults.serve_ranges = True
+    simulator.faults.download_bytes_per_second = 8 * 1024 * 1024
+    simulator.report_size = 24 * 1024 * 1024
+    lambdas = aws.client("lambda")
+    # Fetch stops a read timeout (60 s by default) and 15 s before its end: about 2 s of work each time.
+    lambdas.update_function_configuration(FunctionName="reportrelay-fetch", Timeout=77)
+    try:
+        execution = aws.start(_request("devexpress"))
+        assert wait_for_executions(aws, [execution], timeout_seconds=120) == ["SUCCEEDED"]
+        history = aws.client("stepfunctions").get_execution_history(executionArn=execution)["events"]
+        fetches = [e for e in history if e.get("stateEnteredEventDetails", {}).get("name") == "Fetch"]
+        assert len(fetches) >= 2, "the transfer did not span invocations"
+
+        recorder.test = "a job cancelled mid-transfer: Cancel, then Conclude, abort its upload"
+        job_api = JobApi(aws)
+        running = job_api.start(_request("devexpress"))
+        job = job_api.wait_for(running, lambda job: job["provider_status"] == "TRANSFERRING", timeout=60)
+        assert job_api("DELETE", f"/reports/{running}").json()["state"] == "cancelled"
+        failed = {
+            "request": {**_request("devexpress"), "team": "finance"},
+            "job": {"job_id": running, "status": "TRANSFERRING"},
+            "error": {"Error": "ReportCancelled", "Cause": json.dumps({"errorMessage": "cancelled"})},
+            "execution_arn": job.get("execution_arn", ""),
+        }
+        arn = "arn:aws:lambda:us-east-1:123456789012:function:reportrelay-conclude"
+        conclude.handler(failed, LambdaContext("reportrelay-conclude", arn, "3"))
+    finally:
+        lambdas.update_function_configuration(FunctionName="reportrelay-fetch", Timeout=900)
+        simulator.faults.serve_ranges = False
+        simulator.faults.download_bytes_per_second = None
+        simulator.report_size = 64 * 1024
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     directory = tmp_path_factory.mktemp("iam")
@@ -193,6 +231,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
         _start_a_schedule(aws, recorder)
         _sweep_the_outbox(aws, recorder)
         _fetch_again(aws, recorder, executions[list(KITS).index("devexpress")])
+        _transfer_over_invocations(aws, recorder, simulators["devexpress"])
 
         arns = {each["Name"]: each["ARN"] for each in secretsmanager.list_secrets()["SecretList"]}
         lookups = LocalLookups(secret_arn=lambda secret_id: arns.get(secret_id, secret_id))
@@ -212,6 +251,13 @@ def _matches_known(denied: Denied, known: tuple[str, str, str]) -> bool:
 def test_every_function_was_exercised(run: Run) -> None:
     called = {call.handler for call in run.calls}
     assert called == set(HANDLERS), f"never called AWS: {sorted(set(HANDLERS) - called)}"
+
+
+def test_the_resumed_transfer_and_its_aborts_were_exercised(run: Run) -> None:
+    made = {(call.handler.split(".")[-2], call.operation) for call in run.calls}
+    aborts = {("cancel", "AbortMultipartUpload"), ("conclude", "AbortMultipartUpload")}
+    wanted = {("fetch", "ListParts"), *aborts}
+    assert wanted <= made, f"not exercised: {sorted(wanted - made)}"
 
 
 def test_every_call_is_allowed_by_the_calling_functions_role(run: Run) -> None:

@@ -11,13 +11,11 @@ import time
 import tracemalloc
 from collections.abc import Iterator
 
-import boto3
 import pytest
 import requests
 import urllib3.exceptions
 from awscrt import checksums
 from botocore.exceptions import ClientError
-from moto import mock_aws
 
 from reportrelay import transfer
 from reportrelay.errors import DownloadInterrupted, TransferOutOfTime
@@ -42,24 +40,6 @@ KEY = "reports/job-1/report.pdf"
 MiB = 1024 * 1024
 TiB = 1024 * 1024 * MiB
 PART = 5 * MiB  # the smallest part S3 (and moto) accepts for every part but the last
-
-
-@pytest.fixture
-def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
-    """A moto S3 with one empty bucket, and fake credentials so nothing can reach real AWS."""
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    with mock_aws():
-        client = boto3.client("s3", region_name="us-east-1")
-        client.create_bucket(Bucket=BUCKET)
-        yield client
 
 
 def random_bytes(size: int, seed: int = 1) -> bytes:

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from reportrelay.claims import ClaimStore
 from reportrelay.config import Connection, JobRequest, describe_validation_error
-from reportrelay.errors import BadRequest, ConfigurationError
+from reportrelay.errors import BadRequest, ConfigurationError, ProviderProtocolError
 from reportrelay.httpclient import ProviderHttp
 from reportrelay.objectkeys import clean_filename
 
@@ -51,13 +51,41 @@ class ReportStatus:
 
 @dataclass
 class ResultStream:
-    """The finished report as a byte stream, with what the provider said about it."""
+    """The finished report as a byte stream, with what the provider said about it.
+
+    ``offset`` is where in the file the stream starts (not 0 only when a ``ResumeFrom`` was honoured);
+    ``validator`` is set when the provider serves byte ranges of this very file, naming it for a later
+    ``ResumeFrom`` (its strong ETag, else its Last-Modified); ``content_length`` is the whole file's.
+    """
 
     chunks: Iterator[bytes]
     filename: str
     content_type: str
     content_length: int | None = None
     sha256: str | None = None
+    offset: int = 0
+    validator: str | None = None
+
+
+@dataclass(frozen=True)
+class ResumeFrom:
+    """Ask for the file from byte ``offset`` on, if it is still the file ``validator`` names.
+
+    Sent as ``Range`` with ``If-Range`` (RFC 9110 section 13.1.5): a server whose file changed answers
+    with the whole new file (200), never a splice of two versions. Asked without content coding, since
+    ranges count the bytes as sent.
+    """
+
+    offset: int
+    validator: str
+
+    def headers(self) -> dict[str, str]:
+        return {"Range": f"bytes={self.offset}-", "If-Range": self.validator, "Accept-Encoding": "identity"}
+
+
+def range_headers(resume_from: ResumeFrom | None) -> dict[str, str]:
+    """The headers that ask for the rest of a file (none for a whole one)."""
+    return resume_from.headers() if resume_from is not None else {}
 
 
 class ProviderSettings(BaseModel):
@@ -125,8 +153,14 @@ class Provider(ABC):
         """Where the report stands now."""
 
     @abstractmethod
-    def open_result(self, request: JobRequest, handle: Handle) -> AbstractContextManager[ResultStream]:
-        """Open the finished report for streaming; the context closes the connection."""
+    def open_result(
+        self, request: JobRequest, handle: Handle, resume_from: ResumeFrom | None = None
+    ) -> AbstractContextManager[ResultStream]:
+        """Open the finished report for streaming; the context closes the connection.
+
+        With ``resume_from``, ask for the rest of the file (``range_headers``); a provider that cannot
+        ask for part of a result ignores it and serves the whole file (``offset`` 0).
+        """
 
     def hold(self, request: JobRequest, handle: Handle) -> None:
         """Make the long-lived request that keeps generation going (only when ``holds_request``)."""
@@ -206,10 +240,49 @@ def decoded_length(response: requests.Response) -> int | None:
 
 
 def streamed(response: requests.Response, filename: str, chunk_size: int = 1024 * 1024) -> ResultStream:
-    """A ResultStream reading a ``stream=True`` response as it arrives."""
+    """A ResultStream reading a ``stream=True`` response as it arrives (a 206 one from its offset)."""
+    offset, length = 0, decoded_length(response)
+    if response.status_code == 206:
+        offset, length = served_range(response)
     return ResultStream(
         chunks=response.iter_content(chunk_size=chunk_size),
         filename=filename,
         content_type=content_type_of(response, filename),
-        content_length=decoded_length(response),
+        content_length=length,
+        offset=offset,
+        validator=range_validator(response),
     )
+
+
+_CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.I)
+
+
+def served_range(response: requests.Response) -> tuple[int, int | None]:
+    """Where a 206 answer starts in the file, and the whole file's size (None when not given)."""
+    header = response.headers.get("Content-Range", "")
+    match = _CONTENT_RANGE.match(header)
+    if match is None:
+        raise ProviderProtocolError(
+            f"the provider answered part of the file (206) with an unreadable Content-Range {header[:60]!r}"
+        )
+    start, _, total = match.groups()
+    return int(start), None if total == "*" else int(total)
+
+
+def range_validator(response: requests.Response) -> str | None:
+    """What names this file for a later ``ResumeFrom``: only when the provider serves byte ranges of it.
+
+    A GET answered without content coding, with ``Accept-Ranges: bytes`` (or a 206), and a strong ETag
+    (weak ones may not be used in ``If-Range``) or a Last-Modified date.
+    """
+    if response.request is None or response.request.method != "GET":
+        return None
+    if response.headers.get("Content-Encoding", "identity").strip().lower() not in ("", "identity"):
+        return None
+    ranges = "bytes" in response.headers.get("Accept-Ranges", "").lower()
+    if not ranges and response.status_code != 206:
+        return None
+    etag = response.headers.get("ETag", "").strip()
+    if etag and not etag.startswith("W/"):
+        return etag
+    return response.headers.get("Last-Modified", "").strip() or None

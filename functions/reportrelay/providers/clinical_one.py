@@ -63,8 +63,10 @@ from reportrelay.providers.base import (
     ReportState,
     ReportStatus,
     ResultStream,
+    ResumeFrom,
     filename_from_response,
     parse_report,
+    range_headers,
     require_format,
     streamed,
 )
@@ -353,7 +355,9 @@ class ClinicalOne(Provider):
     # ---- download
 
     @contextmanager
-    def open_result(self, request: JobRequest, handle: Handle) -> Iterator[ResultStream]:
+    def open_result(
+        self, request: JobRequest, handle: Handle, resume_from: ResumeFrom | None = None
+    ) -> Iterator[ResultStream]:
         report = parse_report(ClinicalOneReport, request)
         params = {
             "id": handle["job_id"],
@@ -369,6 +373,7 @@ class ClinicalOne(Provider):
             stream=True,
             html_ok=request.format == "html",
             params={name: value for name, value in params.items() if value is not None},
+            headers=range_headers(resume_from),
         )
         with response:
             if "json" in response.headers.get("Content-Type", ""):

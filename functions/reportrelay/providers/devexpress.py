@@ -28,8 +28,10 @@ from reportrelay.providers.base import (
     ReportState,
     ReportStatus,
     ResultStream,
+    ResumeFrom,
     filename_from_response,
     parse_report,
+    range_headers,
     require_format,
     streamed,
 )
@@ -127,7 +129,9 @@ class DevExpress(Provider):
         return ReportStatus(state, message=message)
 
     @contextmanager
-    def open_result(self, request: JobRequest, handle: Handle) -> Iterator[ResultStream]:
+    def open_result(
+        self, request: JobRequest, handle: Handle, resume_from: ResumeFrom | None = None
+    ) -> Iterator[ResultStream]:
         report = parse_report(DevExpressReport, request)
         if "dashboard_id" in handle:
             response = self.http.request(
@@ -147,6 +151,7 @@ class DevExpress(Provider):
                 action="download export",
                 stream=True,
                 html_ok=request.format == "html",
+                headers=range_headers(resume_from),
             )
             fallback = f"report-{report.document_id}"
         with response:

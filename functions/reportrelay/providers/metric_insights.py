@@ -57,6 +57,7 @@ from reportrelay.providers.base import (
     ReportState,
     ReportStatus,
     ResultStream,
+    ResumeFrom,
     filename_from_response,
     parse_report,
     streamed,
@@ -228,7 +229,9 @@ class MetricInsights(Provider):
         return ReportStatus(state)
 
     @contextmanager
-    def open_result(self, request: JobRequest, handle: Handle) -> Iterator[ResultStream]:
+    def open_result(
+        self, request: JobRequest, handle: Handle, resume_from: ResumeFrom | None = None
+    ) -> Iterator[ResultStream]:
         report = parse_report(MetricInsightsReport, request)
         response = self._get(
             report,

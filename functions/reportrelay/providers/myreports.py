@@ -69,6 +69,7 @@ from reportrelay.providers.base import (
     ReportState,
     ReportStatus,
     ResultStream,
+    ResumeFrom,
     content_type_of,
     decoded_length,
     filename_from_response,
@@ -302,7 +303,9 @@ class MyReports(Provider):
         return ReportStatus(state, message=message)
 
     @contextmanager
-    def open_result(self, request: JobRequest, handle: Handle) -> Iterator[ResultStream]:
+    def open_result(
+        self, request: JobRequest, handle: Handle, resume_from: ResumeFrom | None = None
+    ) -> Iterator[ResultStream]:
         report: MyReportsReport = parse_report(MyReportsReport, request)
         request_id = handle["request_id"]
         response = self.http.request(

@@ -65,8 +65,10 @@ from reportrelay.providers.base import (
     ReportState,
     ReportStatus,
     ResultStream,
+    ResumeFrom,
     filename_from_response,
     parse_report,
+    range_headers,
     require_format,
     streamed,
 )
@@ -241,7 +243,9 @@ class Torus(Provider):
         return self._status(entry, handle, {})
 
     @contextmanager
-    def open_result(self, request: JobRequest, handle: Handle) -> Iterator[ResultStream]:
+    def open_result(
+        self, request: JobRequest, handle: Handle, resume_from: ResumeFrom | None = None
+    ) -> Iterator[ResultStream]:
         file_guid = handle.get("file_guid")
         if not file_guid:
             raise ProviderProtocolError("download report file: the job has no Torus fileGuid yet")
@@ -251,6 +255,7 @@ class Torus(Provider):
             action="download report file",
             stream=True,
             html_ok=False,  # merged MI reports are workbooks
+            headers=range_headers(resume_from),
         )
         with response:
             filename = filename_from_response(response, f"{handle.get('report_name') or 'report'}.xlsx")

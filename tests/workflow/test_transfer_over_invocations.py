@@ -1,0 +1,240 @@
+"""A report larger than one Fetch invocation can carry: served in byte ranges, it is fetched over several
+invocations from checkpoints (the state machine loops Fetch); not served in ranges, it moves to the container
+task. Run on emulated AWS through the real state machine, against the DevExpress simulator over HTTP, with
+the Fetch function's timeout cut so that each invocation has about a second to work with."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from reportrelay import workflow
+from reportrelay.local.aws import LocalAws
+from reportrelay.local.runner import run_job
+from reportrelay.runtime import Runtime
+from reportrelay.sandbox.devexpress import DevExpressSimulator
+from reportrelay.timestamps import iso_timestamp
+from reportrelay.transfer import DEFAULT_PART_SIZE
+from tests.aws_faults import killed_after_call
+from tests.conftest import DX_PASSWORD, devexpress_connection, write_connections
+from tests.iam.recording import recording
+from tests.workflow.test_fetch_exactly_once import open_uploads
+
+MiB = 1024 * 1024
+REPORT_SIZE = 40 * MiB
+RATE = 16 * MiB  # the vendor's link: 2.5 s for the whole file
+READ_TIMEOUT = 2
+# Fetch stops one read timeout plus FETCH_STOP_MARGIN_SECONDS before its function's end: about 1 s of work.
+FETCH_TIMEOUT = int(READ_TIMEOUT + workflow.FETCH_STOP_MARGIN_SECONDS + 1)
+REQUEST = {"connection": "dx", "report": {"document_id": 10}, "format": "pdf", "team": "finance"}
+FETCH = "reportrelay-fetch"
+
+
+@pytest.fixture
+def dx_sim() -> Iterator[DevExpressSimulator]:
+    with DevExpressSimulator(
+        users={"api": DX_PASSWORD}, generation_seconds=0.2, report_size=REPORT_SIZE
+    ) as simulator:
+        simulator.faults.download_bytes_per_second = RATE
+        yield simulator
+
+
+def local_aws(tmp_path: Path, dx_sim: DevExpressSimulator, monkeypatch: pytest.MonkeyPatch, **options: Any):
+    monkeypatch.setenv("TEST_DX_PASSWORD", DX_PASSWORD)
+    connection = devexpress_connection(dx_sim.base_url, timeouts={"read_seconds": READ_TIMEOUT})
+    connections = write_connections(tmp_path, {"dx": connection})
+    environment = {"REPORTRELAY_CONNECTIONS_FILE": str(connections), "POWERTOOLS_LOG_LEVEL": "WARNING"}
+    return LocalAws(environment, **options)
+
+
+def with_short_fetch(aws: LocalAws) -> LocalAws:
+    aws.client("lambda").update_function_configuration(FunctionName=FETCH, Timeout=FETCH_TIMEOUT)
+    return aws
+
+
+def stored(aws: LocalAws, detail: dict[str, Any]) -> bytes:
+    obj = detail["object"]
+    return aws.client("s3").get_object(Bucket=obj["bucket"], Key=obj["key"])["Body"].read()
+
+
+def history(aws: LocalAws, execution_arn: str) -> list[dict[str, Any]]:
+    return aws.client("stepfunctions").get_execution_history(executionArn=execution_arn)["events"]
+
+
+def entered(events: list[dict[str, Any]], state: str) -> list[dict[str, Any]]:
+    return [
+        json.loads(event["stateEnteredEventDetails"]["input"])
+        for event in events
+        if event.get("stateEnteredEventDetails", {}).get("name") == state
+    ]
+
+
+def last_fetch_output(events: list[dict[str, Any]]) -> dict[str, Any]:
+    exits = [
+        json.loads(event["stateExitedEventDetails"]["output"])
+        for event in events
+        if event.get("stateExitedEventDetails", {}).get("name") == "Fetch"
+    ]
+    return exits[-1]
+
+
+def range_requests(dx_sim: DevExpressSimulator) -> list[dict[str, str]]:
+    return [call.headers for call in dx_sim.request_log if "Range" in call.headers]
+
+
+def test_a_report_served_in_ranges_is_fetched_over_several_invocations(
+    tmp_path: Path, dx_sim: DevExpressSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a 40 MiB report served in byte ranges over a 16 MiB/s link, and Fetch with ~1 s per invocation
+    dx_sim.faults.serve_ranges = True
+    with local_aws(tmp_path, dx_sim, monkeypatch, fetch_container=False) as aws:
+        with_short_fetch(aws)
+
+        # When the job runs through the state machine
+        outcome = run_job(aws, REQUEST)
+
+        # Then it is ready, and the object is exactly the file the vendor served
+        assert outcome.detail_type == "Report Ready", outcome.detail
+        content = stored(aws, outcome.detail)
+        assert len(content) == REPORT_SIZE
+        assert hashlib.sha256(content).hexdigest() == outcome.detail["object"]["sha256"]
+        assert outcome.detail["object"]["sha256"] in dx_sim.served.values()
+        # and it took at least three Fetch invocations, each after the first asking for the rest by Range
+        events = history(aws, outcome.execution_arn)
+        assert len(entered(events, "Fetch")) >= 3
+        ranges = range_requests(dx_sim)
+        assert len(ranges) == len(entered(events, "Fetch")) - 1
+        assert all(headers["If-Range"].startswith('"') for headers in ranges)
+        # and each resume read again at most the one part that was being filled
+        tally = last_fetch_output(events)["job"]["transfer"]
+        assert tally["invocations"] == len(entered(events, "Fetch"))
+        assert tally["reread"] <= (tally["invocations"] - 1) * DEFAULT_PART_SIZE
+        assert open_uploads(aws) == []
+
+
+def test_a_file_that_changed_between_invocations_is_fetched_again_from_the_start(
+    tmp_path: Path, dx_sim: DevExpressSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a transfer that paused once, after which the vendor serves another version of the file
+    dx_sim.faults.serve_ranges = True
+    with local_aws(tmp_path, dx_sim, monkeypatch, fetch_container=False) as aws:
+        state = ready_state()
+        paused = fetch_with_budget(state, 1.0)
+        assert paused["job"]["status"] == workflow.TRANSFERRING
+        (first_upload,) = [upload["UploadId"] for upload in open_uploads(aws)]
+        dx_sim.faults.change_downloads_next = 1000
+
+        # When Fetch goes on until the report is stored
+        state = paused
+        for _ in range(20):
+            state = fetch_with_budget(state, 1.0)
+            if state["job"].get("object"):
+                break
+
+        # Then the If-Range no longer matched, the parts of the old file were dropped, and the object is
+        # the new file whole (its last byte differs from the old one's), not a splice of the two
+        assert first_upload not in [upload["UploadId"] for upload in open_uploads(aws)]
+        obj = state["job"]["object"]
+        content = aws.client("s3").get_object(Bucket=obj["bucket"], Key=obj["key"])["Body"].read()
+        original = content[:-1] + bytes([content[-1] ^ 0xFF])
+        assert hashlib.sha256(original).hexdigest() in dx_sim.served.values()
+        assert hashlib.sha256(content).hexdigest() == obj["sha256"]
+        assert open_uploads(aws) == []
+
+
+def test_a_report_not_served_in_ranges_moves_to_the_container_task(
+    tmp_path: Path, dx_sim: DevExpressSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a vendor that does not serve ranges, and a deployment with a container task
+    with local_aws(tmp_path, dx_sim, monkeypatch, fetch_container=True) as aws:
+        with_short_fetch(aws)
+
+        # When the job runs
+        outcome = run_job(aws, REQUEST)
+
+        # Then Fetch handed the transfer to the container (ecs:runTask.sync), which stored the file whole
+        assert outcome.detail_type == "Report Ready", outcome.detail
+        events = history(aws, outcome.execution_arn)
+        assert len(entered(events, "FetchInContainer")) == 1
+        assert range_requests(dx_sim) == []
+        content = stored(aws, outcome.detail)
+        assert hashlib.sha256(content).hexdigest() in dx_sim.served.values()
+        assert open_uploads(aws) == []
+
+
+def test_a_fetch_killed_mid_transfer_resumes_from_its_checkpoint(
+    tmp_path: Path, dx_sim: DevExpressSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a transfer that checkpoints as parts are stored, whose Fetch is killed once its third part is
+    # stored: from then on that invocation makes no call at all (no abort, no last checkpoint)
+    dx_sim.faults.serve_ranges = True
+    monkeypatch.setattr("reportrelay.transfer.CHECKPOINT_EVERY_SECONDS", 0.0)
+    with local_aws(tmp_path, dx_sim, monkeypatch, fetch_container=False) as aws, recording():
+        with killed_after_call(aws, "s3", "UploadPart", times=3, function="fetch") as kill:
+            # When the job runs through the state machine
+            outcome = run_job(aws, REQUEST)
+
+        # Then the kill happened, and the job is ready with exactly the served file
+        assert kill.fired == 1
+        assert outcome.detail_type == "Report Ready", outcome.detail
+        content = stored(aws, outcome.detail)
+        assert hashlib.sha256(content).hexdigest() in dx_sim.served.values()
+        # and the retried Fetch asked for the rest from a checkpoint, not for the whole file again
+        events = history(aws, outcome.execution_arn)
+        assert any(event["type"] == "TaskFailed" for event in events)
+        (resumed,) = range_requests(dx_sim)
+        offset = int(resumed["Range"].removeprefix("bytes=").rstrip("-"))
+        assert offset >= DEFAULT_PART_SIZE
+        assert open_uploads(aws) == []
+
+
+def test_a_failed_or_cancelled_job_leaves_no_open_upload(
+    tmp_path: Path, dx_sim: DevExpressSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given two jobs whose transfers paused with their uploads open for the next Fetch
+    dx_sim.faults.serve_ranges = True
+    with local_aws(tmp_path, dx_sim, monkeypatch, fetch_container=False) as aws:
+        failing, cancelled = (fetch_with_budget(ready_state(), 1.0) for _ in range(2))
+        assert len(open_uploads(aws)) == 2
+
+        # When one fails (its retries ran out) and the other is cancelled
+        failure = {
+            **failing,
+            "error": {"Error": "DownloadInterrupted", "Cause": json.dumps({"errorMessage": "x"})},
+        }
+        workflow.conclude(failure, Runtime.from_env())
+        assert workflow.cancel_at_provider({"job_id": cancelled["job"]["job_id"]}, Runtime.from_env())
+
+        # Then neither upload is left open
+        assert open_uploads(aws) == []
+
+
+def ready_state() -> dict[str, Any]:
+    state: dict[str, Any] = {
+        "request": REQUEST,
+        "job": {"job_id": str(uuid.uuid4()), "accepted_at": iso_timestamp(time.time())},
+    }
+    runtime = Runtime.from_env()
+    if runtime.jobs is not None:
+        runtime.jobs.record(state["job"]["job_id"], {"request": REQUEST})
+    state = workflow.submit(state, Runtime.from_env())
+    deadline = time.monotonic() + 30
+    while state["job"]["status"] != "READY":
+        assert time.monotonic() < deadline, state["job"]
+        time.sleep(0.2)
+        state = workflow.check(state, Runtime.from_env())
+    return state
+
+
+def fetch_with_budget(state: dict[str, Any], seconds: float) -> dict[str, Any]:
+    """One Fetch invocation whose function ends ``seconds`` after Fetch's own stop margin."""
+    runtime = Runtime.from_env()
+    runtime.ends_at = time.monotonic() + READ_TIMEOUT + workflow.FETCH_STOP_MARGIN_SECONDS + seconds
+    return workflow.fetch(state, runtime)
