@@ -9,8 +9,11 @@ loopback only) is started and stopped by the benchmark. The vendor link is a loo
 its own process serving deterministic pseudo-random bytes with a Content-Length, paced by a token
 bucket, and byte ranges of them as a vendor that can resume does (``Accept-Ranges: bytes``, a strong
 ETag, ``Range: bytes=N-`` answered 206 unless ``If-Range`` names another ETag); the S3 link is a
-loopback TCP proxy in its own process in front of SeaweedFS's S3 port, pacing what is sent to S3
-through one token bucket shared by all its connections (one link, however many connections use it).
+loopback TCP proxy in its own process in front of SeaweedFS's S3 HTTPS port (a certificate from a
+throw-away CA the measurements trust through ``AWS_CA_BUNDLE``), pacing what is sent to S3 through one
+token bucket shared by all its connections (one link, however many connections use it). S3 is spoken
+over TLS as in AWS: the SDK then sends a streamed part's checksum as a trailer, which is what lets
+reportrelay send each part as it arrives (over plain HTTP the SDK reads a part whole first).
 For each link speed and size it measures, each in a fresh process:
 
 * ``download``: the HTTP body read and dropped (``requests`` ``iter_content(1 MiB)``): the vendor link;
@@ -520,11 +523,20 @@ def compare(sizes_mib: list[int], links_mib: list[float], resume: ResumeRun | No
     """The table for every link and size (none when both lists are empty), then the resumed run if asked."""
     sys.path.insert(0, str(ROOT))
     from tests.s3server import S3Server
+    from tests.tls import TestCA
 
     directory = Path(tempfile.mkdtemp(prefix="reportrelay-bench-"))
-    server = S3Server(directory)
+    # S3 over HTTPS, as in AWS: the SDK then sends each part's checksum as a trailer, so a part can be sent
+    # as it is filled (over plain HTTP the SDK reads a whole part first to put its checksum in a header).
+    authority = TestCA(directory)
+    issued = authority.issue("127.0.0.1")
+    os.environ["AWS_CA_BUNDLE"] = str(authority.bundle)  # every measurement process trusts the server
+    server = S3Server(directory, tls=(issued.certificate, issued.key))
     cores = os.cpu_count()
-    print(f"SeaweedFS (weed mini) on loopback; {cores} cores; every figure from a fresh process", flush=True)
+    print(
+        f"SeaweedFS (weed mini) on loopback, S3 over HTTPS; {cores} cores; every figure from a fresh process",
+        flush=True,
+    )
     worst: dict[str, float] = {"ratio": 10.0, "against_peer": 10.0, "rss": 0.0}
     table = bool(sizes_mib and links_mib)
     try:
@@ -537,7 +549,7 @@ def compare(sizes_mib: list[int], links_mib: list[float], resume: ResumeRun | No
         assert server.port is not None
         for link in links_mib if table else []:
             source = Helper("--serve-source", str(link * MiB))
-            proxy = Helper("--serve-proxy", str(link * MiB), str(server.port))
+            proxy = Helper("--serve-proxy", str(link * MiB), str(server.https_port))
             try:
                 print(f"\nvendor link and S3 link {link:g} MiB/s each; MiB/s, transfer's peak RSS in MiB")
                 print(
@@ -547,7 +559,7 @@ def compare(sizes_mib: list[int], links_mib: list[float], resume: ResumeRun | No
                 )
                 for size in sizes_mib:
                     row = {
-                        kind: run_measurement(kind, size * MiB, source.url, proxy.url, credentials)
+                        kind: run_measurement(kind, size * MiB, source.url, https(proxy.url), credentials)
                         for kind in MEASUREMENTS
                     }
                     upload = max(row["upload_file"]["mib_per_s"], row["upload_stream"]["mib_per_s"])
@@ -578,11 +590,17 @@ def compare(sizes_mib: list[int], links_mib: list[float], resume: ResumeRun | No
                 flush=True,
             )
         if resume is not None:
-            resumed(resume, server.port, credentials)
+            assert server.https_port is not None
+            resumed(resume, server.https_port, credentials)
     finally:
         server.stop()
         shutil.rmtree(directory, ignore_errors=True)
     return 0
+
+
+def https(url: str) -> str:
+    """The proxy's address for the S3 link, which carries TLS through to the server."""
+    return url.replace("http://", "https://", 1)
 
 
 def resumed(run: ResumeRun, s3_port: int, credentials: dict[str, str]) -> None:
@@ -603,7 +621,7 @@ def resumed(run: ResumeRun, s3_port: int, credentials: dict[str, str]) -> None:
     try:
         while True:
             extra = ("--checkpoint-file", str(checkpoint_file), "--budget", str(run.budget))
-            each = run_measurement(RESUMED, size, source.url, proxy.url, credentials, *extra)
+            each = run_measurement(RESUMED, size, source.url, https(proxy.url), credentials, *extra)
             invocations.append(each)
             stored = f"{each['stored_to'] / MiB:.1f} MiB stored" + (
                 f" ({each['parts']} parts)" if each["paused"] else ", completed"

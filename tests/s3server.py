@@ -107,8 +107,15 @@ class S3Server:
         binary: str | None = None,
         credentials: S3Credentials | None = None,
         startup_timeout: float = STARTUP_TIMEOUT_SECONDS,
+        tls: tuple[Path, Path] | None = None,
+        ca_bundle: Path | None = None,
     ) -> None:
+        """``tls``: a certificate and its key (PEM files) to serve S3 over HTTPS too (``https_port``), for
+        clients trusting ``ca_bundle``."""
         self.directory = Path(directory)
+        self.tls = tls
+        self.ca_bundle = ca_bundle
+        self.https_port: int | None = None
         self.binary = binary or weed_binary()
         self.credentials = credentials or S3Credentials(
             access_key_id=f"AKTEST{secrets.token_hex(7).upper()}", secret_access_key=secrets.token_urlsafe(30)
@@ -124,13 +131,22 @@ class S3Server:
             raise RuntimeError("the S3 server is not started")
         return f"http://127.0.0.1:{self.port}"
 
-    def client(self, service: str = "s3", **config: Any) -> Any:
-        """A boto3 client for the server: path-style addressing, SigV4, its credentials, few retries."""
+    @property
+    def https_endpoint_url(self) -> str:
+        if self.https_port is None:
+            raise RuntimeError("the S3 server is not started with TLS")
+        return f"https://127.0.0.1:{self.https_port}"
+
+    def client(self, service: str = "s3", *, https: bool = False, **config: Any) -> Any:
+        """A boto3 client for the server: path-style addressing, SigV4, its credentials, few retries;
+        ``https``: over TLS, as in AWS (the SDK then sends streamed checksums as trailers)."""
         settings = {"signature_version": "s3v4", "retries": {"max_attempts": 2}, **config}
         settings["s3"] = {"addressing_style": "path", **settings.get("s3", {})}
+        tls = {"verify": str(self.ca_bundle)} if https and self.ca_bundle else {}
         return boto3.session.Session().client(
             service,
-            endpoint_url=self.endpoint_url,
+            endpoint_url=self.https_endpoint_url if https else self.endpoint_url,
+            **tls,
             aws_access_key_id=self.credentials.access_key_id,
             aws_secret_access_key=self.credentials.secret_access_key,
             region_name=self.credentials.region,
@@ -244,7 +260,15 @@ class S3Server:
             f"-admin.port.grpc={admin_grpc}",
             f"-filer.localSocket={self.directory / 'filer.sock'}",
             f"-s3.localSocket={self.directory / 's3.sock'}",
+            *self._tls_arguments(),
         ]
+
+    def _tls_arguments(self) -> list[str]:
+        if self.tls is None:
+            return []
+        (self.https_port,) = free_ports(1)
+        certificate, key = self.tls
+        return [f"-s3.port.https={self.https_port}", f"-s3.cert.file={certificate}", f"-s3.key.file={key}"]
 
     def _wait_until_ready(self) -> None:
         """Until an object can be written and read back (the S3 port opens before the volumes are ready)."""
@@ -282,8 +306,14 @@ class S3Server:
 
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    """A SeaweedFS S3 server on loopback for the whole session; skips (with the reason) if it cannot run."""
-    server = S3Server(tmp_path_factory.mktemp("s3server"))
+    """A SeaweedFS S3 server on loopback for the whole session, over HTTP and HTTPS; skips (with the
+    reason) if it cannot run."""
+    from tests.tls import TestCA
+
+    directory = tmp_path_factory.mktemp("s3server")
+    authority = TestCA(directory)
+    issued = authority.issue("127.0.0.1")
+    server = S3Server(directory, tls=(issued.certificate, issued.key), ca_bundle=authority.bundle)
     try:
         server.start()
     except S3ServerUnavailable as error:

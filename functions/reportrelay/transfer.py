@@ -497,6 +497,20 @@ class _PartPipeline:
 
     def send(self, number: int, buffer: bytearray, filled: int) -> None:
         """Upload the first ``filled`` bytes of ``buffer`` as part ``number``; the buffer is then reused."""
+        self._submit(number, buffer, _PartBody(buffer, filled))
+
+    def start(self, number: int, buffer: bytearray, length: int) -> _PartBody:
+        """Start uploading part ``number`` (``length`` bytes) while the reader still fills ``buffer``.
+
+        The SDK reads the returned body as the reader fills it (``_PartBody.grew``), so the part's bytes
+        go to S3 as they arrive rather than once the part is full; its checksum is S3's own, computed by
+        the SDK as it sends (a trailer over HTTPS).
+        """
+        body = _PartBody(buffer, length, filled=0)
+        self._submit(number, buffer, body)
+        return body
+
+    def _submit(self, number: int, buffer: bytearray, body: _PartBody) -> None:
         try:
             self._raise_failure()
         except BaseException:
@@ -504,7 +518,7 @@ class _PartPipeline:
             raise
         # In the caller's context (contextvars: its log and trace context), as if it made the call itself.
         context = contextvars.copy_context()
-        self._futures.append(self._executor.submit(context.run, self._upload, number, buffer, filled))
+        self._futures.append(self._executor.submit(context.run, self._upload, number, buffer, body))
 
     def give_back(self) -> None:
         """Release a buffer taken but not sent (the reader stopped)."""
@@ -515,14 +529,17 @@ class _PartPipeline:
         self._raise_failure()
         return sorted((future.result() for future in self._futures), key=lambda part: part.number)
 
-    def _upload(self, number: int, buffer: bytearray, filled: int) -> UploadedPart:
-        body = _PartBody(buffer, filled)
+    def _upload(self, number: int, buffer: bytearray, body: _PartBody) -> UploadedPart:
         try:
-            crc = checksums.crc64nvme(memoryview(buffer)[:filled])
-            response = self._s3.upload_part(
-                **self._target, PartNumber=number, Body=body, ChecksumCRC64NVME=crc64nvme_base64(crc)
+            streamed = not body.complete  # still being filled: the SDK computes S3's checksum as it sends
+            crc = 0 if streamed else checksums.crc64nvme(memoryview(buffer)[: len(body)])
+            checksum = (
+                {"ChecksumAlgorithm": CHECKSUM_ALGORITHM}
+                if streamed
+                else {"ChecksumCRC64NVME": crc64nvme_base64(crc)}
             )
-            part = UploadedPart(number, response["ETag"], filled, crc)
+            response = self._s3.upload_part(**self._target, PartNumber=number, Body=body, **checksum)
+            part = UploadedPart(number, response["ETag"], len(body), body.crc if streamed else crc)
             self._progress.stored(part)
             return part
         except BaseException as error:
@@ -543,14 +560,46 @@ class _PartPipeline:
             raise error
 
 
+class _PartAbandoned(Exception):
+    """The reader stopped before it filled the part being sent: that part is not to be stored."""
+
+
 class _PartBody(io.RawIOBase):
     """The first ``length`` bytes of a part buffer as a seekable file, so the SDK streams (and on a
-    retry, resends) them without a copy: a sized ``read`` returns a view into the buffer."""
+    retry, resends) them without a copy: a sized ``read`` returns a view into the buffer.
 
-    def __init__(self, buffer: bytearray, length: int) -> None:
+    While the reader is still filling the buffer (``filled`` below ``length``), a read waits for the
+    bytes it asks for; ``fail`` makes waiting reads raise, so the part's upload ends.
+    """
+
+    def __init__(self, buffer: bytearray, length: int, filled: int | None = None) -> None:
         super().__init__()
         self._view = memoryview(buffer)[:length]
         self._position = 0
+        self._filled = length if filled is None else filled
+        self._failed = False
+        self._arrived = threading.Condition()
+        self.crc = 0  # the part's CRC64NVME, once it is complete (``finish``)
+
+    @property
+    def complete(self) -> bool:
+        return self._filled == len(self._view)
+
+    def grew(self, filled: int) -> None:
+        with self._arrived:
+            self._filled = filled
+            self._arrived.notify_all()
+
+    def finish(self, crc: int) -> None:
+        with self._arrived:
+            self.crc = crc
+            self._filled = len(self._view)
+            self._arrived.notify_all()
+
+    def fail(self) -> None:
+        with self._arrived:
+            self._failed = True
+            self._arrived.notify_all()
 
     def __len__(self) -> int:
         return len(self._view)
@@ -562,19 +611,19 @@ class _PartBody(io.RawIOBase):
         return True
 
     def read(self, size: int | None = -1) -> Any:
-        if size is None or size < 0:
-            size = len(self._view) - self._position
-            whole = True
-        else:
-            whole = False
-        piece = self._view[self._position : self._position + size]
-        self._position += len(piece)
+        whole = size is None or size < 0
+        end = len(self._view) if whole else min(len(self._view), self._position + size)
+        self._wait_for(end)
+        piece = self._view[self._position : end]
+        self._position = end
         return bytes(piece) if whole else piece
 
     def readinto(self, target: Any) -> int:
-        count = min(len(target), len(self._view) - self._position)
-        target[:count] = self._view[self._position : self._position + count]
-        self._position += count
+        end = min(len(self._view), self._position + len(target))
+        self._wait_for(end)
+        count = end - self._position
+        target[:count] = self._view[self._position : end]
+        self._position = end
         return count
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
@@ -584,6 +633,15 @@ class _PartBody(io.RawIOBase):
 
     def tell(self) -> int:
         return self._position
+
+    def _wait_for(self, end: int) -> None:
+        if self._filled >= end:
+            return
+        with self._arrived:
+            while self._filled < end and not self._failed:
+                self._arrived.wait()
+            if self._failed:
+                raise _PartAbandoned("the transfer stopped before this part was complete")
 
 
 class _Stopped(Exception):
@@ -728,19 +786,28 @@ def _read_into_parts(
     clock: Callable[[], float],
     give_up_early: bool,
 ) -> tuple[int, str]:
-    """Read the stream into part buffers and hand each full one to ``pipeline``; return size and SHA-256.
+    """Read the stream into part buffers and upload each part; return size and SHA-256.
 
     Each byte is copied into a part buffer, which the SDK reads as a file (``_PartBody``) as it sends.
-    The digest is fed part by part, so that its state at every part's end can go into a checkpoint.
+    With an announced size every part's length is known before its first byte, so each part's upload
+    starts with it and sends its bytes as they arrive (``_PartPipeline.start``); without one, a part
+    is uploaded once full. The digest is fed part by part, so that its state at every part's end can
+    go into a checkpoint.
     """
     expected_size = progress.expected_size
     sizes = itertools.islice(part_sizes(expected_size, progress.part_size), progress.first_part - 1, None)
     digest = progress.digest
     number = progress.first_part
-    part_size = next(sizes)
-    buffer = pipeline.take(part_size)
-    filled = 0
     size = start_size = progress.start_size
+    part_size = next(sizes)
+    length = part_size if expected_size is None else min(part_size, expected_size - size)
+    buffer: bytearray | None = pipeline.take(part_size)
+    body = pipeline.start(number, buffer, length) if expected_size is not None else None
+    filled = crc = 0
+    if body is not None and length == 0:  # an empty file: one empty part makes the object
+        body.finish(0)
+        progress.sent(number)
+        buffer, body = None, None
     started = clock()
     try:
         iterator = iter(chunks)
@@ -776,18 +843,34 @@ def _read_into_parts(
             while offset < len(chunk):
                 if number > MAX_PARTS:
                     raise ValueError(f"the file needs more than {MAX_PARTS} parts")
-                take = min(part_size - filled, len(chunk) - offset)
+                assert buffer is not None
+                take = min(length - filled, len(chunk) - offset)
                 piece = chunk if take == len(chunk) else chunk[offset : offset + take]
                 digest.update(piece)
                 buffer[filled : filled + take] = piece
                 filled += take
                 offset += take
-                if filled == part_size:
-                    full, buffer = buffer, None
+                if body is not None:
+                    crc = checksums.crc64nvme(piece, crc)
+                    if filled < length:
+                        body.grew(filled)
+                        continue
+                    body.finish(crc)
                     progress.sent(number)
-                    pipeline.send(number, full, filled)
-                    number, part_size, filled = number + 1, next(sizes), 0
-                    buffer = pipeline.take(part_size)
+                elif filled == length:
+                    progress.sent(number)
+                    pipeline.send(number, buffer, filled)
+                else:
+                    continue
+                buffer = body = None
+                number, part_size, filled, crc = number + 1, next(sizes), 0, 0
+                done = size - len(chunk) + offset
+                if expected_size is not None and done == expected_size:
+                    continue  # that was the last part
+                length = part_size if expected_size is None else min(part_size, expected_size - done)
+                buffer = pipeline.take(part_size)
+                if expected_size is not None:
+                    body = pipeline.start(number, buffer, length)
 
         if expected_size is not None and size != expected_size:
             raise _Stopped(
@@ -801,14 +884,16 @@ def _read_into_parts(
                 f"download's SHA-256 {sha256} differs from the announced {expected_sha256}; "
                 "nothing was stored"
             )
-        if filled or number == 1:
+        if buffer is not None and (filled or number == 1):
             # The last part may be short; an empty stream still needs one (empty) part to make an object.
             last, buffer = buffer, None
             progress.sent(number)
             pipeline.send(number, last, filled)
         return size, sha256
     finally:
-        if buffer is not None:
+        if body is not None:
+            body.fail()  # its upload was started: it ends now, and gives its buffer back itself
+        elif buffer is not None:
             pipeline.give_back()
 
 

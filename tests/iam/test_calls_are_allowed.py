@@ -7,8 +7,8 @@ the state machine (Metric Insights brings the holder and sealed handles; myrepor
 token), the job API's routes (start, watch, list, download, share links, cancel), a scheduled start, an
 announcement EventBridge refused that the announce-pending sweep sends, and
 a Fetch run again on a stored job (it recognises the object instead of downloading it), and a report served in
-byte ranges fetched over several Fetch invocations (ListParts), then one cancelled mid-transfer (Cancel and
-Conclude abort its upload). Each call is then
+byte ranges fetched over several Fetch invocations (ListParts), whose checkpointed upload Cancel and
+Conclude then abort. Each call is then
 checked, as its IAM action and
 resource, against the calling function's synthesized policy (tests.iam.checker).
 """
@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 from reportrelay.awsclients import aws_client
-from reportrelay.handlers import conclude, fetch, start_scheduled  # wrapped while recording
+from reportrelay.handlers import cancel, conclude, fetch, start_scheduled  # wrapped while recording
 from reportrelay.local.apigateway import ApiAnswer, rest_event
 from reportrelay.local.aws import LambdaContext, LocalAws
 from reportrelay.sandbox.devexpress import DevExpressSimulator
@@ -178,19 +178,18 @@ def _transfer_over_invocations(aws: LocalAws, recorder: CallRecorder, simulator:
         fetches = [e for e in history if e.get("stateEnteredEventDetails", {}).get("name") == "Fetch"]
         assert len(fetches) >= 2, "the transfer did not span invocations"
 
-        recorder.test = "a job cancelled mid-transfer: Cancel, then Conclude, abort its upload"
-        job_api = JobApi(aws)
-        running = job_api.start(_request("devexpress"))
-        job = job_api.wait_for(running, lambda job: job["provider_status"] == "TRANSFERRING", timeout=60)
-        assert job_api("DELETE", f"/reports/{running}").json()["state"] == "cancelled"
+        recorder.test = "a checkpointed job cancelled, then concluded as failed: both abort its upload"
+        job_id = execution.rsplit(":", 1)[1]
+        cancel_arn = "arn:aws:lambda:us-east-1:123456789012:function:reportrelay-cancel"
+        cancel.handler({"job_id": job_id}, LambdaContext("reportrelay-cancel", cancel_arn, "3"))
         failed = {
             "request": {**_request("devexpress"), "team": "finance"},
-            "job": {"job_id": running, "status": "TRANSFERRING"},
-            "error": {"Error": "ReportCancelled", "Cause": json.dumps({"errorMessage": "cancelled"})},
-            "execution_arn": job.get("execution_arn", ""),
+            "job": {"job_id": job_id, "status": "TRANSFERRING"},
+            "error": {"Error": "DownloadInterrupted", "Cause": json.dumps({"errorMessage": "broke off"})},
+            "execution_arn": execution,
         }
-        arn = "arn:aws:lambda:us-east-1:123456789012:function:reportrelay-conclude"
-        conclude.handler(failed, LambdaContext("reportrelay-conclude", arn, "3"))
+        conclude_arn = "arn:aws:lambda:us-east-1:123456789012:function:reportrelay-conclude"
+        conclude.handler(failed, LambdaContext("reportrelay-conclude", conclude_arn, "4"))
     finally:
         lambdas.update_function_configuration(FunctionName="reportrelay-fetch", Timeout=900)
         simulator.faults.serve_ranges = False

@@ -42,6 +42,8 @@ ACKNOWLEDGED = {
     },
     "AwsSolutions-IAM5[Resource::<reports bucket>/*]": {
         "Workflow/FetchFunctionRole",
+        "Workflow/ConcludeFunctionRole",  # aborts a failed job's open upload
+        "Workflow/CancelFunctionRole",  # aborts a cancelled job's open upload
         "JobApi/ApiFunctionRole",
     },
     "AwsSolutions-IAM5[Resource::<job table>/index/*]": {"JobApi/ApiFunctionRole"},

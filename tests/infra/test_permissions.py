@@ -108,8 +108,9 @@ def test_fetch_writes_reports_but_cannot_delete_list_tag_or_touch_other_buckets(
         grant for grant in role_grants(synthesized, role) if any(a.startswith("s3:") for a in grant.actions)
     ]
 
-    # then its S3 rights are: put objects (multipart included), abort an upload, and read an object's
-    # attributes (S3 asks for GetObject with GetObjectAttributes) to recognise what an earlier run stored
+    # then its S3 rights are: put objects (multipart included), abort an upload, list one upload's parts
+    # (to go on from a checkpoint), and read an object's attributes (S3 asks for GetObject with
+    # GetObjectAttributes) to recognise what an earlier run stored
     assert {action for grant in s3_grants for action in grant.actions} == {
         *WRITE_REPORT_ACTIONS,
         *RECOGNISE_REPORT_ACTIONS,
@@ -121,21 +122,30 @@ def test_fetch_writes_reports_but_cannot_delete_list_tag_or_touch_other_buckets(
         assert grant.resource_ids == {reports}
         for resource in grant.resources:
             assert resource == {"Fn::Join": ["", [{"Fn::GetAtt": [reports, "Arn"]}, "/*"]]}
-    # and nothing that lists, deletes or reads another version
+    # and nothing that lists the bucket's keys, deletes or reads another version
     assert {
         a for a in role_actions(synthesized, role) if a.startswith(("s3:Get", "s3:List", "s3:Delete"))
     } == {
         "s3:GetObject",
         "s3:GetObjectAttributes",
+        "s3:ListMultipartUploadParts",
     }
 
 
 @pytest.mark.parametrize("handler", [SUBMIT, CHECK, CONCLUDE, CANCEL, START_SCHEDULED])
 def test_only_fetch_may_touch_s3(synthesized: Synthesized, handler: str) -> None:
-    # given a function other than fetch / then its role has no S3 action at all
-    assert not {
+    # given a function other than fetch / then its role has no S3 action at all, except that conclude and
+    # cancel may abort the upload a failed or cancelled job left open, on the reports bucket's objects only
+    s3_actions = {
         a for a in role_actions(synthesized, function_role(synthesized, handler)) if a.startswith("s3:")
     }
+    if handler in (CONCLUDE, CANCEL):
+        assert s3_actions == {"s3:AbortMultipartUpload"}
+        role = function_role(synthesized, handler)
+        (grant,) = [g for g in role_grants(synthesized, role) if "s3:AbortMultipartUpload" in g.actions]
+        assert grant.resource_ids == {bucket_id(synthesized)}
+    else:
+        assert not s3_actions
 
 
 def test_conclude_needs_nothing_but_logs_traces_its_slot_the_jobs_outcome_and_its_event(
@@ -149,6 +159,7 @@ def test_conclude_needs_nothing_but_logs_traces_its_slot_the_jobs_outcome_and_it
         "dynamodb:UpdateItem",
         "dynamodb:GetItem",
         "events:PutEvents",
+        "s3:AbortMultipartUpload",  # a failed job's upload left open for its next Fetch
     }
 
 
@@ -423,10 +434,12 @@ def test_cancel_may_put_claims_like_check_and_read_jobs(synthesized: Synthesized
         (frozenset({"dynamodb:PutItem"}), table),
         (frozenset({"dynamodb:GetItem"}), jobs),
     }
-    # and beyond that it may read the connection's secret: no S3, no executions, no events
+    # and beyond that it may read the connection's secret and abort the job's open upload: no other S3
+    # action, no executions, no events
     assert role_actions(synthesized, function_role(synthesized, CANCEL)) == BASELINE | SECRET_READ | {
         "dynamodb:PutItem",
         "dynamodb:GetItem",
+        "s3:AbortMultipartUpload",
     }
 
 

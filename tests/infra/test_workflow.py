@@ -206,11 +206,12 @@ def test_connections_are_deployed_as_configuration_to_the_provider_steps_only(
             assert constants.ENV_CONNECTIONS not in variables
 
 
-def test_only_fetch_is_told_the_bucket(synthesized: Synthesized) -> None:
+def test_only_fetch_and_conclude_are_told_the_bucket(synthesized: Synthesized) -> None:
+    # fetch stores reports; conclude aborts the upload a failed job left open for its next Fetch
     buckets = synthesized.resources("AWS::S3::Bucket")
     for placeholder in HANDLERS:
         variables = function(synthesized, placeholder)["Environment"]["Variables"]
-        if placeholder == constants.PLACEHOLDER_FETCH:
+        if placeholder in (constants.PLACEHOLDER_FETCH, constants.PLACEHOLDER_CONCLUDE):
             (bucket,) = references(variables[constants.ENV_BUCKET])
             assert bucket in buckets
         else:

@@ -489,6 +489,35 @@ def test_the_next_part_is_downloaded_while_the_previous_one_uploads(s3, monkeypa
     assert s3_checksum(s3) == stored.checksum_crc64nvme == crc64nvme_of(data)
 
 
+def test_with_an_announced_size_a_part_is_sent_while_it_is_still_being_filled(s3, monkeypatch):
+    # given a download of announced size that, after 2 MiB, waits until S3 has been sent the first MiB
+    data = random_bytes(2 * PART)
+    first_mib_sent = threading.Event()
+    upload_part = s3.upload_part
+
+    def upload_part_reading_as_it_sends(**kwargs):
+        body = kwargs["Body"]
+        if kwargs["PartNumber"] == 1:
+            assert bytes(body.read(MiB)) == data[:MiB]  # what the SDK sends first, as it arrives
+            first_mib_sent.set()
+            body.seek(0)
+        return upload_part(**kwargs)
+
+    def source() -> Iterator[bytes]:
+        for number, chunk in enumerate(in_chunks(data, MiB)):
+            if number == 2:
+                assert first_mib_sent.wait(timeout=10), "part 1 was not being sent while it was filled"
+            yield chunk
+
+    monkeypatch.setattr(s3, "upload_part", upload_part_reading_as_it_sends)
+    # when the report is streamed into S3
+    stored = store(s3, source(), expected_size=len(data))
+    # then part 1's upload began with its first bytes, and the object is whole and checked by S3
+    assert first_mib_sent.is_set()
+    assert stored_bytes(s3) == data
+    assert s3_checksum(s3) == stored.checksum_crc64nvme == crc64nvme_of(data)
+
+
 class CountingS3:
     """A fake S3 that is slow to take each part and counts what is in memory: checks like S3, keeps sizes."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import threading
 from typing import Any
 
 import pytest
@@ -57,3 +58,35 @@ def test_a_wrong_checksum_is_refused_by_s3_and_leaves_nothing(s3_server, s3_buck
     # then S3 refused it, and there is no object and no open upload
     assert raised.value.response["Error"]["Code"] == "BadDigest"
     assert_nothing_stored(s3, s3_bucket)
+
+
+def test_over_https_each_part_is_sent_as_it_arrives_and_s3_checks_it(s3_server, s3_bucket):
+    # given S3 over HTTPS, as in AWS, and a download of announced size that, after 2 MiB, waits until the
+    # first part's upload has been sent on its way (over HTTP the SDK would first read the whole part to
+    # put its checksum in a header; over HTTPS it sends the checksum as a trailer after the bytes)
+    s3 = s3_server.client(https=True)
+    data = random.Random(7).randbytes(2 * PART + 99)
+    first_part_on_its_way = threading.Event()
+
+    def sending(request: Any, **kwargs: Any) -> None:
+        if "partNumber=1" in request.url:
+            first_part_on_its_way.set()
+
+    s3.meta.events.register("before-send.s3.UploadPart", sending)
+
+    def source() -> Any:
+        for number, start in enumerate(range(0, len(data), MiB)):
+            if number == 2:
+                assert first_part_on_its_way.wait(timeout=10), "part 1 waited to be full before it was sent"
+            yield data[start : start + MiB]
+
+    # when it is streamed into S3
+    stored = stream_to_s3(
+        source(), s3_client=s3, bucket=s3_bucket, key="k/streamed.bin", content_type="application/pdf",
+        filename="streamed.bin", part_size=PART, expected_size=len(data),
+    )  # fmt: skip
+    # then S3 took each part with the checksum the SDK computed as it sent, and holds exactly the bytes,
+    # with the full-object CRC64NVME reportrelay computed
+    head = s3.head_object(Bucket=s3_bucket, Key="k/streamed.bin", ChecksumMode="ENABLED")
+    assert (head["ChecksumType"], head["ChecksumCRC64NVME"]) == ("FULL_OBJECT", stored.checksum_crc64nvme)
+    assert s3.get_object(Bucket=s3_bucket, Key="k/streamed.bin")["Body"].read() == data
