@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import base64
 import contextvars
+import hashlib
 import io
 import itertools
 import logging
@@ -684,11 +685,14 @@ class _Progress:
         self.prior_entries: list[dict[str, Any]] = list(resume.entries) if resume is not None else []
         self.first_part = (start.parts if start else 0) + 1
         self.start_size = start.size if start else 0
-        self.digest = (
-            rehashes.PySha256.deserialize(base64.b64decode(start.sha256_state))
-            if start
-            else rehashes.PySha256()
-        )
+        # A resumable transfer's SHA-256 must be saved at part ends (rehashes); any other uses hashlib,
+        # which lets go of the GIL while it hashes, so the upload threads go on meanwhile.
+        self.resumable = on_checkpoint is not None
+        self.digest: Any = hashlib.sha256()
+        if self.resumable:
+            self.digest = rehashes.PySha256()
+        if start:
+            self.digest = rehashes.PySha256.deserialize(base64.b64decode(start.sha256_state))
         self.read = 0  # bytes this run read from the stream
         self._lock = threading.Lock()
         self._stored: dict[int, UploadedPart] = {}
@@ -772,7 +776,12 @@ class _Progress:
     def completion_entries(self, uploaded: Sequence[UploadedPart]) -> list[dict[str, Any]]:
         return [*self.prior_entries, *(part.completion_entry() for part in uploaded)]
 
+    def hexdigest(self) -> str:
+        return str(self.digest.finalize() if self.resumable else self.digest.hexdigest())
+
     def _state(self) -> str:
+        if not self.resumable:
+            return ""
         return base64.b64encode(self.digest.serialize()).decode()
 
 
@@ -878,7 +887,7 @@ def _read_into_parts(
                     f"download ended after {size} of {expected_size} bytes; nothing was stored"
                 )
             )
-        sha256 = digest.finalize()
+        sha256 = progress.hexdigest()
         if expected_sha256 is not None and sha256 != expected_sha256.strip().lower():
             raise DownloadInterrupted(
                 f"download's SHA-256 {sha256} differs from the announced {expected_sha256}; "

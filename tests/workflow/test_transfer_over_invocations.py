@@ -122,30 +122,35 @@ def test_a_report_served_in_ranges_is_fetched_over_several_invocations(
 def test_a_file_that_changed_between_invocations_is_fetched_again_from_the_start(
     tmp_path: Path, dx_sim: DevExpressSimulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Given a transfer that paused once, after which the vendor serves another version of the file
+    # Given a ranged transfer over several invocations, and a vendor that serves another version of the
+    # file (another ETag, the same size) from the moment the first Fetch invocation has ended
     dx_sim.faults.serve_ranges = True
     with local_aws(tmp_path, dx_sim, monkeypatch, fetch_container=False) as aws:
-        state = ready_state()
-        paused = fetch_with_budget(state, 1.0)
-        assert paused["job"]["status"] == workflow.TRANSFERRING
-        (first_upload,) = [upload["UploadId"] for upload in open_uploads(aws)]
-        dx_sim.faults.change_downloads_next = 1000
+        with_short_fetch(aws)
+        first_uploads: list[str] = []
 
-        # When Fetch goes on until the report is stored
-        state = paused
-        for _ in range(20):
-            state = fetch_with_budget(state, 1.0)
-            if state["job"].get("object"):
-                break
+        def change_the_file(function: str) -> None:
+            if function == FETCH and not first_uploads:
+                first_uploads.extend(upload["UploadId"] for upload in open_uploads(aws))
+                dx_sim.faults.change_downloads_next = 1000
 
-        # Then the If-Range no longer matched, the parts of the old file were dropped, and the object is
-        # the new file whole (its last byte differs from the old one's), not a splice of the two
-        assert first_upload not in [upload["UploadId"] for upload in open_uploads(aws)]
-        obj = state["job"]["object"]
-        content = aws.client("s3").get_object(Bucket=obj["bucket"], Key=obj["key"])["Body"].read()
+        aws.after_invoke.append(change_the_file)
+
+        # When the job runs through the state machine
+        outcome = run_job(aws, REQUEST)
+
+        # Then the first resume's If-Range no longer matched: the vendor served the new file whole, the
+        # parts of the old one were dropped with their upload, and the object is the new file, not a
+        # splice of the two (its last byte is the old file's, flipped)
+        assert outcome.detail_type == "Report Ready", outcome.detail
+        assert len(first_uploads) == 1
+        ranges = range_requests(dx_sim)
+        assert len(ranges) >= 2  # the refused resume, and at least one resume of the new file
+        assert ranges[0]["If-Range"] != ranges[-1]["If-Range"]
+        content = stored(aws, outcome.detail)
         original = content[:-1] + bytes([content[-1] ^ 0xFF])
         assert hashlib.sha256(original).hexdigest() in dx_sim.served.values()
-        assert hashlib.sha256(content).hexdigest() == obj["sha256"]
+        assert hashlib.sha256(content).hexdigest() == outcome.detail["object"]["sha256"]
         assert open_uploads(aws) == []
 
 
