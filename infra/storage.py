@@ -36,20 +36,12 @@ class ReportStorage(Construct):
     def grant_write_reports(self, grantee: iam.IGrantable) -> None:
         """Write (abort, and go on with) report uploads and read a stored report's attributes; no deletes,
         no listing of keys, no tags, no other bucket."""
-        grantee.grant_principal.add_to_principal_policy(
-            iam.PolicyStatement(
-                actions=[*WRITE_REPORT_ACTIONS, *RECOGNISE_REPORT_ACTIONS],
-                resources=[self.bucket.arn_for_objects("*")],
-            )
+        self._grant_on_reports(
+            grantee,
+            [*WRITE_REPORT_ACTIONS, *RECOGNISE_REPORT_ACTIONS],
+            "Report keys are '<team>/<key prefix><job id>/<file name>', chosen per job, so writing "
+            "reports needs every key of the reports bucket (and only of that bucket).",
         )
-        bucket_id = Stack.of(self).resolve(cast(s3.CfnBucket, self.bucket.node.default_child).logical_id)
-        if isinstance(grantee.grant_principal, Construct):
-            acknowledge(
-                grantee.grant_principal,
-                f"AwsSolutions-IAM5[Resource::<{bucket_id}.Arn>/*]",
-                "Report keys are '<team>/<key prefix><job id>/<file name>', chosen per job, so writing "
-                "reports needs every key of the reports bucket (and only of that bucket).",
-            )
         if self.key is not None:
             grantee.grant_principal.add_to_principal_policy(
                 iam.PolicyStatement(actions=list(KMS_WRITE_ACTIONS), resources=[self.key.key_arn])
@@ -57,19 +49,21 @@ class ReportStorage(Construct):
 
     def grant_abort_uploads(self, grantee: iam.IGrantable) -> None:
         """Abort a report upload a failed or cancelled job left open for its next Fetch; nothing else."""
+        self._grant_on_reports(
+            grantee,
+            ["s3:AbortMultipartUpload"],
+            "A job's upload may be under any key of the reports bucket (its key is chosen per job); "
+            "only aborting an upload is allowed.",
+        )
+
+    def _grant_on_reports(self, grantee: iam.IGrantable, actions: list[str], why: str) -> None:
+        """``actions`` on every object of the reports bucket, with cdk-nag told why every key."""
         grantee.grant_principal.add_to_principal_policy(
-            iam.PolicyStatement(
-                actions=["s3:AbortMultipartUpload"], resources=[self.bucket.arn_for_objects("*")]
-            )
+            iam.PolicyStatement(actions=actions, resources=[self.bucket.arn_for_objects("*")])
         )
         bucket_id = Stack.of(self).resolve(cast(s3.CfnBucket, self.bucket.node.default_child).logical_id)
         if isinstance(grantee.grant_principal, Construct):
-            acknowledge(
-                grantee.grant_principal,
-                f"AwsSolutions-IAM5[Resource::<{bucket_id}.Arn>/*]",
-                "A job's upload may be under any key of the reports bucket (its key is chosen per job); "
-                "only aborting an upload is allowed.",
-            )
+            acknowledge(grantee.grant_principal, f"AwsSolutions-IAM5[Resource::<{bucket_id}.Arn>/*]", why)
 
     def _build_key(self) -> kms.Key:
         return kms.Key(

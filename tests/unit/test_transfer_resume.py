@@ -63,6 +63,22 @@ def resumable(s3_client, chunks, checkpoints: list[Checkpoint], **options: Any) 
     return stream_to_s3(chunks, **{**arguments, **options})
 
 
+def paused_after(s3_client, data: bytes, chunks: int, **options: Any) -> Checkpoint:
+    """The checkpoint of a resumable transfer of ``data`` whose time ran out after ``chunks`` 1 MiB chunks."""
+    clock = ChunkClock()
+    with pytest.raises(TransferPaused) as paused:
+        resumable(
+            s3_client,
+            clock.counting(in_chunks(data, MiB)),
+            [],
+            expected_size=len(data),
+            stop_at=chunks,
+            clock=clock,
+            **options,
+        )
+    return paused.value.checkpoint
+
+
 def fetch_in_invocations(s3_client, data: bytes, chunks_per_run: int) -> tuple[StoredObject, list[int]]:
     """Run the transfer as Fetch does, a budget of ``chunks_per_run`` 1 MiB chunks per invocation, each
     run restoring the last checkpoint; returns the stored object and the bytes each run read."""
@@ -210,18 +226,7 @@ def test_a_transfer_killed_without_warning_resumes_from_its_last_periodic_checkp
 def test_a_checkpoint_whose_upload_is_gone_or_incomplete_is_not_restored(s3) -> None:
     # Given a paused transfer
     data = random_bytes(12 * MiB)
-    clock = ChunkClock()
-    checkpoints: list[Checkpoint] = []
-    with pytest.raises(TransferPaused) as paused:
-        resumable(
-            s3,
-            clock.counting(in_chunks(data, MiB)),
-            checkpoints,
-            expected_size=len(data),
-            stop_at=11,
-            clock=clock,
-        )
-    checkpoint = paused.value.checkpoint
+    checkpoint = paused_after(s3, data, 11)
     assert checkpoint.parts == 2
 
     # When the checkpoint claims a part S3 does not hold, it is refused and its upload aborted
@@ -236,18 +241,8 @@ def test_a_checkpoint_whose_upload_is_gone_or_incomplete_is_not_restored(s3) -> 
 def test_a_file_of_another_size_on_resume_aborts_the_upload(s3) -> None:
     # Given a paused transfer of a 12 MiB file
     data = random_bytes(12 * MiB)
-    clock = ChunkClock()
     checkpoints: list[Checkpoint] = []
-    with pytest.raises(TransferPaused) as paused:
-        resumable(
-            s3,
-            clock.counting(in_chunks(data, MiB)),
-            checkpoints,
-            expected_size=len(data),
-            stop_at=6,
-            clock=clock,
-        )
-    resumption = restore(s3, BUCKET, paused.value.checkpoint)
+    resumption = restore(s3, BUCKET, paused_after(s3, data, 6))
     assert resumption is not None
 
     # When the rest is served as part of a file of another size
@@ -263,20 +258,9 @@ def test_a_file_of_another_size_on_resume_aborts_the_upload(s3) -> None:
 def test_a_resumed_file_whose_sha256_differs_from_the_announced_one_stores_nothing(s3) -> None:
     # Given a paused transfer, resumed with bytes that do not make the announced file
     data = random_bytes(12 * MiB)
-    clock = ChunkClock()
     checkpoints: list[Checkpoint] = []
     announced = hashlib.sha256(data).hexdigest()
-    with pytest.raises(TransferPaused) as paused:
-        resumable(
-            s3,
-            clock.counting(in_chunks(data, MiB)),
-            checkpoints,
-            expected_size=len(data),
-            expected_sha256=announced,
-            stop_at=6,
-            clock=clock,
-        )
-    resumption = restore(s3, BUCKET, paused.value.checkpoint)
+    resumption = restore(s3, BUCKET, paused_after(s3, data, 6, expected_sha256=announced))
     altered = data[PART:-1] + bytes([data[-1] ^ 0xFF])
 
     # When the rest arrives

@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,12 +19,11 @@ from reportrelay.local.aws import LocalAws
 from reportrelay.local.runner import run_job
 from reportrelay.runtime import Runtime
 from reportrelay.sandbox.devexpress import DevExpressSimulator
-from reportrelay.timestamps import iso_timestamp
 from reportrelay.transfer import DEFAULT_PART_SIZE
 from tests.aws_faults import killed_after_call
 from tests.conftest import DX_PASSWORD, devexpress_connection, write_connections
 from tests.iam.recording import recording
-from tests.workflow.test_fetch_exactly_once import open_uploads
+from tests.workflow.test_fetch_exactly_once import open_uploads, ready
 
 MiB = 1024 * 1024
 REPORT_SIZE = 40 * MiB
@@ -206,7 +204,7 @@ def test_a_failed_or_cancelled_job_leaves_no_open_upload(
     # Given two jobs whose transfers paused with their uploads open for the next Fetch
     dx_sim.faults.serve_ranges = True
     with local_aws(tmp_path, dx_sim, monkeypatch, fetch_container=False) as aws:
-        failing, cancelled = (fetch_with_budget(ready_state(), 1.0) for _ in range(2))
+        failing, cancelled = (fetch_with_budget(ready(REQUEST), 1.0) for _ in range(2))
         assert len(open_uploads(aws)) == 2
 
         # When one fails (its retries ran out) and the other is cancelled
@@ -219,23 +217,6 @@ def test_a_failed_or_cancelled_job_leaves_no_open_upload(
 
         # Then neither upload is left open
         assert open_uploads(aws) == []
-
-
-def ready_state() -> dict[str, Any]:
-    state: dict[str, Any] = {
-        "request": REQUEST,
-        "job": {"job_id": str(uuid.uuid4()), "accepted_at": iso_timestamp(time.time())},
-    }
-    runtime = Runtime.from_env()
-    if runtime.jobs is not None:
-        runtime.jobs.record(state["job"]["job_id"], {"request": REQUEST})
-    state = workflow.submit(state, Runtime.from_env())
-    deadline = time.monotonic() + 30
-    while state["job"]["status"] != "READY":
-        assert time.monotonic() < deadline, state["job"]
-        time.sleep(0.2)
-        state = workflow.check(state, Runtime.from_env())
-    return state
 
 
 def fetch_with_budget(state: dict[str, Any], seconds: float) -> dict[str, Any]:
