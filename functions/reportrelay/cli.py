@@ -1,6 +1,7 @@
 """The ``reportrelay`` command: run a job locally, serve the provider simulators, replay failed schedules.
 
-Exit codes: 0 the report is ready, 1 the report failed, 2 bad input (with a one-line message).
+Exit codes: 0 the report is ready, 1 the report failed, 2 bad input (with a one-line message),
+130 interrupted (Ctrl-C).
 ``schedules replay``: 0 every start replayed, 1 some kept in the queue, 2 AWS refused or is unreachable.
 """
 
@@ -19,7 +20,7 @@ from reportrelay import __version__
 from reportrelay.config import Connections, SecretResolver, parse_job_request
 from reportrelay.errors import ReportRelayError
 
-EXIT_READY, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_READY, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 class BadInput(Exception):
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"reportrelay: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -177,7 +178,7 @@ def command_validate(args: argparse.Namespace) -> int:
 
 def command_run(args: argparse.Namespace) -> int:
     from reportrelay.local.aws import LocalAws
-    from reportrelay.local.runner import run_job
+    from reportrelay.local.runner import JobInterrupted, run_job
 
     os.environ["POWERTOOLS_LOG_LEVEL"] = "INFO" if args.verbose else "ERROR"
     writable_folder(args.out, "--out")  # before anything runs: a report fetched must have somewhere to go
@@ -189,13 +190,49 @@ def command_run(args: argparse.Namespace) -> int:
         "POWERTOOLS_LOG_LEVEL": "INFO" if args.verbose else "ERROR",
     }
     progress = None if args.json else _print_progress
-    with LocalAws(environment) as aws:
-        outcome = run_job(aws, request, out_dir=args.out, on_progress=progress)
+    try:
+        # No job API here: the event's download_url is null, and the file is copied to --out instead.
+        with LocalAws(environment, job_api=False) as aws:
+            outcome = run_job(aws, request, out_dir=args.out, on_progress=progress)
+    except JobInterrupted as interrupted:
+        _print_interrupted(interrupted.job_id, request["connection"])
+        return EXIT_INTERRUPTED
     if args.json:
-        print(json.dumps(outcome.detail, sort_keys=True))
+        print(json.dumps(outcome_detail(outcome), sort_keys=True))
     else:
         _print_outcome(outcome)
     return EXIT_READY if outcome.ready else EXIT_FAILED
+
+
+def outcome_detail(outcome: Any) -> dict[str, Any]:
+    """The completion event's detail; for an execution that ended without one, a detail saying so."""
+    if outcome.detail is not None:
+        return dict(outcome.detail)
+    return {
+        "job_id": outcome.execution_arn.rsplit(":", 1)[-1],
+        "status": "FAILED",
+        "error": {
+            "code": "NoCompletionEvent",
+            "message": f"the execution ended {outcome.execution_status} without announcing an outcome",
+        },
+        "object": None,
+        "download_url": None,
+    }
+
+
+def _print_interrupted(job_id: str, connection: str) -> None:
+    """What Ctrl-C leaves behind: the emulation is gone, the provider may still be at work on the report."""
+    print(
+        f"reportrelay: interrupted: job {job_id} may still be queued or generating at the provider "
+        f"of connection {connection!r}",
+        file=sys.stderr,
+    )
+    print(
+        "reportrelay: the local emulation stopped with this command, so nothing here can cancel it; "
+        "the provider may still finish it (cancel it there if it must not run)",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def command_schedules_replay(args: argparse.Namespace) -> int:
@@ -250,19 +287,20 @@ def _print_progress(progress: Any) -> None:
 
 
 def _print_outcome(outcome: Any) -> None:
-    if outcome.local_file is not None:
-        print(f"stored {outcome.detail['object']['key']} -> {outcome.local_file}", file=sys.stderr)
-    elif outcome.detail and outcome.detail.get("error"):
-        error = outcome.detail["error"]
-        print(f"failed: {error['code']}: {error['message']}", file=sys.stderr)
-    if outcome.detail_type is None:
-        print(f"the execution ended {outcome.execution_status} without an event", file=sys.stderr)
-        return
-    print(
-        json.dumps(
-            {"source": "reportrelay", "detail-type": outcome.detail_type, "detail": outcome.detail}, indent=2
-        )
-    )
+    """The completion event on stdout, then one line on stderr that says how it ended: READY or FAILED."""
+    if outcome.detail_type is not None:
+        event = {"source": "reportrelay", "detail-type": outcome.detail_type, "detail": outcome.detail}
+        print(json.dumps(event, indent=2), flush=True)
+    print(outcome_line(outcome), file=sys.stderr, flush=True)
+
+
+def outcome_line(outcome: Any) -> str:
+    """``READY <key> -> <file>`` or ``FAILED <code>: <message>``: the last line a run prints."""
+    if outcome.ready:
+        stored = outcome.detail["object"]["key"]
+        return f"READY {stored} -> {outcome.local_file}" if outcome.local_file else f"READY {stored}"
+    error = outcome_detail(outcome).get("error") or {}
+    return f"FAILED {error.get('code', 'Unknown')}: {error.get('message', 'no error was reported')}"
 
 
 if __name__ == "__main__":

@@ -104,9 +104,12 @@ def test_a_missing_secret_exits_2_naming_the_variable(files, capsys, monkeypatch
     assert "environment variable TEST_DX_PASSWORD is not set" in one_line_error(capsys)
 
 
-def test_the_real_command_prints_the_event_detail_as_json_and_exits_0(devexpress_sim, files):
-    # given the simulator and a connection pointing at it
+def test_the_real_command_prints_the_event_detail_as_json_with_no_dead_link_and_exits_0(
+    devexpress_sim, files, monkeypatch
+):
+    # given the simulator, a connection pointing at it, and a shell that names a people API
     tmp_path, _, request = files
+    monkeypatch.setenv("REPORTRELAY_PEOPLE_URL", "https://reports.example/v1")
     connections = write_connections(tmp_path, {"dx": devexpress_connection(devexpress_sim.base_url)})
     # when the installed command runs with --json
     finished = subprocess.run(
@@ -119,17 +122,114 @@ def test_the_real_command_prints_the_event_detail_as_json_and_exits_0(devexpress
     detail = json.loads(finished.stdout)
     assert detail["status"] == "READY"
     assert (tmp_path / "out" / detail["object"]["filename"]).stat().st_size == detail["object"]["size"]
+    # and no link to a job API that a local run does not have: the local file is what the user gets
+    assert detail["download_url"] is None
 
 
-def test_a_failed_report_exits_1(devexpress_sim, files, capsys):
+def test_a_failed_report_exits_1_and_its_last_line_says_failed_and_why(devexpress_sim, files, capsys):
+    # given a report the provider fails to generate
     tmp_path, _, request = files
     devexpress_sim.fail_reports = "Data source unavailable"
     connections = write_connections(tmp_path, {"dx": devexpress_connection(devexpress_sim.base_url)})
+    # when it is run
     assert run(connections, request, tmp_path / "out") == 1
+    # then stdout is the Report Failed event
     captured = capsys.readouterr()
     event = json.loads(captured.out)
     assert event["detail-type"] == "Report Failed"
     assert "Data source unavailable" in event["detail"]["error"]["message"]
+    # and the last line printed says FAILED with the error's code and message, not a progress line
+    last = captured.err.strip().splitlines()[-1]
+    error = event["detail"]["error"]
+    assert last == f"FAILED {error['code']}: {error['message']}"
+    assert error["code"] == "ReportGenerationFailed"
+
+
+def test_a_failed_report_with_json_prints_only_its_detail_saying_why(devexpress_sim, files, capsys):
+    # given a report the provider fails to generate
+    tmp_path, _, request = files
+    devexpress_sim.fail_reports = "Data source unavailable"
+    connections = write_connections(tmp_path, {"dx": devexpress_connection(devexpress_sim.base_url)})
+    # when it is run with --json
+    code = main(["run", "--connections", str(connections), "--request", str(request),
+                 "--out", str(tmp_path / "out"), "--json"])  # fmt: skip
+    # then it exits 1 and stdout is one JSON object: the detail, with the status and the error
+    assert code == 1
+    detail = json.loads(capsys.readouterr().out)
+    assert detail["status"] == "FAILED" and detail["object"] is None
+    assert detail["error"]["code"] == "ReportGenerationFailed"
+    assert "Data source unavailable" in detail["error"]["message"]
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+def test_an_execution_that_ends_without_an_event_is_reported_failed(files, capsys, monkeypatch, as_json):
+    # given an execution that ends without announcing an outcome
+    from reportrelay.local import runner
+
+    tmp_path, connections, request = files
+    arn = "arn:aws:states:us-east-1:123456789012:execution:reportrelay:job-7"
+    ended = runner.JobOutcome(arn, "FAILED", None, None, None, 1.0)
+    monkeypatch.setattr(runner, "run_job", lambda *args, **kwargs: ended)
+    # when it is run
+    argv = [
+        "run",
+        "--connections",
+        str(connections),
+        "--request",
+        str(request),
+        "--out",
+        str(tmp_path / "out"),
+    ]
+    code = main(argv + (["--json"] if as_json else []))
+    # then it exits 1, saying FAILED and why: as the last line, or as a JSON detail alone on stdout
+    assert code == 1
+    captured = capsys.readouterr()
+    message = "the execution ended FAILED without announcing an outcome"
+    if as_json:
+        detail = json.loads(captured.out)
+        assert detail["job_id"] == "job-7" and detail["status"] == "FAILED"
+        assert detail["error"] == {"code": "NoCompletionEvent", "message": message}
+    else:
+        assert captured.out == ""
+        assert captured.err.strip().splitlines()[-1] == f"FAILED NoCompletionEvent: {message}"
+
+
+def test_ctrl_c_names_the_job_the_provider_may_still_run_and_exits_130(
+    devexpress_sim, files, capsys, monkeypatch
+):
+    # given a report that takes a while, and a Ctrl-C once the provider has queued it
+    from reportrelay.local import runner
+
+    tmp_path, _, request = files
+    devexpress_sim.generation_seconds = 30
+    connections = write_connections(tmp_path, {"dx": devexpress_connection(devexpress_sim.base_url)})
+    real_progress, interrupted = runner._progress, []
+
+    def progress_then_ctrl_c(sfn, execution_arn, elapsed):
+        current = real_progress(sfn, execution_arn, elapsed)
+        if current is not None and current.status is not None:  # Submit has queued the export
+            interrupted.append(execution_arn)
+            raise KeyboardInterrupt
+        return current
+
+    monkeypatch.setattr(runner, "_progress", progress_then_ctrl_c)
+    # when the run is interrupted while following the job
+    code = run(connections, request, tmp_path / "out")
+    # then it exits 130, after the provider was asked for the report
+    assert code == 130 and interrupted
+    assert any(
+        entry.method == "POST" and "/export/report/10" in entry.path for entry in devexpress_sim.request_log
+    )
+    # and stderr names the job and its connection, says it may still be queued there, and how it ends
+    job_id = interrupted[0].rsplit(":", 1)[-1]
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    first, second = err.strip().splitlines()[-2:]
+    assert first == (
+        f"reportrelay: interrupted: job {job_id} may still be queued or generating at the provider "
+        "of connection 'dx'"
+    )
+    assert "nothing here can cancel it" in second and "cancel it there" in second
 
 
 # ---- bad input for every provider: exit 2 and a one-line message naming what is wrong

@@ -12,6 +12,9 @@ from pathlib import Path
 import pytest
 import requests
 
+from reportrelay.cli import main
+from reportrelay.sandbox import cli as sandbox_cli
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -83,3 +86,82 @@ def test_the_sandbox_serves_all_six_with_the_faults_asked_for(sandbox: dict[str,
         discovery.json()["token_endpoint"], data=form | {"client_id": "reportrelay-local"}, timeout=5
     )
     assert tokens.status_code == 200 and tokens.json()["token_type"] == "Bearer"
+
+
+# ---- a port the sandbox cannot have: exit 2, naming the port and the flag that moves it
+
+
+@pytest.fixture
+def taken_port_offset() -> Iterator[tuple[int, int]]:
+    """A --port-offset whose six ports are free but the third (metric_insights), which a listener holds."""
+    offset = free_port_block(6) - 8701
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 8703 + offset))
+        holder.listen()
+        yield offset, 8703 + offset
+
+
+def test_a_taken_port_exits_2_naming_it_and_the_flag_before_anything_is_served(taken_port_offset, capsys):
+    # given another program listening on one of the sandbox's ports
+    offset, port = taken_port_offset
+    # when the sandbox is started
+    code = main(["sandbox", "--port-offset", str(offset)])
+    # then it exits 2 with one line naming the port and the flag that changes it, and serves nothing
+    assert code == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "Traceback" not in captured.err
+    assert captured.err.strip() == (
+        f"reportrelay: error: port {port} is in use (by another program): choose another with "
+        f"--port-offset N (the sandbox serves ports {8701 + offset}-{8706 + offset})"
+    )
+
+
+def test_a_port_taken_after_the_check_exits_2_and_stops_what_was_served(
+    taken_port_offset, capsys, monkeypatch
+):
+    # given a port taken between the check and the bind (the check passes; the bind does not)
+    offset, port = taken_port_offset
+    monkeypatch.setattr(sandbox_cli, "_check_bindable", lambda port, offset: None)
+    # when the sandbox is started
+    code = main(["sandbox", "--port-offset", str(offset)])
+    # then it exits 2 naming that port and the flag, without a traceback
+    assert code == 2
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    assert captured.err.strip().startswith(
+        f"reportrelay: error: port {port} is in use (by another program): choose another with --port-offset N"
+    )
+    # and the simulators started before it were stopped: their ports are free again
+    for free in (8701 + offset, 8702 + offset):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", free))
+
+
+def test_a_port_offset_out_of_range_exits_2_naming_the_flag(capsys):
+    # when the sandbox is asked for ports past 65535, then it says so in one line, and exits 2
+    assert main(["sandbox", "--port-offset", "60000"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error == (
+        "reportrelay: error: --port-offset 60000 puts port 68701 out of range (1-65535): the sandbox "
+        "serves 8701+N to 8706+N; choose another with --port-offset N"
+    )
+
+
+# ---- reportrelay demo
+
+
+def test_a_failed_demo_ends_with_a_line_saying_failed_and_why(tmp_path, capfd, monkeypatch):
+    # given a demo of one simulator that fails every report
+    devexpress = next(p for p in sandbox_cli.SANDBOX_PROVIDERS if p.key == "devexpress")
+    monkeypatch.setattr(sandbox_cli, "SANDBOX_PROVIDERS", [devexpress])
+    monkeypatch.setitem(sandbox_cli.DEMO_KNOBS, "fail_reports", "Data source unavailable")
+    monkeypatch.setitem(sandbox_cli.DEMO_KNOBS, "generation_seconds", 0.2)
+    monkeypatch.setenv("PYTHONPATH", f"{REPO / 'functions'}{os.pathsep}{REPO}")
+    # when the demo runs
+    code = main(["demo", "--out", str(tmp_path / "demo")])
+    # then it exits 1 and its last line says FAILED, with the provider, the error code and the message
+    assert code == 1
+    last = capfd.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("FAILED 1 of 1: devexpress ReportGenerationFailed: ")
+    assert last.endswith("Data source unavailable")

@@ -224,10 +224,15 @@ class LocalAws:
         definition_file: Path = STATE_MACHINE_FILE,
         *,
         fetch_container: bool = True,
+        job_api: bool = True,
     ) -> None:
         """``fetch_container``: a Fetch that will not fit in a Lambda moves to a container task, run here on a
-        thread (a deployment with a VPC has one; see reportrelay.container)."""
+        thread (a deployment with a VPC has one; see reportrelay.container).
+
+        ``job_api``: False for a run with no job API to follow links to (``reportrelay run``): no API URL
+        is set, so completion events carry ``download_url`` null rather than a link to ``api_url``."""
         self.fetch_container = fetch_container
+        self.job_api = job_api
         self.function_environment = {
             **function_environment,
             **({FETCH_CONTAINER_ENV: "1"} if fetch_container else {}),
@@ -387,7 +392,11 @@ class LocalAws:
         """The job store (reportrelay.jobs), and the settings that point the functions and the API at it."""
         self.client("dynamodb").create_table(**jobs.create_table_request(self.jobs_table))
         self.function_environment[jobs.JOBS_TABLE_ENV] = self.jobs_table
-        self.function_environment.setdefault("REPORTRELAY_API_URL", self.api_url)
+        if self.job_api:
+            self.function_environment.setdefault("REPORTRELAY_API_URL", self.api_url)
+        else:  # set empty, so that none in the user's shell reaches the functions either
+            self.function_environment["REPORTRELAY_API_URL"] = ""
+            self.function_environment["REPORTRELAY_PEOPLE_URL"] = ""
 
     def api(self, event: dict[str, Any]) -> dict[str, Any]:
         """Call the job API's handler in-process with an API Gateway REST proxy event; returns its answer."""

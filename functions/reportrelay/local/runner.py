@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +38,15 @@ class JobOutcome:
         return self.detail_type == "Report Ready"
 
 
+class JobInterrupted(KeyboardInterrupt):
+    """Ctrl-C while a started job was being followed: the job may still be queued at the provider."""
+
+    def __init__(self, job_id: str, execution_arn: str) -> None:
+        super().__init__(job_id)
+        self.job_id = job_id
+        self.execution_arn = execution_arn
+
+
 def run_job(
     aws: LocalAws,
     request: Any,
@@ -45,21 +56,32 @@ def run_job(
     job_id: str | None = None,
     poll_interval: float = 0.2,
 ) -> JobOutcome:
-    """Start the job, follow its execution until it ends, then copy the stored report to ``out_dir``."""
+    """Start the job, follow its execution until it ends, then copy the stored report to ``out_dir``.
+
+    Ctrl-C while following the job raises JobInterrupted, naming the job that was started.
+    """
     started = time.monotonic()
+    job_id = job_id or str(uuid.uuid4())
     execution_arn = aws.start(request, job_id)
     last: Progress | None = None
     sfn = aws.client("stepfunctions")
-    while True:
-        description = sfn.describe_execution(executionArn=execution_arn)
-        if on_progress is not None:
-            current = _progress(sfn, execution_arn, time.monotonic() - started)
-            if current is not None and current != last and _changed(current, last):
-                on_progress(current)
-                last = current
-        if description["status"] != "RUNNING":
-            break
-        time.sleep(poll_interval)
+    try:
+        while True:
+            description = sfn.describe_execution(executionArn=execution_arn)
+            if on_progress is not None:
+                current = _progress(sfn, execution_arn, time.monotonic() - started)
+                if current is not None and current != last and _changed(current, last):
+                    on_progress(current)
+                    last = current
+            if description["status"] != "RUNNING":
+                break
+            time.sleep(poll_interval)
+    except KeyboardInterrupt:
+        # The emulation goes with this process: stop the execution, so no step runs once it is gone.
+        # Only the local execution: what the provider was asked to make is left to the provider.
+        with contextlib.suppress(Exception):
+            sfn.stop_execution(executionArn=execution_arn, error="Interrupted", cause="Ctrl-C")
+        raise JobInterrupted(job_id, execution_arn) from None
     event = completion_event(aws, execution_arn)
     local_file = None
     detail = event["detail"] if event else None

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import hashlib
 import importlib
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -128,8 +131,18 @@ def command_sandbox(args: argparse.Namespace) -> int:
 
     secret = os.environ.get(SANDBOX_SECRET_ENV, SANDBOX_SECRET)
     simulators.append(sandbox_issuer(port=SANDBOX_PROVIDERS[-1].port + 1 + args.port_offset, secret=secret))
+    for simulator in simulators:  # before anything is announced: a taken port is the user's to fix
+        _check_bindable(simulator.port, args.port_offset)
+
+    binding: list[Simulator] = []  # the simulator being started, until it is announced
+
+    def each() -> Iterator[Simulator]:  # run_simulators starts each in turn, then announces it
+        for simulator in simulators:
+            binding[:] = [simulator]
+            yield simulator
 
     def announce(name: str, base_url: str) -> None:
+        binding.clear()
         print(f"{name:<16} {base_url}", flush=True)
 
     print(
@@ -138,8 +151,47 @@ def command_sandbox(args: argparse.Namespace) -> int:
         "(group finance) through the public client 'reportrelay-local'",
         flush=True,
     )
-    run_simulators(simulators, announce=announce)
+    try:
+        run_simulators(each(), announce=announce)
+    except OSError as error:  # a port taken since the check above
+        if not binding:
+            raise
+        from reportrelay.cli import BadInput
+
+        raise BadInput(_unbindable(binding[0].port, args.port_offset, error)) from None
     return 0
+
+
+PORT_FLAG = "--port-offset N"
+
+
+def _check_bindable(port: int, offset: int) -> None:
+    """BadInput naming ``port`` and the flag that moves it, unless a simulator could listen on it now."""
+    from reportrelay.cli import BadInput
+
+    first, last = SANDBOX_PROVIDERS[0].port, SANDBOX_PROVIDERS[-1].port + 1
+    if not 1 <= port <= 65535:
+        raise BadInput(
+            f"--port-offset {offset} puts port {port} out of range (1-65535): the sandbox serves "
+            f"{first}+N to {last}+N; choose another with {PORT_FLAG}"
+        )
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the simulators' servers bind
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as error:
+            raise BadInput(_unbindable(port, offset, error)) from None
+
+
+def _unbindable(port: int, offset: int, error: OSError) -> str:
+    first, last = SANDBOX_PROVIDERS[0].port + offset, SANDBOX_PROVIDERS[-1].port + 1 + offset
+    if error.errno == errno.EADDRINUSE:
+        why = "is in use (by another program)"
+    elif error.errno == errno.EACCES:
+        why = "cannot be listened on (permission denied)"
+    else:
+        why = f"cannot be listened on ({error.strerror or error})"
+    return f"port {port} {why}: choose another with {PORT_FLAG} (the sandbox serves ports {first}-{last})"
 
 
 def command_demo(args: argparse.Namespace) -> int:
@@ -168,13 +220,21 @@ def command_demo(args: argparse.Namespace) -> int:
     print()
     for line in results:
         print(line.text)
-    return 0 if all(line.ok for line in results) else 1
+    failures = [line.failure for line in results if line.failure]
+    if failures:  # the last line says it failed, and why
+        print(f"FAILED {len(failures)} of {len(results)}: {'; '.join(failures)}", flush=True)
+    return 0 if not failures else 1
 
 
 @dataclass(frozen=True)
 class DemoLine:
-    ok: bool
     text: str
+    #: ``<provider> <code>: <message>`` when this example failed.
+    failure: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None
 
 
 def _run_example(
@@ -203,19 +263,21 @@ def _run_example(
         event = json.loads(finished.stdout)
         detail = event["detail"]
     except (json.JSONDecodeError, KeyError):
-        return DemoLine(False, f"{provider.key:<16} ERROR   exit {finished.returncode}, no completion event")
+        why = f"exit {finished.returncode}, no completion event"
+        return DemoLine(f"{provider.key:<16} ERROR   {why}", f"{provider.key} {why}")
     if detail["status"] != "READY":
         error = detail["error"]
-        return DemoLine(False, f"{provider.key:<16} FAILED  {error['code']}: {error['message']}")
+        why = f"{error['code']}: {error['message']}"
+        return DemoLine(f"{provider.key:<16} FAILED  {why}", f"{provider.key} {why}")
     stored = detail["object"]
     local_file = out_dir / provider.key / stored["filename"]
     local_sha = hashlib.sha256(local_file.read_bytes()).hexdigest()
     matches = local_sha == stored["sha256"] and local_sha in simulator.served.values()
     verdict = "matches the simulator" if matches else "DOES NOT MATCH the simulator"
     return DemoLine(
-        matches,
         f"{provider.key:<16} READY   {local_file}  {stored['size']:,} bytes  sha256 {local_sha[:16]}… "
         f"({verdict})  {seconds:.1f}s  polls={detail['polls']}",
+        None if matches else f"{provider.key} the file does not match what the simulator served",
     )
 
 
