@@ -33,9 +33,9 @@ from aws_cdk import aws_lambda as lambda_
 from infra import constants
 from infra.functions import RUNTIME
 
-# Parts of the package the functions never import: the local runner (moto), the provider simulators
-# and the command line that drives them.
-EXCLUDED_PARTS = ("local", "sandbox", "cli.py")
+# Parts of the package the functions never import: the local runner (moto), the provider simulators,
+# the command line that drives them, and the schedules file's checks (synthesis and the command line).
+EXCLUDED_PARTS = ("local", "sandbox", "cli.py", "schedulefile.py")
 _IGNORED_NAMES = ("__pycache__",)
 _IGNORED_SUFFIXES = (".pyc", ".pyo")
 

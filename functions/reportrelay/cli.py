@@ -53,9 +53,15 @@ def _parser() -> argparse.ArgumentParser:
     run.set_defaults(command=command_run)
 
     validate = commands.add_parser(
-        "validate", help="check connections, the access policy and a local identities file; run nothing"
+        "validate",
+        help="check connections, job requests, schedules, the access policy and a local identities file; "
+        "run nothing",
     )
     validate.add_argument("--connections", type=Path, help="connections JSON file")
+    validate.add_argument(
+        "--request", type=Path, action="append", default=[], help="job request JSON file (repeatable)"
+    )
+    validate.add_argument("--schedules", type=Path, help="schedules JSON file (config/schedules.json)")
     validate.add_argument("--access", type=Path, help="access policy JSON file (config/access.json)")
     validate.add_argument("--identities", type=Path, help="local identities JSON file (the local IAM API)")
     validate.set_defaults(command=command_validate)
@@ -154,20 +160,48 @@ def _read_json(path: Path, what: str) -> Any:
 
 
 def command_validate(args: argparse.Namespace) -> int:
-    """Each file given, checked as the system would read it; one line per file, exit 2 on the first fault."""
+    """Each file given, checked as the system would read it; one line per file, exit 2 on the first fault.
+
+    Requests and schedules are checked against ``--connections`` as Submit would check them (the report,
+    its format and fields, for the connection's provider), and a schedule's team against the teams its
+    connection is shared with (``--access`` names the admin team, who may use any). No secret is read
+    and no provider is called.
+    """
     from reportrelay.access import AccessPolicy
     from reportrelay.local.identities import LocalIdentities
+    from reportrelay.providers import provider_class
+    from reportrelay.schedulefile import load_schedules
 
-    if not (args.connections or args.access or args.identities):
-        raise BadInput("name at least one file: --connections, --access or --identities")
+    if not (args.connections or args.access or args.identities or args.request or args.schedules):
+        raise BadInput(
+            "name at least one file: --connections, --request, --schedules, --access or --identities"
+        )
+    if (args.request or args.schedules) and not args.connections:
+        raise BadInput("--request and --schedules are checked against connections: give --connections too")
     try:
+        policy = AccessPolicy.from_file(args.access) if args.access else None
         if args.connections:
             connections = Connections.from_file(args.connections)
             print(f"{args.connections}: {len(connections.names())} connection(s) valid")
-        if args.access:
-            policy = AccessPolicy.from_file(args.access)
-            admin = policy.admin_team or "(none)"
-            print(f"{args.access}: valid; admin team {admin}, {len(policy.roles)} role mapping(s)")
+        for path in args.request:
+            document = _read_json(path, "request")
+            try:
+                request = parse_job_request(document)
+                provider = connections.get(request.connection).provider
+                provider_class(provider).validate(request)
+            except ReportRelayError as error:
+                raise BadInput(f"{path}: {error}") from None
+            print(f"{path}: valid; {request.format} from connection {request.connection} ({provider})")
+        if args.schedules:
+            if not args.schedules.exists():
+                raise BadInput(f"cannot read schedules file {args.schedules}: no such file")
+            admin = policy.admin_team if policy is not None else None
+            schedules = load_schedules(args.schedules, connections, admin)
+            enabled = sum(schedule.enabled for schedule in schedules)
+            print(f"{args.schedules}: {len(schedules)} schedule(s) valid, {enabled} enabled")
+        if policy is not None:
+            admin_team = policy.admin_team or "(none)"
+            print(f"{args.access}: valid; admin team {admin_team}, {len(policy.roles)} role mapping(s)")
         if args.identities:
             identities = LocalIdentities.from_file(args.identities)
             print(f"{args.identities}: {len(identities)} identit(y/ies) valid")

@@ -387,6 +387,64 @@ def test_validate_names_the_file_and_field_of_a_wrong_identities_file(tmp_path, 
     assert str(identities) in error and "principal" in error and "\n" not in error
 
 
+def _deployment_files(tmp_path, schedule_team="finance"):
+    """A connections file, a request and a schedules file as a deployment's config/ would hold them."""
+    connections = write_connections(
+        tmp_path,
+        {"dx": devexpress_connection("https://reports.example.com", teams=["finance"])},
+    )
+    request = tmp_path / "request.json"
+    request.write_text(json.dumps({"connection": "dx", "report": {"document_id": 10}, "format": "pdf"}))
+    schedules = tmp_path / "schedules.json"
+    daily = {
+        "schedule": "cron(0 6 * * ? *)",
+        "team": schedule_team,
+        "request": {"connection": "dx", "report": {"document_id": 10}, "format": "xlsx"},
+    }
+    schedules.write_text(json.dumps({"schedules": {"daily": daily}}))
+    return connections, request, schedules
+
+
+def test_validate_checks_requests_and_schedules_against_the_connections(tmp_path, capsys):
+    # given a connections file, a request and a schedules file that fit together
+    connections, request, schedules = _deployment_files(tmp_path)
+    # when they are validated
+    files = ["--connections", str(connections), "--request", str(request), "--schedules", str(schedules)]
+    code = main(["validate", *files])
+    # then each is reported valid, and nothing ran (no provider was reachable at reports.example.com)
+    assert code == 0
+    out = capsys.readouterr().out
+    assert f"{request}: valid; pdf from connection dx (devexpress)" in out
+    assert f"{schedules}: 1 schedule(s) valid, 1 enabled" in out
+
+
+def test_validate_names_the_request_file_and_what_its_provider_refuses(tmp_path, capsys):
+    # given a request for a format DevExpress does not export
+    connections, request, _ = _deployment_files(tmp_path)
+    request.write_text(json.dumps({"connection": "dx", "report": {"document_id": 10}, "format": "mp4"}))
+    # when it is validated, then it exits 2 with one line naming the file and the format
+    assert main(["validate", "--connections", str(connections), "--request", str(request)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert str(request) in error and "mp4" in error and "\n" not in error
+
+
+def test_validate_names_the_schedule_whose_team_may_not_use_its_connection(tmp_path, capsys):
+    # given a schedule run for a team its connection is not shared with
+    connections, _, schedules = _deployment_files(tmp_path, schedule_team="sales")
+    # when the schedules are validated
+    code = main(["validate", "--connections", str(connections), "--schedules", str(schedules)])
+    # then it exits 2 naming the schedule's team field and the team
+    assert code == 2
+    error = capsys.readouterr().err.strip()
+    assert "schedules.daily.team" in error and "'sales'" in error and "\n" not in error
+
+
+def test_validate_needs_the_connections_to_check_a_request_against(tmp_path, capsys):
+    _, request, _ = _deployment_files(tmp_path)
+    assert main(["validate", "--request", str(request)]) == 2
+    assert "give --connections too" in capsys.readouterr().err
+
+
 # ---- quiet, early, exact
 
 
