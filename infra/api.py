@@ -132,7 +132,7 @@ class JobTable(Construct):
         )
 
     def grant_read(self, function: lambda_.Function) -> None:
-        """For the cancel function: read one job (its sealed provider handle), nothing else."""
+        """Read one item by its key (a job: its sealed handle, its object key; a report's durations)."""
         function.add_environment(jobs.JOBS_TABLE_ENV, self.table.table_name)
         function.add_to_role_policy(
             iam.PolicyStatement(actions=["dynamodb:GetItem"], resources=[self.table.table_arn])
@@ -196,8 +196,10 @@ class JobApi(Construct):
         if schedules is not None:
             self.job_table.grant_record(schedules.function)
         self.job_table.grant_read(workflow.canceller)
-        # Fetch reads its job's fixed object key and the uploads it was completing (reportrelay.workflow).
+        # Fetch reads its job's fixed object key and the uploads it was completing (reportrelay.workflow);
+        # Submit reads how long the same report took the last times (reportrelay.poll_policy).
         self.job_table.grant_read(workflow.functions["Fetch"])
+        self.job_table.grant_read(workflow.functions["Submit"])
         self.access_logs = logs.LogGroup(
             self, "AccessLogs", retention=settings.log_retention, removal_policy=RemovalPolicy.RETAIN
         )

@@ -31,6 +31,7 @@ from typing import Any
 
 from reportrelay.awsclients import aws_client
 from reportrelay.errors import BadRequest, ReportRelayError
+from reportrelay.poll_policy import HISTORY_LENGTH
 from reportrelay.timestamps import iso_timestamp
 
 JOBS_TABLE_ENV = "REPORTRELAY_JOBS_TABLE"
@@ -578,6 +579,32 @@ class DynamoDbJobs:
             return False
         return True
 
+    # ---- how long reports took (reportrelay.poll_policy.expected_window)
+
+    def durations(self, key: str) -> list[float]:
+        """The recent durations (seconds, oldest first) of the report ``key`` names (``duration_key``)."""
+        item = self._get_item(_DURATIONS_PREFIX + key) or {}
+        return [float(entry["N"]) for entry in item.get("durations", {}).get("L", []) if "N" in entry]
+
+    def record_duration(self, key: str, seconds: float) -> None:
+        """Add one successful run's duration; only the most recent ``HISTORY_LENGTH`` are kept.
+
+        Two jobs concluding at once may keep only one of their two durations: a sample lost, not a
+        wrong one.
+        """
+        recent = [*self.durations(key), seconds][-HISTORY_LENGTH:]
+        self._call(
+            "update_item",
+            TableName=self.table_name,
+            Key={KEY_ATTRIBUTE: {"S": _DURATIONS_PREFIX + key}},
+            UpdateExpression="SET #durations = :durations, #expires = :expires",
+            ExpressionAttributeNames={"#durations": "durations", "#expires": TTL_ATTRIBUTE},
+            ExpressionAttributeValues={
+                ":durations": {"L": [{"N": f"{each:.3f}"} for each in recent]},
+                ":expires": {"N": str(self._expiry())},
+            },
+        )
+
     # ---- DynamoDB plumbing
 
     def _update(
@@ -961,6 +988,18 @@ def _announcement(item: Mapping[str, Any]) -> Announcement | None:
         resources=tuple(json.loads(resources)) if resources else (),
         attempts=int(float(item.get(_ANNOUNCE_NAMES["#attempts"], {}).get("N", "0"))),
     )
+
+
+#: Durations live beside the jobs, under keys no job id can have ('#' is not allowed in one).
+_DURATIONS_PREFIX = "durations#"
+
+
+def duration_key(connection: str, report: Any, report_format: str) -> str:
+    """Which durations a job adds to and learns from: its connection, its report and its format (not its
+    parameters: the same report for another day usually takes as long)."""
+    canonical = json.dumps(report, sort_keys=True, separators=(",", ":"), default=str)
+    digest = hashlib.sha256(f"{canonical}\n{report_format}".encode()).hexdigest()[:32]
+    return f"{connection}#{digest}"
 
 
 def request_fingerprint(request: Mapping[str, Any]) -> str:

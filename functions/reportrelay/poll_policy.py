@@ -1,16 +1,78 @@
 """How long to wait before the next status check.
 
-Waits grow geometrically from the connection's ``initial_seconds`` up to ``max_seconds``, so a report
-that takes seconds is fetched within seconds and one that takes hours costs a few dozen checks. When the
-provider reports progress, the remaining time is estimated from the rate so far and the wait is
-shortened to land near the finish. A provider's ``Retry-After`` always wins over both.
+Without history, waits grow geometrically from the connection's ``initial_seconds`` up to ``max_seconds``,
+so a report that takes seconds is fetched within seconds and one that takes hours costs a few dozen
+checks. When the provider reports progress, the remaining time is estimated from the rate so far and the
+wait is shortened to land near the finish.
+
+With history (how long the same report on the same connection took the last times, ``expected_window``),
+the first check lands just before the shortest likely finish, checks come densely through the likely
+window (every max(5 s, 5 % of the typical duration), so readiness is seen that soon), and past the
+window waits grow again from that step, for a report running longer than ever before. A provider's
+``Retry-After`` always wins; the job's deadline bounds every wait.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
 
 from reportrelay.config import PollPolicy
+
+#: How many earlier durations count (the most recent ones).
+HISTORY_LENGTH = 20
+#: Durations further than this factor from the median are outliers (a stuck run, a cached answer).
+OUTLIER_FACTOR = 3.0
+#: In the likely window, checks come every ``STEP_SHARE`` of the typical duration, but no closer than
+#: ``MIN_STEP_SECONDS``: readiness is seen within max(5 s, 5 %).
+MIN_STEP_SECONDS = 5.0
+STEP_SHARE = 0.05
+#: The likely window starts this much before the shortest likely duration and ends this much after the
+#: longest seen, so that a run a little faster or slower than before is still inside it.
+EARLY_SHARE = 0.03
+LATE_SHARE = 0.05
+
+
+@dataclass(frozen=True)
+class Expected:
+    """When the report is likely ready, counted from when it was queued: ``start`` to ``end``, with
+    checks ``step`` seconds apart in between."""
+
+    start: float
+    end: float
+    step: float
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Expected | None:
+        if not isinstance(data, dict):
+            return None
+        try:
+            return cls(float(data["start"]), float(data["end"]), float(data["step"]))
+        except (KeyError, TypeError, ValueError):
+            return None
+
+
+def expected_window(durations: Sequence[float]) -> Expected | None:
+    """The likely window from earlier durations (seconds, oldest first); None with no usable history.
+
+    Robust: only the last ``HISTORY_LENGTH`` count, durations more than ``OUTLIER_FACTOR`` times off the
+    median are left out, and the window runs from the 10th percentile to the longest remaining duration.
+    """
+    recent = [float(each) for each in durations[-HISTORY_LENGTH:] if each and each > 0]
+    if not recent:
+        return None
+    median = statistics.median(recent)
+    usual = sorted(each for each in recent if median / OUTLIER_FACTOR <= each <= median * OUTLIER_FACTOR)
+    shortest = _quantile(usual, 0.10)
+    step = max(MIN_STEP_SECONDS, STEP_SHARE * statistics.median(usual))
+    start = shortest * (1 - EARLY_SHARE)
+    return Expected(start=start, end=usual[-1] * (1 + LATE_SHARE), step=step)
 
 
 def next_wait_seconds(
@@ -21,18 +83,34 @@ def next_wait_seconds(
     progress: float | None = None,
     retry_after: float | None = None,
     seconds_left: float | None = None,
+    expected: Expected | None = None,
 ) -> int:
-    """Seconds to wait before check number ``polls + 1``; never past the job's deadline."""
+    """Seconds to wait before check number ``polls + 1``; never past the job's deadline.
+
+    ``elapsed_seconds`` counts from when the report was queued; ``expected`` is its likely window.
+    """
     if retry_after is not None:
         wait = max(float(policy.min_seconds), retry_after)
     else:
-        wait = min(policy.max_seconds, policy.initial_seconds * policy.factor ** max(polls - 1, 0))
+        if expected is not None:
+            wait = _wait_with_history(policy, expected, elapsed_seconds)
+        else:
+            wait = min(policy.max_seconds, policy.initial_seconds * policy.factor ** max(polls - 1, 0))
         estimate = remaining_estimate(elapsed_seconds, progress)
         if estimate is not None:
-            wait = min(wait, estimate)
+            wait = min(wait, max(estimate, expected.step if expected else 0.0))
     if seconds_left is not None:
         wait = min(wait, seconds_left)
     return max(policy.min_seconds, math.ceil(wait))
+
+
+def _wait_with_history(policy: PollPolicy, expected: Expected, elapsed: float) -> float:
+    if elapsed < expected.start:
+        return expected.start - elapsed  # the first check, just before the shortest likely finish
+    if elapsed <= expected.end:
+        return expected.step
+    # Longer than ever before: back off from the step, as a geometric series would have by now.
+    return min(float(policy.max_seconds), expected.step + (elapsed - expected.end) * (policy.factor - 1))
 
 
 def remaining_estimate(elapsed_seconds: float, progress: float | None) -> float | None:
@@ -40,3 +118,11 @@ def remaining_estimate(elapsed_seconds: float, progress: float | None) -> float 
     if progress is None or not 0 < progress < 100 or elapsed_seconds <= 0:
         return None
     return elapsed_seconds * (100 - progress) / progress
+
+
+def _quantile(ordered: Sequence[float], share: float) -> float:
+    """The ``share`` quantile of sorted values, interpolated between neighbours."""
+    position = share * (len(ordered) - 1)
+    low = math.floor(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)

@@ -39,11 +39,12 @@ from reportrelay.jobs import (
     INTENT_QUEUED,
     DynamoDbJobs,
     SubmitIntent,
+    duration_key,
     outcome_fields,
     progress_fields,
 )
 from reportrelay.observability import logger, metrics
-from reportrelay.poll_policy import next_wait_seconds
+from reportrelay.poll_policy import Expected, expected_window, next_wait_seconds
 from reportrelay.providers import open_provider, provider_class
 from reportrelay.providers.base import Handle, Provider, ReportState, ReportStatus, ResultStream, ResumeFrom
 from reportrelay.runtime import Runtime
@@ -169,6 +170,9 @@ def submit(state: State, runtime: Runtime) -> State:
         job["slot"] = slot
     provider = open_provider(connection, runtime.secrets, runtime.claims, ends_at=runtime.ends_at)
     job = {**job, "handle": {}, "polls": job.get("polls", 0), "queued_at": iso_timestamp(now)}
+    expected = _expected(runtime, request)
+    if expected is not None:
+        job["expected"] = expected.to_dict()
     store = runtime.jobs
     if store is None:
         # No job table, no intent: a run of this step that dies after the queue call cannot be told
@@ -699,8 +703,37 @@ def _with_status(
             progress=status.progress,
             retry_after=retry_after,
             seconds_left=max(0.0, parse_timestamp(job["deadline_at"]) - now),
+            expected=Expected.from_dict(job.get("expected")),
         )
     return {**state, "job": job}
+
+
+def _expected(runtime: Runtime, request: JobRequest) -> Expected | None:
+    """When this report is likely ready, from how long it took the last times (best effort: none when
+    the job store cannot say)."""
+    if runtime.jobs is None:
+        return None
+    try:
+        durations = runtime.jobs.durations(duration_key(request.connection, request.report, request.format))
+    except ReportRelayError as error:
+        logger.warning("no duration history: the job store could not be read", extra={"error": str(error)})
+        return None
+    return expected_window(durations)
+
+
+def _remember_duration(state: State, runtime: Runtime) -> None:
+    """A report that became ready adds how long it took, queued to ready, to its history."""
+    job = state.get("job") or {}
+    queued, ready = parse_timestamp(job.get("queued_at")), parse_timestamp(job.get("ready_at"))
+    if runtime.jobs is None or queued is None or ready is None or ready <= queued:
+        return
+    try:
+        request = parse_job_request(state.get("request"))
+        runtime.jobs.record_duration(
+            duration_key(request.connection, request.report, request.format), ready - queued
+        )
+    except ReportRelayError as error:
+        logger.warning("duration not remembered", extra={"job_id": job.get("job_id"), "error": str(error)})
 
 
 def cancel_at_provider(event: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
@@ -755,6 +788,8 @@ def conclude(state: State, runtime: Runtime) -> dict[str, Any]:
     detail = outcome["detail"]
     _announce(runtime, *_record_outcome(runtime, outcome, state))
     _release_slot(state, runtime)
+    if detail["status"] == "READY":
+        _remember_duration(state, runtime)
     if detail["status"] != "READY" and runtime.jobs is not None:
         record = runtime.jobs.get(detail["job_id"])
         _drop_open_upload(runtime, detail["job_id"], record.transfer_checkpoint if record else None)

@@ -1,7 +1,7 @@
 """The wait between status checks."""
 
 from reportrelay.config import PollPolicy
-from reportrelay.poll_policy import next_wait_seconds, remaining_estimate
+from reportrelay.poll_policy import Expected, expected_window, next_wait_seconds, remaining_estimate
 
 POLICY = PollPolicy(initial_seconds=5, max_seconds=60, factor=2)
 
@@ -33,3 +33,77 @@ def test_no_estimate_without_meaningful_progress():
     assert remaining_estimate(10, 0) is None
     assert remaining_estimate(10, 100) is None
     assert remaining_estimate(30, 25) == 90
+
+
+# ---- with history: the same report on the same connection took about as long before
+
+DEFAULT = PollPolicy()  # 5 s, x1.5, cap 300 s
+DURATIONS = (10, 60, 300, 1800, 3600, 4 * 3600, 24 * 3600)
+
+
+def follow(duration: float, expected: Expected | None, policy: PollPolicy = DEFAULT) -> tuple[int, float]:
+    """A report ready ``duration`` s after it was queued, followed with a simulated clock from its queueing
+    (the first wait is computed right after Submit): (checks made, seconds between ready and seen)."""
+    clock, polls = 0.0, 0
+    while True:
+        clock += next_wait_seconds(policy, polls, elapsed_seconds=clock, expected=expected)
+        polls += 1
+        if clock >= duration:
+            return polls, clock - duration
+        assert polls < 10_000
+
+
+def history_around(duration: float) -> list[float]:
+    return [duration * 0.9, duration, duration * 1.1]
+
+
+def test_with_three_runs_around_the_duration_readiness_is_seen_within_5_percent_in_at_most_10_checks():
+    for duration in DURATIONS:
+        for actual in (duration * 0.9, duration, duration * 1.1):
+            # given three earlier runs at the duration, +-10 %
+            expected = expected_window(history_around(duration))
+            # when this run takes anything in that range
+            checks, late = follow(actual, expected)
+            # then it is seen within max(5 s, 5 % of the duration), in at most 10 checks
+            assert late <= max(5.0, 0.05 * duration) + 1, (duration, actual, late)
+            assert checks <= 10, (duration, actual, checks)
+
+
+def test_a_report_taking_twice_its_history_is_still_found_by_backing_off_past_the_window():
+    for duration in DURATIONS:
+        expected = expected_window(history_around(duration))
+        _, late = follow(2 * duration, expected)
+        _, late_without = follow(2 * duration, None)
+        # then it is found, no later than the plain backoff would be (at most its 300 s cap)
+        assert late <= max(late_without, 0.05 * 2 * duration, 5) + 1, (duration, late, late_without)
+        assert late <= 300
+
+
+def test_a_few_outliers_do_not_poison_the_window():
+    # given 60 s runs and two that got stuck (and one that came back at once from a cache)
+    expected = expected_window([60, 61, 600, 59, 62, 2, 900, 60])
+    assert expected is not None
+    # then the window is about the usual minute, checked every 5 s
+    assert 55 <= expected.start <= 60 and expected.end <= 70 and expected.step == 5
+
+
+def test_only_the_recent_runs_count():
+    expected = expected_window([600] * 30 + [60] * 20)
+    assert expected is not None and expected.end < 100
+
+
+def test_no_history_keeps_todays_backoff():
+    assert expected_window([]) is None
+    assert [next_wait_seconds(POLICY, polls, elapsed_seconds=10) for polls in range(0, 4)] == [5, 5, 10, 20]
+
+
+def test_retry_after_and_the_deadline_still_win_over_history():
+    expected = Expected(start=1000, end=1200, step=50)
+    assert next_wait_seconds(DEFAULT, 1, elapsed_seconds=0, expected=expected) == 1000
+    assert next_wait_seconds(DEFAULT, 1, elapsed_seconds=0, expected=expected, retry_after=30) == 30
+    assert next_wait_seconds(DEFAULT, 1, elapsed_seconds=0, expected=expected, seconds_left=200) == 200
+
+
+def test_without_history_a_report_is_never_seen_more_than_5_minutes_late():
+    for duration in DURATIONS:
+        assert follow(duration, None)[1] <= 300

@@ -1,0 +1,94 @@
+"""Polling that learns: a report's next runs wait about as long as it took before, then check densely.
+
+Run through the real state machine on emulated AWS, against the DevExpress simulator over HTTP: the first
+run knows nothing and backs off; the second and third wait, at first, for what the report took; a run
+that suddenly takes much longer is still found."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from reportrelay.jobs import duration_key
+from reportrelay.local.aws import LocalAws
+from reportrelay.local.runner import run_job
+from reportrelay.runtime import Runtime
+from reportrelay.sandbox.devexpress import DevExpressSimulator
+from tests.conftest import DX_PASSWORD, devexpress_connection, write_connections
+
+REQUEST = {"connection": "dx", "report": {"document_id": 10}, "format": "pdf", "team": "finance"}
+
+
+@pytest.fixture
+def dx_sim() -> Iterator[DevExpressSimulator]:
+    with DevExpressSimulator(users={"api": DX_PASSWORD}, generation_seconds=3.0) as simulator:
+        yield simulator
+
+
+@pytest.fixture
+def aws(tmp_path: Path, dx_sim: DevExpressSimulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalAws]:
+    monkeypatch.setenv("TEST_DX_PASSWORD", DX_PASSWORD)
+    poll = {"initial_seconds": 1, "max_seconds": 2, "factor": 1.5}
+    connections = write_connections(tmp_path, {"dx": devexpress_connection(dx_sim.base_url, poll=poll)})
+    environment = {"REPORTRELAY_CONNECTIONS_FILE": str(connections), "POWERTOOLS_LOG_LEVEL": "WARNING"}
+    with LocalAws(environment) as local:
+        yield local
+
+
+def first_wait(aws: LocalAws, execution_arn: str) -> int:
+    """How long the execution waited before its first status check (Submit's answer)."""
+    events = aws.client("stepfunctions").get_execution_history(executionArn=execution_arn)["events"]
+    (submitted, *_) = [
+        json.loads(event["stateExitedEventDetails"]["output"])
+        for event in events
+        if event.get("stateExitedEventDetails", {}).get("name") == "Submit"
+    ]
+    wait: int = submitted["job"]["wait_seconds"]
+    return wait
+
+
+def durations(request: dict[str, Any]) -> list[float]:
+    store = Runtime.from_env().jobs
+    assert store is not None
+    return store.durations(duration_key(request["connection"], request["report"], request["format"]))
+
+
+def test_the_second_and_third_runs_wait_for_what_the_report_took_and_check_less(
+    aws: LocalAws, dx_sim: DevExpressSimulator
+) -> None:
+    # Given a report that takes 3 s, never run on this connection: the first run backs off from 1 s
+    first = run_job(aws, REQUEST)
+    assert first.detail_type == "Report Ready", first.detail
+    assert first_wait(aws, first.execution_arn) == 1
+    (learned,) = durations(REQUEST)
+    assert 3 <= learned <= 6
+
+    # When the same report runs twice more
+    second, third = run_job(aws, REQUEST), run_job(aws, REQUEST)
+
+    # Then each waits at first for about what it took, and finds it ready with fewer checks
+    for run in (second, third):
+        assert run.detail_type == "Report Ready", run.detail
+        assert 0.9 * learned - 1 <= first_wait(aws, run.execution_arn) <= learned + 1
+        assert run.detail["polls"] < first.detail["polls"]
+    assert len(durations(REQUEST)) == 3
+    # and another format of the same report has a history of its own (none yet)
+    assert durations({**REQUEST, "format": "xlsx"}) == []
+
+
+def test_a_report_that_suddenly_takes_three_times_as_long_is_still_found(
+    aws: LocalAws, dx_sim: DevExpressSimulator
+) -> None:
+    # Given two runs that took about 3 s
+    for _ in range(2):
+        assert run_job(aws, REQUEST).detail_type == "Report Ready"
+    # When the vendor now takes 9 s
+    dx_sim.generation_seconds = 9.0
+    slow = run_job(aws, REQUEST)
+    # Then past the learned window the waits grow again, and the report is found
+    assert slow.detail_type == "Report Ready", slow.detail
+    assert slow.seconds < 9 + 10
