@@ -109,8 +109,10 @@ def _wait_with_history(policy: PollPolicy, expected: Expected, elapsed: float) -
         return expected.start - elapsed  # the first check, just before the shortest likely finish
     if elapsed <= expected.end:
         return expected.step
-    # Longer than ever before: back off from the step, as a geometric series would have by now.
-    return min(float(policy.max_seconds), expected.step + (elapsed - expected.end) * (policy.factor - 1))
+    # Longer than ever before: back off from the step, as a geometric series would have by now, up to the
+    # connection's cap (or the step, for a report so long that its 5 % are more than the cap).
+    cap = max(float(policy.max_seconds), expected.step)
+    return min(cap, expected.step + (elapsed - expected.end) * (policy.factor - 1))
 
 
 def remaining_estimate(elapsed_seconds: float, progress: float | None) -> float | None:
