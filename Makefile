@@ -10,16 +10,23 @@ export PYTHONPATH := $(CURDIR)/functions:$(CURDIR)
 export CDK_DISABLE_CLI_TELEMETRY := true
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
-.PHONY: demo test lint format bench clean dev infra-dev synth lint-infra test-infra diff deploy destroy openapi
+.PHONY: demo test lint format bench clean demo-dev dev infra-dev synth lint-infra test-infra diff deploy destroy openapi
 
 # Local targets run offline against emulated AWS; deploy/diff/destroy use your AWS profile's region.
 demo test test-infra synth lint-infra: export AWS_REGION ?= us-east-1
 
-$(VENV)/.stamp-python: requirements.txt requirements-dev.txt requirements-cdk.txt pyproject.toml
+# One virtualenv, two stamps: the demo's set first (requirements-demo.txt: the Lambda runtime and moto), then
+# everything else on top of it (tests, linters, benchmarks, the CDK app and its validators), so `make demo`
+# stays light and a later `make test` only adds what it lacks.
+$(VENV)/.stamp-demo: requirements.txt requirements-demo.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements-dev.txt -r requirements-cdk.txt
+	$(PY) -m pip install --quiet -r requirements-demo.txt
 	$(PY) -m pip install --quiet --no-deps -e .
+	touch $@
+
+$(VENV)/.stamp-python: $(VENV)/.stamp-demo requirements-dev.txt requirements-cdk.txt
+	$(PY) -m pip install --quiet -r requirements-dev.txt -r requirements-cdk.txt
 	touch $@
 
 node_modules/.stamp: package.json package-lock.json
@@ -52,11 +59,13 @@ build/.stamp-browser:
 	else echo "WARNING: apt-get could not install $(BROWSER_PACKAGES): $(BROWSER_SKIPPED)" >&2; \
 	fi
 
+demo-dev: $(VENV)/.stamp-demo
+
 dev: $(VENV)/.stamp-python
 
 infra-dev: $(VENV)/.stamp-python node_modules/.stamp
 
-demo: dev  ## Fetch a report from every simulator end to end through the state machine.
+demo: demo-dev  ## Fetch a report from every simulator end to end through the state machine.
 	$(PY) -m reportrelay.cli demo --out out/demo
 
 test: infra-dev build/.stamp-browser  ## Every test: units, provider contracts over HTTP, the executed state machine, the CDK app.
