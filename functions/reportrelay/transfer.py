@@ -798,12 +798,10 @@ def _read_into_parts(
     """Read the stream into part buffers and upload each part; return size and SHA-256.
 
     Each byte is copied into a part buffer, which the SDK reads as a file (``_PartBody``) as it sends.
-    With an announced size every part's length is known before its first byte, so the first and the
-    last part's uploads start with their first byte and send bytes as they arrive
-    (``_PartPipeline.start``): S3 is sent bytes from the start, and the last part is not left to send
-    after the download has ended. The parts between are uploaded once full (the cheaper request: the
-    checksum in a header), several at once, while the next ones are read. The digest is fed part by
-    part, so that its state at every part's end can go into a checkpoint.
+    With an announced size every part's length is known before its first byte, so each part's upload
+    starts with it and sends its bytes as they arrive (``_PartPipeline.start``); without one, a part
+    is uploaded once full. The digest is fed part by part, so that its state at every part's end can
+    go into a checkpoint.
     """
     expected_size = progress.expected_size
     sizes = itertools.islice(part_sizes(expected_size, progress.part_size), progress.first_part - 1, None)
@@ -880,8 +878,8 @@ def _read_into_parts(
                     continue  # that was the last part
                 length = part_size if expected_size is None else min(part_size, expected_size - done)
                 buffer = pipeline.take(part_size)
-                if expected_size is not None and expected_size - done <= part_size:
-                    body = pipeline.start(number, buffer, length)  # the last part: sent as it arrives
+                if expected_size is not None:
+                    body = pipeline.start(number, buffer, length)
 
         if expected_size is not None and size != expected_size:
             raise _Stopped(
