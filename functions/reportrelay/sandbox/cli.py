@@ -14,6 +14,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -200,7 +201,7 @@ def command_demo(args: argparse.Namespace) -> int:
 
     out_dir = writable_folder(args.out, "--out")
     connections = json.loads((EXAMPLES / "connections.json").read_text(encoding="utf-8"))
-    environment = {**os.environ, SANDBOX_SECRET_ENV: os.environ.get(SANDBOX_SECRET_ENV, SANDBOX_SECRET)}
+    env = {**os.environ, SANDBOX_SECRET_ENV: os.environ.get(SANDBOX_SECRET_ENV, SANDBOX_SECRET)}
     simulators: dict[str, Simulator] = {}
     try:
         for provider in SANDBOX_PROVIDERS:
@@ -210,10 +211,25 @@ def command_demo(args: argparse.Namespace) -> int:
         with tempfile.TemporaryDirectory(prefix="reportrelay-demo-") as scratch:
             connections_file = Path(scratch) / "connections.json"
             connections_file.write_text(json.dumps(connections, indent=2), encoding="utf-8")
-            results = [
-                _run_example(provider, simulators[provider.key], connections_file, out_dir, environment)
-                for provider in SANDBOX_PROVIDERS
-            ]
+            # One process per example, all at once (each simulator serves one of them); their transcripts
+            # are printed in order as they finish.
+            with ThreadPoolExecutor(len(SANDBOX_PROVIDERS)) as pool:
+                runs = [
+                    pool.submit(
+                        _run_example,
+                        provider,
+                        simulators[provider.key],
+                        connections_file,
+                        out_dir,
+                        env,
+                    )
+                    for provider in SANDBOX_PROVIDERS
+                ]
+                results = []
+                for run in runs:
+                    transcript, line = run.result()
+                    print(transcript, flush=True)
+                    results.append(line)
     finally:
         for simulator in simulators.values():
             simulator.stop()
@@ -243,38 +259,37 @@ def _run_example(
     connections_file: Path,
     out_dir: Path,
     env: dict[str, str],
-) -> DemoLine:
+) -> tuple[str, DemoLine]:
+    """Run one example through ``reportrelay run``: what it printed (after the command), and its line."""
     command = [
         sys.executable, "-m", "reportrelay.cli", "run",
         "--connections", str(connections_file),
         "--request", str(EXAMPLES / provider.request_file),
         "--out", str(out_dir / provider.key),
     ]  # fmt: skip
-    print(
-        f"$ reportrelay run --connections <sandbox> --request examples/{provider.request_file} "
-        f"--out {out_dir / provider.key}",
-        flush=True,
-    )
     started = time.monotonic()
-    finished = subprocess.run(command, env=env, stdout=subprocess.PIPE, text=True, check=False)
+    finished = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     seconds = time.monotonic() - started
-    print(finished.stdout, flush=True)
+    transcript = (
+        f"$ reportrelay run --connections <sandbox> --request examples/{provider.request_file} "
+        f"--out {out_dir / provider.key}\n{finished.stdout}{finished.stderr}"
+    )
     try:
         event = json.loads(finished.stdout)
         detail = event["detail"]
     except (json.JSONDecodeError, KeyError):
         why = f"exit {finished.returncode}, no completion event"
-        return DemoLine(f"{provider.key:<16} ERROR   {why}", f"{provider.key} {why}")
+        return transcript, DemoLine(f"{provider.key:<16} ERROR   {why}", f"{provider.key} {why}")
     if detail["status"] != "READY":
         error = detail["error"]
         why = f"{error['code']}: {error['message']}"
-        return DemoLine(f"{provider.key:<16} FAILED  {why}", f"{provider.key} {why}")
+        return transcript, DemoLine(f"{provider.key:<16} FAILED  {why}", f"{provider.key} {why}")
     stored = detail["object"]
     local_file = out_dir / provider.key / stored["filename"]
     local_sha = hashlib.sha256(local_file.read_bytes()).hexdigest()
     matches = local_sha == stored["sha256"] and local_sha in simulator.served.values()
     verdict = "matches the simulator" if matches else "DOES NOT MATCH the simulator"
-    return DemoLine(
+    return transcript, DemoLine(
         f"{provider.key:<16} READY   {local_file}  {stored['size']:,} bytes  sha256 {local_sha[:16]}… "
         f"({verdict})  {seconds:.1f}s  polls={detail['polls']}",
         None if matches else f"{provider.key} the file does not match what the simulator served",
