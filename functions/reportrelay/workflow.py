@@ -38,6 +38,7 @@ from reportrelay.jobs import (
     INTENT_NOT_QUEUED,
     INTENT_QUEUED,
     DynamoDbJobs,
+    Job,
     SubmitIntent,
     duration_key,
     outcome_fields,
@@ -365,7 +366,8 @@ def fetch(state: State, runtime: Runtime) -> State:
     """
     request, job, provider, handle = resume(state, runtime)
     job_id = job["job_id"]
-    stored = _stored_before(runtime, job_id)
+    record = runtime.jobs.get(job_id) if runtime.jobs is not None else None  # read once, for both below
+    stored = _stored_before(runtime, job_id, record)
     if stored is not None:
         logger.info("report was already stored; not downloading it again", extra={"job_id": job_id})
         return _with_object(state, job, stored, runtime)
@@ -373,7 +375,7 @@ def fetch(state: State, runtime: Runtime) -> State:
         raise _container_failure(runtime, state)  # the container ran, and stored nothing
     if _may_hand_over(runtime) and provider.connection.fetch_in == "container":
         return _hand_over(state, job, f"connection {provider.connection.name} fetches in a container")
-    resumption = _restored(runtime, job_id, provider)
+    resumption = _restored(runtime, job_id, provider, record)
     read, resumed = 0, False
     try:
         resume_from = None
@@ -459,11 +461,10 @@ def _may_resume(runtime: Runtime, provider: Provider) -> bool:
     return runtime.jobs is not None and not provider.single_use_result
 
 
-def _restored(runtime: Runtime, job_id: str, provider: Provider) -> Resumption | None:
+def _restored(runtime: Runtime, job_id: str, provider: Provider, record: Job | None) -> Resumption | None:
     """The job's transfer checkpoint, if there is one whose upload S3 still holds."""
     if not _may_resume(runtime, provider):
         return None
-    record = runtime.jobs.get(job_id) if runtime.jobs is not None else None
     checkpoint = Checkpoint.from_dict(record.transfer_checkpoint if record is not None else None)
     if checkpoint is None:
         return None
@@ -605,15 +606,15 @@ def _note_pending(runtime: Runtime, job_id: str, pending: PendingObject) -> None
         )
 
 
-def _stored_before(runtime: Runtime, job_id: str) -> StoredObject | None:
+def _stored_before(runtime: Runtime, job_id: str, record: Job | None = None) -> StoredObject | None:
     """The object an earlier Fetch of this job stored, recognised by S3's checksum of it; None if none.
 
     The job store lists the uploads Fetch was about to complete; the one whose size and full-object
     CRC64NVME the object at the job's key has is the one that was completed (S3 checked that checksum
     against the bytes it stored before it made the object). Only the object's attributes are read.
     """
-    store = runtime.jobs
-    record = store.get(job_id) if store is not None else None
+    if record is None and runtime.jobs is not None:
+        record = runtime.jobs.get(job_id)  # afresh: a failed completion may have been noted meanwhile
     if record is None or not record.object_key or not record.pending_objects:
         return None
     try:
