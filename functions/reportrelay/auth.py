@@ -34,6 +34,9 @@ from reportrelay.errors import (
     ConfigurationError,
     ProviderAuthFailed,
     ProviderProtocolError,
+    ProviderServerError,
+    ProviderTimeout,
+    ProviderUnavailable,
 )
 from reportrelay.httpclient import error_for_response, html_page_error, transport_error
 from reportrelay.observability import logger
@@ -137,8 +140,14 @@ def request_token(
     basic: tuple[str, str] | None = None,
     token_field: str = "access_token",
     clock: Callable[[], float] = time.time,
+    repeatable: bool = True,
 ) -> tuple[IssuedToken, dict[str, Any]]:
-    """POST a sign-in request and read the token and its lifetime; returns the whole answer too."""
+    """POST a sign-in request and read the token and its lifetime; returns the whole answer too.
+
+    A sign-in with credentials changes nothing at the vendor, so one that got no answer or broke off is
+    ``ProviderUnavailable``: the step repeats it. A refresh-token redemption is not ``repeatable``: a host
+    that rotates refresh tokens may have voided the one sent before its answer was lost.
+    """
     where = f"sign-in at {_path(token_url)}"
     try:
         response = session.post(
@@ -151,9 +160,12 @@ def request_token(
             allow_redirects=False,
         )
     except requests.RequestException as error:
-        raise transport_error(
-            error, action="sign-in", method="POST", url=token_url, timeout=timeout
-        ) from None
+        failure = transport_error(error, action="sign-in", method="POST", url=token_url, timeout=timeout)
+        if repeatable and isinstance(failure, ProviderTimeout | ProviderServerError):
+            raise ProviderUnavailable(
+                f"{failure} (a sign-in changes nothing, so it is safe to repeat)"
+            ) from None
+        raise failure from None
     if response.status_code in (400, 401, 403):
         raise ProviderAuthFailed(
             f"{where} was refused (HTTP {response.status_code}): {_sign_in_error_text(response)}; "
@@ -322,6 +334,7 @@ def _refresh_token_auth(
             verify=tls,
             form={**form, "grant_type": "refresh_token", "refresh_token": refresh_token},
             basic=basic,
+            repeatable=False,
         )
 
     def sign_in() -> IssuedToken:

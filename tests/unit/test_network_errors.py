@@ -17,8 +17,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+import requests
 
-from reportrelay.auth import StaticHeaders
+from reportrelay.auth import StaticHeaders, request_token
 from reportrelay.errors import (
     ConfigurationError,
     ProviderProtocolError,
@@ -169,6 +170,31 @@ def test_a_server_that_never_answers_names_the_read_timeout() -> None:
         f"queue export: POST /api/export got no answer in time: 127.0.0.1 port {port} accepted the "
         "connection but sent no answer within 0.4 s (read timeout)"
     )
+
+
+def test_a_sign_in_that_gets_no_answer_is_safe_to_repeat_but_a_refresh_token_redemption_is_not() -> None:
+    # given a sign-in host that accepts connections and never answers
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        token_url = f"http://127.0.0.1:{silent.getsockname()[1]}/oauth/token"
+        with requests.Session() as session:
+            # when a password sign-in gets no answer, then the step may repeat it (nothing changed)
+            with pytest.raises(ProviderUnavailable) as caught:
+                request_token(
+                    session, token_url, timeout=(2, 0.3), verify=True, form={"grant_type": "password"}
+                )
+            assert "a sign-in changes nothing, so it is safe to repeat" in str(caught.value)
+            # and when a refresh-token redemption gets none, it is not (the host may have voided the token)
+            with pytest.raises(ProviderTimeout):
+                request_token(
+                    session,
+                    token_url,
+                    timeout=(2, 0.3),
+                    verify=True,
+                    form={"grant_type": "refresh_token"},
+                    repeatable=False,
+                )
 
 
 def test_a_connection_that_is_never_accepted_names_the_connect_timeout() -> None:
