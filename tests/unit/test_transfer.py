@@ -498,7 +498,10 @@ def test_with_an_announced_size_a_part_is_sent_while_it_is_still_being_filled(s3
     def upload_part_reading_as_it_sends(**kwargs):
         body = kwargs["Body"]
         if kwargs["PartNumber"] == 1:
-            assert bytes(body.read(MiB)) == data[:MiB]  # what the SDK sends first, as it arrives
+            first = bytearray()
+            while len(first) < MiB:  # what the SDK sends first, as it arrives (a read may be short)
+                first += body.read(MiB - len(first))
+            assert first == data[:MiB]
             first_mib_sent.set()
             body.seek(0)
         return upload_part(**kwargs)
@@ -711,3 +714,31 @@ def test_the_object_checksum_combines_parts_uploaded_in_any_order_or_run():
     expected = checksums.crc64nvme(data)
     assert full_object_crc64nvme(parts) == full_object_crc64nvme(parts[::-1]) == expected
     assert crc64nvme_base64(expected) == crc64nvme_of(data)
+
+
+def test_a_part_body_hands_the_sdk_one_socket_write_per_aws_chunk_and_the_bytes_arrive_whole():
+    # given a part of 1 MiB + 3 bytes, read by botocore's aws-chunked encoder as it streams a part over HTTPS
+    from botocore.httpchecksum import AwsChunkedWrapper, CrtCrc64NvmeChecksum
+
+    data = random.Random(7).randbytes(1024 * 1024 + 3)
+    body = transfer._PartBody(bytearray(data), len(data))
+    wrapper = AwsChunkedWrapper(
+        body, checksum_cls=CrtCrc64NvmeChecksum, checksum_name="x-amz-checksum-crc64nvme"
+    )
+    # when the SDK sends it a socket write at a time
+    writes = list(iter(lambda: wrapper.read(transfer.SDK_SEND_BYTES), b""))
+    # then every write but the last two is exactly one whole aws-chunk (so the encoder copies no remainder)
+    for write in writes[:-2]:
+        length, _, rest = bytes(write).partition(b"\r\n")
+        assert len(rest) == int(length, 16) + 2 and rest.endswith(b"\r\n")
+    # and the chunks decode to the part's bytes, with S3's checksum of them in the trailer
+    stream, decoded = b"".join(bytes(write) for write in writes), bytearray()
+    while True:
+        length, _, stream = stream.partition(b"\r\n")
+        if int(length, 16) == 0:
+            break
+        decoded += stream[: int(length, 16)]
+        stream = stream[int(length, 16) + 2 :]
+    assert bytes(decoded) == data
+    expected = base64.b64encode(checksums.crc64nvme(data).to_bytes(8, "big")).decode()
+    assert stream == f"x-amz-checksum-crc64nvme:{expected}\r\n\r\n".encode()
