@@ -14,23 +14,33 @@ from reportrelay.httpclient import ProviderHttp
 from reportrelay.providers.base import Provider
 from reportrelay.tls import tls_verification
 
-#: provider key -> "module:class"; modules are imported on first use so a function loads only its own.
+#: provider key -> "module:class", or "spec:<name>" for a vendor described by the provider spec
+#: reportrelay/providers/specs/<name>.json (run by reportrelay.providers.declarative); modules are imported
+#: on first use so a function loads only its own.
 PROVIDERS: dict[str, str] = {
     "devexpress": "reportrelay.providers.devexpress:DevExpress",
     "torus": "reportrelay.providers.torus:Torus",
     "metric_insights": "reportrelay.providers.metric_insights:MetricInsights",
     "myreports": "reportrelay.providers.myreports:MyReports",
     "clinical_one": "reportrelay.providers.clinical_one:ClinicalOne",
+    "amazon_ads": "spec:amazon_ads",
 }
+SPEC_PREFIX = "spec:"
 
 
 def provider_class(key: str) -> type[Provider]:
     try:
-        module_name, _, class_name = PROVIDERS[key].partition(":")
+        target = PROVIDERS[key]
     except KeyError:
         known = ", ".join(sorted(PROVIDERS))
         raise ConfigurationError(f"unknown provider '{key}' (available: {known})") from None
-    cls = getattr(importlib.import_module(module_name), class_name)
+    if target.startswith(SPEC_PREFIX):
+        from reportrelay.providers.declarative import packaged_provider
+
+        cls: type[Provider] = packaged_provider(target.removeprefix(SPEC_PREFIX))
+    else:
+        module_name, _, class_name = target.partition(":")
+        cls = getattr(importlib.import_module(module_name), class_name)
     assert cls.key == key, f"{PROVIDERS[key]} declares key {cls.key!r}"
     return cls
 

@@ -1,0 +1,453 @@
+"""The one provider that runs any provider spec (``reportrelay.providers.spec``).
+
+A vendor described by a spec needs no Python of its own: this adapter reads the spec to build each call
+(through the connection's shared ``ProviderHttp``, so signing, renewal on a 401, short retries, redirects
+and typed errors are the client's), to read the answers, and to open the finished file as a stream for
+``reportrelay.transfer``. Each spec gets its own subclass (``declarative_class``) so the class attributes
+the workflow reads (``key``, ``settings_model``, ``sealed_handle_fields``, ``reauth_statuses``) are the
+spec's.
+
+A download link taken from the status is a credential (a presigned URL): it is sealed in the handle, and
+fetched with no credential of ours when it is on another host, which the spec or the connection must name.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import functools
+import json
+import re
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, ClassVar
+from urllib.parse import urlsplit
+
+import requests
+from pydantic import BaseModel, ValidationError
+
+from reportrelay.addresses import parse_redirect_hosts
+from reportrelay.auth import StaticHeaders
+from reportrelay.config import Connection, JobRequest, describe_validation_error
+from reportrelay.errors import (
+    BadRequest,
+    ConfigurationError,
+    ProviderProtocolError,
+    ProviderRejected,
+    ProviderThrottled,
+    ReportRelayError,
+)
+from reportrelay.httpclient import ProviderHttp, _private_destination, error_for_response
+from reportrelay.objectkeys import clean_filename
+from reportrelay.providers.base import (
+    Handle,
+    Provider,
+    ProviderSettings,
+    ReportState,
+    ReportStatus,
+    ResultStream,
+    ResumeFrom,
+    filename_from_response,
+    range_headers,
+    require_format,
+    streamed,
+)
+from reportrelay.providers.spec import (
+    AUTH_FIELDS,
+    CallSpec,
+    Extract,
+    ProviderSpec,
+    TemplateError,
+    at_path,
+    expiry_seconds,
+    packaged_spec,
+    percent,
+    render,
+    render_json,
+)
+
+SUCCESS = (200, 201, 202, 204, 206)
+#: A link that expires sooner than this is not used: the status is checked again for a fresh one.
+LINK_MARGIN_SECONDS = 60.0
+#: The handle fields that hold a download link from the status (sealed: a presigned URL is a credential).
+LINK_FIELD, LINK_EXPIRY_FIELD = "download_url", "download_url_expires_at"
+
+
+class DeclarativeProvider(Provider):
+    """A vendor's protocol read from its spec; subclasses made by ``declarative_class`` set ``spec``."""
+
+    spec: ClassVar[ProviderSpec]
+
+    # ---- checks before anything is sent
+
+    @classmethod
+    def parse_settings(cls, connection: Connection) -> ProviderSettings:
+        if connection.auth.type not in cls.spec.auth:
+            raise ConfigurationError(
+                f"connections.{connection.name}.auth.type: {cls.spec.title} takes "
+                f"{' or '.join(cls.spec.auth)}, not '{connection.auth.type}'"
+            )
+        missing = [
+            name
+            for name in cls.spec.auth_fields_named()
+            if not isinstance(getattr(connection.auth, name, None), str)
+        ]
+        if missing:
+            raise ConfigurationError(
+                f"connections.{connection.name}.auth: {cls.spec.title} needs {', '.join(missing)} "
+                "(it is sent with every call)"
+            )
+        return super().parse_settings(connection)
+
+    @classmethod
+    def validate(cls, request: JobRequest) -> None:
+        require_format(request, tuple(cls.spec.request.formats), f"{cls.spec.title} reports")
+        _checked(cls.spec.report_model, request.report, "request.report")
+        _checked(cls.spec.parameters_model, request.parameters, "request.parameters")
+
+    # ---- the protocol
+
+    def submit(self, request: JobRequest) -> ReportStatus:
+        self.queuing({})
+        response = self._call(self.spec.submit, self._context(request, {}), "queue report")
+        if self.spec.submit.id is None:
+            return ReportStatus(ReportState.PENDING, handle={})
+        found = self._extract(response, self.spec.submit.id, "queue report")
+        if isinstance(found, bool) or not isinstance(found, str | int) or str(found) == "":
+            raise ProviderProtocolError(
+                f"queue report: the answer has no report id at {self.spec.submit.id.source()}"
+            )
+        return ReportStatus(ReportState.PENDING, handle={"id": str(found)})
+
+    def check(self, request: JobRequest, handle: Handle) -> ReportStatus:
+        check = self.spec.check
+        action = "check report status"
+        throttled = (429,) if check.retry_after is not None else ()
+        response = self._call(check, self._context(request, handle), action, also_accept=throttled)
+        if response.status_code == 429:
+            raise self._throttled(response, action)
+        body = _json(response, action) if check.answer == "json" else response.text.strip()
+        raw = at_path(body, check.status) if check.answer == "json" else body
+        state_name = check.state_of(raw)
+        if state_name is None:
+            raise ProviderProtocolError(f"{action}: unknown report status {_quoted(raw)}")
+        state = ReportState(state_name)
+        words = _words(at_path(body, check.message)) if check.message and check.answer == "json" else None
+        progress = (
+            percent(at_path(body, check.progress)) if check.progress and check.answer == "json" else None
+        )
+        report = (
+            f"{self.spec.title} report {handle['id']}" if "id" in handle else f"The {self.spec.title} report"
+        )
+        if state is ReportState.FAILED:
+            words = f"{report} failed" + (f": {words}" if words else "")
+        elif state is ReportState.CANCELLED:
+            words = f"{report} was cancelled at the vendor" + (f": {words}" if words else "")
+        update = None
+        if state is ReportState.READY and self.spec.download.source == "from_status":
+            update = self._link(body, action)
+        return ReportStatus(state, progress=progress, message=words, handle=update)
+
+    @contextmanager
+    def open_result(
+        self, request: JobRequest, handle: Handle, resume_from: ResumeFrom | None = None
+    ) -> Iterator[ResultStream]:
+        download = self.spec.download
+        context = self._context(request, handle)
+        if download.call is not None:
+            response = self._call(
+                download.call,
+                context,
+                "download report",
+                stream=True,
+                headers=range_headers(resume_from),
+                html_ok=download.html_ok,
+            )
+        else:
+            response = self._from_status_link(request, handle, resume_from)
+        with response:
+            fallback = self._render(download.filename, context, "text", "download.filename")
+            name = filename_from_response(response, fallback) if download.server_filename else fallback
+            name = clean_filename(name, fallback)
+            if download.extension is not None and "." not in name:
+                name = f"{name}.{self._render(download.extension, context, 'text', 'download.extension')}"
+            result = streamed(response, name)
+            declared = response.headers.get("Content-Type", "").split(";")[0].strip()
+            if download.content_type and declared in ("", "application/octet-stream"):
+                result.content_type = download.content_type
+            yield result
+
+    def cancel(self, request: JobRequest, handle: Handle) -> bool:
+        if self.spec.cancel is None:
+            return False
+        try:
+            self._call(self.spec.cancel, self._context(request, handle), "cancel report")
+        except ProviderRejected:
+            return False  # the vendor would not (no longer pending, already gone): nothing was cancelled
+        return True
+
+    def lost_submission(self, request: JobRequest) -> str:
+        return f"look for it among the {self.spec.title} account's recent reports"
+
+    # ---- calls
+
+    def _context(self, request: JobRequest, handle: Handle) -> dict[str, Any]:
+        """What templates may name (``reportrelay.providers.spec``): never a secret."""
+        auth = {name: getattr(self.connection.auth, name, None) for name in AUTH_FIELDS}
+        return {
+            "report": request.report,
+            "parameters": request.parameters,
+            "format": self.spec.request.formats.get(request.format, request.format),
+            "settings": self.settings.model_dump(exclude_none=True),
+            "auth": {name: value for name, value in auth.items() if isinstance(value, str)},
+            "job": {"id": handle["id"]} if "id" in handle else {},
+        }
+
+    def _render(self, template: str, context: Mapping[str, Any], position: Any, where: str) -> str:
+        try:
+            return render(template, context, position)
+        except TemplateError as error:
+            raise ConfigurationError(f"the {self.spec.key} provider spec, {where}: {error}") from None
+
+    def _call(
+        self,
+        call: CallSpec,
+        context: Mapping[str, Any],
+        action: str,
+        *,
+        also_accept: tuple[int, ...] = (),
+        headers: Mapping[str, str] | None = None,
+        **options: Any,
+    ) -> requests.Response:
+        """Send one call of the spec; an error answer of ``errors.statuses`` raises in the vendor's words."""
+        sent = {
+            name: self._render(v, context, "header", f"headers.{name}")
+            for name, v in self.spec.headers.items()
+        }
+        sent |= {
+            name: self._render(v, context, "header", f"{action} headers") for name, v in call.headers.items()
+        }
+        if call.accept:
+            sent["Accept"] = call.accept
+        arguments: dict[str, Any] = {}
+        if call.body is not None:
+            try:
+                body = render_json(call.body, context)
+            except TemplateError as error:
+                raise ConfigurationError(
+                    f"the {self.spec.key} provider spec, {action} body: {error}"
+                ) from None
+            arguments["data"] = json.dumps(body).encode()
+            sent["Content-Type"] = call.content_type or "application/json"
+        query = {name: self._render(v, context, "query", f"{action} query") for name, v in call.query.items()}
+        response = self.http.request(
+            call.method,
+            self._render(call.path, context, "segment", f"{action} path"),
+            action=action,
+            accept=(*SUCCESS, *self.spec.errors.statuses, *also_accept),
+            params=query or None,
+            headers={**sent, **(headers or {})},
+            **arguments,
+            **options,
+        )
+        if response.status_code in self.spec.errors.statuses and response.status_code not in SUCCESS:
+            with response:
+                raise self._vendor_error(response, action)
+        return response
+
+    def _vendor_error(self, response: requests.Response, action: str) -> ReportRelayError:
+        """The client's typed error for this answer, in the words the spec says the vendor uses."""
+        failure = error_for_response(response, action)
+        errors = self.spec.errors
+        try:
+            body = response.json()
+        except ValueError:
+            return failure
+        code = _words(at_path(body, errors.code)) if errors.code else None
+        words = _words(at_path(body, errors.message)) if errors.message else None
+        if not code and not words:
+            return failure
+        where = f"{action}: {response.request.method} {urlsplit(response.request.url or '').path}"
+        vendor = " ".join(part for part in (f"[{code}]" if code else None, words) if part)
+        return type(failure)(f"{where} answered HTTP {response.status_code}: {vendor}")
+
+    def _throttled(self, response: requests.Response, action: str) -> ProviderThrottled:
+        """A 429 whose wait the vendor gives in the body (the spec's ``check.retry_after``)."""
+        with response:
+            failure = self._vendor_error(response, action)
+            found = self._extract(response, self.spec.check.retry_after, action)  # type: ignore[arg-type]
+        return ProviderThrottled(str(failure), _seconds(found))
+
+    def _extract(self, response: requests.Response, extract: Extract, action: str) -> Any:
+        if extract.header is not None:
+            found: Any = response.headers.get(extract.header)
+        elif extract.text:
+            found = response.text.strip()
+        else:
+            found = at_path(_json(response, action), extract.json_path or "$")
+        if extract.pattern is not None and found is not None:
+            match = re.search(extract.pattern, str(found))
+            found = match.group(1) if match else None
+        return found
+
+    # ---- a download link from the status
+
+    def _link(self, body: Any, action: str) -> Handle:
+        check = self.spec.check
+        url = at_path(body, check.download_url or "$")
+        if not isinstance(url, str) or not url.startswith(("http://", "https://", "/")):
+            raise ProviderProtocolError(
+                f"{action}: the report is ready but the answer has no download link at '{check.download_url}'"
+            )
+        expires = (
+            expiry_seconds(at_path(body, check.download_url_expires_at))
+            if check.download_url_expires_at
+            else None
+        )
+        return {LINK_FIELD: url, LINK_EXPIRY_FIELD: expires}
+
+    def _fresh_link(self, request: JobRequest, handle: Handle) -> str:
+        status = self.check(request, handle)
+        if status.state is not ReportState.READY or not status.handle:
+            raise ProviderProtocolError(
+                "check report status: a fresh download link was asked for, but the report is "
+                f"{status.state.value}"
+            )
+        return str(status.handle[LINK_FIELD])
+
+    def _from_status_link(
+        self, request: JobRequest, handle: Handle, resume_from: ResumeFrom | None
+    ) -> requests.Response:
+        """The file at the status's link: a fresh link when the stored one is gone, expiring or refused."""
+        refresh = self.spec.download.refresh_statuses
+        url, expires = handle.get(LINK_FIELD), handle.get(LINK_EXPIRY_FIELD)
+        fresh = not url or (isinstance(expires, int | float) and expires - time.time() < LINK_MARGIN_SECONDS)
+        if fresh:
+            url = self._fresh_link(request, handle)
+        response = self._get_file(str(url), resume_from)
+        if response.status_code in refresh and not fresh:
+            response.close()
+            response = self._get_file(self._fresh_link(request, handle), resume_from)
+        if response.status_code in refresh:
+            with response:
+                failure = error_for_response(response, "download report")
+            raise type(failure)(f"{failure} (with a download link the status had just given)")
+        return response
+
+    def _get_file(self, url: str, resume_from: ResumeFrom | None) -> requests.Response:
+        download = self.spec.download
+        client = self._client_for(url)
+        return client.request(
+            "GET",
+            url,
+            action="download report",
+            stream=True,
+            html_ok=download.html_ok,
+            accept=(200, 206, *download.refresh_statuses),
+            headers=range_headers(resume_from),
+        )
+
+    def _client_for(self, url: str) -> ProviderHttp:
+        """The connection's own client for a link on its origin; for another host the spec or the connection
+        names, a client that sends no credential (no auth, no vendor header, no cookie)."""
+        api, target = urlsplit(self.http.base_url), urlsplit(self.http.url(url))
+        if (target.scheme, target.hostname, target.port) == (api.scheme, api.hostname, api.port):
+            return self.http
+        origin = f"{target.scheme}://{target.netloc.rpartition('@')[2]}"
+        where = f"download report: the status gave a link to {origin}"
+        if target.scheme not in ("http", "https") or not target.hostname:
+            raise ProviderProtocolError(f"{where}, which is not an http or https address")
+        if api.scheme == "https" and target.scheme == "http":
+            raise ProviderProtocolError(f"{where}: a link from https to http is never followed")
+        host = target.hostname.lower().rstrip(".")
+        named = any(fnmatch.fnmatchcase(host, pattern.lower()) for pattern in self.spec.download.hosts)
+        listed = {(host, None), (host, target.port)} & parse_redirect_hosts(self.connection.redirect_hosts)
+        if not named and not listed:
+            raise ProviderProtocolError(
+                f"{where}, a host the {self.spec.key} spec does not name in download.hosts; if {host} is the "
+                f'vendor\'s, add it to the connection\'s redirect_hosts (e.g. "redirect_hosts": ["{host}"]): '
+                "it is then fetched without credentials"
+            )
+        if not self.http.local_base:
+            problem = _private_destination(host, target.port or (443 if target.scheme == "https" else 80))
+            if problem is not None:
+                raise ProviderProtocolError(f"{where}: {problem}")
+        return ProviderHttp(
+            origin,
+            StaticHeaders({}),
+            session=requests.Session(),  # its own: the API's cookies never go to the file's host
+            timeout=self.http.timeout,
+            verify=self.http.verify,
+            budget=self.http.budget,
+            redirect_hosts=self.connection.redirect_hosts,
+            ends_at=self.http.ends_at,
+        )
+
+
+# --------------------------------------------------------------------------------------------------
+# One class per spec
+
+
+def declarative_class(spec: ProviderSpec) -> type[DeclarativeProvider]:
+    """The adapter class for a spec, with the class attributes the workflow reads set from it."""
+    sealed = frozenset({LINK_FIELD}) if spec.download.source == "from_status" else frozenset()
+    attributes = {
+        "key": spec.key,
+        "spec": spec,
+        "settings_model": spec.settings_model,
+        "reauth_statuses": spec.reauth_statuses,
+        "sealed_handle_fields": sealed,
+        "__doc__": f"{spec.title}, run from its provider spec.",
+        "__module__": __name__,
+    }
+    name = "".join(part.capitalize() for part in spec.key.split("_")) + "Spec"
+    return type(name, (DeclarativeProvider,), attributes)
+
+
+@functools.cache
+def packaged_provider(name: str) -> type[DeclarativeProvider]:
+    """The adapter for a spec shipped in ``reportrelay/providers/specs`` (one class per process)."""
+    return declarative_class(packaged_spec(name))
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading answers
+
+
+def _checked(model: type[BaseModel], value: Any, where: str) -> None:
+    try:
+        model.model_validate(value)
+    except ValidationError as error:
+        raise BadRequest(describe_validation_error(error, where)) from None
+
+
+def _json(response: requests.Response, action: str) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        path = urlsplit(response.request.url or "").path
+        raise ProviderProtocolError(
+            f"{action}: {response.request.method} {path} answered with non-JSON content"
+        ) from None
+
+
+def _words(value: Any) -> str | None:
+    if isinstance(value, str) and value.strip():
+        return " ".join(value.split())[:500]
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+def _quoted(value: Any) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else repr(value)
+    return text[:80]
+
+
+def _seconds(value: Any) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        return max(0.0, float(str(value).strip()))
+    except ValueError:
+        return None

@@ -1,0 +1,518 @@
+"""A vendor's report protocol written as data: the provider spec and its small template language.
+
+A spec says how to sign in (which of the connection's auth strategies the vendor takes), how to queue a
+report, how to read its status, where the file is, what the vendor's errors look like and how to cancel;
+``reportrelay.providers.declarative`` runs any spec through the shared HTTP client, auth and transfer.
+Specs are JSON files (``schemas/provider-spec.schema.json`` is this model's JSON Schema, kept equal to it
+by a test); the packaged ones live in ``reportrelay/providers/specs/``.
+
+Templates are plain ``{name.field}`` placeholders, never code. Where a value lands decides how it is
+encoded: a path segment is percent-encoded as one segment (a ``/`` in a value cannot add a segment),
+a query value as a value, a header is refused if it would carry a line break, and in a JSON body a
+placeholder that is the whole string keeps the value's own JSON type (a list stays a list; an optional
+value that is absent leaves its key out). ``{{`` and ``}}`` are literal braces.
+
+The names a template may use: ``report.*``, ``parameters.*`` and ``format`` (the vendor's name for the
+requested format) from the job request (checked against ``request`` before anything is sent),
+``settings.*`` from the connection's provider settings, ``auth.client_id`` / ``auth.username`` (the
+non-secret parts of the connection's auth) and ``job.id``, the vendor's id for the queued report.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import re
+from collections.abc import Mapping
+from datetime import datetime
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import quote
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+
+from reportrelay.config import describe_validation_error
+from reportrelay.errors import ConfigurationError, ProviderProtocolError
+from reportrelay.providers.base import ProviderSettings
+
+SPEC_VERSION = 1
+SPECS_DIR = Path(__file__).with_name("specs")
+#: The namespaces a template may read, and what each holds.
+NAMESPACES = ("report", "parameters", "format", "settings", "auth", "job")
+#: The parts of a connection's auth a template may name: identifiers, never secrets.
+AUTH_FIELDS = ("client_id", "username", "user", "application_id")
+
+_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*)\}")
+_WHOLE = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*)\}$")
+
+State = Literal["PENDING", "RUNNING", "READY", "FAILED", "CANCELLED"]
+Method = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
+Position = Literal["segment", "query", "header", "text"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# Templates
+
+
+class TemplateError(ValueError):
+    """A placeholder names something the context does not have, or a value cannot go where it is put."""
+
+
+def placeholders(template: str) -> list[str]:
+    """The dotted names a template string refers to, in order."""
+    return [match.group(1) for match in _PLACEHOLDER.finditer(template) if match.group(1)]
+
+
+def lookup(context: Mapping[str, Any], name: str) -> Any:
+    """The value of ``name`` (``report.columns``) in the context; KeyError when any part is absent."""
+    value: Any = context
+    for part in name.split("."):
+        if not isinstance(value, Mapping) or part not in value or value[part] is None:
+            raise KeyError(name)
+        value = value[part]
+    return value
+
+
+def _text(value: Any, name: str, position: Position) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float | str):
+        return str(value)
+    raise TemplateError(f"'{{{name}}}' is a {type(value).__name__}, which cannot be put in a {position}")
+
+
+def render(template: str, context: Mapping[str, Any], position: Position) -> str:
+    """The template with each placeholder replaced, encoded for where it goes."""
+
+    def replace(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name is None:
+            return match.group(0)[0]  # {{ or }}
+        try:
+            value = _text(lookup(context, name), name, position)
+        except KeyError:
+            raise TemplateError(f"'{{{name}}}' has no value for this job") from None
+        if position == "segment":
+            return quote(value, safe="")
+        if position == "header" and ("\r" in value or "\n" in value):
+            raise TemplateError(f"'{{{name}}}' holds a line break, which cannot go in a header")
+        return value
+
+    return _PLACEHOLDER.sub(replace, template)
+
+
+_ABSENT = object()
+
+
+def render_json(template: Any, context: Mapping[str, Any]) -> Any:
+    """A JSON body from its template: whole-string placeholders keep their value's type; an absent one
+    drops its key (or list item); placeholders inside longer strings are interpolated as text."""
+    if isinstance(template, str):
+        whole = _WHOLE.match(template)
+        if whole:
+            try:
+                return lookup(context, whole.group(1))
+            except KeyError:
+                return _ABSENT
+        return render(template, context, "text")
+    if isinstance(template, list):
+        items = [render_json(item, context) for item in template]
+        return [item for item in items if item is not _ABSENT]
+    if isinstance(template, dict):
+        rendered = {key: render_json(value, context) for key, value in template.items()}
+        return {key: value for key, value in rendered.items() if value is not _ABSENT}
+    return template
+
+
+def _json_strings(template: Any) -> list[str]:
+    if isinstance(template, str):
+        return [template]
+    if isinstance(template, list):
+        return [text for item in template for text in _json_strings(item)]
+    if isinstance(template, dict):
+        return [text for value in template.values() for text in _json_strings(value)]
+    return []
+
+
+# --------------------------------------------------------------------------------------------------
+# Finding values in answers
+
+
+def at_path(body: Any, path: str) -> Any:
+    """The value at a dotted JSON path (``data.status``, ``items.0.id``; ``$`` is the whole body), or
+    None when any step is missing."""
+    if path in ("", "$"):
+        return body
+    value = body
+    for part in path.split("."):
+        if isinstance(value, Mapping):
+            value = value.get(part)
+        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        else:
+            return None
+        if value is None:
+            return None
+    return value
+
+
+class Extract(_Strict):
+    """Where one value is in an answer: a JSON path into the body, a header, or the body as text;
+    ``pattern`` (a regular expression with one group) then picks the part that is wanted."""
+
+    json_path: str | None = Field(
+        default=None, alias="json", description="dotted path; '$' is the whole body"
+    )
+    header: str | None = None
+    text: bool = Field(default=False, description="the whole body as text, stripped")
+    pattern: str | None = Field(default=None, description="a regex with one group applied to what was found")
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Extract:
+        if sum((self.json_path is not None, self.header is not None, self.text)) != 1:
+            raise ValueError("give exactly one of 'json', 'header' or 'text'")
+        if self.pattern is not None and re.compile(self.pattern).groups != 1:
+            raise ValueError("'pattern' must have exactly one group, the part to keep")
+        return self
+
+    def source(self) -> str:
+        if self.header is not None:
+            return f"header {self.header}"
+        return "the body" if self.text or self.json_path in ("", "$") else f"'{self.json_path}'"
+
+
+# --------------------------------------------------------------------------------------------------
+# Request fields
+
+
+FieldType = Literal["string", "integer", "number", "boolean", "array", "object"]
+_PYTHON_TYPES: dict[str, Any] = {
+    "string": str,
+    "integer": int,
+    "number": float,
+    "boolean": bool,
+    "array": list[Any],
+    "object": dict[str, Any],
+}
+
+
+class FieldSpec(_Strict):
+    """One field a job request (or a connection) may carry, checked before anything is sent."""
+
+    type: FieldType
+    required: bool = False
+    description: str = ""
+    enum: tuple[str | int, ...] | None = None
+    pattern: str | None = Field(default=None, description="a regex the whole string must match")
+    items: FieldType | None = Field(default=None, description="the type of an array's items")
+    min_items: int | None = Field(default=None, ge=0)
+    minimum: float | None = None
+
+    def annotation(self) -> Any:
+        if self.enum is not None:
+            base: Any = Literal[self.enum]  # type: ignore[valid-type]
+        elif self.type == "array" and self.items is not None:
+            base = list[_PYTHON_TYPES[self.items]]
+        else:
+            base = _PYTHON_TYPES[self.type]
+        constraints: dict[str, Any] = {"description": self.description or None}
+        if self.pattern is not None:
+            constraints["pattern"] = f"^(?:{self.pattern})$"
+        if self.min_items is not None:
+            constraints["min_length"] = self.min_items
+        if self.minimum is not None:
+            constraints["ge"] = self.minimum
+        if self.type == "string" and self.enum is None:
+            constraints.setdefault("min_length", 1)
+        return Annotated[base, Field(**constraints)]
+
+
+def fields_model(name: str, fields: Mapping[str, FieldSpec], *, extra: bool = False) -> type[BaseModel]:
+    """A pydantic model checking an object against field specs (strict: "10" is not an integer)."""
+    definitions: dict[str, Any] = {
+        key: (field.annotation(), ... if field.required else None) for key, field in fields.items()
+    }
+    config = ConfigDict(extra="allow" if extra else "forbid", strict=True)
+    return create_model(name, __config__=config, **definitions)
+
+
+class RequestSpec(_Strict):
+    """What a job request for this vendor may say: its formats, ``report`` fields and ``parameters``."""
+
+    formats: dict[Annotated[str, Field(pattern=r"^[a-z0-9_.+-]{1,32}$")], str] = Field(
+        min_length=1, description="the request's format (lower case) -> the vendor's name for it, '{format}'"
+    )
+    report: dict[str, FieldSpec] = Field(default_factory=dict)
+    parameters: dict[str, FieldSpec] = Field(default_factory=dict)
+    other_parameters: bool = Field(default=False, description="accept parameters not listed above")
+
+
+# --------------------------------------------------------------------------------------------------
+# Calls
+
+
+class CallSpec(_Strict):
+    """One HTTP request to the vendor's API, on the connection's base URL, with its credentials."""
+
+    method: Method = "GET"
+    path: str = Field(pattern=r"^/[^?#]*$", description="a template; placeholders are path segments")
+    query: dict[str, str] = Field(default_factory=dict, description="name -> value template")
+    headers: dict[str, str] = Field(default_factory=dict, description="name -> value template")
+    body: Any = Field(default=None, description="a JSON body template")
+    content_type: str | None = Field(default=None, description="the Content-Type of a JSON body")
+    accept: str | None = Field(default=None, description="sent as Accept")
+
+    def templates(self) -> list[str]:
+        return [self.path, *self.query.values(), *self.headers.values(), *_json_strings(self.body)]
+
+
+class SubmitSpec(CallSpec):
+    """The call that queues the report, and where its answer names the queued report."""
+
+    method: Method = "POST"
+    id: Extract | None = Field(description="where the report's id is; null when the vendor gives none")
+
+
+class CheckSpec(CallSpec):
+    """The status call: where the state, progress, message and download link are, and what states mean.
+
+    ``states`` maps the vendor's status values to ours; a key may be a glob (``IN_*``, ``*``), tried after
+    the exact keys in the order written. Values are compared as text (an integer 2 is ``"2"``), ignoring
+    case unless ``case_sensitive``. An unknown value is a protocol error that names it.
+    """
+
+    answer: Literal["json", "text"] = "json"
+    status: str = Field(default="$", description="JSON path of the status value (text answers: the body)")
+    states: dict[str, State] = Field(min_length=1)
+    case_sensitive: bool = False
+    progress: str | None = Field(default=None, description="JSON path of a percentage (45 or '45%')")
+    message: str | None = Field(default=None, description="JSON path of the vendor's words on the state")
+    retry_after: Extract | None = Field(
+        default=None, description="where a throttled (429) answer says how long to wait, when not Retry-After"
+    )
+    download_url: str | None = Field(default=None, description="JSON path of the file's URL once ready")
+    download_url_expires_at: str | None = Field(
+        default=None, description="JSON path of when that URL expires (ISO 8601 or epoch seconds)"
+    )
+
+    def state_of(self, raw: Any) -> State | None:
+        if raw is None or isinstance(raw, dict | list):
+            return None
+        value = _text(raw, "status", "text").strip()
+        value = value if self.case_sensitive else value.lower()
+        patterns = [
+            (key if self.case_sensitive else key.lower(), state) for key, state in self.states.items()
+        ]
+        for key, state in patterns:
+            if key == value:
+                return state
+        for key, state in patterns:
+            if any(mark in key for mark in "*?[") and fnmatch.fnmatchcase(value, key):
+                return state
+        return None
+
+
+class DownloadSpec(_Strict):
+    """Where the finished file is: a call on the API (``call``) or the URL the status gave (``from_status``).
+
+    A URL from the status may be on another host, named in ``hosts`` (globs) or the connection's
+    ``redirect_hosts``, and is then fetched without any credential. When it has expired, or its host
+    answers one of ``refresh_statuses``, the status is checked again for a fresh one (once).
+    """
+
+    source: Literal["call", "from_status"]
+    call: CallSpec | None = None
+    hosts: tuple[str, ...] = Field(default=(), description="globs of other hosts the URL may be on")
+    refresh_statuses: tuple[int, ...] = Field(default=(400, 403), description="an expired link's answers")
+    filename: str = Field(description="the file name when the server names none (a template)")
+    server_filename: bool = Field(default=True, description="prefer the name in Content-Disposition")
+    extension: str | None = Field(default=None, description="added when the name has none (a template)")
+    content_type: str | None = Field(default=None, description="used when the server says none")
+    html_ok: bool = Field(default=False, description="an HTML answer is the report, not a sign-in page")
+
+    @model_validator(mode="after")
+    def _source_has_what_it_needs(self) -> DownloadSpec:
+        if (self.source == "call") != (self.call is not None):
+            raise ValueError("'call' is required with source 'call' and only then")
+        return self
+
+
+class ErrorSpec(_Strict):
+    """Where the vendor's own code and message are in an error answer of ``statuses``."""
+
+    statuses: tuple[int, ...] = (400, 403, 404, 409, 410, 422, 425)
+    code: str | None = Field(default=None, description="JSON path of the vendor's error code")
+    message: str | None = Field(default=None, description="JSON path of the vendor's error message")
+
+
+class ProviderSpec(_Strict):
+    """One vendor's report API, as data (see the module docstring for templates)."""
+
+    schema_ref: str | None = Field(default=None, alias="$schema", description="the spec's JSON Schema")
+    spec_version: Literal[1]
+    key: str = Field(pattern=r"^[a-z][a-z0-9_]{1,40}$", description="the connection's 'provider'")
+    title: str = Field(min_length=1, description="the vendor's product, as people name it")
+    documentation: str | None = Field(default=None, description="where the vendor documents the API")
+    auth: tuple[str, ...] = Field(min_length=1, description="the connection auth types the vendor takes")
+    settings: dict[str, FieldSpec] = Field(default_factory=dict, description="connection settings")
+    headers: dict[str, str] = Field(
+        default_factory=dict, description="sent with every API call (never to another host)"
+    )
+    request: RequestSpec
+    submit: SubmitSpec
+    check: CheckSpec
+    download: DownloadSpec
+    errors: ErrorSpec = ErrorSpec()
+    cancel: CallSpec | None = None
+    reauth_statuses: tuple[int, ...] = (401,)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _templates_name_known_values(self) -> ProviderSpec:
+        for where, template in self._all_templates():
+            for name in placeholders(template):
+                self._check_name(where, name)
+        if self.download.source == "from_status" and self.check.download_url is None:
+            raise ValueError("download.source 'from_status' needs check.download_url")
+        return self
+
+    def _all_templates(self) -> list[tuple[str, str]]:
+        found = [(f"headers.{name}", value) for name, value in self.headers.items()]
+        calls = {
+            "submit": self.submit,
+            "check": self.check,
+            "cancel": self.cancel,
+            "download": self.download.call,
+        }
+        for section, call in calls.items():
+            found += [(section, template) for template in call.templates()] if call is not None else []
+        found.append(("download.filename", self.download.filename))
+        if self.download.extension is not None:
+            found.append(("download.extension", self.download.extension))
+        return found
+
+    def _check_name(self, where: str, name: str) -> None:
+        space, _, rest = name.partition(".")
+        known = {
+            "report": self.request.report,
+            "parameters": self.request.parameters,
+            "settings": self.settings,
+        }
+        if space == "format" and not rest:
+            return
+        if space == "auth" and rest in AUTH_FIELDS:
+            return
+        if space == "job" and rest == "id":
+            if self.submit.id is None:
+                raise ValueError(f"{where}: '{{job.id}}' is used but submit.id says the vendor gives no id")
+            if where == "submit":
+                raise ValueError("submit: '{job.id}' has no value before the report is queued")
+            return
+        if space in known:
+            field = rest.split(".")[0]
+            if field in known[space] or (space == "parameters" and self.request.other_parameters and field):
+                return
+            raise ValueError(f"{where}: '{{{name}}}' names no declared {space} field")
+        raise ValueError(f"{where}: '{{{name}}}' is not a known value (use one of {', '.join(NAMESPACES)})")
+
+    def auth_fields_named(self) -> list[str]:
+        """The connection auth fields (``auth.client_id``) the spec's templates send."""
+        names = [name for _, template in self._all_templates() for name in placeholders(template)]
+        return sorted({name.partition(".")[2] for name in names if name.startswith("auth.")})
+
+    @cached_property
+    def report_model(self) -> type[BaseModel]:
+        return fields_model(f"{self.key}_report", self.request.report)
+
+    @cached_property
+    def parameters_model(self) -> type[BaseModel]:
+        return fields_model(
+            f"{self.key}_parameters", self.request.parameters, extra=self.request.other_parameters
+        )
+
+    @cached_property
+    def settings_model(self) -> type[BaseModel]:
+        definitions: dict[str, Any] = {
+            key: (field.annotation(), ... if field.required else None) for key, field in self.settings.items()
+        }
+        return create_model(f"{self.key}_settings", __base__=ProviderSettings, **definitions)
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading
+
+
+def parse_spec(document: Any, where: str) -> ProviderSpec:
+    """A spec from its parsed JSON; ConfigurationError naming the field when it is wrong."""
+    try:
+        return ProviderSpec.model_validate(document)
+    except ValidationError as error:
+        raise ConfigurationError(describe_validation_error(error, where)) from None
+
+
+def load_spec(path: Path) -> ProviderSpec:
+    """A spec file, checked."""
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ConfigurationError(f"{path.name}: cannot read the provider spec ({error})") from None
+    return parse_spec(document, path.name)
+
+
+def packaged_spec(name: str) -> ProviderSpec:
+    """A spec shipped in ``reportrelay/providers/specs``."""
+    return load_spec(SPECS_DIR / f"{name}.json")
+
+
+def expiry_seconds(value: Any) -> float | None:
+    """When a link expires, as epoch seconds, from an ISO 8601 text or epoch seconds (or milliseconds)."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | float):
+        return float(value) / 1000 if value > 1e11 else float(value)
+    if isinstance(value, str) and value.strip():
+        try:
+            moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise ProviderProtocolError(f"the download link's expiry {value[:40]!r} is not a date") from None
+        if moment.tzinfo is None:
+            raise ProviderProtocolError(f"the download link's expiry {value[:40]!r} has no time zone")
+        return moment.timestamp()
+    return None
+
+
+def percent(value: Any) -> float | None:
+    """A progress value (45, 45.5, "45%") as a percentage between 0 and 100, else None."""
+    if isinstance(value, bool) or value is None:
+        return None
+    text = str(value).strip().rstrip("%").strip()
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    return max(0.0, min(100.0, number))
+
+
+SCHEMA_ID = "https://reportrelay.example/schemas/provider-spec.schema.json"
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of a spec file, as ``schemas/provider-spec.schema.json`` holds it.
+
+    A test keeps the two equal; regenerate the file with
+    ``python -m reportrelay.providers.spec > schemas/provider-spec.schema.json``.
+    """
+    schema = ProviderSpec.model_json_schema(by_alias=True)
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": SCHEMA_ID, **schema}
+
+
+if __name__ == "__main__":
+    print(json.dumps(json_schema(), indent=2))
