@@ -58,6 +58,7 @@ JOB_ROUTES = (
     ("POST", "/reports"),
     ("GET", "/reports"),
     ("GET", "/reports/{job_id}"),
+    ("GET", "/reports/{job_id}/events"),
     ("DELETE", "/reports/{job_id}"),
     ("GET", "/reports/{job_id}/download"),
     ("POST", "/reports/{job_id}/links"),
@@ -418,6 +419,9 @@ def add_job_routes(
                 f"method.request.querystring.{name}": False
                 for name in ("connection", "state", "limit", "cursor")
             }
+        },
+        ("GET", "/reports/{job_id}/events"): {
+            "request_parameters": {"method.request.querystring.after": False}
         },
     }
     if ("POST", "/reports") in routes:

@@ -1,4 +1,5 @@
-"""What the job API does: start, describe, list, cancel and download jobs. No HTTP here, only the rules.
+"""What the job API does: start, describe, list, cancel and download jobs, and tell what a job did. No HTTP
+here, only the rules.
 
 The HTTP edge (``reportrelay.handlers.api``) parses requests into these calls and turns their answers and
 errors into responses. The job store (``reportrelay.jobs``) is the memory; Step Functions runs the jobs;
@@ -8,6 +9,8 @@ itself (a stopped execution runs no more states).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import re
 import time
@@ -20,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from reportrelay import links, outbox
 from reportrelay.access import NotAllowed, Principal
+from reportrelay.activity import KINDS, Kind, Recorder
 from reportrelay.awsclients import aws_client
 from reportrelay.config import Connection, JobRequest
 from reportrelay.errors import BadRequest, ConfigurationError, ReportRelayError
@@ -176,6 +180,33 @@ class LinkRevoked(_Model):
     revoked: bool
 
 
+class JobEvent(_Model):
+    """One thing the job did, in plain words (``reportrelay.activity``); figures only where they apply."""
+
+    at: str = Field(description="when (ISO 8601, UTC, milliseconds)")
+    step: str = Field(description="the workflow step that did it: Submit, Check, Fetch, Conclude, Cancel")
+    kind: Kind = Field(
+        description="state (the job moved on: queued, generating, ready, downloading, stored, failed, "
+        "cancelled), wait (the next check in wait_seconds), retry (attempt of attempts, after "
+        "wait_seconds), restart (regenerating after a lost single-use download: attempt of attempts), "
+        "progress (percent)"
+    )
+    message: str = Field(description='e.g. "vendor answered 429, retrying in 8 s (attempt 2 of 5)"')
+    attempt: int | None = Field(default=None, ge=1, description="retry and restart: this attempt's number")
+    attempts: int | None = Field(default=None, ge=1, description="retry and restart: the most there will be")
+    wait_seconds: float | None = Field(default=None, ge=0, description="wait and retry: the wait before it")
+    percent: float | None = Field(default=None, description="progress (and waits, where the vendor says)")
+
+
+class JobEvents(_Model):
+    job_id: str
+    events: list[JobEvent] = Field(description="oldest first; with after=, only those after that cursor")
+    next: str | None = Field(
+        description="pass as ?after= to get only later events (live following); null only when the job "
+        "has no events at all"
+    )
+
+
 @dataclass(frozen=True)
 class Caller:
     """Who is asking (a principal with its teams) and where the API lives, for links."""
@@ -303,12 +334,53 @@ def cancel_job(job_id: str, caller: Caller, runtime: Runtime) -> Job:
         raise JobConflict(
             f"job {job_id} is already {finished.state.value}; it finished while being cancelled"
         )
+    Recorder(store, job_id, "Cancel", runtime.clock).state(
+        f"cancelled through the job API; {_AT_PROVIDER[at_provider]}"
+    )
     # Recorded with its event first: a put that fails leaves it in the outbox for the sweep to send.
     outbox.announce(store, runtime.client("events"), runtime.settings.event_bus, pending)
     logger.info(
         "job cancelled", extra={"job_id": job_id, "at_provider": at_provider, "cancelled_by": caller.identity}
     )
     return _get(store, job_id)
+
+
+def job_events(job_id: str, caller: Caller, runtime: Runtime, *, after: str | None = None) -> JobEvents:
+    """What the job did, oldest first; with ``after`` (an earlier answer's ``next``), only what came since.
+
+    The job store keeps the latest entries of a long story (``reportrelay.jobs``), so a follower that
+    fell far behind finds a gap, never an error.
+    """
+    store = _store(runtime)
+    _visible(store, job_id, caller)
+    since = _events_position(after) if after is not None else 0
+    kept = [entry for entry in store.activity(job_id) if entry.get("kind") in KINDS]
+    newer = [entry for entry in kept if int(entry["n"]) > since]
+    # Nothing new answers the same cursor again; only a job with no events at all has none.
+    cursor = _events_cursor(int(newer[-1]["n"])) if newer else (after if kept else None)
+    fields = set(JobEvent.model_fields)
+    events = [JobEvent.model_validate({k: v for k, v in entry.items() if k in fields}) for entry in newer]
+    return JobEvents(job_id=job_id, events=events, next=cursor)
+
+
+_EVENTS_CURSOR = "events:"
+
+
+def _events_cursor(number: int) -> str:
+    return base64.urlsafe_b64encode(f"{_EVENTS_CURSOR}{number}".encode()).decode().rstrip("=")
+
+
+def _events_position(cursor: str) -> int:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        text = ""
+    number = text[len(_EVENTS_CURSOR) :] if text.startswith(_EVENTS_CURSOR) else ""
+    if not number.isdigit() or len(number) > 12:
+        raise BadRequest(
+            "query.after: not a cursor from this job's events (next); leave it out to start from the first"
+        )
+    return int(number)
 
 
 def download_link(job_id: str, caller: Caller, runtime: Runtime) -> tuple[str, int, dict[str, Any]]:

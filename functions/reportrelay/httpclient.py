@@ -69,17 +69,22 @@ _CROSS_ORIGIN_HEADERS = frozenset({"user-agent", "accept", "accept-encoding", "a
 _BODY_ARGUMENTS = ("data", "json", "files")
 
 
+_QUERY = re.compile(r"\?\S*")
+
+
+def without_query_strings(text: str) -> str:
+    """The text with every query string left out: some providers put session tokens there."""
+    return _QUERY.sub("?<query omitted>", text)
+
+
 class _NoQueryStrings(logging.Filter):
     """urllib3 logs every request's URL at DEBUG, query string included, and some providers put session
     tokens there (Metric Insights' ``?token=``): keep the path, drop the query."""
 
-    _QUERY = re.compile(r"\?\S*")
-
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):
             record.args = tuple(
-                self._QUERY.sub("?<query omitted>", arg) if isinstance(arg, str) else arg
-                for arg in record.args
+                without_query_strings(arg) if isinstance(arg, str) else arg for arg in record.args
             )
         return True
 
@@ -94,6 +99,22 @@ class RetryBudget:
     attempts: int = 3
     max_total_wait_seconds: float = 10.0
     base_backoff_seconds: float = 0.5
+
+
+@dataclass(frozen=True)
+class RetryNotice:
+    """One retry about to happen, for whoever watches the client (``ProviderHttp.on_retry``).
+
+    ``cause`` is in plain words and names no URL, header or credential: "vendor answered 429",
+    "could not connect to the vendor".
+    """
+
+    action: str
+    cause: str
+    attempt: int  # the attempt about to be made: 2 for the first retry
+    attempts: int  # the most this call makes
+    wait_seconds: float
+    status: int | None = None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -539,6 +560,9 @@ class ProviderHttp:
         #: When the calling function will be stopped (``time.monotonic()``): no attempt, wait or read
         #: timeout reaches past it, so a step ends with an error of its own instead of being killed.
         self.ends_at = ends_at
+        #: Told of every retry before its wait (the workflow records them as the job's activity); a hook
+        #: that fails is logged and never fails the request.
+        self.on_retry: Callable[[RetryNotice], None] | None = None
 
     @classmethod
     def for_connection(
@@ -607,7 +631,7 @@ class ProviderHttp:
                 pause = self._backoff(attempt, None, waited)
                 if (idempotent or never_sent) and pause is not None:
                     waited += pause
-                    self._pause(pause, action, attempt)
+                    self._pause(pause, action, attempt, cause=_transport_words(failure))
                     continue
                 raise _as_retryable_as_it_is(failure, idempotent, taken=hop.after_answer) from None
             response = followed.response
@@ -646,7 +670,8 @@ class ProviderHttp:
                 pause = self._backoff(attempt, retry_after, waited)
                 if pause is not None:
                     waited += pause
-                    self._pause(pause, action, attempt)
+                    cause = f"vendor answered {response.status_code}"
+                    self._pause(pause, action, attempt, cause=cause, status=response.status_code)
                     continue
             raise _as_retryable_as_it_is(
                 failure, idempotent, gateway=response.status_code in (502, 504), taken=followed.hops > 0
@@ -795,10 +820,23 @@ class ProviderHttp:
             raise self._out_of_time(action, attempt)
         return (min(limits[0], left), min(limits[1], left))
 
-    def _pause(self, seconds: float, action: str, attempt: int) -> None:
-        """Wait before the next attempt, unless the wait would outlast the function's time."""
+    def _tell_retry(self, action: str, cause: str, attempt: int, wait: float, status: int | None) -> None:
+        if self.on_retry is None:
+            return
+        notice = RetryNotice(action, cause, attempt + 1, self.budget.attempts, wait, status)
+        try:
+            self.on_retry(notice)
+        except Exception as error:  # a watcher's trouble is not the request's
+            logger.warning("retry hook failed", extra={"error": type(error).__name__})
+
+    def _pause(
+        self, seconds: float, action: str, attempt: int, *, cause: str, status: int | None = None
+    ) -> None:
+        """Wait before the next attempt, unless the wait would outlast the function's time; the retry
+        hook hears of it first."""
         if self.ends_at is not None and time.monotonic() + seconds > self.ends_at - STOP_MARGIN_SECONDS:
             raise self._out_of_time(action, attempt + 1)
+        self._tell_retry(action, cause, attempt, seconds, status)
         self._sleep(seconds)
 
     @staticmethod
@@ -821,6 +859,15 @@ class ProviderHttp:
         if waited + pause > self.budget.max_total_wait_seconds:
             return None
         return pause
+
+
+def _transport_words(failure: ReportRelayError) -> str:
+    """A connection-level failure in a few plain words, for a retry notice."""
+    if isinstance(failure, ProviderTimeout):
+        return "the vendor sent no answer in time"
+    if isinstance(failure, ProviderUnavailable):
+        return "could not connect to the vendor"
+    return "the connection to the vendor broke"
 
 
 def _method_after_redirect(status: int, method: str) -> str:

@@ -15,6 +15,14 @@ global secondary indexes ``recent`` (``kind``, ``created_key``), ``by-connection
 share-link items carry none of ``kind``, ``connection`` and ``team``, so they never appear in a listing.
 A fourth, sparse index ``outbox`` (``outbox``, ``announce_since``) holds only the jobs whose outcome
 waits to be announced (see ``Announcement``), projecting the ``announce_*`` attributes.
+
+A job's activity (``reportrelay.activity``, ``GET /reports/{id}/events``) is an item of its own,
+``activity#<job id>``, so the job item stays small: a counter ``seq`` numbers every entry, and each entry
+is a JSON string in one of two rings of slots, overwritten oldest first: ``m0``... for milestones
+(``ACTIVITY_MILESTONE_SLOTS``: the job moving on, restarts) and ``c0``... for the chatter between them
+(``ACTIVITY_CHATTER_SLOTS``: retries, waits, progress). A storm of retries thus keeps its latest entries
+and the story's milestones, and the item stays far below DynamoDB's 400 KB whatever happens. Writes are
+UpdateItems only, so every step that records progress may record activity without reading.
 """
 
 from __future__ import annotations
@@ -58,6 +66,11 @@ DEFAULT_RETENTION_SECONDS = 90 * 24 * 3600
 """As long as reports are kept in the bucket by default: a job outlives its file by no more than that."""
 MAX_REQUEST_JSON = 32 * 1024
 _MAX_QUERIES_PER_PAGE = 8
+ACTIVITY_PREFIX = "activity#"
+ACTIVITY_MILESTONE_SLOTS = 40
+ACTIVITY_CHATTER_SLOTS = 200
+MAX_ACTIVITY_ENTRY_BYTES = 1024
+"""At most 240 entries of at most 1 KiB each: about 240 KiB, well within an item's 400 KB."""
 
 
 class JobState(StrEnum):
@@ -604,6 +617,93 @@ class DynamoDbJobs:
                 ":expires": {"N": str(self._expiry())},
             },
         )
+
+    # ---- the job's activity (reportrelay.activity; the layout is in the module's docstring)
+
+    def add_activity(self, job_id: str, entry: Mapping[str, Any], *, milestone: bool) -> int:
+        """Keep one activity entry (without ``n``); returns its number, 1 for the job's first.
+
+        Two UpdateItems: one takes the next number and the next slot of the entry's ring, the other
+        writes the entry there. An entry is at most ``MAX_ACTIVITY_ENTRY_BYTES`` of JSON (the caller
+        keeps messages short; a longer one is refused rather than let the item grow).
+        """
+        ring, slots = ("m", ACTIVITY_MILESTONE_SLOTS) if milestone else ("c", ACTIVITY_CHATTER_SLOTS)
+        key = {KEY_ATTRIBUTE: {"S": ACTIVITY_PREFIX + job_id}}
+        answer = self._call(
+            "update_item",
+            TableName=self.table_name,
+            Key=key,
+            UpdateExpression="SET #seq = if_not_exists(#seq, :zero) + :one, "
+            "#ring = if_not_exists(#ring, :zero) + :one, #expires = :expires",
+            ExpressionAttributeNames={"#seq": "seq", "#ring": f"{ring}seq", "#expires": TTL_ATTRIBUTE},
+            ExpressionAttributeValues={
+                ":zero": {"N": "0"},
+                ":one": {"N": "1"},
+                ":expires": {"N": str(self._expiry())},
+            },
+            ReturnValues="UPDATED_NEW",
+        )
+        number = int(answer["Attributes"]["seq"]["N"])
+        in_ring = int(answer["Attributes"][f"{ring}seq"]["N"])
+        text = json.dumps({**entry, "n": number}, separators=(",", ":"), ensure_ascii=False)
+        if len(text.encode()) > MAX_ACTIVITY_ENTRY_BYTES:
+            raise BadRequest(f"an activity entry of {len(text.encode())} bytes is too large to keep")
+        self._call(
+            "update_item",
+            TableName=self.table_name,
+            Key=key,
+            UpdateExpression="SET #slot = :entry",
+            ExpressionAttributeNames={"#slot": f"{ring}{(in_ring - 1) % slots}"},
+            ExpressionAttributeValues={":entry": {"S": text}},
+        )
+        return number
+
+    def activity(self, job_id: str) -> list[dict[str, Any]]:
+        """The job's kept activity entries, oldest first, each with its number ``n``."""
+        item = self._get_item(ACTIVITY_PREFIX + job_id) or {}
+        entries = []
+        for name, value in item.items():
+            if name[:1] in ("m", "c") and name[1:].isdigit() and "S" in value:
+                try:
+                    entry = json.loads(value["S"])
+                except ValueError:
+                    continue
+                if isinstance(entry, dict) and isinstance(entry.get("n"), int):
+                    entries.append(entry)
+        return sorted(entries, key=lambda entry: int(entry["n"]))
+
+    def count_step_failure(self, job_id: str, step: str, visit: str) -> int:
+        """How many times in a row ``step`` has now failed on this ``visit`` (the same input state, which
+        the state machine's Retry sends again unchanged); a new visit counts from 1."""
+        key = {KEY_ATTRIBUTE: {"S": ACTIVITY_PREFIX + job_id}}
+        names = {"#failed": f"failed_{step}"}
+        try:
+            self._call(
+                "update_item",
+                TableName=self.table_name,
+                Key=key,
+                UpdateExpression="SET #failed = :first, #expires = :expires",
+                ConditionExpression="attribute_not_exists(#failed) OR #failed.#visit <> :visit",
+                ExpressionAttributeNames={**names, "#visit": "visit", "#expires": TTL_ATTRIBUTE},
+                ExpressionAttributeValues={
+                    ":first": {"M": {"visit": {"S": visit}, "count": {"N": "1"}}},
+                    ":visit": {"S": visit},
+                    ":expires": {"N": str(self._expiry())},
+                },
+            )
+            return 1
+        except _Conditional:
+            pass
+        answer = self._call(
+            "update_item",
+            TableName=self.table_name,
+            Key=key,
+            UpdateExpression="SET #failed.#count = #failed.#count + :one",
+            ExpressionAttributeNames={**names, "#count": "count"},
+            ExpressionAttributeValues={":one": {"N": "1"}},
+            ReturnValues="UPDATED_NEW",
+        )
+        return int(answer["Attributes"][f"failed_{step}"]["M"]["count"]["N"])
 
     # ---- DynamoDB plumbing
 

@@ -8,14 +8,25 @@ timestamps and small handles: never a secret and never report content.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import ClientError
 
 from reportrelay import errors, objectkeys, outbox
+from reportrelay.activity import (
+    Recorder,
+    cause_words,
+    check_words,
+    failed_words,
+    queued_words,
+    restart_words,
+    seconds_words,
+    stored_words,
+)
 from reportrelay.config import JobRequest, PollPolicy, parse_job_request
 from reportrelay.errors import (
     BadRequest,
@@ -34,6 +45,7 @@ from reportrelay.errors import (
     SubmitUncertain,
     TransferOutOfTime,
 )
+from reportrelay.httpclient import ProviderHttp
 from reportrelay.jobs import (
     INTENT_NOT_QUEUED,
     INTENT_QUEUED,
@@ -80,6 +92,93 @@ def records_progress(step: Callable[[State, Runtime], State]) -> Callable[[State
         return result
 
     return recorded
+
+
+class StepRetry(NamedTuple):
+    """One Retry of a Task state: the errors it takes, and its IntervalSeconds, MaxAttempts, BackoffRate
+    and MaxDelaySeconds."""
+
+    errors: frozenset[str]
+    interval: float
+    max_attempts: int
+    rate: float
+    max_delay: float
+
+
+_VENDOR_TROUBLE = frozenset(
+    {"ProviderUnavailable", "ProviderServerError", "ProviderTimeout", "ProviderThrottled"}
+)
+#: The state machine's Retry of each step for the errors a vendor causes, as statemachines/report.asl.json
+#: has them (a test holds the two together).
+STEP_RETRIES: dict[str, StepRetry] = {
+    "Submit": StepRetry(frozenset({"ProviderThrottled", "ProviderUnavailable"}), 5, 5, 2, 300),
+    "Check": StepRetry(_VENDOR_TROUBLE, 5, 6, 2, 300),
+    "Fetch": StepRetry(_VENDOR_TROUBLE | {"DownloadInterrupted"}, 2, 4, 3, 300),
+}
+
+
+def records_retries(
+    name: str,
+) -> Callable[[Callable[[State, Runtime], State]], Callable[[State, Runtime], State]]:
+    """A step that fails in a way the state machine retries says so in the job's activity, with the
+    attempt numbers and the longest the state machine waits before it (its Retry adds jitter)."""
+
+    def decorate(step: Callable[[State, Runtime], State]) -> Callable[[State, Runtime], State]:
+        @functools.wraps(step)
+        def recorded(state: State, runtime: Runtime) -> State:
+            try:
+                return step(state, runtime)
+            except Exception as error:
+                _record_step_retry(name, state, runtime, error)
+                raise
+
+        return recorded
+
+    return decorate
+
+
+def _record_step_retry(name: str, state: State, runtime: Runtime, error: Exception) -> None:
+    rule = STEP_RETRIES.get(name)
+    recorder = _recorder(runtime, state, name)
+    if rule is None or not isinstance(error, ReportRelayError) or error.code not in rule.errors:
+        return
+    if recorder.store is None:
+        return
+    try:
+        failures = recorder.store.count_step_failure(recorder.job_id, name, _visit(state))
+    except Exception as failure:
+        logger.warning(
+            "step failure not counted", extra={"job_id": recorder.job_id, "error": _named(failure)}
+        )
+        return
+    if failures > rule.max_attempts:
+        return  # the state machine gives up: Conclude records why the job failed
+    wait = min(rule.max_delay, rule.interval * rule.rate ** (failures - 1))
+    attempt, attempts = failures + 1, rule.max_attempts + 1
+    within = seconds_words(wait)
+    message = f"{cause_words(error)}, retrying {name} within {within} (attempt {attempt} of {attempts})"
+    recorder.retry(message, attempt, attempts, wait)
+
+
+def _visit(state: State) -> str:
+    """What tells one run of a step from the next: the state machine's Retry sends the same input again."""
+    job = state.get("job") if isinstance(state.get("job"), dict) else {}
+    moves = [job.get(name) for name in ("status", "polls", "restarts", "slot_waits", "queued_at")]
+    moves.append((job.get("transfer") or {}).get("invocations"))
+    return hashlib.sha256(json.dumps(moves, default=str).encode()).hexdigest()[:16]
+
+
+def _recorder(runtime: Runtime, state: State, step: str) -> Recorder:
+    job = state.get("job") if isinstance(state.get("job"), dict) else {}
+    return Recorder(runtime.jobs, job.get("job_id"), step, runtime.clock)
+
+
+def _opened(provider: Provider, recorder: Recorder | None) -> Provider:
+    """The adapter, its HTTP client telling the recorder of every retry."""
+    http = getattr(provider, "http", None)
+    if recorder is not None and isinstance(http, ProviderHttp):
+        http.on_retry = recorder.http_retry
+    return provider
 
 
 def _record(runtime: Runtime, state: State) -> None:
@@ -149,8 +248,34 @@ def _named(error: Exception) -> str:
 
 
 @records_progress
+@records_retries("Submit")
 def submit(state: State, runtime: Runtime) -> State:
     """Validate the request and ask the provider for the report (exactly once per attempt)."""
+    recorder = _recorder(runtime, state, "Submit")
+    submitted = _submit(state, runtime, recorder)
+    job = submitted["job"]
+    if job.get("status") == WAITING_FOR_SLOT:
+        limit = runtime.connections.get(job["connection"]).max_concurrent_jobs
+        recorder.wait(
+            f"waiting for one of the {limit} concurrent-job slots of connection '{job['connection']}', "
+            f"next try in {seconds_words(job['wait_seconds'])}",
+            job["wait_seconds"],
+        )
+        return submitted
+    recorder.state(queued_words(job.get("handle"), _sealed_fields(job)))
+    if job.get("status") == ReportState.READY.value:
+        recorder.state("ready; downloading")
+    else:
+        recorder.wait(f"first check in {seconds_words(job['wait_seconds'])}", job["wait_seconds"])
+    return submitted
+
+
+def _sealed_fields(job: dict[str, Any]) -> frozenset[str]:
+    """The handle's sealed fields (each a dict holding its ciphertext): never named in the activity."""
+    return frozenset(name for name, value in (job.get("handle") or {}).items() if isinstance(value, dict))
+
+
+def _submit(state: State, runtime: Runtime, recorder: Recorder) -> State:
     request = parse_job_request(state.get("request"))
     connection = runtime.connections.get(request.connection)
     provider_class(connection.provider).validate(request)
@@ -169,7 +294,9 @@ def submit(state: State, runtime: Runtime) -> State:
         if slot is None:
             return {**state, "job": _waiting_for_slot(job, connection.poll, now)}
         job["slot"] = slot
-    provider = open_provider(connection, runtime.secrets, runtime.claims, ends_at=runtime.ends_at)
+    provider = _opened(
+        open_provider(connection, runtime.secrets, runtime.claims, ends_at=runtime.ends_at), recorder
+    )
     job = {**job, "handle": {}, "polls": job.get("polls", 0), "queued_at": iso_timestamp(now)}
     expected = _expected(runtime, request)
     if expected is not None:
@@ -332,9 +459,27 @@ def hold(state: State, runtime: Runtime) -> State:
 
 
 @records_progress
+@records_retries("Check")
 def check(state: State, runtime: Runtime) -> State:
     """Ask where the report stands; work out how long to wait before asking again."""
-    request, job, provider, handle = resume(state, runtime)
+    recorder = _recorder(runtime, state, "Check")
+    checked, throttled = _check(state, runtime, recorder)
+    job = checked["job"]
+    wait = float(job.get("wait_seconds") or 0)
+    if throttled is not None:
+        recorder.wait(
+            f"{cause_words(throttled)} to the status check, next check in {seconds_words(wait)}", wait
+        )
+    elif job.get("status") == ReportState.READY.value:
+        recorder.state("ready; downloading")
+    else:
+        percent = job.get("progress")
+        recorder.wait(check_words(str(job.get("status")), percent, wait), wait, percent=percent)
+    return checked
+
+
+def _check(state: State, runtime: Runtime, recorder: Recorder) -> tuple[State, ProviderThrottled | None]:
+    request, job, provider, handle = resume(state, runtime, recorder)
     now = runtime.clock()
     if now >= parse_timestamp(job["deadline_at"]):
         _abandon(request, job, handle, provider)
@@ -346,13 +491,15 @@ def check(state: State, runtime: Runtime) -> State:
         status = ReportStatus(
             ReportState(job.get("status", "PENDING")), job.get("progress"), job.get("message")
         )
-        return _with_status(
+        waited = _with_status(
             state, job, status, runtime, provider, now, retry_after=throttled.retry_after or 0
         )
-    return _with_status(state, job, status, runtime, provider, now)
+        return waited, throttled
+    return _with_status(state, job, status, runtime, provider, now), None
 
 
 @records_progress
+@records_retries("Fetch")
 def fetch(state: State, runtime: Runtime) -> State:
     """Stream the finished report into S3; either the whole file is stored or nothing is.
 
@@ -364,17 +511,20 @@ def fetch(state: State, runtime: Runtime) -> State:
     end of its time (or when the download breaks) Fetch checkpoints in the job store and the state
     machine runs it again (``TRANSFERRING``), to go on from the checkpoint with a ``Range`` request.
     """
-    request, job, provider, handle = resume(state, runtime)
+    recorder = _recorder(runtime, state, "Fetch")
+    request, job, provider, handle = resume(state, runtime, recorder)
     job_id = job["job_id"]
     record = runtime.jobs.get(job_id) if runtime.jobs is not None else None  # read once, for both below
     stored = _stored_before(runtime, job_id, record)
     if stored is not None:
         logger.info("report was already stored; not downloading it again", extra={"job_id": job_id})
-        return _with_object(state, job, stored, runtime)
+        return _with_object(state, job, stored, runtime, recorder)
     if job.get("status") == IN_CONTAINER and not runtime.settings.in_container:
         raise _container_failure(runtime, state)  # the container ran, and stored nothing
     if _may_hand_over(runtime) and provider.connection.fetch_in == "container":
-        return _hand_over(state, job, f"connection {provider.connection.name} fetches in a container")
+        return _hand_over(
+            state, job, f"connection {provider.connection.name} fetches in a container", recorder
+        )
     resumption = _restored(runtime, job_id, provider, record)
     read, resumed = 0, False
     try:
@@ -419,11 +569,15 @@ def fetch(state: State, runtime: Runtime) -> State:
                         f"s3://{runtime.bucket}/{key} holds an object this job's Fetch did not record"
                     ) from None
     except TransferPaused as paused:
-        return _going_on(state, job, paused, read)
+        going_on = _going_on(state, job, paused, read)
+        point = paused.checkpoint
+        percent = round(100 * point.size / point.expected_size, 1) if point.expected_size else None
+        recorder.progress(going_on["job"]["message"], percent)
+        return going_on
     except TransferOutOfTime as error:
         if not _may_hand_over(runtime) or provider.single_use_result:
             raise  # a single-use result was consumed: only its connection's fetch_in can choose a container
-        return _hand_over(state, job, str(error))
+        return _hand_over(state, job, str(error), recorder)
     except Exception as error:
         permanent = isinstance(error, ReportRelayError) and not error.retryable
         if permanent or not provider.single_use_result:
@@ -431,7 +585,7 @@ def fetch(state: State, runtime: Runtime) -> State:
         stored = _stored_before(runtime, job_id)  # S3 may have completed the upload and lost its answer
         if stored is not None:
             logger.info("report was stored before the error; keeping it", extra={"job_id": job_id})
-            return _with_object(state, job, stored, runtime)
+            return _with_object(state, job, stored, runtime, recorder)
         reason = str(error) if isinstance(error, ReportRelayError) else type(error).__name__
         if job.get("restarts", 0) >= MAX_RESTARTS:
             # Retrying the download cannot work (the provider served its one copy): say what kept happening.
@@ -442,11 +596,14 @@ def fetch(state: State, runtime: Runtime) -> State:
         # The provider will not serve this result again: generate it afresh rather than retry the download.
         logger.warning("single-use result lost; restarting the job", extra={"job_id": job_id})
         restarted = {**job, "status": "RESTART", "restarts": job.get("restarts", 0) + 1, "message": reason}
+        recorder.restart(
+            restart_words(read, restarted["restarts"], MAX_RESTARTS), restarted["restarts"], MAX_RESTARTS
+        )
         return {**state, "job": restarted}
     logger.info("report stored", extra={"job_id": job_id, "size": stored.size})
     spanned = resumed or "transfer" in job  # over several invocations: say what it took
     stored_job = {**job, "transfer": _tally(job, read, stored.size)} if spanned else job
-    return _with_object(state, stored_job, stored, runtime)
+    return _with_object(state, stored_job, stored, runtime, recorder)
 
 
 #: The job's status while its transfer goes on over several Fetch invocations (byte ranges).
@@ -552,9 +709,10 @@ def _may_hand_over(runtime: Runtime) -> bool:
     return runtime.settings.fetch_container and not runtime.settings.in_container
 
 
-def _hand_over(state: State, job: dict[str, Any], reason: str) -> State:
+def _hand_over(state: State, job: dict[str, Any], reason: str, recorder: Recorder) -> State:
     """Ask the state machine to run this Fetch in a container task, with no time limit."""
     logger.info("moving the transfer to a container task", extra={"job_id": job["job_id"]})
+    recorder.state(f"downloading in a container task instead: {reason}")
     return {**state, "job": {**job, "status": IN_CONTAINER, "message": f"fetching in a container: {reason}"}}
 
 
@@ -583,8 +741,11 @@ def _stop_at(runtime: Runtime, provider: Provider) -> float | None:
     return runtime.ends_at - provider.connection.timeouts.read_seconds - FETCH_STOP_MARGIN_SECONDS
 
 
-def _with_object(state: State, job: dict[str, Any], stored: StoredObject, runtime: Runtime) -> State:
+def _with_object(
+    state: State, job: dict[str, Any], stored: StoredObject, runtime: Runtime, recorder: Recorder
+) -> State:
     """The state with the stored object (and the job out of the container or the transfer loop)."""
+    recorder.state(stored_words(stored.size, stored.bucket, stored.key))
     stored_job = {**job, "object": stored.to_dict(), "stored_at": iso_timestamp(runtime.clock())}
     if job.get("status") in (IN_CONTAINER, TRANSFERRING):
         stored_job.update(status=ReportState.READY.value, message=None)
@@ -657,8 +818,11 @@ def object_key(request: JobRequest, job_id: str, filename: str) -> str:
     return objectkeys.object_key(request.team, request.output.key_prefix, job_id, filename)
 
 
-def resume(state: State, runtime: Runtime) -> tuple[JobRequest, dict[str, Any], Provider, Handle]:
-    """The request, the job, a signed-in adapter, and the handle with its sealed fields opened."""
+def resume(
+    state: State, runtime: Runtime, recorder: Recorder | None = None
+) -> tuple[JobRequest, dict[str, Any], Provider, Handle]:
+    """The request, the job, a signed-in adapter (telling ``recorder`` of its retries), and the handle
+    with its sealed fields opened."""
     request = parse_job_request(state.get("request"))
     job = state.get("job") or {}
     if "handle" not in job:
@@ -666,7 +830,7 @@ def resume(state: State, runtime: Runtime) -> tuple[JobRequest, dict[str, Any], 
     connection = runtime.connections.get(request.connection)
     handle = runtime.sealer.unseal(job["handle"], job["job_id"])
     provider = open_provider(connection, runtime.secrets, runtime.claims, ends_at=runtime.ends_at)
-    return request, job, provider, handle
+    return request, job, _opened(provider, recorder), handle
 
 
 def _with_status(
@@ -787,6 +951,8 @@ def conclude(state: State, runtime: Runtime) -> dict[str, Any]:
     """
     outcome = describe_outcome(state, runtime.settings.link_base_url)
     detail = outcome["detail"]
+    if detail["error"]:
+        _recorder(runtime, state, "Conclude").state(failed_words(detail["error"]["message"]))
     _announce(runtime, *_record_outcome(runtime, outcome, state))
     _release_slot(state, runtime)
     if detail["status"] == "READY":

@@ -58,6 +58,7 @@ SECURITY_SCHEME = "sigv4"
 PEOPLE_SCHEME = "oidc"
 MAX_PAGE = 100
 LIST_PARAMETERS = ("connection", "state", "limit", "cursor")
+EVENTS_PARAMETERS = ("after",)
 
 app = APIGatewayRestResolver(enable_validation=True)
 
@@ -249,6 +250,29 @@ def list_jobs(
 def get_job(job_id: JobId) -> Response[api.JobView]:
     caller = _caller()
     return _json(HTTPStatus.OK, api.job_view(api.describe_job(job_id, caller, _runtime()), caller.base_url))
+
+
+@app.get(
+    "/reports/<job_id>/events",
+    summary="Follow what a job did",
+    description="The job's activity in plain words, oldest first: each state it moved to, each wait before "
+    "the next check, every retry as it happened (with its cause, wait and attempt numbers), every restart "
+    "after a lost single-use download. Pass the answer's `next` as `after` to get only what came since "
+    "(poll it to follow a running job live). A long story keeps its milestones and its latest retries and "
+    "waits. Figures a kind has no use for are left out.",
+    operation_id="getJobEvents",
+    tags=["jobs"],
+    responses=_responses({200: _ok("The job's events", api.JobEvents), 400: BAD_REQUEST, 404: NOT_FOUND}),
+)
+def get_job_events(
+    job_id: JobId,
+    after: Annotated[
+        str | None, Query(min_length=1, max_length=64, description="an earlier answer's next")
+    ] = None,
+) -> Response[Any]:  # not Response[JobEvents]: that would put back the figures left out
+    answer = api.job_events(job_id, _caller(), _runtime(), after=after)
+    events = [event.model_dump(mode="json", exclude_none=True) for event in answer.events]
+    return _json(HTTPStatus.OK, answer, events=events)
 
 
 @app.get(
@@ -600,11 +624,17 @@ def _page(status: HTTPStatus, title: str, text: str) -> Response[str]:
     )
 
 
-def _json(status: HTTPStatus, body: BaseModel, **headers: str) -> Response[Any]:
+def _json(
+    status: HTTPStatus, body: BaseModel, *, events: list[dict[str, Any]] | None = None, **headers: str
+) -> Response[Any]:
+    """The model as JSON; ``events`` replaces its events (each with its unset figures left out)."""
+    document = body.model_dump(mode="json")
+    if events is not None:
+        document["events"] = events
     return Response(
         status_code=status.value,
         content_type=content_types.APPLICATION_JSON,
-        body=body.model_dump(mode="json"),
+        body=document,
         headers={"Cache-Control": "no-store", **headers},
     )
 
@@ -618,9 +648,12 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
 
 def _refuse_unknown_query(event: dict[str, Any]) -> dict[str, Any] | None:
     """400 for a query parameter no route knows: ``?stat=ready`` is a typo, not a request for everything."""
-    if event.get("httpMethod") == "GET" and event.get("path") == "/reports":
+    path = str(event.get("path", ""))
+    if event.get("httpMethod") == "GET" and path == "/reports":
         known = LIST_PARAMETERS
-    elif str(event.get("path", "")).startswith("/reports/"):
+    elif event.get("httpMethod") == "GET" and path.startswith("/reports/") and path.endswith("/events"):
+        known = EVENTS_PARAMETERS
+    elif path.startswith("/reports/"):
         known = ()
     else:
         return None
