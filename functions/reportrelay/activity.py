@@ -39,6 +39,7 @@ KINDS: tuple[Kind, ...] = ("state", "wait", "retry", "restart", "progress")
 #: Kept apart from the chatter between them, so a storm of retries never pushes them out.
 MILESTONE_KINDS = frozenset({"state", "restart"})
 MAX_MESSAGE_CHARS = 300
+MAX_MESSAGE_BYTES = 600  # of UTF-8: with its other fields an entry stays within the store's 1 KiB
 _OPTIONAL = ("attempt", "attempts", "wait_seconds", "percent")
 
 
@@ -123,9 +124,13 @@ class Recorder:
 
 
 def plain(text: str) -> str:
-    """One line, no query string, at most ``MAX_MESSAGE_CHARS`` characters."""
+    """One line, no query string, at most ``MAX_MESSAGE_CHARS`` characters and ``MAX_MESSAGE_BYTES``."""
     folded = " ".join(without_query_strings(str(text)).split())
-    return folded if len(folded) <= MAX_MESSAGE_CHARS else folded[: MAX_MESSAGE_CHARS - 1] + "…"
+    if len(folded) > MAX_MESSAGE_CHARS:
+        folded = folded[: MAX_MESSAGE_CHARS - 1] + "…"
+    while len(folded.encode()) > MAX_MESSAGE_BYTES:
+        folded = folded[: len(folded) * MAX_MESSAGE_BYTES // len(folded.encode()) - 1] + "…"
+    return folded
 
 
 def seconds_words(seconds: float) -> str:
