@@ -273,3 +273,15 @@ def test_a_status_word_the_spec_does_not_map_is_a_protocol_error_naming_it(plain
     # when the vendor says something else, then the check fails quoting it
     with pytest.raises(ProviderProtocolError, match=r"unknown report status 'working \(42%\)'"):
         provider.check(plain_request(), submitted.handle)
+
+
+def test_the_packaged_specs_travel_with_the_package_into_lambda_and_wheels() -> None:
+    # given the files the Lambda asset takes and the wheel's package data
+    from infra.bundling import package_files
+
+    bundled = {path.relative_to(SPECS_DIR.parent.parent).as_posix() for path in package_files()}
+    pyproject = (REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    # then every spec file is in the asset, and the package data names them
+    for spec_file in SPECS_DIR.glob("*.json"):
+        assert f"providers/specs/{spec_file.name}" in bundled
+    assert '"providers/specs/*.json"' in pyproject
