@@ -34,8 +34,9 @@ from infra import constants
 from infra.functions import RUNTIME
 
 # Parts of the package the functions never import: the local runner (moto), the provider simulators,
-# the command line that drives them, and the schedules file's checks (synthesis and the command line).
-EXCLUDED_PARTS = ("local", "sandbox", "cli.py", "schedulefile.py")
+# the command line that drives them and calls the job API (jobscli), and the schedules file's checks
+# (synthesis and the command line).
+EXCLUDED_PARTS = ("local", "sandbox", "cli.py", "jobscli.py", "schedulefile.py")
 _IGNORED_NAMES = ("__pycache__",)
 _IGNORED_SUFFIXES = (".pyc", ".pyo")
 

@@ -1,7 +1,7 @@
 """The ``reportrelay`` command: run a job locally, serve the provider simulators, replay failed schedules.
 
 Exit codes: 0 the report is ready, 1 the report failed, 2 bad input (with a one-line message),
-130 interrupted (Ctrl-C).
+130 interrupted (Ctrl-C). ``jobs`` adds 3: not found or not allowed (reportrelay.jobscli).
 ``schedules replay``: 0 every start replayed, 1 some kept in the queue, 2 AWS refused or is unreachable.
 """
 
@@ -68,7 +68,12 @@ def _parser() -> argparse.ArgumentParser:
 
     _add_schedules_commands(commands)
 
+    from reportrelay.jobscli import add_jobs_commands
+    from reportrelay.local.serve import add_serve_command
     from reportrelay.sandbox.cli import add_sandbox_commands
+
+    add_jobs_commands(commands)
+    add_serve_command(commands)
 
     add_sandbox_commands(commands)
     return parser
@@ -339,4 +344,7 @@ def outcome_line(outcome: Any) -> str:
 
 if __name__ == "__main__":
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    sys.exit(main())
+    # The module's own copy, not __main__'s: BadInput raised by the other modules is reportrelay.cli's.
+    from reportrelay.cli import main as package_main
+
+    sys.exit(package_main())
