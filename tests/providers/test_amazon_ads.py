@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from infra.constants import REPO_ROOT
 from reportrelay.config import Connections, JobRequest, SecretResolver
 from reportrelay.errors import BadRequest, ConfigurationError, ProviderProtocolError, ProviderRejected
 from reportrelay.providers import open_provider, provider_class
@@ -333,3 +334,18 @@ def test_a_connection_without_a_profile_or_with_another_sign_in_is_refused(ads_s
         provider_for(bearer)
     with pytest.raises(ConfigurationError, match="Amazon Ads needs client_id"):
         provider_for(no_client)
+
+
+def test_the_examples_are_a_valid_connection_and_request() -> None:
+    # given the example connection (a real account's shape) and request for Amazon Ads
+    examples = REPO_ROOT / "examples"
+    document = json.loads((examples / "amazon_ads-connections.json").read_text(encoding="utf-8"))
+    connection = Connections.from_document(document).get("acme-ads")
+    job = JobRequest.model_validate(
+        json.loads((examples / "amazon_ads-report.json").read_text(encoding="utf-8"))
+    )
+    # then the connection suits the spec, and the request is one the spec accepts, for that connection
+    cls = provider_class(connection.provider)
+    assert cls.parse_settings(connection).profile_id == "1234567890"  # type: ignore[attr-defined]
+    cls.validate(job)
+    assert job.connection == "acme-ads"
