@@ -265,7 +265,8 @@ def add_jobs_commands(commands: Any) -> None:
     start = action("start", "start a job from a request file and/or flags", command_start)
     _request_options(start)
     start.add_argument("--watch", action="store_true", help="then watch it until it ends")
-    _output_options(start, jsonl=False)
+    start.add_argument("--interval", type=_seconds, default=2.0, help="with --watch: seconds between checks")
+    _output_options(start, jsonl=True)
 
     get = action("get", "show one job", command_get)
     get.add_argument("job_id", metavar="ID")
@@ -297,7 +298,8 @@ def add_jobs_commands(commands: Any) -> None:
     rerun = action("rerun", "start a new job with the same request as a job before", command_rerun)
     rerun.add_argument("job_id", metavar="ID")
     rerun.add_argument("--watch", action="store_true", help="then watch it until it ends")
-    _output_options(rerun, jsonl=False)
+    rerun.add_argument("--interval", type=_seconds, default=2.0, help="with --watch: seconds between checks")
+    _output_options(rerun, jsonl=True)
 
     events = action("events", "a job's events: waits, retries, restarts, progress", command_events)
     events.add_argument("job_id", metavar="ID")
@@ -425,11 +427,11 @@ def rerun_request(job: dict[str, Any]) -> dict[str, Any]:
 
 def _started(api: JobApi, args: argparse.Namespace, accepted: dict[str, Any], rerun_of: str | None) -> int:
     document = {**accepted, **({"rerun_of": rerun_of} if rerun_of else {})}
-    if args.watch:  # --json: the job as it ended (its id is in it)
-        if not args.json:
+    if args.watch:  # --json: the job as it ended (its id is in it); --jsonl: as watch --jsonl
+        if not (args.json or args.jsonl):
             print(_started_line(document), flush=True)
         return _watch(api, accepted["job_id"], args)
-    if args.json:
+    if args.json or args.jsonl:
         _print_json(document)
     else:
         print(_started_line(document))
@@ -754,7 +756,7 @@ def _watch(api: JobApi, job_id: str, args: argparse.Namespace) -> int:
             last = job
             if job["state"] in FINAL_STATES:
                 break
-            time.sleep(getattr(args, "interval", 2.0))
+            time.sleep(args.interval)
     except KeyboardInterrupt:
         if display is not None:
             display.stop()
