@@ -75,8 +75,9 @@ def _unknown_answer(site: Deployment, who: str, method: str, suffix: str) -> tup
 @pytest.mark.parametrize("who", CALLERS)
 def test_reading_a_job_answers_only_its_team_and_the_admins(site, jobs, who):
     for team, job_id in jobs.items():
-        # when the caller reads, downloads and lists
+        # when the caller reads, follows, downloads and lists
         read = site.call(who, "GET", f"/reports/{job_id}")
+        followed = site.call(who, "GET", f"/reports/{job_id}/events")
         download = site.call(who, "GET", f"/reports/{job_id}/download")
         if _sees(who, team):
             # then its own team's job (and, for the admins, every job) is there
@@ -86,9 +87,12 @@ def test_reading_a_job_answers_only_its_team_and_the_admins(site, jobs, who):
             owner = MACHINES["alice"][0] if team == "finance" else "person:dave"
             assert (read.json()["team"], read.json()["owner"]) == (team, owner)
             assert download.status_code == 302 and download.headers["Location"].startswith("https://")
+            # and its events tell the story to the end
+            assert followed.status_code == 200, (who, team, followed.text)
+            assert followed.json()["events"][-1]["message"].startswith("stored "), followed.json()
         else:
             # and another team's job answers exactly as a job that does not exist
-            for answer, suffix in ((read, ""), (download, "/download")):
+            for answer, suffix in ((read, ""), (followed, "/events"), (download, "/download")):
                 seen = {**answer.json(), "message": answer.json()["message"].replace(job_id, "<id>")}
                 assert (answer.status_code, seen) == _unknown_answer(site, who, "GET", suffix), (who, team)
 
