@@ -161,7 +161,7 @@ class DeclarativeProvider(Provider):
                 "download report",
                 stream=True,
                 headers=range_headers(resume_from),
-                html_ok=download.html_ok,
+                html_ok=request.format in download.html_formats,
             )
         else:
             response = self._from_status_link(request, handle, resume_from)
@@ -324,26 +324,26 @@ class DeclarativeProvider(Provider):
         fresh = not url or (isinstance(expires, int | float) and expires - time.time() < LINK_MARGIN_SECONDS)
         if fresh:
             url = self._fresh_link(request, handle)
-        response = self._get_file(str(url), resume_from)
+        html_ok = request.format in self.spec.download.html_formats
+        response = self._get_file(str(url), resume_from, html_ok)
         if response.status_code in refresh and not fresh:
             response.close()
-            response = self._get_file(self._fresh_link(request, handle), resume_from)
+            response = self._get_file(self._fresh_link(request, handle), resume_from, html_ok)
         if response.status_code in refresh:
             with response:
                 failure = error_for_response(response, "download report")
             raise type(failure)(f"{failure} (with a download link the status had just given)")
         return response
 
-    def _get_file(self, url: str, resume_from: ResumeFrom | None) -> requests.Response:
-        download = self.spec.download
+    def _get_file(self, url: str, resume_from: ResumeFrom | None, html_ok: bool) -> requests.Response:
         client = self._client_for(url)
         return client.request(
             "GET",
             url,
             action="download report",
             stream=True,
-            html_ok=download.html_ok,
-            accept=(200, 206, *download.refresh_statuses),
+            html_ok=html_ok,
+            accept=(200, 206, *self.spec.download.refresh_statuses),
             headers=range_headers(resume_from),
         )
 

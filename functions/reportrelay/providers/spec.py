@@ -10,7 +10,9 @@ Templates are plain ``{name.field}`` placeholders, never code. Where a value lan
 encoded: a path segment is percent-encoded as one segment (a ``/`` in a value cannot add a segment),
 a query value as a value, a header is refused if it would carry a line break, and in a JSON body a
 placeholder that is the whole string keeps the value's own JSON type (a list stays a list; an optional
-value that is absent leaves its key out). ``{{`` and ``}}`` are literal braces.
+value that is absent leaves its key out). ``{{`` and ``}}`` are literal braces. Two shapes build JSON from
+objects: ``{"$merge": [...]}`` merges objects, ``{"$entries": "{parameters}", "key": "name", "value":
+"value"}`` lists an object's entries as name/value pairs.
 
 The names a template may use: ``report.*``, ``parameters.*`` and ``format`` (the vendor's name for the
 requested format) from the job request (checked against ``request`` before anything is sent),
@@ -123,10 +125,39 @@ def render_json(template: Any, context: Mapping[str, Any]) -> Any:
     if isinstance(template, list):
         items = [render_json(item, context) for item in template]
         return [item for item in items if item is not _ABSENT]
+    if isinstance(template, dict) and "$merge" in template:
+        return _merged(template, context)
+    if isinstance(template, dict) and "$entries" in template:
+        return _entries(template, context)
     if isinstance(template, dict):
         rendered = {key: render_json(value, context) for key, value in template.items()}
         return {key: value for key, value in rendered.items() if value is not _ABSENT}
     return template
+
+
+def _merged(template: dict[str, Any], context: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"$merge": [a, b, ...]}``: the objects merged, later keys winning; absent ones are skipped."""
+    merged: dict[str, Any] = {}
+    for part in template["$merge"]:
+        value = render_json(part, context)
+        if value is _ABSENT:
+            continue
+        if not isinstance(value, Mapping):
+            raise TemplateError(f"$merge takes objects, and {part!r} is a {type(value).__name__}")
+        merged.update(value)
+    return merged
+
+
+def _entries(template: dict[str, Any], context: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """``{"$entries": "{parameters}", "key": "name", "value": "value"}``: an object as a list of
+    ``{"name": <key>, "value": <value>}`` pairs, in its order (none when it is absent)."""
+    source = render_json(template["$entries"], context)
+    if source is _ABSENT:
+        return []
+    if not isinstance(source, Mapping):
+        raise TemplateError(f"$entries takes an object, and {template['$entries']!r} is not one")
+    key, value = str(template.get("key", "name")), str(template.get("value", "value"))
+    return [{key: name, value: item} for name, item in source.items()]
 
 
 def _json_strings(template: Any) -> list[str]:
@@ -143,9 +174,15 @@ def _json_strings(template: Any) -> list[str]:
 # Finding values in answers
 
 
-def at_path(body: Any, path: str) -> Any:
+def at_path(body: Any, path: str | tuple[str, ...]) -> Any:
     """The value at a dotted JSON path (``data.status``, ``items.0.id``; ``$`` is the whole body), or
-    None when any step is missing."""
+    None when any step is missing; given several paths, the first that finds a value that is not an
+    object or a list (a server that answers either ``{"taskStatus": 2}`` or a bare ``2``)."""
+    if isinstance(path, tuple):
+        found = [at_path(body, each) for each in path]
+        return next(
+            (value for value in found if value is not None and not isinstance(value, dict | list)), None
+        )
     if path in ("", "$"):
         return body
     value = body
@@ -289,11 +326,16 @@ class CheckSpec(CallSpec):
     """
 
     answer: Literal["json", "text"] = "json"
-    status: str = Field(default="$", description="JSON path of the status value (text answers: the body)")
+    status: str | tuple[str, ...] = Field(
+        default="$",
+        description="JSON path of the status value, or paths tried in order (text answers: the body)",
+    )
     states: dict[str, State] = Field(min_length=1)
     case_sensitive: bool = False
     progress: str | None = Field(default=None, description="JSON path of a percentage (45 or '45%')")
-    message: str | None = Field(default=None, description="JSON path of the vendor's words on the state")
+    message: str | tuple[str, ...] | None = Field(
+        default=None, description="JSON path (or paths tried in order) of the vendor's words on the state"
+    )
     retry_after: Extract | None = Field(
         default=None, description="where a throttled (429) answer says how long to wait, when not Retry-After"
     )
@@ -335,7 +377,9 @@ class DownloadSpec(_Strict):
     server_filename: bool = Field(default=True, description="prefer the name in Content-Disposition")
     extension: str | None = Field(default=None, description="added when the name has none (a template)")
     content_type: str | None = Field(default=None, description="used when the server says none")
-    html_ok: bool = Field(default=False, description="an HTML answer is the report, not a sign-in page")
+    html_formats: tuple[str, ...] = Field(
+        default=(), description="request formats whose file is an HTML page (else HTML is a sign-in page)"
+    )
 
     @model_validator(mode="after")
     def _source_has_what_it_needs(self) -> DownloadSpec:
@@ -416,6 +460,8 @@ class ProviderSpec(_Strict):
             if where == "submit":
                 raise ValueError("submit: '{job.id}' has no value before the report is queued")
             return
+        if space in known and not rest:
+            return  # the whole object, for $entries or $merge
         if space in known:
             field = rest.split(".")[0]
             if field in known[space] or (space == "parameters" and self.request.other_parameters and field):
