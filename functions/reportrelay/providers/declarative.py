@@ -240,17 +240,21 @@ class DeclarativeProvider(Provider):
             arguments["data"] = json.dumps(body).encode()
             sent["Content-Type"] = call.content_type or "application/json"
         query = {name: self._render(v, context, "query", f"{action} query") for name, v in call.query.items()}
+        # An answer that means "sign in again" is left to the client, which renews and repeats the call.
+        errors = tuple(
+            status for status in self.spec.errors.statuses if status not in self.spec.reauth_statuses
+        )
         response = self.http.request(
             call.method,
             self._render(call.path, context, "segment", f"{action} path"),
             action=action,
-            accept=(*SUCCESS, *self.spec.errors.statuses, *also_accept),
+            accept=(*SUCCESS, *errors, *also_accept),
             params=query or None,
             headers={**sent, **(headers or {})},
             **arguments,
             **options,
         )
-        if response.status_code in self.spec.errors.statuses and response.status_code not in SUCCESS:
+        if response.status_code in errors and response.status_code not in SUCCESS:
             with response:
                 raise self._vendor_error(response, action)
         return response
