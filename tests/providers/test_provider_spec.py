@@ -18,7 +18,7 @@ import requests
 from infra.constants import REPO_ROOT
 from reportrelay.auth import build_auth
 from reportrelay.config import Connections, JobRequest, SecretResolver
-from reportrelay.errors import ConfigurationError, ProviderProtocolError
+from reportrelay.errors import ConfigurationError, ProviderProtocolError, ProviderThrottled
 from reportrelay.httpclient import ProviderHttp
 from reportrelay.providers.base import ReportState
 from reportrelay.providers.declarative import declarative_class
@@ -198,6 +198,8 @@ class PlaintextExports(Simulator):
     def __init__(self) -> None:
         super().__init__()
         self.exports: dict[str, dict[str, Any]] = {}
+        #: The next N status calls answer 429 with the wait in the body, and no Retry-After header.
+        self.throttle_in_body_next = 0
 
     @route("POST", "/exports")
     def create(self, request: Request) -> Response:
@@ -209,6 +211,10 @@ class PlaintextExports(Simulator):
 
     @route("GET", "/exports/{id}/state")
     def state(self, request: Request) -> Response:
+        if self._take("throttle_in_body_next", owner=self):
+            return Response(
+                429, b'{"error": "slow down", "retryAfterSeconds": 42}', {"Content-Type": "application/json"}
+            )
         export = self.exports[request.params["id"]]
         word = "done\n" if time.time() - export["at"] > 0.3 else "working (42%)\n"
         return Response(200, word.encode(), {"Content-Type": "text/plain"})
@@ -285,3 +291,19 @@ def test_the_packaged_specs_travel_with_the_package_into_lambda_and_wheels() -> 
     for spec_file in SPECS_DIR.glob("*.json"):
         assert f"providers/specs/{spec_file.name}" in bundled
     assert '"providers/specs/*.json"' in pyproject
+
+
+def test_a_wait_the_vendor_gives_in_a_429_body_is_the_wait_the_workflow_gets(plaintext) -> None:
+    # given a spec saying where a throttled answer puts its wait, and a vendor that throttles the next check
+    spec = copy.deepcopy(PLAIN_SPEC)
+    spec["check"]["retry_after"] = {"json": "retryAfterSeconds"}
+    provider = plaintext_provider(plaintext, spec)
+    submitted = provider.submit(plain_request())
+    plaintext.throttle_in_body_next = 1
+    # when the status is checked, then it is throttled for as long as the body says, with the vendor's words
+    with pytest.raises(ProviderThrottled) as throttled:
+        provider.check(plain_request(), submitted.handle)
+    assert throttled.value.retry_after == 42
+    assert "answered HTTP 429" in str(throttled.value) and "slow down" in str(throttled.value)
+    # and the check after it answers for itself
+    assert provider.check(plain_request(), submitted.handle).state is ReportState.RUNNING
