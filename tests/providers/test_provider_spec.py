@@ -145,6 +145,8 @@ def amazon_document() -> dict[str, Any]:
                      "download.source 'from_status' needs check.download_url", id="no-link-to-follow"),
         pytest.param(lambda d: d["submit"].update(id={"json": "reportId", "header": "Location"}),
                      "give exactly one of 'json', 'header' or 'text'", id="two-places-for-the-id"),
+        pytest.param(lambda d: d["check"].update(answer="text"),
+                     "a text answer has no JSON paths: remove message, download_url", id="paths-in-text"),
         pytest.param(lambda d: d["check"].update(path="/reporting/reports?id={job.id}"),
                      "check.path: String should match pattern", id="query-in-a-path"),
     ],

@@ -344,6 +344,15 @@ class CheckSpec(CallSpec):
         default=None, description="JSON path of when that URL expires (ISO 8601 or epoch seconds)"
     )
 
+    @model_validator(mode="after")
+    def _paths_need_json(self) -> CheckSpec:
+        if self.answer == "text":
+            paths = {"progress": self.progress, "message": self.message, "download_url": self.download_url}
+            named = [name for name, path in paths.items() if path is not None]
+            if named:
+                raise ValueError(f"a text answer has no JSON paths: remove {', '.join(named)}")
+        return self
+
     def state_of(self, raw: Any) -> State | None:
         if raw is None or isinstance(raw, dict | list):
             return None
