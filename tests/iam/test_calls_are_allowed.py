@@ -101,12 +101,14 @@ def _api(aws: LocalAws, method: str, path: str, **kwargs: Any) -> ApiAnswer:
 
 
 def _drive_the_api(aws: LocalAws, recorder: CallRecorder) -> None:
-    """Every route that reaches AWS: start, watch, list, download, share and follow and revoke, cancel."""
+    """Every route that reaches AWS: start, watch, follow the events, list, download, share and follow and
+    revoke, cancel."""
     job_api = JobApi(aws)
-    recorder.test = "the job API: start, watch, list, download, share links"
+    recorder.test = "the job API: start, watch, follow the events, list, download, share links"
     job = job_api.wait(job_api.start(_request("devexpress")))
     assert job["state"] == "ready", job
     job_id = job["job_id"]
+    assert job_api("GET", f"/reports/{job_id}/events").json()["events"], "the job recorded no activity"
     assert job_api("GET", "/reports", query={"connection": "devexpress"}).status == 200
     assert job_api("GET", f"/reports/{job_id}/download").status == 302
     link = job_api("POST", f"/reports/{job_id}/links", body={})
