@@ -279,3 +279,31 @@ def test_events_follow_prints_events_as_they_come_until_the_job_ends(deployed, t
     assert [problem for line in lines for problem in schema_problems(line, "cli-event.json")] == []
     assert lines[0]["step"] == "Submit" and lines[-1]["step"] in ("Fetch", "Conclude")
     assert len({json.dumps(line, sort_keys=True) for line in lines}) == len(lines)  # none twice
+
+
+def test_a_stack_named_gives_its_api_url_output_and_with_a_token_its_people_url(deployed, tmp_path, capsys):
+    # given a stack whose outputs name the two APIs, as infra/stack.py's ApiUrl and PeopleUrl do
+    template = {
+        "Resources": {"Topic": {"Type": "AWS::SNS::Topic"}},
+        "Outputs": {"ApiUrl": {"Value": deployed.iam_url}, "PeopleUrl": {"Value": deployed.people_url}},
+    }
+    deployed.aws.client("cloudformation").create_stack(
+        StackName="ReportRelay", TemplateBody=json.dumps(template)
+    )
+    job_id = start(capsys, deployed, tmp_path)
+    # when the jobs are listed by the stack's name, signed with SigV4
+    signed = reportrelay(capsys, "jobs", "list", "--stack", "ReportRelay", "--json")
+    # and by a person with a token (the people API)
+    person = reportrelay(
+        capsys, "jobs", "list", "--stack", "ReportRelay", "--token", deployed.token("carol"), "--json"
+    )
+    # then both find the API and list the job
+    assert signed.code == 0 and person.code == 0, (signed.err, person.err)
+    assert (
+        [job["job_id"] for job in signed.json()["jobs"]]
+        == [job_id]
+        == [j["job_id"] for j in person.json()["jobs"]]
+    )
+    # and a stack that does not exist is one line, exit 2
+    missing = reportrelay(capsys, "jobs", "list", "--stack", "NoSuchStack")
+    assert missing.code == 2 and "cannot read stack NoSuchStack" in missing.err
