@@ -542,15 +542,15 @@ class _PartPipeline:
 
     def _upload(self, number: int, buffer: bytearray, body: _PartBody) -> UploadedPart:
         try:
-            streamed = not body.complete  # still being filled: the SDK computes S3's checksum as it sends
-            crc = 0 if streamed else checksums.crc64nvme(memoryview(buffer)[: len(body)])
-            checksum = (
-                {"ChecksumAlgorithm": CHECKSUM_ALGORITHM}
-                if streamed
-                else {"ChecksumCRC64NVME": crc64nvme_base64(crc)}
+            # S3's checksum of the part is the SDK's, computed as it sends: over HTTPS a trailer, so the
+            # part is sent unsigned (a CRC64NVME header of our own would make the SDK hash the whole body
+            # for its signature first, SHA-256 in the upload thread, and wait for a part still filling).
+            # Our own CRC of the part, for the full-object checksum, is the reader's or computed here.
+            response = self._s3.upload_part(
+                **self._target, PartNumber=number, Body=body, ChecksumAlgorithm=CHECKSUM_ALGORITHM
             )
-            response = self._s3.upload_part(**self._target, PartNumber=number, Body=body, **checksum)
-            part = UploadedPart(number, response["ETag"], len(body), body.crc if streamed else crc)
+            crc = checksums.crc64nvme(memoryview(buffer)[: len(body)]) if body.crc is None else body.crc
+            part = UploadedPart(number, response["ETag"], len(body), crc)
             self._progress.stored(part)
             return part
         except BaseException as error:
@@ -590,7 +590,7 @@ class _PartBody(io.RawIOBase):
         self._filled = length if filled is None else filled
         self._failed = False
         self._arrived = threading.Condition()
-        self.crc = 0  # the part's CRC64NVME, once it is complete (``finish``)
+        self.crc: int | None = None  # the part's CRC64NVME, given by the reader that filled it (``finish``)
 
     @property
     def complete(self) -> bool:
