@@ -43,6 +43,8 @@ FINAL_STATES = frozenset({"ready", "failed", "cancelled"})
 MAX_PAGE = 100
 _REGION_IN_HOST = re.compile(r"\.execute-api\.([a-z0-9-]+)\.amazonaws\.com$")
 _TIMEOUT = (10, 60)
+WATCH_API_FAILURES = 5
+"""A watch gives up after this many 429 or 5xx answers in a row (an hour-long job outlives a blip)."""
 
 
 class ApiRefused(Exception):
@@ -736,15 +738,30 @@ def _watch(api: JobApi, job_id: str, args: argparse.Namespace) -> int:
     """Follow the job until it ends: each event as it happens, and one line saying where it stands.
 
     ``--json``: the job as it ended; ``--jsonl``: each event and each change of the job, a line each.
+    A throttled or briefly failing API (429, 5xx) is asked again, up to ``WATCH_API_FAILURES`` in a row.
     """
     feed = EventFeed(api, job_id)
     display = None if args.json or args.jsonl else WatchDisplay(sys.stdout)
     last: dict[str, Any] | None = None
     events: list[dict[str, Any]] = []
+    failures = 0
     try:
         while True:
-            job = api.job(job_id)
-            fresh = feed.new()
+            try:
+                job = api.job(job_id)
+                fresh = feed.new()
+            except ApiRefused as refused:
+                failures += 1
+                if refused.exit_code != EXIT_FAILED or failures >= WATCH_API_FAILURES:
+                    raise
+                note = f"reportrelay: {refused}; asking again"
+                if display is not None:
+                    display.note(note)
+                else:
+                    print(note, file=sys.stderr, flush=True)
+                time.sleep(min(30.0, args.interval * 2**failures))
+                continue
+            failures = 0
             events += fresh
             if args.jsonl:
                 for event in fresh:
@@ -767,8 +784,10 @@ def _watch(api: JobApi, job_id: str, args: argparse.Namespace) -> int:
             flush=True,
         )
         return EXIT_INTERRUPTED
+    finally:
+        if display is not None:
+            display.stop()  # the terminal as it was, whatever ended the watch
     if display is not None:
-        display.stop()
         print(final_line(job), flush=True)
     if args.json:
         _print_json(job)
@@ -816,6 +835,12 @@ class WatchDisplay:
         elif _without_clock(status) != self._printed_status:  # plain output: a line when something changed
             self._printed_status = _without_clock(status)
             self.console.print(Text(status))
+
+    def note(self, text: str) -> None:
+        """A line of its own above the live line."""
+        from rich.text import Text
+
+        self.console.print(Text(text))
 
     def stop(self) -> None:
         if self.live is not None:
