@@ -138,13 +138,11 @@ class LocalServer:
         port: int = DEFAULT_PORT,
         sandbox: bool = False,
         connections_file: Path | None = None,
-        environment: Mapping[str, str] | None = None,
     ) -> None:
         self.state = StateFolder(state_dir)
         self.port = port
         self.sandbox = sandbox
         self.connections_file = connections_file
-        self.environment = dict(environment or {})
         self.simulators: dict[str, Any] = {}
         self.stopped_jobs: list[str] = []
         self._stack = ExitStack()
@@ -188,7 +186,6 @@ class LocalServer:
             "REPORTRELAY_API_URL": self.url,
             "REPORTRELAY_PEOPLE_URL": "",
             "POWERTOOLS_LOG_LEVEL": os.environ.get("POWERTOOLS_LOG_LEVEL", "ERROR"),
-            **self.environment,
         }
         self.aws = self._stack.enter_context(LocalAws(environment))
         self._stack.callback(self._stop_jobs_and_save)
@@ -226,6 +223,11 @@ class LocalServer:
             document = _read_json(self.connections_file, "connections")
             if not isinstance(document, dict) or not isinstance(document.get("connections"), dict):
                 raise BadInput(f"connections file {self.connections_file} has no 'connections' object")
+            folder = self.connections_file.resolve().parent
+            for connection in document["connections"].values():
+                bundle = connection.get("ca_bundle") if isinstance(connection, dict) else None
+                if isinstance(bundle, dict) and isinstance(bundle.get("file"), str):  # relative to its file
+                    bundle["file"] = str(folder / bundle["file"])
             connections.update(document["connections"])
         for connection in connections.values():
             if isinstance(connection, dict) and not connection.get("teams"):
