@@ -49,10 +49,11 @@ def reportrelay(capsys: pytest.CaptureFixture[str], *argv: str) -> Ran:
 
 @cache
 def _registry() -> Registry:
+    """The command line's schemas, and the API's events schema they refer to, by file name."""
     resources = []
-    for path in SCHEMAS.glob("cli-*.json"):
+    for path in [*SCHEMAS.glob("cli-*.json"), SCHEMAS / "job-events.json"]:
         schema = json.loads(path.read_text(encoding="utf-8"))
-        resources.append((schema["$id"], Resource.from_contents(schema)))
+        resources.append((path.name, Resource.from_contents(schema)))
     return Registry().with_resources(resources)
 
 
