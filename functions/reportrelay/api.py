@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from reportrelay import links, outbox
 from reportrelay.access import NotAllowed, Principal
-from reportrelay.activity import KINDS, Kind, Recorder
+from reportrelay.activity import KINDS, Kind, Recorder, failed_words
 from reportrelay.awsclients import aws_client
 from reportrelay.config import Connection, JobRequest
 from reportrelay.errors import BadRequest, ConfigurationError, ReportRelayError
@@ -184,7 +184,10 @@ class JobEvent(_Model):
     """One thing the job did, in plain words (``reportrelay.activity``); figures only where they apply."""
 
     at: str = Field(description="when (ISO 8601, UTC, milliseconds)")
-    step: str = Field(description="the workflow step that did it: Submit, Check, Fetch, Conclude, Cancel")
+    step: str = Field(
+        description="who did it: a workflow step (Submit, Check, Fetch, Conclude), or the job API (Cancel, "
+        "and Reconcile when it found the job's execution ended unrecorded)"
+    )
     kind: Kind = Field(
         description="state (the job moved on: queued, generating, ready, downloading, stored, failed, "
         "cancelled), wait (the next check in wait_seconds), retry (attempt of attempts, after "
@@ -736,7 +739,8 @@ def _reconcile(job: Job, runtime: Runtime, store: DynamoDbJobs) -> Job:
             (execution.get("error") or "States.Runtime", execution.get("cause") or "the workflow failed"),
         )
         fields = {"state": JobState.FAILED, "error": {"code": error[0], "message": error[1]}}
-    store.finish(job.job_id, fields)
+    if store.finish(job.job_id, fields) and status != "SUCCEEDED":
+        Recorder(store, job.job_id, "Reconcile", runtime.clock).state(failed_words(str(error[1])))
     return store.get(job.job_id) or job
 
 

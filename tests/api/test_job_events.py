@@ -10,7 +10,10 @@ from pathlib import Path
 
 from jsonschema import Draft4Validator
 
+from reportrelay import api
+from reportrelay.access import Principal
 from reportrelay.jobs import DynamoDbJobs, Job, JobState
+from reportrelay.runtime import Runtime
 from tests.api.conftest import ADMIN_CALLER, SALES_CALLER, report_request
 
 SCHEMA = json.loads(
@@ -66,6 +69,29 @@ def test_a_cancelled_job_ends_its_story_saying_so(job_api, devexpress_sim):
         "cancelled through the job API; "
         "the provider offers no way to cancel, so it may still generate the report"
     )
+
+
+def test_a_job_whose_execution_ended_unrecorded_ends_its_story_when_it_is_found_so(
+    job_api, api_aws, devexpress_sim
+):
+    # given a running job whose execution was stopped in the console, and a record that has gone quiet
+    devexpress_sim.generation_seconds = 60
+    job_id = job_api.start(report_request())
+    job_api.wait_for(job_id, lambda job: job["queued_at"] is not None)
+    sfn = api_aws.client("stepfunctions")
+    (execution,) = sfn.list_executions(stateMachineArn=api_aws.state_machine_arn)["executions"]
+    sfn.stop_execution(executionArn=execution["executionArn"])
+    while sfn.describe_execution(executionArn=execution["executionArn"])["status"] == "RUNNING":
+        time.sleep(0.05)
+    later = Runtime.from_env()
+    later.clock = lambda: time.time() + api.RECONCILE_AFTER_SECONDS + 60
+    # when the job is watched and found failed
+    finance = api.Caller(Principal("finance-operator", "iam", frozenset({"finance"})), api_aws.api_url)
+    assert api.describe_job(job_id, finance, later).state is JobState.FAILED
+    # then its last event says why
+    last = events(job_api, job_id)["events"][-1]
+    assert (last["step"], last["kind"]) == ("Reconcile", "state")
+    assert last["message"] == "failed: the workflow was stopped outside the job API"
 
 
 def test_a_job_with_no_events_yet_answers_an_empty_list_and_no_cursor(job_api, api_aws):
