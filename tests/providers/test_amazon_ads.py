@@ -337,15 +337,17 @@ def test_a_connection_without_a_profile_or_with_another_sign_in_is_refused(ads_s
 
 
 def test_the_examples_are_a_valid_connection_and_request() -> None:
-    # given the example connection (a real account's shape) and request for Amazon Ads
+    # given the example connections (a real account's shape, and the sandbox's) and the demo's request
     examples = REPO_ROOT / "examples"
     document = json.loads((examples / "amazon_ads-connections.json").read_text(encoding="utf-8"))
-    connection = Connections.from_document(document).get("acme-ads")
+    account = Connections.from_document(document).get("acme-ads")
+    sandbox = Connections.from_file(examples / "connections.json").get("sandbox-amazon_ads")
     job = JobRequest.model_validate(
         json.loads((examples / "amazon_ads-report.json").read_text(encoding="utf-8"))
     )
-    # then the connection suits the spec, and the request is one the spec accepts, for that connection
-    cls = provider_class(connection.provider)
-    assert cls.parse_settings(connection).profile_id == "1234567890"  # type: ignore[attr-defined]
+    # then both connections suit the spec, and the request is one the spec accepts, on the sandbox's
+    for connection in (account, sandbox):
+        cls = provider_class(connection.provider)
+        assert cls.parse_settings(connection).profile_id == "1234567890"  # type: ignore[attr-defined]
     cls.validate(job)
-    assert job.connection == "acme-ads"
+    assert job.connection == "sandbox-amazon_ads"

@@ -14,8 +14,11 @@ import requests
 
 from reportrelay.cli import main
 from reportrelay.sandbox import cli as sandbox_cli
+from reportrelay.vendors import FIRST_SANDBOX_PORT, last_sandbox_port, sandbox_ports
 
 REPO = Path(__file__).resolve().parents[2]
+#: Every port the sandbox serves: each vendor's (some serve two), then the OpenID Connect issuer's.
+PORTS = last_sandbox_port() - FIRST_SANDBOX_PORT + 1
 
 
 def free_port_block(size: int) -> int:
@@ -38,7 +41,7 @@ def free_port_block(size: int) -> int:
 
 @pytest.fixture
 def sandbox() -> Iterator[dict[str, str]]:
-    offset = free_port_block(6) - 8701
+    offset = free_port_block(PORTS) - FIRST_SANDBOX_PORT
     process = subprocess.Popen(
         [sys.executable, "-m", "reportrelay.cli", "sandbox", "--port-offset", str(offset),
          "--throttle", "1", "--retry-after", "0", "--only-paths", "/status/"],
@@ -55,7 +58,7 @@ def sandbox() -> Iterator[dict[str, str]]:
             if line.split() and line.split()[-1].startswith("http://"):
                 name, url = line.split()
                 served[name] = url
-            if len(served) == 6:
+            if len(served) == PORTS:
                 break
         yield served
     finally:
@@ -63,10 +66,16 @@ def sandbox() -> Iterator[dict[str, str]]:
         process.wait(timeout=10)
 
 
-def test_the_sandbox_serves_all_six_with_the_faults_asked_for(sandbox: dict[str, str]) -> None:
+def test_the_sandbox_serves_every_vendor_with_the_faults_asked_for(sandbox: dict[str, str]) -> None:
     # given `reportrelay sandbox --throttle 1 --retry-after 0 --only-paths /status/`
-    # then it announced the five simulators and the OpenID Connect issuer
-    assert set(sandbox) == {"devexpress", "torus", "metric_insights", "myreports", "clinical_one", "oidc"}
+    # then it announced every vendor's simulator on its port (Amazon Ads' file host on the next one), and
+    # the OpenID Connect issuer after them
+    assert len(sandbox) == PORTS
+    ports = {name: int(url.rsplit(":", 1)[1]) for name, url in sandbox.items()}
+    offset = ports["devexpress"] - FIRST_SANDBOX_PORT
+    assert {key: ports[key] - offset for key in sandbox_ports()} == sandbox_ports()
+    assert ports["amazon_ads_storage"] == ports["amazon_ads"] + 1
+    assert ports["oidc"] - offset == last_sandbox_port()
     # when the DevExpress simulator is sent a queue call, then asked for a status twice
     queue_call = requests.post(f"{sandbox['devexpress']}/api/documents/export/report/10", timeout=5)
     status_url = f"{sandbox['devexpress']}/api/documents/export/status/no-such-export"
@@ -93,12 +102,13 @@ def test_the_sandbox_serves_all_six_with_the_faults_asked_for(sandbox: dict[str,
 
 @pytest.fixture
 def taken_port_offset() -> Iterator[tuple[int, int]]:
-    """A --port-offset whose six ports are free but the third (metric_insights), which a listener holds."""
-    offset = free_port_block(6) - 8701
+    """A --port-offset whose ports are free but metric_insights', which a listener holds."""
+    offset = free_port_block(PORTS) - FIRST_SANDBOX_PORT
+    port = sandbox_ports()["metric_insights"] + offset
     with socket.socket() as holder:
-        holder.bind(("127.0.0.1", 8703 + offset))
+        holder.bind(("127.0.0.1", port))
         holder.listen()
-        yield offset, 8703 + offset
+        yield offset, port
 
 
 def test_a_taken_port_exits_2_naming_it_and_the_flag_before_anything_is_served(taken_port_offset, capsys):
@@ -111,9 +121,10 @@ def test_a_taken_port_exits_2_naming_it_and_the_flag_before_anything_is_served(t
     captured = capsys.readouterr()
     assert captured.out == ""
     assert "Traceback" not in captured.err
+    first, last = FIRST_SANDBOX_PORT + offset, last_sandbox_port() + offset
     assert captured.err.strip() == (
         f"reportrelay: error: port {port} is in use (by another program): choose another with "
-        f"--port-offset N (the sandbox serves ports {8701 + offset}-{8706 + offset})"
+        f"--port-offset N (the sandbox serves ports {first}-{last})"
     )
 
 
@@ -133,7 +144,7 @@ def test_a_port_taken_after_the_check_exits_2_and_stops_what_was_served(
         f"reportrelay: error: port {port} is in use (by another program): choose another with --port-offset N"
     )
     # and the simulators started before it were stopped: their ports are free again
-    for free in (8701 + offset, 8702 + offset):
+    for free in (FIRST_SANDBOX_PORT + offset, FIRST_SANDBOX_PORT + 1 + offset):
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", free))
 
@@ -143,8 +154,9 @@ def test_a_port_offset_out_of_range_exits_2_naming_the_flag(capsys):
     assert main(["sandbox", "--port-offset", "60000"]) == 2
     error = capsys.readouterr().err.strip()
     assert error == (
-        "reportrelay: error: --port-offset 60000 puts port 68701 out of range (1-65535): the sandbox "
-        "serves 8701+N to 8706+N; choose another with --port-offset N"
+        f"reportrelay: error: --port-offset 60000 puts port {FIRST_SANDBOX_PORT + 60000} out of range "
+        f"(1-65535): the sandbox serves {FIRST_SANDBOX_PORT}+N to {last_sandbox_port()}+N; choose another "
+        "with --port-offset N"
     )
 
 

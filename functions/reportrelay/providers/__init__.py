@@ -13,35 +13,33 @@ from reportrelay.errors import BadRequest, ConfigurationError
 from reportrelay.httpclient import ProviderHttp
 from reportrelay.providers.base import Provider
 from reportrelay.tls import tls_verification
+from reportrelay.vendors import SPEC_PREFIX, VENDORS, user_spec, user_spec_keys
 
 #: provider key -> "module:class", or "spec:<name>" for a vendor described by the provider spec
-#: reportrelay/providers/specs/<name>.json (run by reportrelay.providers.declarative); modules are imported
-#: on first use so a function loads only its own.
-PROVIDERS: dict[str, str] = {
-    "devexpress": "reportrelay.providers.devexpress:DevExpress",
-    "torus": "reportrelay.providers.torus:Torus",
-    "metric_insights": "reportrelay.providers.metric_insights:MetricInsights",
-    "myreports": "reportrelay.providers.myreports:MyReports",
-    "clinical_one": "reportrelay.providers.clinical_one:ClinicalOne",
-    "amazon_ads": "spec:amazon_ads",
-}
-SPEC_PREFIX = "spec:"
+#: reportrelay/providers/specs/<name>.json (run by reportrelay.providers.declarative); derived from the
+#: vendor registry (reportrelay.vendors). Modules are imported on first use so a function loads only its own.
+PROVIDERS: dict[str, str] = {vendor.key: vendor.provider for vendor in VENDORS}
 
 
 def provider_class(key: str) -> type[Provider]:
-    try:
-        target = PROVIDERS[key]
-    except KeyError:
-        known = ", ".join(sorted(PROVIDERS))
-        raise ConfigurationError(f"unknown provider '{key}' (available: {known})") from None
-    if target.startswith(SPEC_PREFIX):
+    """The adapter class of a shipped vendor, or of a user's vendor spec (``reportrelay.vendors``)."""
+    target = PROVIDERS.get(key)
+    if target is None:
+        spec_file = user_spec(key)
+        if spec_file is None:
+            known = ", ".join(sorted({*PROVIDERS, *user_spec_keys()}))
+            raise ConfigurationError(f"unknown provider '{key}' (available: {known})")
+        from reportrelay.providers.declarative import user_provider
+
+        cls: type[Provider] = user_provider(spec_file)
+    elif target.startswith(SPEC_PREFIX):
         from reportrelay.providers.declarative import packaged_provider
 
-        cls: type[Provider] = packaged_provider(target.removeprefix(SPEC_PREFIX))
+        cls = packaged_provider(target.removeprefix(SPEC_PREFIX))
     else:
         module_name, _, class_name = target.partition(":")
         cls = getattr(importlib.import_module(module_name), class_name)
-    assert cls.key == key, f"{PROVIDERS[key]} declares key {cls.key!r}"
+    assert cls.key == key, f"{target or key} declares key {cls.key!r}"
     return cls
 
 

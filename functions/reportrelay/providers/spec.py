@@ -34,7 +34,6 @@ from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
-from reportrelay.config import describe_validation_error
 from reportrelay.errors import ConfigurationError, ProviderProtocolError
 from reportrelay.providers.base import ProviderSettings
 
@@ -506,20 +505,28 @@ class ProviderSpec(_Strict):
 
 
 def parse_spec(document: Any, where: str) -> ProviderSpec:
-    """A spec from its parsed JSON; ConfigurationError naming the field when it is wrong."""
+    """A spec from its parsed JSON; a one-line ConfigurationError ``<where>: <field>: <what>`` otherwise."""
     try:
         return ProviderSpec.model_validate(document)
     except ValidationError as error:
-        raise ConfigurationError(describe_validation_error(error, where)) from None
+        problems = []
+        for item in error.errors():
+            location = ".".join(str(part) for part in item["loc"])
+            message = item["msg"].removeprefix("Value error, ")
+            problems.append(f"{location}: {message}" if location else message)
+        raise ConfigurationError(f"{where}: {'; '.join(problems)}") from None
 
 
-def load_spec(path: Path) -> ProviderSpec:
-    """A spec file, checked."""
+def load_spec(path: Path, shown: str | None = None) -> ProviderSpec:
+    """A spec file, checked; errors name it as ``shown`` (default: the file's name)."""
+    where = shown or path.name
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise ConfigurationError(f"{path.name}: cannot read the provider spec ({error})") from None
-    return parse_spec(document, path.name)
+    except OSError as error:
+        raise ConfigurationError(f"{where}: cannot read the provider spec ({error.strerror})") from None
+    except ValueError as error:
+        raise ConfigurationError(f"{where}: the provider spec is not valid JSON ({error})") from None
+    return parse_spec(document, where)
 
 
 def packaged_spec(name: str) -> ProviderSpec:

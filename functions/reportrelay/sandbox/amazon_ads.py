@@ -62,6 +62,8 @@ CREATE_TYPE = "application/vnd.createasyncreportrequest.v3+json"
 DEFAULT_CLIENTS = {"amzn1.application-oa2-client.sandbox": "sandbox-client-secret"}
 DEFAULT_REFRESH_TOKEN = "Atzr|sandbox-refresh-token"
 DEFAULT_PROFILE = "1234567890"
+#: The Login with Amazon client of ``reportrelay sandbox`` (examples/connections.json).
+SANDBOX_CLIENT_ID = "amzn1.application-oa2-client.sandbox"
 AD_PRODUCTS = (
     "SPONSORED_PRODUCTS",
     "SPONSORED_BRANDS",
@@ -132,12 +134,19 @@ class AmazonAdsSimulator(TokenIssuingSimulator):
 
     def start(self) -> Self:
         super().start()
-        self.storage.start()
+        try:
+            self.storage.start()
+        except OSError:  # its port is taken: stop the API too, so nothing is left half-served
+            super().stop()
+            raise
         return self
 
     def stop(self) -> None:
         self.storage.stop()
         super().stop()
+
+    def companions(self) -> tuple[Simulator, ...]:
+        return (self.storage,)
 
     def error_body(self, status: int, message: str) -> Any:
         """AsyncReportingError: the HTTP status as a string, and a human-readable description."""
@@ -443,3 +452,28 @@ class ReportStorage(Simulator):
             signing_key = self._signing_key
         message = f"GET\n{BUCKET_PATH}/{key}\n{amz_date}\n{expires_in}".encode()
         return hmac.new(signing_key, message, hashlib.sha256).hexdigest()
+
+
+def sandbox_simulator(
+    *,
+    port: int,
+    faults: Faults,
+    secret: str,
+    generation_seconds: float,
+    token_lifetime_seconds: float,
+    fail_reports: str | None,
+) -> AmazonAdsSimulator:
+    """The simulator as ``reportrelay sandbox`` serves it: client ``SANDBOX_CLIENT_ID`` whose client
+    secret and refresh token are the sandbox secret, profile ``DEFAULT_PROFILE``, and the file host on the
+    next port (on any free port when ``port`` is 0, as in the demo)."""
+    return AmazonAdsSimulator(
+        port=port,
+        storage_port=port + 1 if port else 0,
+        faults=faults,
+        clients={SANDBOX_CLIENT_ID: secret},
+        refresh_tokens=[secret],
+        profiles=[DEFAULT_PROFILE],
+        generation_seconds=generation_seconds,
+        token_lifetime_seconds=token_lifetime_seconds,
+        fail_reports=fail_reports,
+    )

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from reportrelay.sandbox.server import Faults, Simulator, run_simulators
+from reportrelay.vendors import FIRST_SANDBOX_PORT, VENDORS, last_sandbox_port, sandbox_ports
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 SANDBOX_SECRET = "sandbox-secret"
@@ -27,7 +28,8 @@ SANDBOX_SECRET = "sandbox-secret"
 
 @dataclass(frozen=True)
 class SandboxProvider:
-    """One simulator as the sandbox serves it: default port, example connection and request.
+    """One simulator as the sandbox serves it (from ``reportrelay.vendors``): default port, example
+    connection and request.
 
     ``factory`` names a module-level ``sandbox_simulator(*, port, faults, secret, generation_seconds,
     token_lifetime_seconds, fail_reports)`` function in the simulator's module.
@@ -38,6 +40,8 @@ class SandboxProvider:
     connection: str
     request_file: str
     factory: str
+    #: Consecutive ports it serves from ``port`` (the API, then e.g. a file host of its own).
+    ports: int = 1
 
     def build(self, port: int, faults: Faults, knobs: dict[str, Any] | None = None) -> Simulator:
         module_name, _, function_name = self.factory.partition(":")
@@ -49,33 +53,20 @@ class SandboxProvider:
 SANDBOX_SECRET_ENV = "SANDBOX_SECRET"
 DEMO_KNOBS: dict[str, Any] = {"generation_seconds": 3.0, "token_lifetime_seconds": 1199, "fail_reports": None}
 
+#: One per vendor of the registry (reportrelay.vendors), in its order and on its ports.
 SANDBOX_PROVIDERS = [
     SandboxProvider(
-        "devexpress", 8701, "sandbox-devexpress", "devexpress-report.json",
-        "reportrelay.sandbox.devexpress:sandbox_simulator",
-    ),
-    SandboxProvider(
-        "torus", 8702, "sandbox-torus", "torus-report.json",
-        "reportrelay.sandbox.torus:sandbox_simulator",
-    ),
-    SandboxProvider(
-        "metric_insights", 8703, "sandbox-metric_insights", "metric_insights-report.json",
-        "reportrelay.sandbox.metric_insights:sandbox_simulator",
-    ),
-    SandboxProvider(
-        "myreports", 8704, "sandbox-myreports", "myreports-report.json",
-        "reportrelay.sandbox.myreports:sandbox_simulator",
-    ),
-    SandboxProvider(
-        "clinical_one", 8705, "sandbox-clinical_one", "clinical_one-report.json",
-        "reportrelay.sandbox.clinical_one:sandbox_simulator",
-    ),
-]  # fmt: skip
+        vendor.key, port, vendor.sandbox_connection, vendor.example_request, vendor.simulator, vendor.ports
+    )
+    for vendor, port in zip(VENDORS, sandbox_ports().values(), strict=True)
+]
 
 
 def add_sandbox_commands(commands: Any) -> None:
     sandbox = commands.add_parser("sandbox", help="serve the provider simulators on loopback")
-    sandbox.add_argument("--port-offset", type=int, default=0, help="add to every default port (8701...)")
+    sandbox.add_argument(
+        "--port-offset", type=int, default=0, help=f"add to every default port ({FIRST_SANDBOX_PORT}...)"
+    )
     sandbox.add_argument("--generation-seconds", type=float, default=5.0, help="time to generate a report")
     sandbox.add_argument("--token-lifetime", type=float, default=1199, help="token lifetime in seconds")
     sandbox.add_argument("--fail", metavar="MESSAGE", help="make every report fail with this message")
@@ -131,9 +122,10 @@ def command_sandbox(args: argparse.Namespace) -> int:
     from reportrelay.sandbox.oidc import sandbox_issuer  # here: only this command needs PyJWT
 
     secret = os.environ.get(SANDBOX_SECRET_ENV, SANDBOX_SECRET)
-    simulators.append(sandbox_issuer(port=SANDBOX_PROVIDERS[-1].port + 1 + args.port_offset, secret=secret))
+    simulators.append(sandbox_issuer(port=last_sandbox_port() + args.port_offset, secret=secret))
     for simulator in simulators:  # before anything is announced: a taken port is the user's to fix
-        _check_bindable(simulator.port, args.port_offset)
+        for server in (simulator, *simulator.companions()):
+            _check_bindable(server.port, args.port_offset)
 
     binding: list[Simulator] = []  # the simulator being started, until it is announced
 
@@ -143,8 +135,11 @@ def command_sandbox(args: argparse.Namespace) -> int:
             yield simulator
 
     def announce(name: str, base_url: str) -> None:
+        started = binding[:]
         binding.clear()
         print(f"{name:<16} {base_url}", flush=True)
+        for companion in started[0].companions() if started else ():
+            print(f"{companion.name:<16} {companion.base_url}", flush=True)
 
     print(
         "reportrelay sandbox: simulators on loopback (Ctrl-C to stop); every credential is "
@@ -170,7 +165,7 @@ def _check_bindable(port: int, offset: int) -> None:
     """BadInput naming ``port`` and the flag that moves it, unless a simulator could listen on it now."""
     from reportrelay.cli import BadInput
 
-    first, last = SANDBOX_PROVIDERS[0].port, SANDBOX_PROVIDERS[-1].port + 1
+    first, last = FIRST_SANDBOX_PORT, last_sandbox_port()
     if not 1 <= port <= 65535:
         raise BadInput(
             f"--port-offset {offset} puts port {port} out of range (1-65535): the sandbox serves "
@@ -185,7 +180,7 @@ def _check_bindable(port: int, offset: int) -> None:
 
 
 def _unbindable(port: int, offset: int, error: OSError) -> str:
-    first, last = SANDBOX_PROVIDERS[0].port + offset, SANDBOX_PROVIDERS[-1].port + 1 + offset
+    first, last = FIRST_SANDBOX_PORT + offset, last_sandbox_port() + offset
     if error.errno == errno.EADDRINUSE:
         why = "is in use (by another program)"
     elif error.errno == errno.EACCES:

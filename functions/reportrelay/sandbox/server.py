@@ -315,6 +315,10 @@ class Simulator:
         if thread is not None:
             thread.join(timeout=5)
 
+    def companions(self) -> tuple[Simulator, ...]:
+        """Other servers this one starts and stops with itself (a file host on an origin of its own)."""
+        return ()
+
     def __enter__(self) -> Self:
         return self.start()
 
