@@ -218,7 +218,11 @@ def failed_words(message: str) -> str:
     return f"failed: {message}"
 
 
-def restart_words(read: int, restart: int, restarts: int) -> str:
-    """ "download broke at 412 MiB, regenerating at the vendor (restart 1 of 2)"."""
-    at = f" at {size_words(read)}" if read else " before its first byte"
-    return f"download broke{at}, regenerating at the vendor (restart {restart} of {restarts})"
+def restart_words(error: BaseException, read: int, restart: int, restarts: int) -> str:
+    """ "download broke at 412 MiB, regenerating at the vendor (restart 1 of 2)": a download that had begun
+    broke; one that never began says why ("vendor answered 503 before the download began, ...")."""
+    if read or isinstance(error, DownloadInterrupted):
+        lost = f"download broke at {size_words(read)}" if read else "download broke before its first byte"
+    else:
+        lost = f"{cause_words(error)} before the download began"
+    return f"{lost}, regenerating at the vendor (restart {restart} of {restarts})"

@@ -15,6 +15,10 @@ never from https to http, and never to a loopback, link-local, private or unspec
 the connection's own ``base_url`` is written as one (the sandbox). A refused redirect is a
 ``ProviderProtocolError`` that names both origins.
 
+Whoever watches a client (the workflow, recording the job's activity) hears of every retry before its
+wait through ``ProviderHttp.on_retry`` (a ``RetryNotice``: cause in plain words, wait, attempt numbers);
+the client knows nothing more of it.
+
 Connection-level failures name the host, the port and the cause in plain words (``transport_error``).
 A name that does not resolve and a TLS handshake that fails are ``ConfigurationError``: they fail in
 seconds instead of being retried for minutes, since repeating them cannot help.

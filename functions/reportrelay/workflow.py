@@ -3,6 +3,10 @@
 Every step takes the workflow state ``{"request": {...}, "job": {...}}`` and returns it updated. The state
 machine decides the order; these functions decide what each step means. The state only ever holds ids,
 timestamps and small handles: never a secret and never report content.
+
+Each step also tells the job's story as it goes (``reportrelay.activity``, read by ``GET
+/reports/{id}/events``): what it did, each wait, every retry of its HTTP client (through the recorder it
+hands the client) and of itself by the state machine (``records_retries``), and restarts.
 """
 
 from __future__ import annotations
@@ -597,7 +601,9 @@ def fetch(state: State, runtime: Runtime) -> State:
         logger.warning("single-use result lost; restarting the job", extra={"job_id": job_id})
         restarted = {**job, "status": "RESTART", "restarts": job.get("restarts", 0) + 1, "message": reason}
         recorder.restart(
-            restart_words(read, restarted["restarts"], MAX_RESTARTS), restarted["restarts"], MAX_RESTARTS
+            restart_words(error, read, restarted["restarts"], MAX_RESTARTS),
+            restarted["restarts"],
+            MAX_RESTARTS,
         )
         return {**state, "job": restarted}
     logger.info("report stored", extra={"job_id": job_id, "size": stored.size})

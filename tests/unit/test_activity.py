@@ -67,9 +67,15 @@ def test_each_kind_of_entry_reads_as_a_user_would_say_it():
     )
     assert check_words("RUNNING", 40, 30) == "report is generating (40 %), next check in 30 s"
     assert check_words("PENDING", None, 5) == "report is queued at the vendor, next check in 5 s"
+    broke = DownloadInterrupted("the connection broke")
     assert (
-        restart_words(412 * MiB, 1, 2)
+        restart_words(broke, 412 * MiB, 1, 2)
         == "download broke at 412 MiB, regenerating at the vendor (restart 1 of 2)"
+    )
+    refused = ProviderUnavailable("fetch: GET /file answered HTTP 503: busy")
+    assert (
+        restart_words(refused, 0, 2, 2)
+        == "vendor answered 503 before the download began, regenerating at the vendor (restart 2 of 2)"
     )
     assert stored_words(int(1.2 * 1024 * MiB), "bucket", "key") == "stored 1.2 GiB in s3://bucket/key"
     # and waits and sizes are rounded as a person rounds them
