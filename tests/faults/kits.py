@@ -1,18 +1,21 @@
-"""One kit per provider: a simulator signed in with recognisable secrets, its connection, a request, and
-where its submit, status and download calls go (so a fault can be aimed at one of them)."""
+"""One kit per vendor of the registry (reportrelay.vendors): a simulator signed in with recognisable
+secrets, its connection, a request, and where its submit, status and download calls go (so a fault can be
+aimed at one of them). ``KITS`` follows the registry; a vendor without a kit here is an error naming it."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from reportrelay.sandbox.amazon_ads import BUCKET_PATH, DEFAULT_PROFILE, AmazonAdsSimulator
 from reportrelay.sandbox.clinical_one import DEFAULT_STUDY_ID, SUBJECT_DATA_EXTRACT, ClinicalOneSimulator
 from reportrelay.sandbox.devexpress import DevExpressSimulator
 from reportrelay.sandbox.metric_insights import MetricInsightsSimulator
 from reportrelay.sandbox.myreports import DEFAULT_REPORT, DEFAULT_WORKSPACE, MyReportsSimulator
 from reportrelay.sandbox.server import Simulator
 from reportrelay.sandbox.torus import API_USER, TorusSimulator
+from reportrelay.vendors import VENDORS
 
 #: Every secret value in the matrix starts with this, so one search finds any of them anywhere.
 SECRET_MARK = "RRSECRET"
@@ -47,6 +50,8 @@ class Kit:
     submit_is_read_only: bool = False  # its submit calls are GETs: a failed one is retried without risk
     #: A report the provider's validation refuses (an invalid id or date), and words of the refusal.
     bad_report: tuple[dict[str, Any], str] = ({}, "")
+    #: The request's ``parameters``, for a vendor that requires some.
+    parameters: dict[str, Any] = field(default_factory=dict)
 
 
 def _dx_connection(sim: Any, case_id: str) -> tuple[dict[str, Any], dict[str, str]]:
@@ -121,7 +126,35 @@ def _mr_connection(sim: Any, case_id: str) -> tuple[dict[str, Any], dict[str, st
     return body, values
 
 
-KITS: dict[str, Kit] = {
+def _ads_connection(sim: Any, case_id: str) -> tuple[dict[str, Any], dict[str, str]]:
+    client_secret, refresh = env_name(case_id, "client_secret"), env_name(case_id, "refresh_token")
+    body = {
+        "provider": "amazon_ads",
+        "base_url": sim.base_url,
+        "profile_id": DEFAULT_PROFILE,
+        "redirect_hosts": [sim.storage.base_url.removeprefix("http://")],  # the file host's origin
+        "auth": {
+            "type": "oauth_refresh_token",
+            "token_url": f"{sim.base_url}/auth/o2/token",
+            "client_id": ADS_CLIENT_ID,
+            "client_secret": {"env": client_secret},
+            "refresh_token": {"env": refresh},
+        },
+    }
+    values = {client_secret: secret("amazon_ads", "client"), refresh: secret("amazon_ads", "refresh")}
+    return body, values
+
+
+ADS_CLIENT_ID = "amzn1.application-oa2-client.faults"
+ADS_REPORT: dict[str, Any] = {
+    "reportTypeId": "spCampaigns",
+    "adProduct": "SPONSORED_PRODUCTS",
+    "groupBy": ["campaign"],
+    "columns": ["date", "campaignId", "impressions", "clicks", "cost"],
+    "timeUnit": "DAILY",
+}
+
+_KITS: dict[str, Kit] = {
     "devexpress": Kit(
         provider="devexpress",
         make_simulator=lambda: DevExpressSimulator(
@@ -227,4 +260,38 @@ KITS: dict[str, Kit] = {
             "'2025-13-45' is not an ISO 8601 date",
         ),
     ),
+    "amazon_ads": Kit(
+        provider="amazon_ads",
+        make_simulator=lambda: AmazonAdsSimulator(
+            clients={ADS_CLIENT_ID: secret("amazon_ads", "client")},
+            refresh_tokens=[secret("amazon_ads", "refresh")],
+            profiles=[DEFAULT_PROFILE],
+            generation_seconds=GENERATION_SECONDS,
+        ),
+        connection=_ads_connection,
+        report=ADS_REPORT,
+        parameters={"startDate": "2026-11-01", "endDate": "2026-11-30"},
+        format="gzip_json",
+        submit_path=r"^/reporting/reports$",
+        poll_path=r"^/reporting/reports/[^/]+$",
+        download_path=rf"^{BUCKET_PATH}/",  # on the file host, which shares the API's fault knobs
+        queued=lambda sim: len(sim.reports),
+        cancel_statuses=False,  # PENDING, PROCESSING, COMPLETED, FAILED: no cancelled status
+        renewable_tokens=True,
+        bad_report=(
+            {**ADS_REPORT, "adProduct": "SPONSORED_RADIO"},
+            "request.report.adProduct: Input should be",
+        ),
+    ),
 }
+
+
+def _by_registry() -> dict[str, Kit]:
+    missing = [vendor.key for vendor in VENDORS if vendor.key not in _KITS]
+    if missing:
+        raise LookupError(f"no fault-matrix kit for {', '.join(missing)}: add one to tests/faults/kits.py")
+    return {vendor.key: _KITS[vendor.key] for vendor in VENDORS}
+
+
+#: The kits, in the registry's order.
+KITS: dict[str, Kit] = _by_registry()

@@ -345,6 +345,7 @@ def _request(case: Case) -> dict[str, Any]:
         "connection": case.id,
         "report": case.fault.report(case.kit) if case.fault.report else case.kit.report,
         "format": case.kit.format,
+        "parameters": case.kit.parameters,
         "output": {"key_prefix": f"{case.id}/"},
         **case.fault.request,
     }
