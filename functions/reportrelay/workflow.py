@@ -477,6 +477,9 @@ def check(state: State, runtime: Runtime) -> State:
     elif job.get("status") == ReportState.READY.value:
         recorder.state("ready; downloading")
     else:
+        before = (state.get("job") or {}).get("status")
+        if job.get("status") == ReportState.RUNNING.value and before != ReportState.RUNNING.value:
+            recorder.state("the vendor is generating the report")
         percent = job.get("progress")
         recorder.wait(check_words(str(job.get("status")), percent, wait), wait, percent=percent)
     return checked

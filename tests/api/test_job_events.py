@@ -49,6 +49,11 @@ def test_following_a_running_job_with_the_cursor_sees_each_entry_once_and_in_ord
     kinds = [event["kind"] for event in followed]
     assert kinds[0] == "state" and kinds.count("wait") >= 2, kinds
     assert followed[-1]["message"].startswith("stored ")
+    # and the vendor starting on it is a milestone of its own, said once
+    messages = [event["message"] for event in followed]
+    assert messages.count("the vendor is generating the report") == 1, messages
+    generating = messages.index("the vendor is generating the report")
+    assert messages[generating + 1].startswith("report is generating, next check in "), messages
     # and each wait says when the next check comes, in its figures and its words
     for wait in (event for event in followed if event["kind"] == "wait"):
         assert wait["wait_seconds"] > 0, wait
