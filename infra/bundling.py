@@ -32,6 +32,7 @@ from aws_cdk import aws_lambda as lambda_
 
 from infra import constants
 from infra.functions import RUNTIME
+from reportrelay.vendors import USER_SPECS_DIR_NAME
 
 # Parts of the package the functions never import: the local runner (moto), the provider simulators,
 # the command line that drives them and calls the job API (jobscli), and the schedules file's checks
@@ -110,8 +111,12 @@ class PipLocalBundling:
         install_dependencies: bool = True,
         cache_dir: Path = constants.BUNDLE_CACHE_DIR,
         run: Runner = _run,
+        vendor_specs: Sequence[Path] = (),
     ) -> None:
         self.package_dir = package_dir
+        #: The user's vendor specs (config/vendors/*.json), bundled beside the package as
+        #: ``USER_SPECS_DIR_NAME``, where ``reportrelay.vendors`` finds them in Lambda.
+        self.vendor_specs = tuple(vendor_specs)
         self.requirements = requirements
         self.platform = platform
         self.python_version = python_version
@@ -127,6 +132,9 @@ class PipLocalBundling:
             target = output / self.package_dir.name / source.relative_to(self.package_dir)
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, target)
+        for spec in self.vendor_specs:
+            (output / USER_SPECS_DIR_NAME).mkdir(exist_ok=True)
+            shutil.copy2(spec, output / USER_SPECS_DIR_NAME / spec.name)
         return True
 
     def dependencies(self) -> Path:
@@ -159,15 +167,29 @@ class PipLocalBundling:
         for path in package_files(self.package_dir):
             digest.update(b"\0" + str(path.relative_to(self.package_dir)).encode() + b"\0")
             digest.update(path.read_bytes())
+        for spec in self.vendor_specs:
+            digest.update(b"\0" + f"{USER_SPECS_DIR_NAME}/{spec.name}".encode() + b"\0")
+            digest.update(spec.read_bytes())
         return digest.hexdigest()
 
 
-def function_code(install_dependencies: bool = True) -> lambda_.Code:
-    """The code asset every function runs, bundled locally; the Docker command is only a fallback."""
-    bundler = PipLocalBundling(install_dependencies=install_dependencies)
+def function_code(install_dependencies: bool = True, vendor_specs: Sequence[Path] = ()) -> lambda_.Code:
+    """The code asset every function runs, bundled locally; the Docker command is only a fallback.
+
+    ``vendor_specs``: the user's vendor spec files (``config/vendors/*.json``), validated at synthesis by
+    ``infra.configuration.load_connections``, bundled beside the package."""
+    bundler = PipLocalBundling(install_dependencies=install_dependencies, vendor_specs=vendor_specs)
     package = f"/asset-input/functions/{constants.PACKAGE_DIR.name}"
     excluded = " ".join(f"/asset-output/{constants.PACKAGE_DIR.name}/{name}" for name in EXCLUDED_PARTS)
     steps = [f"cp -r {package} /asset-output/", f"rm -rf {excluded}"]
+    specs = [
+        f"/asset-input/{spec.resolve().relative_to(constants.REPO_ROOT).as_posix()}"
+        for spec in vendor_specs
+        if spec.resolve().is_relative_to(constants.REPO_ROOT)
+    ]
+    if specs:  # the Docker fallback sees the repository only; specs outside it are bundled locally only
+        folder = f"/asset-output/{USER_SPECS_DIR_NAME}"
+        steps.append(f"mkdir -p {folder} && cp {' '.join(specs)} {folder}/")
     if install_dependencies:
         steps.insert(0, "pip install --no-compile -r /asset-input/requirements.txt -t /asset-output")
     return lambda_.Code.from_asset(

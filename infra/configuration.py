@@ -19,7 +19,7 @@ from aws_cdk import Annotations
 from constructs import Construct
 
 from infra import constants
-from reportrelay import schedulefile
+from reportrelay import schedulefile, vendors
 from reportrelay.access import AccessPolicy
 from reportrelay.addresses import is_loopback_host
 from reportrelay.config import (
@@ -53,6 +53,8 @@ class DeployedConnections:
     parameters: tuple[str, ...] = ()
     # What a reviewer of the deployment must hear: certificate checks off, plain http.
     warnings: tuple[str, ...] = ()
+    # The user's vendor specs (``vendors/*.json`` beside the connections file), bundled with the functions.
+    vendor_specs: tuple[Path, ...] = ()
 
     @property
     def names(self) -> list[str]:
@@ -70,6 +72,13 @@ class DeployedConnections:
 
 def load_connections(path: Path) -> DeployedConnections:
     document = _read_json(path)
+    # The vendor specs beside the file first, each checked as the functions will read it, so that a
+    # connection may name one as its provider (reportrelay.vendors); a bad one names its file and field.
+    vendor_specs = tuple(vendors.user_spec_files(path.parent))
+    try:
+        vendors.add_user_specs(list(vendor_specs))
+    except ReportRelayError as error:
+        raise ConfigError(str(error)) from None
     try:
         connections = Connections.from_document(document)
         check_connections([connections.get(name) for name in connections.names()])
@@ -107,6 +116,7 @@ def load_connections(path: Path) -> DeployedConnections:
             )
         ),
         warnings=tuple(warnings),
+        vendor_specs=vendor_specs,
     )
     size = len(deployed.env_value().encode())
     if size > constants.MAX_CONNECTIONS_ENV_BYTES:

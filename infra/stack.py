@@ -49,7 +49,7 @@ class ReportRelayStack(Stack):
         )
         check_api_documents(connections, access, settings.connections_file)
         schedules = load_schedules(settings.schedules_file, connections, access.admin_team)
-        code = function_code(install_dependencies=settings.bundle)
+        code = function_code(install_dependencies=settings.bundle, vendor_specs=connections.vendor_specs)
 
         self.storage = ReportStorage(self, "Storage", settings=settings)
         self.events = ReportEvents(self, "Events", settings=settings)

@@ -379,7 +379,13 @@ class Connections:
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> Connections:
-        return cls.from_document(read_json_file(path, "connections"), folder=Path(path).parent)
+        """The connections of a file; the vendor specs in the ``vendors/`` folder beside it are checked and
+        registered first, so its connections may name them as their ``provider`` (``reportrelay.vendors``)."""
+        from reportrelay import vendors
+
+        folder = Path(path).parent
+        vendors.add_user_specs(vendors.user_spec_files(folder))
+        return cls.from_document(read_json_file(path, "connections"), folder=folder)
 
 
 def read_json_file(path: str | os.PathLike[str], what: str, **loads: Any) -> Any:

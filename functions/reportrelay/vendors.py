@@ -130,24 +130,21 @@ def add_user_specs(files: list[Path]) -> list[str]:
     """Register user spec files by their key (the file name without ``.json``); their keys.
 
     Each file is read and checked now, so a bad spec is a one-line ConfigurationError naming the file and
-    the field before any job runs. A key may not be a shipped vendor's, nor another file's.
+    the field before any job runs. A key may not be a shipped vendor's. A key registered again (the
+    connections read again) takes the file given last.
     """
     from reportrelay.providers.spec import load_spec  # the spec model needs pydantic; only here
 
     keys = []
     for path in files:
-        shown = _shown(path)
-        spec = load_spec(path, shown)
+        spec = load_spec(path, str(path))
         if spec.key != path.stem:
-            raise ConfigurationError(f"{shown}: key: '{spec.key}' must be the file's name ('{path.stem}')")
+            raise ConfigurationError(f"{path}: key: '{spec.key}' must be the file's name ('{path.stem}')")
         if spec.key in BY_KEY:
             raise ConfigurationError(
-                f"{shown}: key: '{spec.key}' is a vendor reportrelay ships; name yours otherwise"
+                f"{path}: key: '{spec.key}' is a vendor reportrelay ships; give yours another name"
             )
         with _lock:
-            known = _user_specs.get(spec.key)
-            if known is not None and known != path.resolve():
-                raise ConfigurationError(f"{shown}: key: '{spec.key}' is also the vendor spec {known}")
             _user_specs[spec.key] = path.resolve()
         keys.append(spec.key)
     return keys
@@ -175,8 +172,3 @@ def forget_user_specs() -> None:
     """Drop the registered user specs (tests)."""
     with _lock:
         _user_specs.clear()
-
-
-def _shown(path: Path) -> str:
-    """``vendors/acme.json``: the file as a user finds it beside the connections file."""
-    return f"{path.parent.name}/{path.name}"

@@ -20,6 +20,7 @@ import re
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
@@ -60,6 +61,7 @@ from reportrelay.providers.spec import (
     TemplateError,
     at_path,
     expiry_seconds,
+    load_spec,
     packaged_spec,
     percent,
     render,
@@ -412,6 +414,20 @@ def declarative_class(spec: ProviderSpec) -> type[DeclarativeProvider]:
 def packaged_provider(name: str) -> type[DeclarativeProvider]:
     """The adapter for a spec shipped in ``reportrelay/providers/specs`` (one class per process)."""
     return declarative_class(packaged_spec(name))
+
+
+def user_provider(path: Path) -> type[DeclarativeProvider]:
+    """The adapter for a user's spec file (``reportrelay.vendors``), read again when the file changes."""
+    try:
+        modified = path.stat().st_mtime_ns
+    except OSError:
+        modified = 0
+    return _user_provider(path, modified)
+
+
+@functools.lru_cache(maxsize=32)
+def _user_provider(path: Path, modified: int) -> type[DeclarativeProvider]:
+    return declarative_class(load_spec(path, str(path)))
 
 
 # --------------------------------------------------------------------------------------------------
