@@ -223,6 +223,8 @@ def _record_outcome(
     accepted_at = (state.get("job") or {}).get("accepted_at")
     try:
         if store.finish(job_id, outcome_fields(detail), created_at=accepted_at, announcement=pending):
+            if detail.get("error"):  # said once, and never after a cancel the job API recorded first
+                _recorder(runtime, state, "Conclude").state(failed_words(detail["error"]["message"]))
             return pending, True
         logger.info("job had already finished (cancelled, or concluded before)", extra={"job_id": job_id})
         return store.pending_announcement(job_id), True
@@ -960,8 +962,6 @@ def conclude(state: State, runtime: Runtime) -> dict[str, Any]:
     """
     outcome = describe_outcome(state, runtime.settings.link_base_url)
     detail = outcome["detail"]
-    if detail["error"]:
-        _recorder(runtime, state, "Conclude").state(failed_words(detail["error"]["message"]))
     _announce(runtime, *_record_outcome(runtime, outcome, state))
     _release_slot(state, runtime)
     if detail["status"] == "READY":
