@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import boto3
 import pytest
+from jsonschema import Draft4Validator
 from moto import mock_aws
 
 from reportrelay.activity import (
@@ -35,7 +37,7 @@ from reportrelay.jobs import (
     DynamoDbJobs,
     create_table_request,
 )
-from reportrelay.workflow import STEP_RETRIES
+from reportrelay.workflow import STEP_RETRIES, records_retries
 from tests.unit.test_httpclient import ScriptedServer
 
 ASL = Path(__file__).resolve().parents[2] / "statemachines" / "report.asl.json"
@@ -267,3 +269,45 @@ def test_the_retries_the_activity_announces_are_the_state_machines():
             for r in states[step]["Retry"]
         ]
         assert tuple(rule) in declared, step
+
+
+def test_a_step_the_state_machine_retries_says_each_retry_until_it_gives_up(store):
+    # given Submit failing on a throttled queue call, every time the state machine runs it
+    def throttled(state: dict, runtime: Any) -> dict:
+        raise ProviderThrottled("queue export: POST /api/export answered HTTP 429: slow down", None)
+
+    step = records_retries("Submit")(throttled)
+    runtime = SimpleNamespace(jobs=store, clock=lambda: 1_796_137_445.123)
+    state = {"job": {"job_id": "job-1", "polls": 0}}
+    # when it runs as often as its Retry allows, and once more
+    for _ in range(STEP_RETRIES["Submit"].max_attempts + 1):
+        with pytest.raises(ProviderThrottled):
+            step(state, runtime)
+    # then each retry the state machine makes is announced with its attempt and its longest wait
+    told = [(e["attempt"], e["attempts"], e["wait_seconds"]) for e in store.activity("job-1")]
+    assert told == [(2, 6, 5.0), (3, 6, 10.0), (4, 6, 20.0), (5, 6, 40.0), (6, 6, 80.0)]
+    assert store.activity("job-1")[0]["message"] == (
+        "vendor answered 429, retrying Submit within 5 s (attempt 2 of 6)"
+    )
+    # and an error the state machine does not retry says nothing (Conclude tells why the job failed)
+    with pytest.raises(ValueError):
+        records_retries("Submit")(lambda state, runtime: int("x"))(state, runtime)
+    assert len(store.activity("job-1")) == 5
+
+
+def test_the_answers_schema_is_a_valid_draft_4_schema():
+    # given the JSON Schema of GET /reports/{id}/events
+    schema = json.loads((ASL.parents[1] / "schemas" / "job-events.json").read_text(encoding="utf-8"))
+    # then it is valid, and holds an answer with each kind of event
+    Draft4Validator.check_schema(schema)
+    answer = {
+        "job_id": "job-1",
+        "events": [
+            Entry("Submit", "retry", "m", attempt=2, attempts=5, wait_seconds=8).document(
+                "2026-12-01T15:04:05.123Z"
+            ),
+            Entry("Fetch", "progress", "m", percent=40).document("2026-12-01T15:04:06.000Z"),
+        ],
+        "next": "ZXZlbnRzOjI",
+    }
+    assert not list(Draft4Validator(schema).iter_errors(answer))
