@@ -35,9 +35,9 @@ from infra.functions import RUNTIME
 from reportrelay.vendors import USER_SPECS_DIR_NAME
 
 # Parts of the package the functions never import: the local runner (moto), the provider simulators,
-# the command line that drives them and calls the job API (jobscli), and the schedules file's checks
-# (synthesis and the command line).
-EXCLUDED_PARTS = ("local", "sandbox", "cli.py", "jobscli.py", "schedulefile.py")
+# the command line that drives them and calls the job API (jobscli), the schedules file's checks
+# (synthesis and the command line) and ``reportrelay vendor check`` (vendorcheck).
+EXCLUDED_PARTS = ("local", "sandbox", "cli.py", "jobscli.py", "schedulefile.py", "vendorcheck.py")
 _IGNORED_NAMES = ("__pycache__",)
 _IGNORED_SUFFIXES = (".pyc", ".pyo")
 

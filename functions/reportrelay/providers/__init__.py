@@ -55,11 +55,15 @@ def open_provider(
     claims: ClaimStore | None = None,
     *,
     ends_at: float | None = None,
+    adapter: type[Provider] | None = None,
+    session: requests.Session | None = None,
 ) -> Provider:
     """An adapter for the connection, signed in with its (resolved) credentials, and the claim store;
-    ``ends_at`` is when the calling function will be stopped (``time.monotonic()``), if known."""
-    cls = provider_class(connection.provider)
-    session = requests.Session()
+    ``ends_at`` is when the calling function will be stopped (``time.monotonic()``), if known.
+    ``adapter`` replaces the connection's provider (``reportrelay vendor check`` tries a spec with it),
+    ``session`` the HTTP session its calls and sign-ins go through."""
+    cls = adapter or provider_class(connection.provider)
+    session = session or requests.Session()
     verify = tls_verification(connection, secrets)
     http = ProviderHttp.for_connection(
         connection,
