@@ -12,9 +12,10 @@ This module is imported by the Lambda functions, so it names the simulators by d
 imports them: the sandbox is not in the Lambda package.
 
 User vendors: a provider spec file ``vendors/<key>.json`` in the folder of the connections file (locally
-``reportrelay run/serve/validate --connections F``; deployed, ``config/vendors/`` next to
+``reportrelay run/validate --connections F``; deployed, ``config/vendors/`` next to
 ``config/connections.json``, bundled with the functions as ``USER_SPECS_DIR_NAME``), registered with
-``add_user_specs`` when the connections are read, so a connection may name it as its ``provider``.
+``add_user_specs`` when the connections are read (``Connections.from_file``, and at synthesis), so a
+connection may name it as its ``provider``.
 """
 
 from __future__ import annotations
