@@ -102,6 +102,8 @@ def test_a_429_storm_shows_every_retry_in_order_then_the_job_moving_on(job_api, 
     # and the entries are oldest first, each with its time
     times = [event["at"] for event in answer["events"]]
     assert times == sorted(times) and all(re.fullmatch(r"\d{4}-\d\d-\d\dT[\d:.]{12}Z", at) for at in times)
+    # and no credential reached an entry
+    assert DX_PASSWORD not in json.dumps(answer)
     # and asking again after the last one gives nothing new, and the same cursor
     again = events(job_api, job_id, after=answer["next"])
     assert again == {"job_id": job_id, "events": [], "next": answer["next"]}
