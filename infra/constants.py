@@ -46,8 +46,15 @@ PLACEHOLDER_SUBMIT = "SubmitFunctionArn"
 PLACEHOLDER_CHECK = "CheckFunctionArn"
 PLACEHOLDER_FETCH = "FetchFunctionArn"
 PLACEHOLDER_CONCLUDE = "ConcludeFunctionArn"
+PLACEHOLDER_WAIT_FOR_SLOT = "WaitForSlotFunctionArn"
 PLACEHOLDER_EVENT_BUS = "EventBusName"  # no longer in the file: Conclude announces (reportrelay.outbox)
-FUNCTION_PLACEHOLDERS = (PLACEHOLDER_SUBMIT, PLACEHOLDER_CHECK, PLACEHOLDER_FETCH, PLACEHOLDER_CONCLUDE)
+FUNCTION_PLACEHOLDERS = (
+    PLACEHOLDER_SUBMIT,
+    PLACEHOLDER_CHECK,
+    PLACEHOLDER_FETCH,
+    PLACEHOLDER_CONCLUDE,
+    PLACEHOLDER_WAIT_FOR_SLOT,
+)
 # The container task that takes over a Fetch (reportrelay.container): its FetchInContainer state.
 CONTAINER_PLACEHOLDERS = ("FetchClusterArn", "FetchTaskDefinitionArn", "FetchSubnets", "FetchSecurityGroup")
 #: What they are filled with in a deployment without the container task, where Fetch never hands over.

@@ -27,6 +27,7 @@ _HANDLER_PLACEHOLDERS = {
     "reportrelay.handlers.check.handler": constants.PLACEHOLDER_CHECK,
     "reportrelay.handlers.fetch.handler": constants.PLACEHOLDER_FETCH,
     "reportrelay.handlers.conclude.handler": constants.PLACEHOLDER_CONCLUDE,
+    "reportrelay.handlers.wait_for_slot.handler": constants.PLACEHOLDER_WAIT_FOR_SLOT,
 }
 _SUB_VARIABLE = re.compile(r"\$\{([^}!][^}]*)\}")
 

@@ -29,7 +29,10 @@ from reportrelay.claims import CLAIMS_TABLE_ENV, KEY_ATTRIBUTE, TTL_ATTRIBUTE
 
 # Making a claim is one conditional PutItem: no reads, no deletes.
 CLAIM = ("dynamodb:PutItem",)
-RELEASE = ("dynamodb:DeleteItem",)
+# A job takes a slot only if none is its own already and nobody waits in the connection's line.
+TAKE_SLOT = ("dynamodb:GetItem", "dynamodb:PutItem")
+# Joining and leaving the line, giving a slot back and handing slots to the line (reportrelay.slots).
+LINE = ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem")
 ENV_EVENT_BUS = "REPORTRELAY_EVENT_BUS"
 
 
@@ -50,6 +53,7 @@ class Step:
     seals_handles: bool = False  # kms:Encrypt with the handle key (reportrelay.sealing)
     unseals_handles: bool = False  # kms:Decrypt with the handle key
     claims_actions: tuple[str, ...] = ()  # DynamoDB actions on the claims table (reportrelay.claims)
+    hands_over_slots: bool = False  # tells a job waiting in line its slot: states:SendTaskSuccess
 
 
 SUBMIT = Step(
@@ -60,7 +64,7 @@ SUBMIT = Step(
     256,
     placeholder=constants.PLACEHOLDER_SUBMIT,
     talks_to_provider=True,
-    claims_actions=CLAIM,
+    claims_actions=TAKE_SLOT,  # PutItem also takes a provider's queue entries (reportrelay.claims)
     seals_handles=True,
 )
 CHECK = Step(
@@ -94,8 +98,20 @@ CONCLUDE = Step(
     Duration.seconds(30),
     256,
     placeholder=constants.PLACEHOLDER_CONCLUDE,
-    claims_actions=RELEASE,  # gives back the job's concurrency slot (reportrelay.slots)
+    claims_actions=LINE,  # gives back the job's slot, or its place in line, and hands slots over
+    hands_over_slots=True,
     aborts_uploads=True,
+)
+# Invoked by the WaitForSlot task (lambda:invoke.waitForTaskToken) with the task's token.
+WAIT_FOR_SLOT = Step(
+    "WaitForSlot",
+    "reportrelay.handlers.wait_for_slot.handler",
+    "reportrelay: put a job in its connection's line for a concurrency slot",
+    Duration.seconds(30),
+    256,
+    placeholder=constants.PLACEHOLDER_WAIT_FOR_SLOT,
+    claims_actions=LINE,
+    hands_over_slots=True,
 )
 # Invoked asynchronously by submit, only for providers that generate while one request stays open.
 HOLD = Step(
@@ -118,11 +134,12 @@ CANCEL = Step(
     Duration.seconds(25),
     256,
     talks_to_provider=True,
-    claims_actions=CLAIM,
+    claims_actions=LINE,  # and gives back a stopped job's slot or place in line, handing slots over
+    hands_over_slots=True,
     unseals_handles=True,
     aborts_uploads=True,
 )
-STEPS = (SUBMIT, CHECK, FETCH, CONCLUDE)  # the functions the state machine invokes
+STEPS = (SUBMIT, CHECK, FETCH, CONCLUDE, WAIT_FOR_SLOT)  # the functions the state machine invokes
 PROVIDER_FUNCTIONS = tuple(step for step in (*STEPS, HOLD, CANCEL) if step.talks_to_provider)
 
 
@@ -201,6 +218,17 @@ class Workflow(Construct):
                 iam.PolicyStatement(
                     actions=list(step.claims_actions), resources=[self.claims_table.table_arn]
                 )
+            )
+        if step.hands_over_slots:
+            function.add_to_role_policy(
+                iam.PolicyStatement(actions=["states:SendTaskSuccess"], resources=["*"])
+            )
+            assert function.role is not None
+            acknowledge(
+                function.role,
+                "AwsSolutions-IAM5[Resource::*]",
+                "states:SendTaskSuccess supports no resource-level permissions (a task token names its "
+                "execution), so handing a concurrency slot to the job waiting for it needs Resource '*'.",
             )
         if step.writes_reports:
             self._storage.grant_write_reports(function)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -31,7 +32,7 @@ from reportrelay.activity import (
     seconds_words,
     stored_words,
 )
-from reportrelay.config import JobRequest, PollPolicy, parse_job_request
+from reportrelay.config import JobRequest, parse_job_request
 from reportrelay.errors import (
     BadRequest,
     ConfigurationError,
@@ -65,6 +66,7 @@ from reportrelay.poll_policy import Expected, expected_window, next_wait_seconds
 from reportrelay.providers import open_provider, provider_class
 from reportrelay.providers.base import Handle, Provider, ReportState, ReportStatus, ResultStream, ResumeFrom
 from reportrelay.runtime import Runtime
+from reportrelay.slots import Waiter
 from reportrelay.timestamps import iso_timestamp, parse_timestamp
 from reportrelay.transfer import (
     Checkpoint,
@@ -84,6 +86,11 @@ State = dict[str, Any]
 
 MAX_RESTARTS = 2
 WAITING_FOR_SLOT = "WAITING_FOR_SLOT"
+SLOT_WAKE_SECONDS = 900
+"""The longest a job waits in line before it looks again itself: the safety net under the hand-over, for a
+holder that died without giving its slot back (its lease runs out) or a hand-over that could not tell."""
+WAITER_GONE = frozenset({"TaskTimedOut", "InvalidToken", "TaskDoesNotExist"})
+"""What Step Functions answers to a token whose task no longer waits (it timed out, or was stopped)."""
 
 
 def records_progress(step: Callable[[State, Runtime], State]) -> Callable[[State, Runtime], State]:
@@ -261,13 +268,7 @@ def submit(state: State, runtime: Runtime) -> State:
     submitted = _submit(state, runtime, recorder)
     job = submitted["job"]
     if job.get("status") == WAITING_FOR_SLOT:
-        limit = runtime.connections.get(job["connection"]).max_concurrent_jobs
-        recorder.wait(
-            f"waiting for one of the {limit} concurrent-job slots of connection '{job['connection']}', "
-            f"next try in {seconds_words(job['wait_seconds'])}",
-            job["wait_seconds"],
-        )
-        return submitted
+        return submitted  # the line is joined, and said so, by wait_for_slot
     recorder.state(queued_words(job.get("handle"), _sealed_fields(job)))
     if job.get("status") == ReportState.READY.value:
         recorder.state("ready; downloading")
@@ -296,9 +297,10 @@ def _submit(state: State, runtime: Runtime, recorder: Recorder) -> State:
         "deadline_at": earlier.get("deadline_at") or iso_timestamp(accepted_at + deadline_seconds),
     }
     if connection.max_concurrent_jobs and job.get("slot") is None:
+        job["slot_limit"] = connection.max_concurrent_jobs  # for the steps that know no connections
         slot = _take_slot(job, connection.max_concurrent_jobs, runtime, now)
         if slot is None:
-            return {**state, "job": _waiting_for_slot(job, connection.poll, now)}
+            return {**state, "job": _waiting_for_slot(job, now)}
         job["slot"] = slot
     provider = _opened(
         open_provider(connection, runtime.secrets, runtime.claims, ends_at=runtime.ends_at), recorder
@@ -441,14 +443,57 @@ def _take_slot(job: dict[str, Any], limit: int, runtime: Runtime, now: float) ->
             f"the job waited for one of the {limit} concurrent-job slots of connection '{job['connection']}' "
             f"until its deadline {job['deadline_at']}; nothing was queued at the provider"
         )
-    return runtime.slots.acquire(job["connection"], limit, job["job_id"], now=now, lease_until=deadline)
+    return runtime.slots.take(job["connection"], limit, job["job_id"], now=now, lease_until=deadline)
 
 
-def _waiting_for_slot(job: dict[str, Any], policy: PollPolicy, now: float) -> dict[str, Any]:
+def _waiting_for_slot(job: dict[str, Any], now: float) -> dict[str, Any]:
+    """Wait in line: ``wait_seconds`` is only the safety net (the WaitForSlot task's timeout), at most
+    ``SLOT_WAKE_SECONDS`` and never past the deadline; a slot handed over ends the wait at once."""
     waits = job.get("slot_waits", 0) + 1
-    seconds_left = max(0.0, parse_timestamp(job["deadline_at"]) - now)
-    wait = next_wait_seconds(policy, waits, elapsed_seconds=0, seconds_left=seconds_left)
+    seconds_left = parse_timestamp(job["deadline_at"]) - now
+    wait = max(1, min(SLOT_WAKE_SECONDS, math.ceil(seconds_left)))
     return {**job, "status": WAITING_FOR_SLOT, "slot_waits": waits, "wait_seconds": wait}
+
+
+def wait_for_slot(event: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
+    """Join the connection's line with the WaitForSlot task's token, then hand over any free slot: one
+    given back just before the job joined would otherwise wait for the next job to finish."""
+    state, token = event["state"], str(event["task_token"])
+    job = state["job"]
+    limit = int(job["slot_limit"])
+    waiter = Waiter(job["job_id"], token, parse_timestamp(job["deadline_at"]))
+    place = runtime.slots.join_line(job["connection"], waiter)
+    _recorder(runtime, state, "WaitForSlot").wait(
+        f"all {limit} concurrent-job slots of connection '{job['connection']}' are taken: number {place} "
+        "in line, handed a slot as soon as one is given back",
+        job["wait_seconds"],
+    )
+    handed = _hand_over_slots(job["connection"], limit, runtime)
+    return {"place": place, "handed": len(handed)}
+
+
+def _hand_over_slots(connection_name: str, limit: int, runtime: Runtime) -> list[tuple[str, int]]:
+    sfn = runtime.client("stepfunctions")
+
+    def send(waiter: Waiter, slot: int) -> bool:
+        try:
+            sfn.send_task_success(taskToken=waiter.token, output=json.dumps(slot))
+        except Exception as error:
+            if _aws_error_code(error) in WAITER_GONE:
+                return False
+            # Kept for it: the waiter finds the slot its own when its safety-net timeout wakes it.
+            logger.warning("slot handed over but not told", extra={"job_id": waiter.job_id})
+        return True
+
+    handed = runtime.slots.hand_over(connection_name, limit, now=runtime.clock(), send=send)
+    for job_id, slot in handed:
+        logger.info("slot handed over", extra={"job_id": job_id, "slot": slot})
+    return handed
+
+
+def _aws_error_code(error: Exception) -> str:
+    response = getattr(error, "response", None)
+    return str(response.get("Error", {}).get("Code", "")) if isinstance(response, dict) else ""
 
 
 def hold(state: State, runtime: Runtime) -> State:
@@ -924,6 +969,7 @@ def cancel_at_provider(event: dict[str, Any], runtime: Runtime) -> dict[str, Any
     job = store.get(job_id) if store is not None and job_id else None
     if job is not None:
         _drop_open_upload(runtime, job.job_id, job.transfer_checkpoint)
+        _give_back_slots_of_stopped(job, runtime)
     if job is None or not job.handle or not job.request:
         return {"at_provider": "not_queued"}
     try:
@@ -935,6 +981,27 @@ def cancel_at_provider(event: dict[str, Any], runtime: Runtime) -> dict[str, Any
         logger.warning("cancel at provider failed", extra={"job_id": job_id, "error": code})
         return {"at_provider": "failed"}
     return {"at_provider": "cancelled" if cancelled else "unsupported"}
+
+
+def _give_back_slots_of_stopped(job: Job, runtime: Runtime) -> None:
+    """A stopped execution never concludes: its slot (or its place in line) is given back here."""
+    name = (job.request or {}).get("connection") if isinstance(job.request, dict) else None
+    if not name:
+        return
+    try:
+        limit = runtime.connections.get(name).max_concurrent_jobs
+    except ReportRelayError:
+        return
+    if not limit:
+        return
+    try:
+        slot = runtime.slots.held(name, limit, job.job_id)
+    except ReportRelayError as error:
+        logger.warning("concurrency slot not released", extra={"job_id": job.job_id, "error": str(error)})
+        return
+    if slot is not None:
+        _give_back_slot(name, limit, job.job_id, slot, runtime)
+    _give_back_slot(name, limit, job.job_id, None, runtime)
 
 
 def _abandon(request: JobRequest, job: dict[str, Any], handle: Handle, provider: Provider) -> None:
@@ -1001,14 +1068,25 @@ def _drop_open_upload(runtime: Runtime, job_id: str, checkpoint: Any) -> None:
 
 
 def _release_slot(state: State, runtime: Runtime) -> None:
+    """Leave the line if the job waited in it, give its slot back, and hand free slots to the line."""
     job = state.get("job") or {}
-    if job.get("slot") is None:
+    if not job.get("slot_limit") or (job.get("slot") is None and not job.get("slot_waits")):
         return
+    _give_back_slot(job["connection"], int(job["slot_limit"]), job["job_id"], job.get("slot"), runtime)
+
+
+def _give_back_slot(
+    connection_name: str, limit: int, job_id: str, slot: int | None, runtime: Runtime
+) -> None:
     try:
-        runtime.slots.release(job["connection"], job["slot"], job["job_id"])
+        if slot is None:
+            runtime.slots.leave_line(connection_name, job_id)
+        else:
+            runtime.slots.release(connection_name, slot, job_id)
+        _hand_over_slots(connection_name, limit, runtime)
     except ReportRelayError as error:
-        # The lease runs out on its own; the job's outcome must not depend on this.
-        logger.warning("concurrency slot not released", extra={"job_id": job["job_id"], "error": str(error)})
+        # The lease runs out on its own, and waiters wake to look again; the outcome must not depend on it.
+        logger.warning("concurrency slot not released", extra={"job_id": job_id, "error": str(error)})
 
 
 def describe_outcome(state: State, api_url: str | None = None) -> dict[str, Any]:

@@ -184,6 +184,8 @@ OPERATIONS: dict[tuple[str, str], Resolve] = {
     ("stepfunctions", "StartExecution"): _named_arn("states:StartExecution", "stateMachineArn"),
     ("stepfunctions", "DescribeExecution"): _named_arn("states:DescribeExecution", "executionArn"),
     ("stepfunctions", "StopExecution"): _named_arn("states:StopExecution", "executionArn"),
+    # A task token names its execution, but the action has no resource-level permissions: "*".
+    ("stepfunctions", "SendTaskSuccess"): lambda params, _: [Request("states:SendTaskSuccess", "*")],
     ("iam", "ListRoleTags"): _iam_entity("iam:ListRoleTags", "role", "RoleName"),
     ("iam", "ListUserTags"): _iam_entity("iam:ListUserTags", "user", "UserName"),
 }

@@ -43,6 +43,7 @@ HANDLERS = tuple(
         "api",
         "start_scheduled",
         "announce_pending",
+        "wait_for_slot",
     )
 )
 _EVENT = "provide-client-params"

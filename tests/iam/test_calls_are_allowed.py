@@ -41,6 +41,7 @@ from tests.infra.policies import function_role
 
 SECRET_PREFIX = "iam/"  # short: the connections document must fit in the API function's environment
 SLOW = "devexpress-slow"  # a report that takes a minute: the job the API cancels
+CAPPED = "devexpress"  # one concurrent job: a second one waits in line for the slot
 
 #: Calls the deployed role denies today: (function, action pattern, resource pattern), with what fixes them.
 #: They keep the test green until fixed; an entry no call matches any more fails the test, to be removed.
@@ -75,6 +76,7 @@ class _Host:
 
     def __init__(self, name: str) -> None:
         self.base_url = f"https://{name.replace('_', '-')}.example"
+        self.storage = SimpleNamespace(base_url=f"http://{name.replace('_', '-')}-files.example")
 
 
 def _connections(simulators: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
@@ -88,6 +90,8 @@ def _connections(simulators: dict[str, Any]) -> tuple[dict[str, Any], dict[str, 
     for name in ("devexpress", SLOW):  # the connections the API tests use
         for connections in (local, deployed):
             connections[name].update(teams=["finance"], share_links=True)
+    for connections in (local, deployed):
+        connections[CAPPED].update(max_concurrent_jobs=1)
     return local, deployed, secrets
 
 
@@ -148,6 +152,20 @@ def _sweep_the_outbox(aws: LocalAws, recorder: CallRecorder) -> None:
     finally:
         events.meta.events.unregister("before-call.events.PutEvents", unique_id="iam-refuse")
     assert aws.sweep()["announced"] >= 1
+
+
+def _wait_in_line(aws: LocalAws, recorder: CallRecorder) -> None:
+    """Two jobs on a connection with one slot: the second waits in line and is handed the slot."""
+    recorder.test = "a job waits in line for a slot and is handed it (wait_for_slot, conclude)"
+    executions = [aws.start(_request(CAPPED)) for _ in range(2)]
+    assert wait_for_executions(aws, executions, timeout_seconds=60) == ["SUCCEEDED"] * 2
+    waited = [
+        event
+        for execution in executions
+        for event in aws.client("stepfunctions").get_execution_history(executionArn=execution)["events"]
+        if event.get("stateEnteredEventDetails", {}).get("name") == "WaitForSlot"
+    ]
+    assert waited, "no job waited in line"
 
 
 def _fetch_again(aws: LocalAws, recorder: CallRecorder, execution: str) -> None:
@@ -231,6 +249,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
         _drive_the_api(aws, recorder)
         _start_a_schedule(aws, recorder)
         _sweep_the_outbox(aws, recorder)
+        _wait_in_line(aws, recorder)
         _fetch_again(aws, recorder, executions[list(KITS).index("devexpress")])
         _transfer_over_invocations(aws, recorder, simulators["devexpress"])
 

@@ -31,7 +31,9 @@ CANCEL = "reportrelay.handlers.cancel.handler"
 START_SCHEDULED = "reportrelay.handlers.start_scheduled.handler"
 API = "reportrelay.handlers.api.handler"
 ANNOUNCE_PENDING = "reportrelay.handlers.announce_pending.handler"
-WORKFLOW_HANDLERS = (SUBMIT, CHECK, FETCH, CONCLUDE)
+WAIT_FOR_SLOT = "reportrelay.handlers.wait_for_slot.handler"
+WORKFLOW_HANDLERS = (SUBMIT, CHECK, FETCH, CONCLUDE, WAIT_FOR_SLOT)
+LINE = frozenset({"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"})
 ALL_HANDLERS = (*WORKFLOW_HANDLERS, CANCEL, START_SCHEDULED, API, ANNOUNCE_PENDING)
 BASELINE = {"logs:CreateLogStream", "logs:PutLogEvents", "xray:PutTraceSegments", "xray:PutTelemetryRecords"}
 SECRET_READ = {"secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"}
@@ -152,15 +154,26 @@ def test_conclude_needs_nothing_but_logs_traces_its_slot_the_jobs_outcome_and_it
     synthesized: Synthesized,
 ) -> None:
     # given the conclude function (its metrics go out as EMF log lines: no PutMetricData)
-    # then its role holds the baseline, plus giving back the job's concurrency slot, recording the job's
-    # outcome with its event (and reading it back when run again), and announcing it, and nothing more
-    assert role_actions(synthesized, function_role(synthesized, CONCLUDE)) == BASELINE | {
-        "dynamodb:DeleteItem",
-        "dynamodb:UpdateItem",
-        "dynamodb:GetItem",
+    # then its role holds the baseline, plus giving back the job's concurrency slot and handing it to the
+    # job first in line (its task token), recording the job's outcome with its event (and reading it back
+    # when run again), and announcing it, and nothing more
+    assert role_actions(synthesized, function_role(synthesized, CONCLUDE)) == BASELINE | LINE | {
+        "states:SendTaskSuccess",
         "events:PutEvents",
         "s3:AbortMultipartUpload",  # a failed job's upload left open for its next Fetch
     }
+
+
+def test_the_wait_for_slot_step_may_only_join_the_line_and_hand_slots_over(synthesized: Synthesized) -> None:
+    # given the function the WaitForSlot task invokes with its token
+    table, _ = claims_table(synthesized)
+    role = function_role(synthesized, WAIT_FOR_SLOT)
+    # then it may change the line and the slots in the claims table, and tell a waiting job its slot, and
+    # nothing more: no provider secret, no job table, no S3, no events
+    assert dynamodb_grants(synthesized, WAIT_FOR_SLOT) == {(LINE, table)}
+    assert role_actions(synthesized, role) == BASELINE | LINE | {"states:SendTaskSuccess"}
+    (send,) = [grant for grant in role_grants(synthesized, role) if "states:SendTaskSuccess" in grant.actions]
+    assert send.resources == ("*",)  # the action has no resource-level permissions
 
 
 def test_the_announce_pending_function_may_query_the_outbox_update_jobs_and_put_events(
@@ -217,7 +230,7 @@ def test_steps_that_never_meet_a_provider_cannot_read_secrets(synthesized: Synth
 
 
 def test_only_the_state_machine_invokes_the_workflow_functions(synthesized: Synthesized) -> None:
-    # given the four functions the ASL invokes
+    # given the five functions the ASL invokes
     machine_role = state_machine_role(synthesized)
     invoked = {function_id(synthesized, handler) for handler in WORKFLOW_HANDLERS}
 
@@ -401,6 +414,9 @@ def test_provider_steps_may_only_put_claims_and_record_progress(
     # then a provider step may make a claim (one conditional PutItem) on the claims table, and record the
     # job's progress (one conditional UpdateItem) in the job table, and nothing else
     expected = {table: {"dynamodb:PutItem"}, jobs: {"dynamodb:UpdateItem"}}
+    if handler == SUBMIT:
+        # Submit also looks for the slot handed to it, and whether anyone waits in line before it
+        expected[table].add("dynamodb:GetItem")
     if handler == FETCH:
         # but Fetch, which also reads its job: the object key it fixed, the uploads it was completing
         expected[jobs].add("dynamodb:GetItem")
@@ -419,10 +435,10 @@ def test_the_conclude_step_may_only_release_claims(synthesized: Synthesized) -> 
     # given the claims table, which also holds the connections' concurrency slots
     table, _ = claims_table(synthesized)
     jobs, _ = job_table(synthesized)
-    # then concluding a job may give its slot back (a conditional DeleteItem), record the outcome and read
-    # back what waits in its outbox
+    # then concluding a job may give its slot (or its place in line) back and hand slots to the line,
+    # record the outcome and read back what waits in its outbox
     assert dynamodb_grants(synthesized, CONCLUDE) == {
-        (frozenset({"dynamodb:DeleteItem"}), table),
+        (LINE, table),
         (frozenset({"dynamodb:UpdateItem", "dynamodb:GetItem"}), jobs),
     }
 
@@ -432,16 +448,16 @@ def test_cancel_may_put_claims_like_check_and_read_jobs(synthesized: Synthesized
     # job's sealed handle from the job table
     table, _ = claims_table(synthesized)
     jobs, _ = job_table(synthesized)
-    # then it may make a claim and read one job, and nothing else: it records nothing
+    # then it may make a claim, give the stopped job's slot or place in line back and hand slots to the
+    # line, and read one job, and nothing else: it records nothing
     assert dynamodb_grants(synthesized, CANCEL) == {
-        (frozenset({"dynamodb:PutItem"}), table),
+        (LINE, table),
         (frozenset({"dynamodb:GetItem"}), jobs),
     }
-    # and beyond that it may read the connection's secret and abort the job's open upload: no other S3
-    # action, no executions, no events
-    assert role_actions(synthesized, function_role(synthesized, CANCEL)) == BASELINE | SECRET_READ | {
-        "dynamodb:PutItem",
-        "dynamodb:GetItem",
+    # and beyond that it may read the connection's secret, abort the job's open upload and tell the next
+    # job in line its slot: no other S3 action, no executions, no events
+    assert role_actions(synthesized, function_role(synthesized, CANCEL)) == BASELINE | SECRET_READ | LINE | {
+        "states:SendTaskSuccess",
         "s3:AbortMultipartUpload",
     }
 

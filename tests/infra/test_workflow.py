@@ -23,6 +23,7 @@ HANDLERS = {
     constants.PLACEHOLDER_CHECK: "reportrelay.handlers.check.handler",
     constants.PLACEHOLDER_FETCH: "reportrelay.handlers.fetch.handler",
     constants.PLACEHOLDER_CONCLUDE: "reportrelay.handlers.conclude.handler",
+    constants.PLACEHOLDER_WAIT_FOR_SLOT: "reportrelay.handlers.wait_for_slot.handler",
 }
 PROVIDER_STEPS = {constants.PLACEHOLDER_SUBMIT, constants.PLACEHOLDER_CHECK, constants.PLACEHOLDER_FETCH}
 
@@ -36,13 +37,16 @@ def function(synthesized: Synthesized, placeholder: str) -> dict[str, Any]:
     return synthesized.template["Resources"][function_id(synthesized, HANDLERS[placeholder])]["Properties"]
 
 
-def task_timeouts(definition: str) -> dict[str, list[int]]:
-    """Placeholder of each invoked function -> TimeoutSeconds of every Task state invoking it."""
-    timeouts: dict[str, list[int]] = {}
+def task_timeouts(definition: str) -> dict[str, list[int | str]]:
+    """Placeholder of each invoked function -> TimeoutSeconds of every Task state invoking it (a task that
+    waits for its token: the path of the wait it is given)."""
+    timeouts: dict[str, list[int | str]] = {}
     for state in json.loads(definition)["States"].values():
         name = state.get("Parameters", {}).get("FunctionName", "")
         if state["Type"] == "Task" and name.startswith("${"):
-            timeouts.setdefault(name[2:-1], []).append(state["TimeoutSeconds"])
+            timeouts.setdefault(name[2:-1], []).append(
+                state.get("TimeoutSeconds", state.get("TimeoutSecondsPath"))
+            )
     return timeouts
 
 
@@ -183,6 +187,9 @@ def test_each_function_times_out_within_its_task_and_fetch_gets_fifteen_minutes(
     # given the Task states of the deployed definition and the functions they invoke
     timeouts = task_timeouts(definition_from_template(synthesized.template))
     assert set(timeouts) == set(HANDLERS)
+    # and the job waiting in line for a slot waits on its token for as long as the job says (at most
+    # SLOT_WAKE_SECONDS, never past its deadline), not for its function
+    assert timeouts.pop(constants.PLACEHOLDER_WAIT_FOR_SLOT) == ["$.job.wait_seconds"]
     for placeholder, task_timeouts_seconds in timeouts.items():
         # then each function is stopped by Lambda well before the state machine stops waiting for it, so no
         # step is given up on while its function still runs (and, say, completes an upload)

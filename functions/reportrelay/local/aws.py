@@ -41,6 +41,7 @@ FUNCTIONS = {
     "CheckFunctionArn": ("reportrelay-check", "reportrelay.handlers.check.handler"),
     "FetchFunctionArn": ("reportrelay-fetch", "reportrelay.handlers.fetch.handler"),
     "ConcludeFunctionArn": ("reportrelay-conclude", "reportrelay.handlers.conclude.handler"),
+    "WaitForSlotFunctionArn": ("reportrelay-wait-for-slot", "reportrelay.handlers.wait_for_slot.handler"),
 }
 HOLDER_FUNCTION = ("reportrelay-hold", "reportrelay.handlers.hold.handler")
 CANCEL_FUNCTION = ("reportrelay-cancel", "reportrelay.handlers.cancel.handler")
