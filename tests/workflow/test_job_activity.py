@@ -1,6 +1,7 @@
 """What a job did, as GET /reports/{id}/events tells it, for jobs run through statemachines/report.asl.json
 on moto against the simulators over HTTP: a 429 storm's every retry, a lost single-use download's restart,
-and a failure, each in the order it happened and in plain words."""
+a transfer going on over several invocations, and a failure, each in the order it happened and in plain
+words."""
 
 from __future__ import annotations
 
@@ -13,11 +14,14 @@ from urllib.parse import quote
 
 import pytest
 
+from reportrelay.jobs import DynamoDbJobs
 from reportrelay.local.aws import LocalAws
+from reportrelay.local.runner import run_job
 from reportrelay.sandbox.devexpress import DevExpressSimulator
 from reportrelay.sandbox.metric_insights import MetricInsightsSimulator
 from tests.api.conftest import ACCESS_POLICY, SALES_CALLER, JobApi
 from tests.conftest import DX_PASSWORD, devexpress_connection, write_connections
+from tests.workflow import test_transfer_over_invocations as ranged
 
 MI_APP_KEY = "mi-App-Key-5c8e-activity"
 
@@ -162,3 +166,32 @@ def test_a_failed_job_ends_its_story_with_the_reason_and_another_team_cannot_rea
     assert theirs.status == missing.status == 404
     seen = {**theirs.json(), "message": theirs.json()["message"].replace(job_id, "<id>")}
     assert seen == {**missing.json(), "message": missing.json()["message"].replace(missing_id, "<id>")}
+
+
+def test_a_transfer_over_several_invocations_tells_how_far_each_got(tmp_path, monkeypatch):
+    # given a 40 MiB report served in byte ranges over a slow link, and Fetch with ~2 s per invocation
+    with DevExpressSimulator(
+        users={"api": DX_PASSWORD}, generation_seconds=0.2, report_size=ranged.REPORT_SIZE
+    ) as simulator:
+        simulator.faults.download_bytes_per_second = ranged.RATE
+        simulator.faults.serve_ranges = True
+        with ranged.local_aws(tmp_path, simulator, monkeypatch, fetch_container=False) as aws:
+            ranged.with_short_fetch(aws)
+            # when the job runs through the state machine
+            outcome = run_job(aws, ranged.REQUEST)
+            told = DynamoDbJobs(aws.jobs_table, lambda: aws.client("dynamodb")).activity(
+                outcome.detail["job_id"]
+            )
+    # then each invocation that went on said how much was stored, of how much, with its percent
+    assert outcome.detail_type == "Report Ready", outcome.detail
+    progress = [event for event in told if event["kind"] == "progress"]
+    assert progress, told
+    for event in progress:
+        assert re.fullmatch(
+            r"stored \d+\.\d MiB of 40\.0 MiB; going on in a new invocation", event["message"]
+        )
+        assert event["step"] == "Fetch" and 0 < event["percent"] < 100
+    percents = [event["percent"] for event in progress]
+    assert percents == sorted(percents)
+    # and the last entry is the whole file stored
+    assert told[-1]["message"].startswith("stored 40 MiB in s3://") and told[-1]["kind"] == "state"
