@@ -71,11 +71,12 @@ def _parser() -> argparse.ArgumentParser:
     from reportrelay.jobscli import add_jobs_commands
     from reportrelay.local.serve import add_serve_command
     from reportrelay.sandbox.cli import add_sandbox_commands
+    from reportrelay.vendorcheck import add_vendor_commands
 
     add_jobs_commands(commands)
     add_serve_command(commands)
-
     add_sandbox_commands(commands)
+    add_vendor_commands(commands)
     return parser
 
 

@@ -236,6 +236,10 @@ class LocalServer:
         from reportrelay.errors import ReportRelayError
 
         try:
+            if self.connections_file is not None:  # vendors/<key>.json beside it (reportrelay.vendors)
+                from reportrelay.vendors import add_user_specs, user_spec_files
+
+                add_user_specs(user_spec_files(self.connections_file.resolve().parent))
             Connections.from_document({"connections": connections})
         except ReportRelayError as error:
             raise BadInput(str(error)) from None
