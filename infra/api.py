@@ -34,14 +34,15 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
 from infra import constants
-from infra.configuration import DeployedAccess, DeployedConnections
+from infra.configuration import DeployedAccess
+from infra.connections import ConnectionParameters
 from infra.events import ReportEvents
 from infra.functions import python_function
 from infra.nag import acknowledge
 from infra.schedules import ReportSchedules
 from infra.settings import Settings
 from infra.storage import ReportStorage
-from infra.workflow import CHECK, CONCLUDE, FETCH, SUBMIT, Workflow
+from infra.workflow import CHECK, CONCLUDE, FETCH, SUBMIT, WAIT_FOR_SLOT, Workflow
 from reportrelay import jobs
 from reportrelay.access import ACCESS_ENV
 from reportrelay.links import LINK_KEY_SECRET_ENV
@@ -64,9 +65,9 @@ JOB_ROUTES = (
     ("POST", "/reports/{job_id}/links"),
     ("DELETE", "/reports/{job_id}/links/{link_id}"),
 )
-# The workflow steps that record progress in the job table (reportrelay.workflow.records_progress);
-# Conclude records the outcome and is configured apart, Hold records nothing.
-RECORDING_STEPS = (SUBMIT.name, CHECK.name, FETCH.name)
+# The workflow steps that record progress in the job table (reportrelay.workflow.records_progress), and
+# WaitForSlot its place in line; Conclude records the outcome and is configured apart, Hold records nothing.
+RECORDING_STEPS = (SUBMIT.name, CHECK.name, FETCH.name, WAIT_FOR_SLOT.name)
 # The job request, roughly (API Gateway speaks JSON Schema draft 4); the function checks it fully.
 _REQUEST_MODEL = apigw.JsonSchema(
     schema=apigw.JsonSchemaVersion.DRAFT4,
@@ -183,7 +184,7 @@ class JobApi(Construct):
         *,
         settings: Settings,
         code: lambda_.Code,
-        connections: DeployedConnections,
+        parameters: ConnectionParameters,
         access: DeployedAccess,
         storage: ReportStorage,
         events: ReportEvents,
@@ -224,7 +225,7 @@ class JobApi(Construct):
             f"{Stack.of(self).url_suffix}/{STAGE_NAME}"
         )
         self.link_key = self._build_link_key()
-        self.function = self._build_function(settings, code, workflow, storage, events, connections)
+        self.function = self._build_function(settings, code, workflow, storage, events, parameters)
         self.function.add_environment(ENV_DOWNLOAD_URL_SECONDS, str(settings.download_url_seconds))
         self.function.add_environment(ACCESS_ENV, access.env_value())
         self._grant_cancel(workflow.canceller)
@@ -255,11 +256,11 @@ class JobApi(Construct):
         workflow: Workflow,
         storage: ReportStorage,
         events: ReportEvents,
-        connections: DeployedConnections,
+        parameters: ConnectionParameters,
     ) -> lambda_.Function:
         state_machine, bucket, bucket_key = workflow.state_machine, storage.bucket, storage.key
         environment = {
-            constants.ENV_CONNECTIONS: connections.env_value(),
+            **parameters.environment(),
             constants.ENV_STATE_MACHINE_ARN: state_machine.state_machine_arn,
             ENV_EVENT_BUS: events.bus.event_bus_name,
             ENV_API_URL: self.url,
@@ -276,6 +277,8 @@ class JobApi(Construct):
             environment=environment,
         )
         self.job_table.grant_api(function)
+        # It reads the connection a request names, and lists them all to name the caller's own.
+        parameters.grant_read(function, list_all=True)
         state_machine.grant_start_execution(function)
         state_machine.grant_execution(function, "states:StopExecution", "states:DescribeExecution")
         events.grant_put_events(function)  # Report Failed (Cancelled): a stopped execution announces nothing

@@ -1,5 +1,8 @@
 """The deployed configuration: connections, schedules, access policy (``config/``), checked at synthesis.
 
+Connections are deployed as one SSM parameter each (``infra.connections``): each must have a name SSM
+accepts and fit in a standard parameter (4 KB); the error names the file and the connection.
+
 Each file is validated with the functions' own models (``reportrelay.config``, ``reportrelay.schedules``,
 ``reportrelay.access``), so a mistake stops ``cdk synth`` with the same message the function would give,
 instead of failing the first job after the deploy. Across files: a schedule's team must be allowed on its
@@ -9,6 +12,7 @@ connection (or be the admin team).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +34,11 @@ from reportrelay.config import (
 )
 from reportrelay.errors import ReportRelayError
 from reportrelay.providers import check_connections, provider_class
+from reportrelay.runtime import connection_parameter_value
 from reportrelay.schedulefile import Schedule
+
+#: What SSM allows in one level of a parameter's name.
+DEPLOYED_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
 
 class ConfigError(ValueError):
@@ -65,9 +73,9 @@ class DeployedConnections:
         """Every team some connection is shared with."""
         return {team for body in self.document["connections"].values() for team in body.get("teams") or ()}
 
-    def env_value(self) -> str:
-        """The document for ``REPORTRELAY_CONNECTIONS``: compact, since Lambda allows 4 KB of environment."""
-        return json.dumps(self.document, separators=(",", ":"), sort_keys=True)
+    def parameter_values(self) -> dict[str, str]:
+        """Connection name -> the value of its SSM parameter (``infra.connections``)."""
+        return {name: connection_parameter_value(body) for name, body in self.document["connections"].items()}
 
 
 def load_connections(path: Path) -> DeployedConnections:
@@ -118,13 +126,24 @@ def load_connections(path: Path) -> DeployedConnections:
         warnings=tuple(warnings),
         vendor_specs=vendor_specs,
     )
-    size = len(deployed.env_value().encode())
-    if size > constants.MAX_CONNECTIONS_ENV_BYTES:
-        raise ConfigError(
-            f"{path}: the connections take {size} bytes, more than the {constants.MAX_CONNECTIONS_ENV_BYTES} "
-            "that fit in the functions' environment; drop optional fields or split the deployment"
-        )
+    _check_parameters(path, deployed)
     return deployed
+
+
+def _check_parameters(path: Path, connections: DeployedConnections) -> None:
+    """Each connection must fit in the SSM parameter it is deployed as (``infra.connections``)."""
+    for name, value in connections.parameter_values().items():
+        if not DEPLOYED_NAME.fullmatch(name):
+            raise ConfigError(
+                f"{path}: connections.{name}: a deployed connection's name may hold only letters, digits, "
+                "'-', '_' and '.' (it names the connection's SSM parameter)"
+            )
+        size = len(value.encode())
+        if size > constants.MAX_CONNECTION_PARAMETER_BYTES:
+            raise ConfigError(
+                f"{path}: connections.{name} takes {size} bytes as JSON, more than the "
+                f"{constants.MAX_CONNECTION_PARAMETER_BYTES} an SSM parameter holds: drop optional fields"
+            )
 
 
 def announce_weak_transport(scope: Construct, connections: DeployedConnections) -> None:
@@ -234,17 +253,14 @@ def load_access(path: Path, *, sign_in: str = "cognito", groups_claim: str | Non
     return DeployedAccess(policy=policy, path=path, groups_claim=claim)
 
 
-def check_api_documents(
-    connections: DeployedConnections, access: DeployedAccess, connections_file: Path
-) -> None:
-    """Both documents must fit in the API function's environment, beside its names and URLs."""
-    sizes = {"connections": len(connections.env_value().encode()), "access": len(access.env_value().encode())}
-    if sum(sizes.values()) > constants.MAX_API_DOCUMENTS_ENV_BYTES:
+def check_api_documents(access: DeployedAccess) -> None:
+    """The access policy must fit in the API function's environment, beside its names and URLs (the
+    connections are not there: they are SSM parameters, ``infra.connections``)."""
+    size = len(access.env_value().encode())
+    if size > constants.MAX_API_DOCUMENTS_ENV_BYTES:
         raise ConfigError(
-            f"{connections_file} ({sizes['connections']} bytes) and {access.path} ({sizes['access']} bytes) "
-            f"take more than the {constants.MAX_API_DOCUMENTS_ENV_BYTES} bytes the API function's "
-            "environment leaves for them; drop optional fields, use fnmatch patterns in 'roles', or split "
-            "the deployment"
+            f"{access.path} takes {size} bytes, more than the {constants.MAX_API_DOCUMENTS_ENV_BYTES} bytes "
+            "the API function's environment leaves for it; use fnmatch patterns in 'roles'"
         )
 
 

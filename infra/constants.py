@@ -63,13 +63,15 @@ PLACEHOLDERS = FUNCTION_PLACEHOLDERS + CONTAINER_PLACEHOLDERS
 
 # Environment variables the functions read (reportrelay.runtime, reportrelay.handlers.start_scheduled).
 ENV_BUCKET = "REPORTRELAY_BUCKET"
-ENV_CONNECTIONS = "REPORTRELAY_CONNECTIONS"
+# The SSM path the connections live under (infra.connections); never the connections themselves.
+ENV_CONNECTIONS_PATH = "REPORTRELAY_CONNECTIONS_PATH"
 ENV_STATE_MACHINE_ARN = "REPORTRELAY_STATE_MACHINE_ARN"
 ENV_HANDLE_KEY = "REPORTRELAY_HANDLE_KEY"
 ENV_HOLDER_FUNCTION = "REPORTRELAY_HOLDER_FUNCTION"
 # reportrelay.sealing binds every sealed field to its job with this encryption context key.
 SEALING_CONTEXT_KEY = "reportrelay:job"
-# Lambda allows 4 KB of environment in all; the connections document must leave room for the rest.
-MAX_CONNECTIONS_ENV_BYTES = 3072
-# The API function carries both documents (connections, access policy) and some 1.7 KB of names and URLs.
+# A connection's body, as compact JSON, in a standard SSM parameter (4 KB; infra.connections).
+MAX_CONNECTION_PARAMETER_BYTES = 4096
+# Lambda allows 4 KB of environment in all: the API function carries the access policy beside some 1.7 KB
+# of names and URLs.
 MAX_API_DOCUMENTS_ENV_BYTES = 2048

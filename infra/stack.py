@@ -20,6 +20,7 @@ from infra.configuration import (
     load_connections,
     load_schedules,
 )
+from infra.connections import ConnectionParameters
 from infra.events import ReportEvents
 from infra.monitoring import Monitoring
 from infra.network import VendorNetwork
@@ -47,7 +48,7 @@ class ReportRelayStack(Stack):
         access = load_access(
             settings.access_file, sign_in=settings.people_sign_in, groups_claim=settings.oidc_groups_claim
         )
-        check_api_documents(connections, access, settings.connections_file)
+        check_api_documents(access)
         schedules = load_schedules(settings.schedules_file, connections, access.admin_team)
         code = function_code(install_dependencies=settings.bundle, vendor_specs=connections.vendor_specs)
 
@@ -55,12 +56,17 @@ class ReportRelayStack(Stack):
         self.events = ReportEvents(self, "Events", settings=settings)
         # The provider-facing functions only, so vendors behind a firewall see fixed addresses.
         self.network = VendorNetwork(self, "Network", settings=settings) if settings.vpc != "none" else None
+        # One SSM parameter per connection, in nested stacks; the functions are told only their path.
+        self.connections = ConnectionParameters(
+            self, "Connections", connections=connections, connections_file=str(settings.connections_file)
+        )
         self.workflow = Workflow(
             self,
             "Workflow",
             settings=settings,
             code=code,
             connections=connections,
+            parameters=self.connections,
             storage=self.storage,
             events=self.events,
             network=self.network,
@@ -78,7 +84,7 @@ class ReportRelayStack(Stack):
             "JobApi",
             settings=settings,
             code=code,
-            connections=connections,
+            parameters=self.connections,
             access=access,
             storage=self.storage,
             events=self.events,

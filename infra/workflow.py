@@ -18,6 +18,7 @@ from constructs import Construct
 
 from infra import constants
 from infra.configuration import DeployedConnections
+from infra.connections import ConnectionParameters
 from infra.container import FetchContainer
 from infra.events import ReportEvents
 from infra.functions import python_function
@@ -154,6 +155,7 @@ class Workflow(Construct):
         settings: Settings,
         code: lambda_.Code,
         connections: DeployedConnections,
+        parameters: ConnectionParameters,
         storage: ReportStorage,
         events: ReportEvents,
         network: VendorNetwork | None = None,
@@ -163,6 +165,7 @@ class Workflow(Construct):
         self._network = network  # the provider-facing functions run in it; the others never do
         self._code = code
         self._connections = connections
+        self._parameters = parameters  # the connections as SSM parameters: the steps read them by name
         self._storage = storage
         self.handle_key = self._build_handle_key() if connections.needs_handle_key else None
         self.claims_table = self._build_claims_table()
@@ -192,7 +195,7 @@ class Workflow(Construct):
     def _build_function(self, step: Step) -> lambda_.Function:
         environment = {}
         if step.talks_to_provider:
-            environment[constants.ENV_CONNECTIONS] = self._connections.env_value()
+            environment.update(self._parameters.environment())
         if step.writes_reports or step.aborts_uploads:
             environment[constants.ENV_BUCKET] = self._storage.bucket.bucket_name
         if step.claims_actions:
@@ -212,6 +215,7 @@ class Workflow(Construct):
             network=self._network if step.talks_to_provider else None,
         )
         if step.talks_to_provider:
+            self._parameters.grant_read(function)
             self.grant_connection_secrets(function)
         if step.claims_actions:
             function.add_to_role_policy(

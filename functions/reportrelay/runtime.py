@@ -2,7 +2,10 @@
 
 Environment variables (set by CDK in AWS, by the local runner on a laptop):
 - ``REPORTRELAY_BUCKET``: the S3 bucket reports are stored in (fetch; conclude and cancel abort uploads).
-- ``REPORTRELAY_CONNECTIONS_FILE``: path of the connections JSON document.
+- ``REPORTRELAY_CONNECTIONS_PATH``: the SSM Parameter Store path the deployed connections live under,
+  one String parameter per connection (``<path>/<name>``, its body as compact JSON; see
+  ``ParameterStoreConnections``). What CDK sets: a pointer, never the connections themselves.
+- ``REPORTRELAY_CONNECTIONS_FILE``: path of the connections JSON document (local runs).
 - ``REPORTRELAY_CONNECTIONS``: the connections JSON document itself (alternative to the file).
 - ``REPORTRELAY_HANDLE_KEY``: KMS key that seals credential fields of provider handles.
 - ``REPORTRELAY_HOLDER_FUNCTION``: the function invoked asynchronously to hold a long request open.
@@ -20,16 +23,19 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from reportrelay.awsclients import aws_client
 from reportrelay.claims import CLAIMS_TABLE_ENV, ClaimStore, DynamoDbClaims
-from reportrelay.config import Connections, SecretResolver
-from reportrelay.errors import ConfigurationError
+from reportrelay.config import Connection, Connections, SecretResolver
+from reportrelay.errors import BadRequest, ConfigurationError
 from reportrelay.jobs import JOBS_TABLE_ENV, DynamoDbJobs
 from reportrelay.sealing import HandleSealer
 from reportrelay.slots import ConcurrencySlots
@@ -38,6 +44,10 @@ DEFAULT_DOWNLOAD_URL_SECONDS = 300
 
 
 FETCH_CONTAINER_ENV = "REPORTRELAY_FETCH_CONTAINER"
+CONNECTIONS_PATH_ENV = "REPORTRELAY_CONNECTIONS_PATH"
+#: How long a warm function trusts what it read of the deployed connections: a redeploy that changes one
+#: reaches every function within this long, and a busy function reads each parameter once a minute at most.
+CONNECTIONS_CACHE_SECONDS = 60.0
 IN_CONTAINER_ENV = "REPORTRELAY_IN_CONTAINER"
 
 
@@ -46,6 +56,7 @@ class Settings:
     bucket: str | None
     connections_file: str | None
     connections_document: str | None
+    connections_path: str | None = None
     handle_key: str | None = None
     holder_function: str | None = None
     claims_table: str | None = None
@@ -73,6 +84,7 @@ class Settings:
             bucket=env.get("REPORTRELAY_BUCKET") or None,
             connections_file=env.get("REPORTRELAY_CONNECTIONS_FILE") or None,
             connections_document=env.get("REPORTRELAY_CONNECTIONS") or None,
+            connections_path=(env.get(CONNECTIONS_PATH_ENV) or "").rstrip("/") or None,
             handle_key=env.get("REPORTRELAY_HANDLE_KEY") or None,
             holder_function=env.get("REPORTRELAY_HOLDER_FUNCTION") or None,
             claims_table=env.get(CLAIMS_TABLE_ENV) or None,
@@ -119,6 +131,10 @@ def _connections_from_text(text: str) -> Connections:
 
 
 def load_connections(settings: Settings) -> Connections:
+    """The connections a step or the API reads: from Parameter Store when deployed (a path is set), else
+    the document or the file the local runner names."""
+    if settings.connections_path:
+        return deployed_connections(settings.connections_path)
     if settings.connections_document:
         return _connections_from_text(settings.connections_document)
     if settings.connections_file:
@@ -127,7 +143,137 @@ def load_connections(settings: Settings) -> Connections:
         except OSError:
             modified = 0.0
         return _connections_from_file(settings.connections_file, modified)
-    raise ConfigurationError("no connections configured: set REPORTRELAY_CONNECTIONS_FILE")
+    raise ConfigurationError(
+        f"no connections configured: set {CONNECTIONS_PATH_ENV} (deployed) or REPORTRELAY_CONNECTIONS_FILE"
+    )
+
+
+def connection_parameter_name(path: str, name: str) -> str:
+    """The SSM parameter that holds one deployed connection (infra.connections writes it)."""
+    return f"{path.rstrip('/')}/{name}"
+
+
+def connection_parameter_value(body: Mapping[str, Any]) -> str:
+    """A connection's body as its parameter holds it: compact JSON, keys sorted (stable across deploys)."""
+    return json.dumps(body, separators=(",", ":"), sort_keys=True)
+
+
+class ParameterStoreConnections(Connections):
+    """The deployed connections, one SSM parameter each under ``path``, read when first needed.
+
+    A step needs one connection: it is read by name (GetParameter). The API lists them only to name the
+    caller's own in an error: all are read then (GetParametersByPath, paginated, 10 a page). Whatever was
+    read is trusted for ``ttl_seconds`` (a warm function keeps this object, see ``deployed_connections``),
+    including that a name has no parameter, so a burst of jobs reads each parameter once. A parameter that
+    does not hold a valid connection is a ConfigurationError naming it; an AWS error propagates (the
+    handlers turn throttling into ``AwsUnavailable``, which the state machine retries).
+    """
+
+    def __init__(
+        self,
+        path: str,
+        client: Callable[[], Any],
+        *,
+        ttl_seconds: float = CONNECTIONS_CACHE_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__({})
+        self.path = path.rstrip("/")
+        self._client = client
+        self._ttl = ttl_seconds
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._by_name: dict[str, tuple[float, Connection | None]] = {}
+        self._listed: tuple[float, dict[str, Connection]] | None = None
+
+    def __contains__(self, name: str) -> bool:
+        return self._find(name) is not None
+
+    def names(self) -> list[str]:
+        return sorted(self._all())
+
+    def get(self, name: str) -> Connection:
+        connection = self._find(name)
+        if connection is None:
+            raise BadRequest(
+                f"unknown connection '{name}': this deployment has no parameter "
+                f"{connection_parameter_name(self.path, name)} (one is deployed per connection of the "
+                "connections file)"
+            )
+        return connection
+
+    def _fresh(self, read_at: float) -> bool:
+        return self._clock() - read_at < self._ttl
+
+    def _find(self, name: str) -> Connection | None:
+        with self._lock:
+            if self._listed is not None and self._fresh(self._listed[0]):
+                return self._listed[1].get(name)
+            cached = self._by_name.get(name)
+            if cached is not None and self._fresh(cached[0]):
+                return cached[1]
+        if not name or "/" in name:  # not a parameter of this path; SSM would read another one
+            return None
+        parameter = connection_parameter_name(self.path, name)
+        try:
+            value = self._client().get_parameter(Name=parameter)["Parameter"]["Value"]
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") != "ParameterNotFound":
+                raise
+            connection = None
+        else:
+            connection = self._parse(parameter, name, value)
+        with self._lock:
+            self._by_name[name] = (self._clock(), connection)
+        return connection
+
+    def _all(self) -> dict[str, Connection]:
+        with self._lock:
+            if self._listed is not None and self._fresh(self._listed[0]):
+                return self._listed[1]
+        found: dict[str, Connection] = {}
+        pages = (
+            self._client().get_paginator("get_parameters_by_path").paginate(Path=self.path, Recursive=False)
+        )
+        for page in pages:
+            for parameter in page["Parameters"]:
+                name = parameter["Name"].rsplit("/", 1)[-1]
+                found[name] = self._parse(parameter["Name"], name, parameter["Value"])
+        with self._lock:
+            now = self._clock()
+            self._listed = (now, found)
+            self._by_name = {name: (now, connection) for name, connection in found.items()}
+        return found
+
+    @staticmethod
+    def _parse(parameter: str, name: str, value: str) -> Connection:
+        try:
+            body = json.loads(value)
+        except json.JSONDecodeError as error:
+            raise ConfigurationError(f"SSM parameter {parameter} is not valid JSON: {error.msg}") from None
+        try:
+            return Connections.from_document({"connections": {name: body}}).get(name)
+        except ConfigurationError as error:
+            raise ConfigurationError(f"SSM parameter {parameter}: {error}") from None
+
+
+_deployed: dict[str, ParameterStoreConnections] = {}
+_deployed_lock = threading.Lock()
+
+
+def deployed_connections(path: str) -> ParameterStoreConnections:
+    """The process's one reader of the connections under ``path``: its cache outlives each invocation, so
+    a warm function reads Parameter Store about once a minute, not once a job."""
+    with _deployed_lock:
+        if path not in _deployed:
+            _deployed[path] = ParameterStoreConnections(path, lambda: aws_client("ssm"))
+        return _deployed[path]
+
+
+def forget_deployed_connections() -> None:
+    """Drop what every reader cached (the local runner, when it starts on a fresh emulated account)."""
+    with _deployed_lock:
+        _deployed.clear()
 
 
 def read_secret_string(secret_id: str) -> str:

@@ -125,10 +125,17 @@ def _secret(action: str) -> Resolve:
     return lambda params, lookups: [Request(action, lookups.secret_arn(params["SecretId"]))]
 
 
+def _parameter_arn(name: str) -> str:
+    return name if name.startswith("arn:") else _arn("ssm", f"parameter/{name.strip('/')}")
+
+
 def _parameter(params: dict[str, Any], _: LocalLookups) -> list[Request]:
-    name = params["Name"]
-    arn = name if name.startswith("arn:") else _arn("ssm", f"parameter/{name.lstrip('/')}")
-    return [Request("ssm:GetParameter", arn)]
+    return [Request("ssm:GetParameter", _parameter_arn(params["Name"]))]
+
+
+def _parameters_by_path(params: dict[str, Any], _: LocalLookups) -> list[Request]:
+    """Authorized on the path the request names (the deployed connections' path, infra.connections)."""
+    return [Request("ssm:GetParametersByPath", _parameter_arn(params["Path"]))]
 
 
 def _invoke(params: dict[str, Any], _: LocalLookups) -> list[Request]:
@@ -179,6 +186,7 @@ OPERATIONS: dict[tuple[str, str], Resolve] = {
     ("secretsmanager", "GetSecretValue"): _secret("secretsmanager:GetSecretValue"),
     ("secretsmanager", "PutSecretValue"): _secret("secretsmanager:PutSecretValue"),
     ("ssm", "GetParameter"): _parameter,
+    ("ssm", "GetParametersByPath"): _parameters_by_path,
     ("lambda", "Invoke"): _invoke,
     ("events", "PutEvents"): _put_events,
     ("stepfunctions", "StartExecution"): _named_arn("states:StartExecution", "stateMachineArn"),

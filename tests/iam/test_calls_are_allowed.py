@@ -2,15 +2,17 @@
 the CDK app gives the calling function.
 
 One deployment, synthesized with the same connections the local run uses (every credential in Secrets
-Manager, as deployed), runs with every call recorded (tests.iam.recording): one job per provider through
-the state machine (Metric Insights brings the holder and sealed handles; myreports rotates its refresh
-token), the job API's routes (start, watch, list, download, share links, cancel), a scheduled start, an
-announcement EventBridge refused that the announce-pending sweep sends, and
-a Fetch run again on a stored job (it recognises the object instead of downloading it), and a report served in
-byte ranges fetched over several Fetch invocations (ListParts), whose checkpointed upload Cancel and
-Conclude then abort. Each call is then
-checked, as its IAM action and
-resource, against the calling function's synthesized policy (tests.iam.checker).
+Manager, as deployed), runs with every call recorded (tests.iam.recording). The functions read the
+connections from SSM Parameter Store under the path the synthesized stack gives them, as deployed
+(infra.connections), so their GetParameter calls are checked too; the job API also lists them all
+(GetParametersByPath) for a request naming a connection that does not exist. It runs one job per
+provider through the state machine (Metric Insights brings the holder and sealed handles; myreports
+rotates its refresh token), the job API's routes (start, watch, list, download, share links, cancel),
+a scheduled start, an announcement EventBridge refused that the announce-pending sweep sends, a Fetch
+run again on a stored job (it recognises the object instead of downloading it), and a report served
+in byte ranges fetched over several Fetch invocations (ListParts), whose checkpointed upload Cancel
+and Conclude then abort. Each call is then checked, as its IAM action and resource, against the
+calling function's synthesized policy (tests.iam.checker).
 """
 
 from __future__ import annotations
@@ -25,13 +27,14 @@ from typing import Any
 
 import pytest
 
+from infra.connections import connections_path
 from reportrelay.awsclients import aws_client
 from reportrelay.handlers import cancel, conclude, fetch, start_scheduled  # wrapped while recording
 from reportrelay.local.apigateway import ApiAnswer, rest_event
 from reportrelay.local.aws import LambdaContext, LocalAws
 from reportrelay.sandbox.devexpress import DevExpressSimulator
 from tests.api.conftest import ACCESS_POLICY, JobApi
-from tests.conftest import wait_for_executions, write_connections
+from tests.conftest import wait_for_executions
 from tests.faults.kits import KITS, secret
 from tests.iam import checker
 from tests.iam.checker import Denied, LocalLookups, Policies
@@ -39,7 +42,8 @@ from tests.iam.recording import HANDLERS, Call, CallRecorder, recording
 from tests.infra.conftest import Synthesized, synthesize_with_connections
 from tests.infra.policies import function_role
 
-SECRET_PREFIX = "iam/"  # short: the connections document must fit in the API function's environment
+SECRET_PREFIX = "iam/"
+STACK_NAME = "ReportRelayIamCheck"
 SLOW = "devexpress-slow"  # a report that takes a minute: the job the API cancels
 CAPPED = "devexpress"  # one concurrent job: a second one waits in line for the slot
 
@@ -97,7 +101,8 @@ def _connections(simulators: dict[str, Any]) -> tuple[dict[str, Any], dict[str, 
 
 def _request(connection: str) -> dict[str, Any]:
     kit = KITS.get(connection) or KITS["devexpress"]
-    return {"connection": connection, "report": kit.report, "format": kit.format}
+    request = {"connection": connection, "report": kit.report, "format": kit.format}
+    return {**request, "parameters": kit.parameters} if kit.parameters else request
 
 
 def _api(aws: LocalAws, method: str, path: str, **kwargs: Any) -> ApiAnswer:
@@ -113,6 +118,11 @@ def _drive_the_api(aws: LocalAws, recorder: CallRecorder) -> None:
     assert job["state"] == "ready", job
     job_id = job["job_id"]
     assert job_api("GET", f"/reports/{job_id}/events").json()["events"], "the job recorded no activity"
+    recorder.test = "the job API: a request naming no deployed connection (lists them all)"
+    unknown = job_api("POST", "/reports", body={**_request("devexpress"), "connection": "no-such-connection"})
+    message = unknown.json()["message"]
+    assert unknown.status == 400 and "unknown connection 'no-such-connection'" in message, unknown.body
+    recorder.test = "the job API: start, watch, follow the events, list, download, share links"
     assert job_api("GET", "/reports", query={"connection": "devexpress"}).status == 200
     assert job_api("GET", f"/reports/{job_id}/download").status == 302
     link = job_api("POST", f"/reports/{job_id}/links", body={})
@@ -227,16 +237,13 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
             DevExpressSimulator(users={"api": secret("devexpress", "password")}, generation_seconds=60)
         )
         local, deployed, secrets = _connections(simulators)
-        synthesized = synthesize_with_connections(directory / "cdk.out", "ReportRelayIamCheck", deployed)
-        path = write_connections(directory, local)
+        synthesized = synthesize_with_connections(directory / "cdk.out", STACK_NAME, deployed)
         recorder = stack.enter_context(recording())
         aws = stack.enter_context(
             LocalAws(
-                {
-                    "REPORTRELAY_CONNECTIONS_FILE": str(path),
-                    "REPORTRELAY_ACCESS": json.dumps(ACCESS_POLICY),
-                    "POWERTOOLS_LOG_LEVEL": "ERROR",
-                }
+                {"REPORTRELAY_ACCESS": json.dumps(ACCESS_POLICY), "POWERTOOLS_LOG_LEVEL": "ERROR"},
+                connections_in_parameter_store=local,
+                connections_path=connections_path(STACK_NAME),
             )
         )
         secretsmanager = aws.client("secretsmanager")

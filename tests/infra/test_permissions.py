@@ -168,9 +168,14 @@ def test_the_wait_for_slot_step_may_only_join_the_line_and_hand_slots_over(synth
     # given the function the WaitForSlot task invokes with its token
     table, _ = claims_table(synthesized)
     role = function_role(synthesized, WAIT_FOR_SLOT)
-    # then it may change the line and the slots in the claims table, and tell a waiting job its slot, and
-    # nothing more: no provider secret, no job table, no S3, no events
-    assert dynamodb_grants(synthesized, WAIT_FOR_SLOT) == {(LINE, table)}
+    jobs, _ = job_table(synthesized)
+    # then it may change the line and the slots in the claims table, record the job's place in line (one
+    # conditional UpdateItem on the job table), and tell a waiting job its slot, and nothing more: no
+    # provider secret, no S3, no events
+    assert dynamodb_grants(synthesized, WAIT_FOR_SLOT) == {
+        (LINE, table),
+        (frozenset({"dynamodb:UpdateItem"}), jobs),
+    }
     assert role_actions(synthesized, role) == BASELINE | LINE | {"states:SendTaskSuccess"}
     (send,) = [grant for grant in role_grants(synthesized, role) if "states:SendTaskSuccess" in grant.actions]
     assert send.resources == ("*",)  # the action has no resource-level permissions

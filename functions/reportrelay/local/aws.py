@@ -29,12 +29,24 @@ from moto.dynamodb.responses import DynamoHandler
 from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_ecs import (
     StateTaskServiceEcs,
 )
+from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_sfn import (
+    StateTaskServiceSfn,
+)
 
 from reportrelay import jobs
 from reportrelay.claims import CLAIMS_TABLE_ENV, KEY_ATTRIBUTE, TTL_ATTRIBUTE
-from reportrelay.runtime import FETCH_CONTAINER_ENV, IN_CONTAINER_ENV
+from reportrelay.runtime import (
+    CONNECTIONS_PATH_ENV,
+    FETCH_CONTAINER_ENV,
+    IN_CONTAINER_ENV,
+    connection_parameter_name,
+    connection_parameter_value,
+    forget_deployed_connections,
+)
 
 REGION = "us-east-1"
+#: Where ``LocalAws(connections_in_parameter_store=...)`` puts the connections, as a deployment would.
+LOCAL_CONNECTIONS_PATH = "/reportrelay/local/connections"
 STATE_MACHINE_FILE = Path(__file__).resolve().parents[3] / "statemachines" / "report.asl.json"
 FUNCTIONS = {
     "SubmitFunctionArn": ("reportrelay-submit", "reportrelay.handlers.submit.handler"),
@@ -149,6 +161,24 @@ def _run_container(environment: Mapping[str, str]) -> int:
         return 1
 
 
+# ---- Step Functions: the ContinueAsNew state's ``states:startExecution``
+#
+# moto hands boto3 the ASL's parameter names (``StateMachineArn``, ``Name``, ``Input``) where the API's are
+# lowerCamelCase, which botocore refuses, and the input as an object where the API takes a JSON string;
+# both are given here as Step Functions gives them.
+
+_ORIGINAL_SFN_TASK = StateTaskServiceSfn._eval_service_task
+
+
+def _sfn_task_with_api_names(self: Any, **arguments: Any) -> None:
+    parameters = {
+        name[:1].lower() + name[1:]: value for name, value in arguments["normalised_parameters"].items()
+    }
+    if not isinstance(parameters.get("input", ""), str):  # the API takes its input as a JSON string
+        parameters["input"] = json.dumps(parameters["input"], separators=(",", ":"))
+    _ORIGINAL_SFN_TASK(self, **{**arguments, "normalised_parameters": parameters})
+
+
 # ---- fault-injection seam (tests only; see tests/aws_faults.py)
 
 
@@ -226,14 +256,30 @@ class LocalAws:
         *,
         fetch_container: bool = True,
         job_api: bool = True,
+        connections_in_parameter_store: Mapping[str, Any] | None = None,
+        connections_path: str = LOCAL_CONNECTIONS_PATH,
     ) -> None:
         """``fetch_container``: a Fetch that will not fit in a Lambda moves to a container task, run here on a
         thread (a deployment with a VPC has one; see reportrelay.container).
 
         ``job_api``: False for a run with no job API to follow links to (``reportrelay run``): no API URL
-        is set, so completion events carry ``download_url`` null rather than a link to ``api_url``."""
+        is set, so completion events carry ``download_url`` null rather than a link to ``api_url``.
+
+        ``connections_in_parameter_store``: connection name -> body, put in the emulated SSM Parameter Store
+        under ``connections_path`` as CDK deploys them (one String parameter each); the functions are told
+        only the path and read them from there (``reportrelay.runtime.ParameterStoreConnections``), and
+        no connections file reaches them."""
         self.fetch_container = fetch_container
         self.job_api = job_api
+        self.connections_in_parameter_store = dict(connections_in_parameter_store or {})
+        self.connections_path = connections_path
+        if connections_in_parameter_store is not None:
+            function_environment = {
+                **function_environment,
+                CONNECTIONS_PATH_ENV: connections_path,
+                "REPORTRELAY_CONNECTIONS_FILE": "",
+                "REPORTRELAY_CONNECTIONS": "",
+            }
         self.function_environment = {
             **function_environment,
             **({FETCH_CONTAINER_ENV: "1"} if fetch_container else {}),
@@ -256,6 +302,7 @@ class LocalAws:
         self.after_invoke: list[Callable[[str], None]] = []
 
     def __enter__(self) -> LocalAws:
+        forget_deployed_connections()  # read before, from another emulated account
         self._mock.start()
         self._atomic_writes = _atomic_dynamodb_writes()
         self._atomic_writes.__enter__()
@@ -263,6 +310,7 @@ class LocalAws:
         LambdaFunction.invoke = lambda function, *args: self._invoke(function, *args)
         StateTaskServiceEcs._eval_service_task = _ecs_task_in_process  # type: ignore[method-assign]
         StateTaskServiceEcs._build_sync_resolver = _ecs_sync_in_process  # type: ignore[method-assign]
+        StateTaskServiceSfn._eval_service_task = _sfn_task_with_api_names  # type: ignore[method-assign]
         self._env = _patched_env(_FAKE_CREDENTIALS)
         self._env.__enter__()
         try:
@@ -281,11 +329,13 @@ class LocalAws:
         LambdaFunction.invoke = self._original_invoke
         StateTaskServiceEcs._eval_service_task = _ORIGINAL_ECS_TASK  # type: ignore[method-assign]
         StateTaskServiceEcs._build_sync_resolver = _ORIGINAL_ECS_SYNC  # type: ignore[method-assign]
+        StateTaskServiceSfn._eval_service_task = _ORIGINAL_SFN_TASK  # type: ignore[method-assign]
         if hasattr(self, "_function_env"):
             self._function_env.__exit__(None, None, None)
         self._env.__exit__(None, None, None)
         self._atomic_writes.__exit__(None, None, None)
         self._mock.stop()
+        forget_deployed_connections()
 
     def _invoke(
         self, function: LambdaFunction, body: str, request_headers: Any, response_headers: Any
@@ -311,6 +361,7 @@ class LocalAws:
             RoleName="reportrelay-local", AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17"})
         )["Role"]["Arn"]
         self.client("s3").create_bucket(Bucket=self.bucket)
+        self._put_connections()
         lambdas = self.client("lambda")
         self.function_environment["REPORTRELAY_HANDLE_KEY"] = self.client("kms").create_key(
             Description="reportrelay sealed handle fields"
@@ -364,6 +415,17 @@ class LocalAws:
         # The job API's own settings (it starts and stops this state machine, announces cancellations).
         self.function_environment["REPORTRELAY_STATE_MACHINE_ARN"] = self.state_machine_arn
         self.function_environment["REPORTRELAY_EVENT_BUS"] = self.event_bus
+
+    def _put_connections(self) -> None:
+        """The connections as deployed (infra.connections): one String parameter per connection."""
+        ssm = self.client("ssm")
+        for name, body in self.connections_in_parameter_store.items():
+            ssm.put_parameter(
+                Name=connection_parameter_name(self.connections_path, name),
+                Value=connection_parameter_value(body),
+                Type="String",
+                Overwrite=True,
+            )
 
     def _deploy_fetch_container(self) -> dict[str, str]:
         """What the ASL's FetchInContainer state names: its task runs in-process (see above)."""
