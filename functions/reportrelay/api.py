@@ -134,6 +134,11 @@ class JobView(_Model):
     provider: str | None
     report: dict[str, Any] | None = Field(description="the request's report reference")
     format: str | None
+    request: dict[str, Any] | None = Field(
+        description="the job request as accepted (connection, report, format, parameters, output, team, "
+        "deadline_seconds; never its client token): POST it to /reports to run the job again. Requests "
+        "hold no secrets (connections hold the credentials). Null for a job whose request is not recorded"
+    )
     provider_status: str | None = Field(description="the provider's status as last checked")
     progress: float | None = Field(description="percent complete as the provider reports it, where it does")
     message: str | None = Field(description="the provider's latest message, where it gave one")
@@ -144,6 +149,11 @@ class JobView(_Model):
     ready_at: str | None = Field(description="when the provider reported it ready")
     stored_at: str | None = Field(description="when the file was stored in S3")
     finished_at: str | None = Field(description="when the job reached ready, failed or cancelled")
+    deadline_at: str | None = Field(
+        description="when the workflow gives up on the job (DeadlineExceeded, cancelled at the provider "
+        "where it can): created_at plus the request's deadline_seconds, else its connection's (default "
+        "24 h); null when neither is known"
+    )
     object: StoredObject | None = Field(description="the stored file; null unless ready")
     error: JobError | None = Field(description="why the job failed or was cancelled")
     links: JobLinks
@@ -476,7 +486,8 @@ def _presigned(job: Job, runtime: Runtime) -> tuple[str, int, dict[str, Any]]:
     return url, seconds, stored
 
 
-def job_view(job: Job, base_url: str) -> JobView:
+def job_view(job: Job, base_url: str, connections: Any = None) -> JobView:
+    """The job as the API shows it; ``connections`` (the runtime's) give a connection's own deadline."""
     request = job.request or {}
     status_url = f"{base_url}/reports/{job.job_id}"
     return JobView(
@@ -489,6 +500,7 @@ def job_view(job: Job, base_url: str) -> JobView:
         provider=job.provider,
         report=request.get("report") if isinstance(request.get("report"), dict) else None,
         format=request.get("format") if isinstance(request.get("format"), str) else None,
+        request=_shown_request(job.request),
         provider_status=job.provider_status,
         progress=job.progress,
         message=job.message,
@@ -499,12 +511,40 @@ def job_view(job: Job, base_url: str) -> JobView:
         ready_at=job.ready_at,
         stored_at=job.stored_at,
         finished_at=job.finished_at,
+        deadline_at=_deadline_at(job, connections),
         object=StoredObject.model_validate(job.object) if job.object else None,
         error=JobError.model_validate(job.error) if job.error else None,
         links=JobLinks(
             status=status_url, download=f"{status_url}/download" if job.state is JobState.READY else None
         ),
     )
+
+
+def _shown_request(request: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The request to run again: what the store kept (the API keeps no client token), never a token."""
+    if not isinstance(request, Mapping) or not request.get("connection"):
+        return None
+    return {name: value for name, value in request.items() if name != "client_token"}
+
+
+def _deadline_at(job: Job, connections: Any) -> str | None:
+    """created_at + the deadline Submit applies: the request's deadline_seconds, else the connection's.
+
+    The workflow counts from its execution's start, a moment after the API created the job, so this is
+    at most that moment early: never later than the real deadline.
+    """
+    created = parse_timestamp(job.created_at)
+    seconds = (job.request or {}).get("deadline_seconds")
+    if not isinstance(seconds, int) and connections is not None and job.connection:
+        try:
+            seconds = (
+                connections.get(job.connection).deadline_seconds if job.connection in connections else None
+            )
+        except ReportRelayError:
+            seconds = None
+    if created is None or not isinstance(seconds, int):
+        return None
+    return iso_timestamp(created + seconds)
 
 
 def valid_job_id(job_id: str) -> bool:

@@ -14,6 +14,7 @@ from functools import lru_cache
 from html import escape
 from http import HTTPStatus
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
@@ -31,9 +32,9 @@ from aws_lambda_powertools.event_handler.openapi.models import (
 )
 from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path, Query
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from reportrelay import api, links, people
+from reportrelay import api, console, links, people
 from reportrelay.access import (
     ACCESS_ENV,
     ACCESS_FILE_ENV,
@@ -46,7 +47,7 @@ from reportrelay.access import (
     person_principal,
 )
 from reportrelay.awsclients import aws_client
-from reportrelay.config import JobRequest
+from reportrelay.config import JobRequest, describe_validation_error
 from reportrelay.errors import BadRequest, ReportRelayError
 from reportrelay.jobs import JobStoreUnavailable
 from reportrelay.observability import logger, tracer
@@ -59,6 +60,7 @@ PEOPLE_SCHEME = "oidc"
 MAX_PAGE = 100
 LIST_PARAMETERS = ("connection", "state", "limit", "cursor")
 EVENTS_PARAMETERS = ("after",)
+FORM_MEDIA_TYPE = "application/x-www-form-urlencoded"
 
 app = APIGatewayRestResolver(enable_validation=True)
 
@@ -234,7 +236,9 @@ def list_jobs(
     jobs, next_cursor = api.list_jobs(
         caller, _runtime(), connection=connection, state=state, limit=limit, cursor=cursor
     )
-    body = api.JobList(jobs=[api.job_view(job, caller.base_url) for job in jobs], next_cursor=next_cursor)
+    connections = _runtime().connections
+    views = [api.job_view(job, caller.base_url, connections) for job in jobs]
+    body = api.JobList(jobs=views, next_cursor=next_cursor)
     return _json(HTTPStatus.OK, body)
 
 
@@ -248,8 +252,9 @@ def list_jobs(
     responses=_responses({200: _ok("The job", api.JobView), 404: NOT_FOUND}),
 )
 def get_job(job_id: JobId) -> Response[api.JobView]:
-    caller = _caller()
-    return _json(HTTPStatus.OK, api.job_view(api.describe_job(job_id, caller, _runtime()), caller.base_url))
+    caller, runtime = _caller(), _runtime()
+    job = api.describe_job(job_id, caller, runtime)
+    return _json(HTTPStatus.OK, api.job_view(job, caller.base_url, runtime.connections))
 
 
 @app.get(
@@ -325,8 +330,9 @@ def download_job(job_id: JobId) -> Response[Any]:
     ),
 )
 def cancel_job(job_id: JobId) -> Response[api.JobView]:
-    caller = _caller()
-    return _json(HTTPStatus.OK, api.job_view(api.cancel_job(job_id, caller, _runtime()), caller.base_url))
+    caller, runtime = _caller(), _runtime()
+    job = api.cancel_job(job_id, caller, runtime)
+    return _json(HTTPStatus.OK, api.job_view(job, caller.base_url, runtime.connections))
 
 
 @app.post(
@@ -438,6 +444,120 @@ def sign_in_callback(
     except Unauthenticated as refused:
         return _page(HTTPStatus.UNAUTHORIZED, "Sign-in failed", str(refused))
     return _redirect(done.location, done.cookies)
+
+
+# ---- the web console (reportrelay.console): pages for people, on the people API; not in the document
+
+
+@app.get("/console", include_in_schema=False)
+def console_list() -> Response[Any]:
+    caller = _console_caller()
+    if isinstance(caller, Response):
+        return caller
+    runtime = _runtime()
+    page, cookie = _console_page(caller)
+    try:
+        filters = console.Filters.from_query(app.current_event.query_string_parameters or {})
+    except ValueError as bad:
+        return _console_list(page, cookie, caller, runtime, console.Filters(), problem=str(bad), status=400)
+    return _console_list(page, cookie, caller, runtime, filters)
+
+
+@app.get("/console/reports/<job_id>", include_in_schema=False)
+def console_job(job_id: str) -> Response[Any]:
+    caller = _console_caller()
+    if isinstance(caller, Response):
+        return caller
+    page, cookie = _console_page(caller)
+    return _console_job(page, cookie, job_id, caller, _runtime())
+
+
+@app.post("/console/reports", include_in_schema=False)
+def console_start() -> Response[Any]:
+    caller = _console_caller()
+    if isinstance(caller, Response):
+        return caller
+    runtime = _runtime()
+    page, cookie = _console_page(caller)
+    form = _console_form(page)
+    if isinstance(form, Response):
+        return form
+    filters = console.Filters()
+    try:
+        request = JobRequest.model_validate(console.request_from_form(form))
+        job, _ = api.start_job(request, caller, runtime)
+    except ValueError as bad:  # a ValidationError is one too
+        problem = describe_validation_error(bad, "request") if isinstance(bad, ValidationError) else str(bad)
+        return _console_list(page, cookie, caller, runtime, filters, form=form, problem=problem, status=400)
+    except (BadRequest, NotAllowed, api.JobConflict, api.RequestTooLarge) as refused:
+        status = next(status for kind, status in _STATUS if isinstance(refused, kind))
+        return _console_list(
+            page, cookie, caller, runtime, filters, form=form, problem=str(refused), status=status.value
+        )
+    return _see_other(page.url(f"/console/reports/{job.job_id}"))
+
+
+@app.post("/console/reports/<job_id>/cancel", include_in_schema=False)
+def console_cancel(job_id: str) -> Response[Any]:
+    caller = _console_caller()
+    if isinstance(caller, Response):
+        return caller
+    runtime = _runtime()
+    page, cookie = _console_page(caller)
+    form = _console_form(page)
+    if isinstance(form, Response):
+        return form
+    try:
+        api.cancel_job(job_id, caller, runtime)
+    except api.JobConflict as refused:
+        return _console_job(page, cookie, job_id, caller, runtime, problem=str(refused), status=409)
+    except api.JobNotFound as unknown:
+        return _console_message(page, HTTPStatus.NOT_FOUND, "No such job", str(unknown))
+    return _see_other(page.url(f"/console/reports/{job_id}"))
+
+
+@app.post("/console/reports/<job_id>/rerun", include_in_schema=False)
+def console_rerun(job_id: str) -> Response[Any]:
+    caller = _console_caller()
+    if isinstance(caller, Response):
+        return caller
+    runtime = _runtime()
+    page, cookie = _console_page(caller)
+    form = _console_form(page)
+    if isinstance(form, Response):
+        return form
+    try:
+        earlier = api.job_view(api.describe_job(job_id, caller, runtime), caller.base_url)
+        if earlier.request is None:
+            raise api.JobConflict(
+                f"job {job_id} has no recorded request to run again; start one from the form"
+            )
+        job, _ = api.start_job(JobRequest.model_validate(earlier.request), caller, runtime)
+    except api.JobNotFound as unknown:
+        return _console_message(page, HTTPStatus.NOT_FOUND, "No such job", str(unknown))
+    except ValidationError as bad:
+        problem = describe_validation_error(bad, "request")
+        return _console_job(page, cookie, job_id, caller, runtime, problem=problem, status=400)
+    except (BadRequest, NotAllowed, api.JobConflict, api.RequestTooLarge) as refused:
+        status = next(status for kind, status in _STATUS if isinstance(refused, kind))
+        return _console_job(page, cookie, job_id, caller, runtime, problem=str(refused), status=status.value)
+    return _see_other(page.url(f"/console/reports/{job.job_id}"))
+
+
+@app.get("/console/static/<name>", include_in_schema=False)
+def console_static(name: str) -> Response[Any]:
+    found = console.static_file(name)
+    if found is None:
+        return _json(
+            HTTPStatus.NOT_FOUND, ApiError(code="NotFound", message=f"the console has no file '{name[:64]}'")
+        )
+    text, content_type = found
+    return Response(
+        status_code=HTTPStatus.OK.value,
+        content_type=content_type,
+        body=text,
+        headers={"Cache-Control": "public, max-age=300", "X-Content-Type-Options": "nosniff"},
+    )
 
 
 # ---- errors: every one an ApiError body with a status the document declares
@@ -610,6 +730,145 @@ def _redirect(location: str, cookies: list[str] | None = None) -> Response[Any]:
     return Response(status_code=HTTPStatus.FOUND.value, headers=headers)
 
 
+# ---- the console's plumbing
+
+
+def _console_caller() -> api.Caller | Response[Any]:
+    """The signed-in person; a signed-out browser is sent to sign in (back to this page afterwards)."""
+    try:
+        return _caller()
+    except Unauthenticated as refused:
+        verifier = _verifier()
+        if verifier is None:
+            return _console_message(
+                None,
+                HTTPStatus.UNAUTHORIZED,
+                "Sign-in is not set up",
+                f"{refused}. The console is for people who sign in with the deployment's identity provider.",
+            )
+        event = app.current_event
+        if event.http_method != "GET":
+            return _console_message(
+                None, HTTPStatus.UNAUTHORIZED, "Signed out", f"{refused}; open the console again to sign in"
+            )
+        query = urlencode(event.query_string_parameters or {})
+        start = people.start_sign_in(
+            verifier.settings, _people_url(), event.path + (f"?{query}" if query else "")
+        )
+        return _redirect(start.location, [start.cookie])
+
+
+def _console_page(caller: api.Caller) -> tuple[console.Page, str | None]:
+    """The pages' frame for this caller, and the CSRF cookie to set when the browser has none yet."""
+    token, new = console.csrf_token(console.cookies(app.current_event.headers))
+    cookie = console.csrf_cookie(new, caller.base_url) if new else None
+    principal = caller.principal
+    who = f"{principal.name or principal.id} ({', '.join(sorted(principal.teams)) or 'no team'})"
+    return console.Page(caller.base_url, who, token), cookie
+
+
+def _console_form(page: console.Page) -> dict[str, str] | Response[Any]:
+    """The POSTed form, once its CSRF token and origin check out; else a 403 page."""
+    event = app.current_event
+    try:
+        form = console.parse_form(event.body, bool(event.is_base64_encoded))
+        console.check_form(form, console.cookies(event.headers), event.headers.get("origin"), page.base_url)
+    except ValueError as bad:
+        return _console_message(page, HTTPStatus.BAD_REQUEST, "This form could not be read", str(bad))
+    except console.FormRefused as refused:
+        return _console_message(page, HTTPStatus.FORBIDDEN, "This form was refused", str(refused))
+    return form
+
+
+def _console_list(
+    page: console.Page,
+    cookie: str | None,
+    caller: api.Caller,
+    runtime: Runtime,
+    filters: console.Filters,
+    *,
+    form: dict[str, str] | None = None,
+    problem: str | None = None,
+    status: int = 200,
+) -> Response[Any]:
+    """The list page: the caller's teams' jobs that pass the filters, a page of about PAGE_SIZE."""
+    jobs: list[dict[str, Any]] = []
+    cursor = filters.cursor
+    try:
+        for _ in range(10):  # a date filter skips pages; ten store pages at most per answer
+            found, cursor = api.list_jobs(
+                caller,
+                runtime,
+                connection=filters.connection,
+                state=filters.state,
+                limit=console.PAGE_SIZE,
+                cursor=cursor,
+            )
+            views = [
+                api.job_view(job, caller.base_url, runtime.connections).model_dump(mode="json")
+                for job in found
+            ]
+            jobs += [view for view in views if filters.admits(view["created_at"])]
+            if any(filters.before_since(view["created_at"]) for view in views):
+                cursor = None
+            if cursor is None or len(jobs) >= console.PAGE_SIZE:
+                break
+    except BadRequest as bad:  # a cursor that is not one of ours
+        problem, cursor = str(bad), None
+        status = 400
+    usable = [
+        name
+        for name in runtime.connections.names()
+        if caller.principal.may_use(runtime.connections.get(name))
+    ]
+    html = console.list_page(
+        page, jobs, filters, connections=usable, next_cursor=cursor, form=form, problem=problem
+    )
+    return _console_html(status, html, cookie)
+
+
+def _console_job(
+    page: console.Page,
+    cookie: str | None,
+    job_id: str,
+    caller: api.Caller,
+    runtime: Runtime,
+    *,
+    problem: str | None = None,
+    status: int = 200,
+) -> Response[Any]:
+    try:
+        job = api.job_view(api.describe_job(job_id, caller, runtime), caller.base_url, runtime.connections)
+        events = api.job_events(job_id, caller, runtime)
+    except api.JobNotFound as unknown:
+        return _console_message(page, HTTPStatus.NOT_FOUND, "No such job", str(unknown))
+    shown = {
+        "events": [event.model_dump(mode="json", exclude_none=True) for event in events.events],
+        "next": events.next,
+    }
+    return _console_html(
+        status, console.job_page(page, job.model_dump(mode="json"), shown, problem=problem), cookie
+    )
+
+
+def _console_message(page: console.Page | None, status: HTTPStatus, title: str, text: str) -> Response[Any]:
+    return _console_html(status.value, console.message_page(page, title, text), None)
+
+
+def _console_html(status: int, html: str, cookie: str | None) -> Response[Any]:
+    headers: dict[str, str | list[str]] = dict(console.PAGE_HEADERS)
+    if cookie:
+        headers["Set-Cookie"] = [cookie]
+    return Response(status_code=status, content_type="text/html; charset=utf-8", body=html, headers=headers)
+
+
+def _see_other(location: str) -> Response[Any]:
+    """After a console form: the browser GETs the page it names (303)."""
+    return Response(
+        status_code=HTTPStatus.SEE_OTHER.value, headers={"Location": location, "Cache-Control": "no-store"}
+    )
+
+
 def _page(status: HTTPStatus, title: str, text: str) -> Response[str]:
     """A plain page for a person who followed a link in a browser."""
     body = (
@@ -675,6 +934,8 @@ def _refuse_non_json(event: dict[str, Any]) -> dict[str, Any] | None:
     media_type = headers.get("content-type", "").split(";")[0].strip()
     if not event.get("body") or media_type in ("", "application/json"):
         return None
+    if media_type == FORM_MEDIA_TYPE and str(event.get("path", "")).startswith("/console/"):
+        return None  # the console's forms, read by their routes
     return _raw(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, ApiError(code="UnsupportedMediaType", message=_JSON_ONLY))
 
 
