@@ -46,6 +46,24 @@ class Synthesized:
             if resource["Type"] == resource_type
         }
 
+    def nested_templates(self) -> dict[str, dict[str, Any]]:
+        """The nested stacks' templates (the connections' parameters, ``infra.connections``), by file name."""
+        return {
+            path.name: json.loads(path.read_text(encoding="utf-8"))
+            for path in sorted(self.directory.glob(f"{self.stack_name}*.nested.template.json"))
+        }
+
+    def connection_parameters(self) -> dict[str, str]:
+        """Every deployed connection's SSM parameter: name -> value, from all the nested stacks."""
+        found = {}
+        for template in self.nested_templates().values():
+            for resource in template["Resources"].values():
+                if resource["Type"] == "AWS::SSM::Parameter":
+                    properties = resource["Properties"]
+                    assert properties["Name"] not in found, f"{properties['Name']} is deployed twice"
+                    found[properties["Name"]] = properties["Value"]
+        return found
+
     def resource(self, resource_type: str) -> tuple[str, dict[str, Any]]:
         found = self.resources(resource_type)
         assert len(found) == 1, f"expected one {resource_type}, found {sorted(found)}"

@@ -159,11 +159,13 @@ def test_the_functions_get_the_settings_the_code_reads(synthesized: Synthesized)
     people_api, _ = rest_api(synthesized, "people")
     machine, _ = synthesized.resource("AWS::StepFunctions::StateMachine")
     api = environment(synthesized, API)
-    # the API: its table, the state machine it starts, the bus it announces on, its URLs, connections,
+    # the API: its table, the state machine it starts, the bus it announces on, its URLs, where the
+    # connections are (their SSM path, never the connections themselves),
     # the function that cancels at the provider
     assert references(api["REPORTRELAY_JOBS_TABLE"]) == {jobs_table}
     assert references(api["REPORTRELAY_STATE_MACHINE_ARN"]) == {machine}
-    assert "REPORTRELAY_EVENT_BUS" in api and "REPORTRELAY_CONNECTIONS" in api
+    assert "REPORTRELAY_EVENT_BUS" in api and "REPORTRELAY_CONNECTIONS" not in api
+    assert api["REPORTRELAY_CONNECTIONS_PATH"] == f"/reportrelay/{synthesized.stack_name}/connections"
     assert api["REPORTRELAY_DOWNLOAD_URL_SECONDS"] == "300"
     assert api_url_of(api["REPORTRELAY_API_URL"], jobs_api)
     assert api_url_of(api["REPORTRELAY_PEOPLE_URL"], people_api)

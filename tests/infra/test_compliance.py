@@ -49,6 +49,15 @@ ACKNOWLEDGED = {
         "JobApi/ApiFunctionRole",
     },
     "AwsSolutions-IAM5[Resource::<job table>/index/*]": {"JobApi/ApiFunctionRole"},
+    # The deployed connections, one SSM parameter each under the stack's own path (infra.connections):
+    # read by the functions that talk to providers, and by the API.
+    "AwsSolutions-IAM5[Resource::<this stack's connection parameters>]": {
+        "Workflow/SubmitFunctionRole",
+        "Workflow/CheckFunctionRole",
+        "Workflow/FetchFunctionRole",
+        "Workflow/CancelFunctionRole",
+        "JobApi/ApiFunctionRole",
+    },
     "AwsSolutions-IAM5[Resource::<state machine executions>]": {"JobApi/ApiFunctionRole"},
     "AwsSolutions-SF1": {"Workflow/StateMachine"},
     # The schedules' dead-letter queue needs no dead-letter queue of its own.
@@ -83,6 +92,11 @@ def acknowledgements(synthesized: Synthesized) -> dict[str, dict[str, str]]:
                     rule = "AwsSolutions-IAM5[Resource::<reports bucket>/*]"
                 elif rule.startswith("AwsSolutions-IAM5[Resource::<JobApiJobsTable"):
                     rule = "AwsSolutions-IAM5[Resource::<job table>/index/*]"
+                elif rule == (
+                    "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:ssm:<AWS::Region>:<AWS::AccountId>:"
+                    f"parameter/reportrelay/{synthesized.stack_name}/connections/*]"
+                ):
+                    rule = "AwsSolutions-IAM5[Resource::<this stack's connection parameters>]"
                 elif rule.startswith("AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:states:"):
                     rule = "AwsSolutions-IAM5[Resource::<state machine executions>]"
                 elif rule == "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:iam::<AWS::AccountId>:role/*]":

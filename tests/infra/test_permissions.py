@@ -228,6 +228,28 @@ def test_provider_steps_read_exactly_the_configured_secret(synthesized: Synthesi
     assert resource["Fn::Join"][1][-1] == ":secret:reportrelay/acme-dx-??????"
 
 
+@pytest.mark.parametrize("handler", ALL_HANDLERS)
+def test_only_the_functions_that_need_connections_read_them_and_only_this_stacks(
+    synthesized: Synthesized, handler: str
+) -> None:
+    # given the connections, one SSM parameter each under the stack's own path (infra.connections)
+    path = f":parameter/reportrelay/{synthesized.stack_name}/connections"
+    # when the function's grants of SSM actions are listed, each resource as the end of its ARN
+    ssm_grants = {
+        (grant.actions, tuple(resource["Fn::Join"][1][-1] for resource in grant.resources))
+        for grant in role_grants(synthesized, function_role(synthesized, handler))
+        if any(action.startswith("ssm:") for action in grant.actions)
+    }
+    # then the provider steps read one parameter at a time, under that path only; the API may also list
+    # the path (GetParametersByPath is authorized on the path itself); String parameters, so no kms
+    expected: set[tuple[frozenset[str], tuple[str, ...]]] = set()
+    if handler in (SUBMIT, CHECK, FETCH, CANCEL, API):
+        expected.add((frozenset({"ssm:GetParameter"}), (f"{path}/*",)))
+    if handler == API:
+        expected.add((frozenset({"ssm:GetParametersByPath"}), (path, f"{path}/*")))
+    assert ssm_grants == expected
+
+
 @pytest.mark.parametrize("handler", [CONCLUDE, START_SCHEDULED])
 def test_steps_that_never_meet_a_provider_cannot_read_secrets(synthesized: Synthesized, handler: str) -> None:
     actions = role_actions(synthesized, function_role(synthesized, handler))
@@ -270,11 +292,35 @@ def test_only_conclude_the_api_and_the_sweep_put_events_on_the_bus(synthesized: 
     )
 
 
-def test_the_state_machine_role_does_only_invoke_log_delivery_and_tracing(
+def test_the_state_machine_role_does_only_invoke_log_delivery_and_tracing_and_continue_itself(
     synthesized: Synthesized,
 ) -> None:
-    actions = role_actions(synthesized, state_machine_role(synthesized))
-    assert {a for a in actions if not a.startswith(("logs:", "xray:"))} == {"lambda:InvokeFunction"}
+    role = state_machine_role(synthesized)
+    actions = role_actions(synthesized, role)
+    assert {a for a in actions if not a.startswith(("logs:", "xray:"))} == {
+        "lambda:InvokeFunction",
+        "states:StartExecution",  # ContinueAsNew: a job near the history limit goes on in a new execution
+    }
+    # and it may start executions of itself only: its own ARN, from its fixed name
+    _, machine = synthesized.resource("AWS::StepFunctions::StateMachine")
+    name = machine["Properties"]["StateMachineName"]
+    (start,) = [grant for grant in role_grants(synthesized, role) if "states:StartExecution" in grant.actions]
+    assert start.actions == {"states:StartExecution"}
+    (arn,) = start.resources
+    assert arn == {
+        "Fn::Join": [
+            "",
+            [
+                "arn:",
+                {"Ref": "AWS::Partition"},
+                ":states:",
+                {"Ref": "AWS::Region"},
+                ":",
+                {"Ref": "AWS::AccountId"},
+                f":stateMachine:{name}",
+            ],
+        ]
+    }
 
 
 def test_the_scheduler_starts_jobs_only_through_the_start_function(synthesized: Synthesized) -> None:
@@ -459,9 +505,10 @@ def test_cancel_may_put_claims_like_check_and_read_jobs(synthesized: Synthesized
         (LINE, table),
         (frozenset({"dynamodb:GetItem"}), jobs),
     }
-    # and beyond that it may read the connection's secret, abort the job's open upload and tell the next
-    # job in line its slot: no other S3 action, no executions, no events
+    # and beyond that it may read the connection and its secret, abort the job's open upload and tell the
+    # next job in line its slot: no other S3 action, no executions, no events
     assert role_actions(synthesized, function_role(synthesized, CANCEL)) == BASELINE | SECRET_READ | LINE | {
+        "ssm:GetParameter",
         "states:SendTaskSuccess",
         "s3:AbortMultipartUpload",
     }
@@ -505,8 +552,11 @@ def test_the_api_does_what_its_routes_do_and_nothing_more(synthesized: Synthesiz
     bucket = bucket_id(synthesized)
     # then beyond the baseline it may: create, read and update jobs and query their indexes; start, stop
     # and describe executions; announce a cancellation; read reports (to presign GETs); ask the cancel
-    # function to cancel at the provider; read its callers' IAM tags (their teams); read the link key
+    # function to cancel at the provider; read its callers' IAM tags (their teams); read the link key; read
+    # the connections (one, or all of them)
     assert role_actions(synthesized, role) == BASELINE | {
+        "ssm:GetParameter",
+        "ssm:GetParametersByPath",
         "dynamodb:GetItem",
         "dynamodb:PutItem",
         "dynamodb:UpdateItem",

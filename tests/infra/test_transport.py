@@ -11,7 +11,7 @@ import pytest
 
 from infra.configuration import ConfigError, load_connections
 from tests.infra.conftest import Synthesized, synthesize_with_connections
-from tests.infra.policies import function_role, role_actions, role_grants
+from tests.infra.policies import function_role, role_grants
 
 SUBMIT = "reportrelay.handlers.submit.handler"
 FETCH = "reportrelay.handlers.fetch.handler"
@@ -39,6 +39,9 @@ CONNECTIONS = {
 }
 
 
+CONNECTION_PARAMETERS = ":parameter/reportrelay/ReportRelayPrivateCa/connections"
+
+
 @pytest.fixture(scope="session")
 def private_ca(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
     return synthesize_with_connections(
@@ -55,9 +58,15 @@ def test_provider_functions_read_exactly_the_ca_parameter(private_ca: Synthesize
         for grant in role_grants(private_ca, function_role(private_ca, handler))
         if any(action.startswith("ssm:") for action in grant.actions)
     ]
-    # then the provider-facing function may get that one parameter, and do nothing else in SSM
-    assert [grant.actions for grant in ssm_grants] == [frozenset({"ssm:GetParameter"})]
-    (resource,) = ssm_grants[0].resources
+    # then the provider-facing function may get that one parameter (beside the deployed connections'
+    # own parameters), and do nothing else in SSM
+    assert {action for grant in ssm_grants for action in grant.actions} == {"ssm:GetParameter"}
+    (resource,) = [
+        resource
+        for grant in ssm_grants
+        for resource in grant.resources
+        if CONNECTION_PARAMETERS not in json.dumps(resource)
+    ]
     assert json.dumps(resource).endswith(':parameter/reportrelay/corp-ca"]]}')
 
 
@@ -75,8 +84,14 @@ def test_a_ca_bundle_in_secrets_manager_is_read_as_a_secret(private_ca: Synthesi
 
 @pytest.mark.parametrize("handler", [CONCLUDE, API, START_SCHEDULED])
 def test_functions_that_meet_no_vendor_cannot_read_the_ca(private_ca: Synthesized, handler: str) -> None:
-    actions = role_actions(private_ca, function_role(private_ca, handler))
-    assert not {action for action in actions if action.startswith("ssm:")}
+    grants = role_grants(private_ca, function_role(private_ca, handler))
+    ssm_resources = json.dumps(
+        [grant.resources for grant in grants if any("ssm:" in a for a in grant.actions)]
+    )
+    # the API reads the connections (their own parameters), never the CA
+    assert "corp-ca" not in ssm_resources
+    if handler != API:
+        assert ssm_resources == "[]"
 
 
 def test_weakened_transport_is_a_synthesis_warning_naming_the_connection(private_ca: Synthesized) -> None:

@@ -199,18 +199,31 @@ def test_each_function_times_out_within_its_task_and_fetch_gets_fifteen_minutes(
     assert function(synthesized, constants.PLACEHOLDER_FETCH)["MemorySize"] >= 1024
 
 
-def test_connections_are_deployed_as_configuration_to_the_provider_steps_only(
+def test_connections_are_deployed_as_parameters_and_the_provider_steps_get_only_their_path(
     synthesized: Synthesized,
 ) -> None:
     # given config/connections.json
     configured = json.loads((constants.REPO_ROOT / "config" / "connections.json").read_text(encoding="utf-8"))
+    path = f"/reportrelay/{synthesized.stack_name}/connections"
+    # then each connection is one String parameter under the stack's own path, holding its body (secret
+    # references only), in a nested stack: the main stack holds none itself
+    parameters = synthesized.connection_parameters()
+    assert {name: json.loads(value) for name, value in parameters.items()} == {
+        f"{path}/{name}": body for name, body in configured["connections"].items()
+    }
+    assert not synthesized.resources("AWS::SSM::Parameter")
+    for template in synthesized.nested_templates().values():
+        for resource in template["Resources"].values():
+            assert resource["Properties"]["Type"] == "String" and resource["Properties"]["Tier"] == "Standard"
     for placeholder in HANDLERS:
         variables = function(synthesized, placeholder)["Environment"]["Variables"]
+        # and no function carries the connections themselves
+        assert "REPORTRELAY_CONNECTIONS" not in variables
         if placeholder in PROVIDER_STEPS:
-            # then the steps that talk to providers get the document itself (secret references only)
-            assert json.loads(variables[constants.ENV_CONNECTIONS]) == configured
+            # and the steps that talk to providers are told where they are, and nothing else of them
+            assert variables[constants.ENV_CONNECTIONS_PATH] == path
         else:
-            assert constants.ENV_CONNECTIONS not in variables
+            assert constants.ENV_CONNECTIONS_PATH not in variables
 
 
 def test_only_fetch_and_conclude_are_told_the_bucket(synthesized: Synthesized) -> None:
