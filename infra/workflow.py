@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aws_cdk import Duration, RemovalPolicy, Stack
+from aws_cdk import ArnFormat, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
@@ -335,9 +335,13 @@ class Workflow(Construct):
             # Without a container task Fetch is not told of one, so it never hands a transfer over and the
             # FetchInContainer state is never entered.
             substitutions.update(dict.fromkeys(constants.CONTAINER_PLACEHOLDERS, constants.NO_CONTAINER))
+        # Named, so that its role may start its executions (ContinueAsNew) by an ARN that refers to no
+        # resource: a reference to itself would be a dependency cycle.
+        name = f"{Stack.of(self).stack_name}-reports"[:80]
         state_machine = sfn.StateMachine(
             self,
             "StateMachine",
+            state_machine_name=name,
             definition_body=sfn.DefinitionBody.from_string(
                 constants.STATE_MACHINE_FILE.read_text(encoding="utf-8")
             ),
@@ -351,6 +355,20 @@ class Workflow(Construct):
         )
         if self.container is not None:
             self.container.grant_run(state_machine)
+        # A job near its execution's history limit goes on in a fresh execution of this state machine.
+        state_machine.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["states:StartExecution"],
+                resources=[
+                    Stack.of(self).format_arn(
+                        service="states",
+                        resource="stateMachine",
+                        resource_name=name,
+                        arn_format=ArnFormat.COLON_RESOURCE_NAME,
+                    )
+                ],
+            )
+        )
         # The ASL invokes each function by its unqualified ARN: no versions, no aliases, no other function.
         state_machine.add_to_role_policy(
             iam.PolicyStatement(

@@ -89,6 +89,14 @@ WAITING_FOR_SLOT = "WAITING_FOR_SLOT"
 SLOT_WAKE_SECONDS = 900
 """The longest a job waits in line before it looks again itself: the safety net under the hand-over, for a
 holder that died without giving its slot back (its lease runs out) or a hand-over that could not tell."""
+HISTORY_EVENT_LIMIT = 25_000
+"""A Standard execution's history holds at most this many events; a job that would need more goes on in a
+fresh execution (``_continued``)."""
+HISTORY_EVENTS_AT_START = 20  # Begin, Accept, Submit (its retries aside), IsReportReady
+HISTORY_EVENTS_PER_CHECK = 12
+"""WaitForReport (entered, exited), Check (entered, scheduled, started, succeeded, exited), IsReportReady
+(entered, exited): 9; with room for a retried Check's failed attempt."""
+HISTORY_EVENTS_SPARE = 500  # for what follows the last check: Fetch over invocations, Conclude, retries
 WAITER_GONE = frozenset({"TaskTimedOut", "InvalidToken", "TaskDoesNotExist"})
 """What Step Functions answers to a token whose task no longer waits (it timed out, or was stopped)."""
 
@@ -537,7 +545,8 @@ def _check(state: State, runtime: Runtime, recorder: Recorder) -> tuple[State, P
     now = runtime.clock()
     if now >= parse_timestamp(job["deadline_at"]):
         _abandon(request, job, handle, provider)
-    job = {**job, "polls": job.get("polls", 0) + 1}
+    events = job.get("history_events", HISTORY_EVENTS_AT_START) + HISTORY_EVENTS_PER_CHECK
+    job = {**job, "polls": job.get("polls", 0) + 1, "history_events": events, "continue_as_new": False}
     try:
         status = provider.check(request, handle)
     except ProviderThrottled as throttled:
@@ -916,6 +925,7 @@ def _with_status(
     if status.state is ReportState.READY:
         job["ready_at"] = iso_timestamp(now)
         job["wait_seconds"] = 0
+        return {**state, "job": job}
     else:
         job["wait_seconds"] = next_wait_seconds(
             provider.connection.poll,
@@ -926,7 +936,33 @@ def _with_status(
             seconds_left=max(0.0, parse_timestamp(job["deadline_at"]) - now),
             expected=Expected.from_dict(job.get("expected")),
         )
+    next_check = job.get("history_events", 0) + HISTORY_EVENTS_PER_CHECK + HISTORY_EVENTS_SPARE
+    if next_check > HISTORY_EVENT_LIMIT:
+        job = _continued(state, job, runtime)
     return {**state, "job": job}
+
+
+def _continued(state: State, job: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
+    """Go on in a fresh execution before this one's history is full: the state machine starts it (same job
+    id, this state carried over, ``continue_as_new``) and ends this one; the job store and the job's
+    activity name the execution the job now runs in, so the API follows, cancels and reconciles that one.
+    """
+    number = int(job.get("continuations", 0)) + 1
+    name = f"{job['job_id']}-continued-{number}"
+    current = str(state.get("execution_arn") or "")
+    arn = f"{current.rsplit(':', 1)[0]}:{name}" if current.count(":") >= 7 else ""
+    job = {**job, "continue_as_new": True, "continuations": number, "next_execution": name}
+    job["history_events"] = HISTORY_EVENTS_AT_START
+    if runtime.jobs is not None and arn:
+        try:
+            runtime.jobs.record(job["job_id"], {"execution_arn": arn})
+        except ReportRelayError as error:
+            logger.warning("continuation not recorded", extra={"job_id": job["job_id"], "error": str(error)})
+    _recorder(runtime, state, "Check").state(
+        f"continues in a fresh execution ({name}) before this one's history of "
+        f"{HISTORY_EVENT_LIMIT} events is full"
+    )
+    return job
 
 
 def _expected(runtime: Runtime, request: JobRequest) -> Expected | None:

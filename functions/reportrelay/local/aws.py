@@ -29,6 +29,9 @@ from moto.dynamodb.responses import DynamoHandler
 from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_ecs import (
     StateTaskServiceEcs,
 )
+from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_sfn import (
+    StateTaskServiceSfn,
+)
 
 from reportrelay import jobs
 from reportrelay.claims import CLAIMS_TABLE_ENV, KEY_ATTRIBUTE, TTL_ATTRIBUTE
@@ -156,6 +159,24 @@ def _run_container(environment: Mapping[str, str]) -> int:
         return container.run({**os.environ, **environment, IN_CONTAINER_ENV: "1"})
     except Exception:  # a crash is an exit code, as in a container
         return 1
+
+
+# ---- Step Functions: the ContinueAsNew state's ``states:startExecution``
+#
+# moto hands boto3 the ASL's parameter names (``StateMachineArn``, ``Name``, ``Input``) where the API's are
+# lowerCamelCase, which botocore refuses, and the input as an object where the API takes a JSON string;
+# both are given here as Step Functions gives them.
+
+_ORIGINAL_SFN_TASK = StateTaskServiceSfn._eval_service_task
+
+
+def _sfn_task_with_api_names(self: Any, **arguments: Any) -> None:
+    parameters = {
+        name[:1].lower() + name[1:]: value for name, value in arguments["normalised_parameters"].items()
+    }
+    if not isinstance(parameters.get("input", ""), str):  # the API takes its input as a JSON string
+        parameters["input"] = json.dumps(parameters["input"], separators=(",", ":"))
+    _ORIGINAL_SFN_TASK(self, **{**arguments, "normalised_parameters": parameters})
 
 
 # ---- fault-injection seam (tests only; see tests/aws_faults.py)
@@ -289,6 +310,7 @@ class LocalAws:
         LambdaFunction.invoke = lambda function, *args: self._invoke(function, *args)
         StateTaskServiceEcs._eval_service_task = _ecs_task_in_process  # type: ignore[method-assign]
         StateTaskServiceEcs._build_sync_resolver = _ecs_sync_in_process  # type: ignore[method-assign]
+        StateTaskServiceSfn._eval_service_task = _sfn_task_with_api_names  # type: ignore[method-assign]
         self._env = _patched_env(_FAKE_CREDENTIALS)
         self._env.__enter__()
         try:
@@ -307,6 +329,7 @@ class LocalAws:
         LambdaFunction.invoke = self._original_invoke
         StateTaskServiceEcs._eval_service_task = _ORIGINAL_ECS_TASK  # type: ignore[method-assign]
         StateTaskServiceEcs._build_sync_resolver = _ORIGINAL_ECS_SYNC  # type: ignore[method-assign]
+        StateTaskServiceSfn._eval_service_task = _ORIGINAL_SFN_TASK  # type: ignore[method-assign]
         if hasattr(self, "_function_env"):
             self._function_env.__exit__(None, None, None)
         self._env.__exit__(None, None, None)
