@@ -95,7 +95,7 @@ def next_wait_seconds(
         if expected is not None:
             wait = _wait_with_history(policy, expected, elapsed_seconds)
         else:
-            wait = min(policy.max_seconds, policy.initial_seconds * policy.factor ** max(polls - 1, 0))
+            wait = _backoff(policy, polls)
         estimate = remaining_estimate(elapsed_seconds, progress)
         if estimate is not None:
             wait = min(wait, max(estimate, expected.step if expected else 0.0))
@@ -128,3 +128,13 @@ def _quantile(ordered: Sequence[float], share: float) -> float:
     low = math.floor(position)
     high = min(low + 1, len(ordered) - 1)
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def _backoff(policy: PollPolicy, polls: int) -> float:
+    """initial x factor^(polls - 1), capped; the power is never taken past the cap, where it would
+    overflow a float after some 1,750 checks of a long job (x1.5)."""
+    exponent = max(polls - 1, 0)
+    if policy.factor > 1 and policy.initial_seconds > 0 and policy.max_seconds > policy.initial_seconds:
+        to_cap = math.ceil(math.log(policy.max_seconds / policy.initial_seconds, policy.factor))
+        exponent = min(exponent, to_cap)
+    return min(float(policy.max_seconds), policy.initial_seconds * policy.factor**exponent)

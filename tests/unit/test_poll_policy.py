@@ -107,3 +107,16 @@ def test_retry_after_and_the_deadline_still_win_over_history():
 def test_without_history_a_report_is_never_seen_more_than_5_minutes_late():
     for duration in DURATIONS:
         assert follow(duration, None)[1] <= 300
+
+
+def test_a_job_checked_for_a_week_keeps_the_capped_wait_however_many_checks_it_made():
+    # given the default policy (5 s, x1.5, cap 300 s) and a job on its 100,000th check, far past where
+    # 1.5 to that power overflows a float
+    policy = PollPolicy()
+    # when the next wait is chosen, then it is the cap, as on the 20th check
+    week = 7 * 24 * 3600.0
+    assert next_wait_seconds(policy, 100_000, elapsed_seconds=week) == 300
+    assert next_wait_seconds(policy, 20, elapsed_seconds=3600) == 300
+    # and below the cap the backoff is unchanged
+    waits = [next_wait_seconds(policy, polls, elapsed_seconds=0) for polls in (0, 1, 2, 3)]
+    assert waits == [5, 5, 8, 12]  # whole seconds
