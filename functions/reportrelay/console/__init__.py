@@ -290,12 +290,18 @@ def job_page(
 <section>
 <h2>Job <code id="job-id">{escape(job_id)}</code></h2>
 <div class="actions">{_actions(page, job)}</div>
+<div class="columns">
+<div>
 <table class="facts">{rows}</table>
 <h3>Request</h3>
 <pre id="request">{escape(shown)}</pre>
+</div>
+<div>
 <h3>Events</h3>
 <table id="events"><thead><tr><th>At (UTC)</th><th>Step</th><th>What happened</th></tr></thead>
 <tbody>{event_rows}</tbody></table>
+</div>
+</div>
 </section>"""
     follow = {
         "data-job": job_id,
@@ -405,7 +411,7 @@ def _start_form(page: Page, connections: Sequence[str], form: Mapping[str, str],
 
 def _event_row(event: Mapping[str, Any]) -> str:
     return (
-        f'<tr class="event {_attr(str(event.get("kind") or ""))}"><td>{escape(_when(event.get("at")))}</td>'
+        f'<tr class="event kind-{_attr(str(event.get("kind") or ""))}"><td>{escape(_when(event.get("at")))}</td>'
         f"<td>{escape(str(event.get('step') or ''))}</td>"
         f"<td>{escape(str(event.get('message') or ''))}</td></tr>"
     )
@@ -415,6 +421,8 @@ def _progress(job: Mapping[str, Any]) -> str:
     percent = job.get("progress")
     if job["state"] == "ready":
         percent = 100
+    elif job["state"] in FINAL_STATES:
+        return '<span class="percent"></span>'  # it will go no further
     value = f' value="{float(percent):.0f}"' if isinstance(percent, int | float) else ""
     words = f"{float(percent):.0f} %" if isinstance(percent, int | float) else ""
     bar = f'<progress class="progress" max="100"{value}></progress>'

@@ -41,12 +41,15 @@ function showState(root, job) {
   }
   if (FINAL.includes(job.state)) {
     root.querySelectorAll("form.cancel").forEach((form) => form.remove());
+    if (job.state !== "ready") {
+      root.querySelectorAll("progress.progress").forEach((bar) => bar.remove()); // it will go no further
+    }
   }
 }
 
 function addEvent(table, event) {
   const row = table.insertRow(-1);
-  row.className = "event " + event.kind;
+  row.className = "event kind-" + event.kind;
   const when = (event.at || "").replace("T", " ").replace(/\.\d+Z$/, "");
   for (const text of [when, event.step, event.message]) {
     row.insertCell(-1).textContent = text;
