@@ -72,7 +72,7 @@ class Vendor:
 
 VENDORS: tuple[Vendor, ...] = (
     Vendor(
-        "devexpress", "DevExpress", "reportrelay.providers.devexpress:DevExpress",
+        "devexpress", "DevExpress", "spec:devexpress",
         "reportrelay.sandbox.devexpress:sandbox_simulator",
     ),
     Vendor(

@@ -56,6 +56,7 @@ from reportrelay.providers.base import (
 from reportrelay.providers.spec import (
     AUTH_FIELDS,
     CallSpec,
+    CheckSpec,
     Extract,
     ProviderSpec,
     TemplateError,
@@ -103,58 +104,65 @@ class DeclarativeProvider(Provider):
 
     @classmethod
     def validate(cls, request: JobRequest) -> None:
-        require_format(request, tuple(cls.spec.request.formats), f"{cls.spec.title} reports")
-        _checked(cls.spec.report_model, request.report, "request.report")
-        _checked(cls.spec.parameters_model, request.parameters, "request.parameters")
+        spec = cls.spec.for_report(request.report)
+        require_format(request, tuple(spec.request.formats), spec.noun())
+        _checked(spec.report_model, request.report, "request.report")
+        _checked(spec.parameters_model, request.parameters, "request.parameters")
 
     # ---- the protocol
 
     def submit(self, request: JobRequest) -> ReportStatus:
+        spec = self.spec.for_report(request.report)
+        if spec.submit is None:
+            return ReportStatus(ReportState.READY, handle={})  # the download call makes the file
         self.queuing({})
-        response = self._call(self.spec.submit, self._context(request, {}), "queue report")
-        if self.spec.submit.id is None:
+        response = self._call(spec.submit, self._context(request, {}), "queue report")
+        if spec.submit.id is None:
             return ReportStatus(ReportState.PENDING, handle={})
-        found = self._extract(response, self.spec.submit.id, "queue report")
+        found = self._extract(response, spec.submit.id, "queue report")
         if isinstance(found, bool) or not isinstance(found, str | int) or str(found) == "":
             raise ProviderProtocolError(
-                f"queue report: the answer has no report id at {self.spec.submit.id.source()}"
+                f"queue report: the answer has no report id at {spec.submit.id.source()}"
             )
-        return ReportStatus(ReportState.PENDING, handle={"id": str(found)})
+        return ReportStatus(ReportState.PENDING, handle={spec.submit.handle_field: str(found)})
 
     def check(self, request: JobRequest, handle: Handle) -> ReportStatus:
-        check = self.spec.check
+        spec = self.spec.for_report(request.report)
+        check = spec.check
+        if check is None:
+            return ReportStatus(ReportState.READY)  # a synchronous export: nothing to wait for
         action = "check report status"
         throttled = (429,) if check.retry_after is not None else ()
         response = self._call(check, self._context(request, handle), action, also_accept=throttled)
         if response.status_code == 429:
-            raise self._throttled(response, action)
+            raise self._throttled(check, response, action)
         body = _json(response, action) if check.answer == "json" else response.text.strip()
         raw = at_path(body, check.status) if check.answer == "json" else body
         state_name = check.state_of(raw)
         if state_name is None:
-            raise ProviderProtocolError(f"{action}: unknown report status {_quoted(raw)}")
+            raise ProviderProtocolError(f"{action}: unknown {check.status_name} {_quoted(raw)}")
         state = ReportState(state_name)
         words = _words(at_path(body, check.message)) if check.message and check.answer == "json" else None
         progress = (
             percent(at_path(body, check.progress)) if check.progress and check.answer == "json" else None
         )
-        report = (
-            f"{self.spec.title} report {handle['id']}" if "id" in handle else f"The {self.spec.title} report"
-        )
+        job_id = _job_id(spec, handle)
+        report = f"{spec.title} report {job_id}" if job_id else f"The {spec.title} report"
         if state is ReportState.FAILED:
             words = f"{report} failed" + (f": {words}" if words else "")
         elif state is ReportState.CANCELLED:
             words = f"{report} was cancelled at the vendor" + (f": {words}" if words else "")
         update = None
-        if state is ReportState.READY and self.spec.download.source == "from_status":
-            update = self._link(body, action)
+        if state is ReportState.READY and spec.download.source == "from_status":
+            update = self._link(check, body, action)
         return ReportStatus(state, progress=progress, message=words, handle=update)
 
     @contextmanager
     def open_result(
         self, request: JobRequest, handle: Handle, resume_from: ResumeFrom | None = None
     ) -> Iterator[ResultStream]:
-        download = self.spec.download
+        spec = self.spec.for_report(request.report)
+        download = spec.download
         context = self._context(request, handle)
         if download.call is not None:
             response = self._call(
@@ -166,13 +174,14 @@ class DeclarativeProvider(Provider):
                 html_ok=request.format in download.html_formats,
             )
         else:
-            response = self._from_status_link(request, handle, resume_from)
+            response = self._from_status_link(spec, request, handle, resume_from)
         with response:
             fallback = self._render(download.filename, context, "text", "download.filename")
             name = filename_from_response(response, fallback) if download.server_filename else fallback
             name = clean_filename(name, fallback)
-            if download.extension is not None and "." not in name:
-                name = f"{name}.{self._render(download.extension, context, 'text', 'download.extension')}"
+            extension = download.extensions.get(request.format, download.extension)
+            if extension is not None and "." not in name:
+                name = f"{name}.{self._render(extension, context, 'text', 'download.extension')}"
             result = streamed(response, name)
             declared = response.headers.get("Content-Type", "").split(";")[0].strip()
             if download.content_type and declared in ("", "application/octet-stream"):
@@ -180,29 +189,35 @@ class DeclarativeProvider(Provider):
             yield result
 
     def cancel(self, request: JobRequest, handle: Handle) -> bool:
-        if self.spec.cancel is None:
+        cancel = self.spec.for_report(request.report).cancel
+        if cancel is None:
             return False
         try:
-            self._call(self.spec.cancel, self._context(request, handle), "cancel report")
+            self._call(cancel, self._context(request, handle), "cancel report")
         except ProviderRejected:
             return False  # the vendor would not (no longer pending, already gone): nothing was cancelled
         return True
 
     def lost_submission(self, request: JobRequest) -> str:
-        return f"look for it among the {self.spec.title} account's recent reports"
+        spec = self.spec.for_report(request.report)
+        if spec.lost_submission is None:
+            return f"look for it among the {spec.title} account's recent reports"
+        return self._render(spec.lost_submission, self._context(request, {}), "text", "lost_submission")
 
     # ---- calls
 
     def _context(self, request: JobRequest, handle: Handle) -> dict[str, Any]:
         """What templates may name (``reportrelay.providers.spec``): never a secret."""
+        spec = self.spec.for_report(request.report)
         auth = {name: getattr(self.connection.auth, name, None) for name in AUTH_FIELDS}
+        job_id = _job_id(spec, handle)
         return {
             "report": request.report,
             "parameters": request.parameters,
-            "format": self.spec.request.formats.get(request.format, request.format),
+            "format": spec.request.formats.get(request.format, request.format),
             "settings": self.settings.model_dump(exclude_none=True),
             "auth": {name: value for name, value in auth.items() if isinstance(value, str)},
-            "job": {"id": handle["id"]} if "id" in handle else {},
+            "job": {"id": job_id} if job_id else {},
         }
 
     def _render(self, template: str, context: Mapping[str, Any], position: Any, where: str) -> str:
@@ -250,6 +265,7 @@ class DeclarativeProvider(Provider):
             call.method,
             self._render(call.path, context, "segment", f"{action} path"),
             action=action,
+            idempotent=call.idempotent,
             accept=(*SUCCESS, *errors, *also_accept),
             params=query or None,
             headers={**sent, **(headers or {})},
@@ -277,11 +293,11 @@ class DeclarativeProvider(Provider):
         vendor = " ".join(part for part in (f"[{code}]" if code else None, words) if part)
         return type(failure)(f"{where} answered HTTP {response.status_code}: {vendor}")
 
-    def _throttled(self, response: requests.Response, action: str) -> ProviderThrottled:
+    def _throttled(self, check: CheckSpec, response: requests.Response, action: str) -> ProviderThrottled:
         """A 429 whose wait the vendor gives in the body (the spec's ``check.retry_after``)."""
         with response:
             failure = self._vendor_error(response, action)
-            found = self._extract(response, self.spec.check.retry_after, action)  # type: ignore[arg-type]
+            found = self._extract(response, check.retry_after, action)  # type: ignore[arg-type]
         return ProviderThrottled(str(failure), _seconds(found))
 
     def _extract(self, response: requests.Response, extract: Extract, action: str) -> Any:
@@ -298,8 +314,7 @@ class DeclarativeProvider(Provider):
 
     # ---- a download link from the status
 
-    def _link(self, body: Any, action: str) -> Handle:
-        check = self.spec.check
+    def _link(self, check: CheckSpec, body: Any, action: str) -> Handle:
         url = at_path(body, check.download_url or "$")
         if not isinstance(url, str) or not url.startswith(("http://", "https://", "/")):
             raise ProviderProtocolError(
@@ -313,7 +328,7 @@ class DeclarativeProvider(Provider):
         return {LINK_FIELD: url, LINK_EXPIRY_FIELD: expires}
 
     def _fresh_link(self, request: JobRequest, handle: Handle) -> str:
-        status = self.check(request, handle)
+        status = self.check(request, handle)  # the same spec: for_report chooses it again
         if status.state is not ReportState.READY or not status.handle:
             raise ProviderProtocolError(
                 "check report status: a fresh download link was asked for, but the report is "
@@ -322,38 +337,40 @@ class DeclarativeProvider(Provider):
         return str(status.handle[LINK_FIELD])
 
     def _from_status_link(
-        self, request: JobRequest, handle: Handle, resume_from: ResumeFrom | None
+        self, spec: ProviderSpec, request: JobRequest, handle: Handle, resume_from: ResumeFrom | None
     ) -> requests.Response:
         """The file at the status's link: a fresh link when the stored one is gone, expiring or refused."""
-        refresh = self.spec.download.refresh_statuses
+        refresh = spec.download.refresh_statuses
         url, expires = handle.get(LINK_FIELD), handle.get(LINK_EXPIRY_FIELD)
         fresh = not url or (isinstance(expires, int | float) and expires - time.time() < LINK_MARGIN_SECONDS)
         if fresh:
             url = self._fresh_link(request, handle)
-        html_ok = request.format in self.spec.download.html_formats
-        response = self._get_file(str(url), resume_from, html_ok)
+        html_ok = request.format in spec.download.html_formats
+        response = self._get_file(spec, str(url), resume_from, html_ok)
         if response.status_code in refresh and not fresh:
             response.close()
-            response = self._get_file(self._fresh_link(request, handle), resume_from, html_ok)
+            response = self._get_file(spec, self._fresh_link(request, handle), resume_from, html_ok)
         if response.status_code in refresh:
             with response:
                 failure = error_for_response(response, "download report")
             raise type(failure)(f"{failure} (with a download link the status had just given)")
         return response
 
-    def _get_file(self, url: str, resume_from: ResumeFrom | None, html_ok: bool) -> requests.Response:
-        client = self._client_for(url)
+    def _get_file(
+        self, spec: ProviderSpec, url: str, resume_from: ResumeFrom | None, html_ok: bool
+    ) -> requests.Response:
+        client = self._client_for(spec, url)
         return client.request(
             "GET",
             url,
             action="download report",
             stream=True,
             html_ok=html_ok,
-            accept=(200, 206, *self.spec.download.refresh_statuses),
+            accept=(200, 206, *spec.download.refresh_statuses),
             headers=range_headers(resume_from),
         )
 
-    def _client_for(self, url: str) -> ProviderHttp:
+    def _client_for(self, spec: ProviderSpec, url: str) -> ProviderHttp:
         """The connection's own client for a link on its origin; for another host the spec or the connection
         names, a client that sends no credential (no auth, no vendor header, no cookie)."""
         api, target = urlsplit(self.http.base_url), urlsplit(self.http.url(url))
@@ -366,7 +383,7 @@ class DeclarativeProvider(Provider):
         if api.scheme == "https" and target.scheme == "http":
             raise ProviderProtocolError(f"{where}: a link from https to http is never followed")
         host = target.hostname.lower().rstrip(".")
-        named = any(fnmatch.fnmatchcase(host, pattern.lower()) for pattern in self.spec.download.hosts)
+        named = any(fnmatch.fnmatchcase(host, pattern.lower()) for pattern in spec.download.hosts)
         listed = {(host, None), (host, target.port)} & parse_redirect_hosts(self.connection.redirect_hosts)
         if not named and not listed:
             raise ProviderProtocolError(
@@ -396,7 +413,9 @@ class DeclarativeProvider(Provider):
 
 def declarative_class(spec: ProviderSpec) -> type[DeclarativeProvider]:
     """The adapter class for a spec, with the class attributes the workflow reads set from it."""
-    sealed = frozenset({LINK_FIELD}) if spec.download.source == "from_status" else frozenset()
+    kinds = (spec, *spec.variant_specs.values())
+    linked = any(kind.download.source == "from_status" for kind in kinds)
+    sealed = frozenset({LINK_FIELD}) if linked else frozenset()
     attributes = {
         "key": spec.key,
         "spec": spec,
@@ -449,6 +468,14 @@ def _json(response: requests.Response, action: str) -> Any:
         raise ProviderProtocolError(
             f"{action}: {response.request.method} {path} answered with non-JSON content"
         ) from None
+
+
+def _job_id(spec: ProviderSpec, handle: Handle) -> str | None:
+    """The vendor's id of the queued report, from the handle field the spec keeps it in."""
+    if spec.submit is None:
+        return None
+    found = handle.get(spec.submit.handle_field)
+    return str(found) if found is not None else None
 
 
 def _words(value: Any) -> str | None:

@@ -44,7 +44,7 @@ NAMESPACES = ("report", "parameters", "format", "settings", "auth", "job")
 #: The parts of a connection's auth a template may name: identifiers, never secrets.
 AUTH_FIELDS = ("client_id", "username", "user", "application_id")
 
-_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*)\}")
+_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*)(?:\|([^{}|]*))?\}")
 _WHOLE = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*)\}$")
 
 State = Literal["PENDING", "RUNNING", "READY", "FAILED", "CANCELLED"]
@@ -91,13 +91,15 @@ def render(template: str, context: Mapping[str, Any], position: Position) -> str
     """The template with each placeholder replaced, encoded for where it goes."""
 
     def replace(match: re.Match[str]) -> str:
-        name = match.group(1)
+        name, fallback = match.group(1), match.group(2)
         if name is None:
             return match.group(0)[0]  # {{ or }}
         try:
             value = _text(lookup(context, name), name, position)
         except KeyError:
-            raise TemplateError(f"'{{{name}}}' has no value for this job") from None
+            if fallback is None:
+                raise TemplateError(f"'{{{name}}}' has no value for this job") from None
+            value = fallback
         if position == "segment":
             return quote(value, safe="")
         if position == "header" and ("\r" in value or "\n" in value):
@@ -250,10 +252,15 @@ class FieldSpec(_Strict):
     items: FieldType | None = Field(default=None, description="the type of an array's items")
     min_items: int | None = Field(default=None, ge=0)
     minimum: float | None = None
+    properties: dict[str, FieldSpec] | None = Field(
+        default=None, description="an object's fields checked by their rules (other fields pass)"
+    )
 
     def annotation(self) -> Any:
         if self.enum is not None:
             base: Any = Literal[self.enum]  # type: ignore[valid-type]
+        elif self.type == "object" and self.properties is not None:
+            base = fields_model("object", self.properties, extra=True)
         elif self.type == "array" and self.items is not None:
             base = list[_PYTHON_TYPES[self.items]]
         else:
@@ -288,6 +295,10 @@ class RequestSpec(_Strict):
     report: dict[str, FieldSpec] = Field(default_factory=dict)
     parameters: dict[str, FieldSpec] = Field(default_factory=dict)
     other_parameters: bool = Field(default=False, description="accept parameters not listed above")
+    noun: str | None = Field(
+        default=None,
+        description="how messages name such a report ('a DevExpress report'); default '<title> reports'",
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -304,6 +315,10 @@ class CallSpec(_Strict):
     body: Any = Field(default=None, description="a JSON body template")
     content_type: str | None = Field(default=None, description="the Content-Type of a JSON body")
     accept: str | None = Field(default=None, description="sent as Accept")
+    idempotent: bool | None = Field(
+        default=None,
+        description="repeat on a transient failure; default: only GET, PUT, DELETE (a POST may queue twice)",
+    )
 
     def templates(self) -> list[str]:
         return [self.path, *self.query.values(), *self.headers.values(), *_json_strings(self.body)]
@@ -314,6 +329,11 @@ class SubmitSpec(CallSpec):
 
     method: Method = "POST"
     id: Extract | None = Field(description="where the report's id is; null when the vendor gives none")
+    handle_field: str = Field(
+        default="id",
+        pattern=r"^[a-z][a-z0-9_]{0,40}$",
+        description="the handle field that keeps the id: jobs in flight carry it, so it never changes",
+    )
 
 
 class CheckSpec(CallSpec):
@@ -331,6 +351,9 @@ class CheckSpec(CallSpec):
     )
     states: dict[str, State] = Field(min_length=1)
     case_sensitive: bool = False
+    status_name: str = Field(
+        default="report status", description="what the vendor calls its status, in messages ('task status')"
+    )
     progress: str | None = Field(default=None, description="JSON path of a percentage (45 or '45%')")
     message: str | tuple[str, ...] | None = Field(
         default=None, description="JSON path (or paths tried in order) of the vendor's words on the state"
@@ -384,6 +407,9 @@ class DownloadSpec(_Strict):
     filename: str = Field(description="the file name when the server names none (a template)")
     server_filename: bool = Field(default=True, description="prefer the name in Content-Disposition")
     extension: str | None = Field(default=None, description="added when the name has none (a template)")
+    extensions: dict[str, str] = Field(
+        default_factory=dict, description="request format -> the extension for it, instead of 'extension'"
+    )
     content_type: str | None = Field(default=None, description="used when the server says none")
     html_formats: tuple[str, ...] = Field(
         default=(), description="request formats whose file is an HTML page (else HTML is a sign-in page)"
@@ -404,8 +430,25 @@ class ErrorSpec(_Strict):
     message: str | None = Field(default=None, description="JSON path of the vendor's error message")
 
 
+class VariantSpec(_Strict):
+    """Another kind of report of the same vendor (DevExpress' dashboards beside its reports), used for a
+    request whose ``report`` has the field ``when``; its sections replace the spec's own, whole."""
+
+    when: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="the report field that selects it")
+    request: RequestSpec
+    submit: SubmitSpec | None = Field(description="null: nothing is queued, the download call makes the file")
+    check: CheckSpec | None = None
+    download: DownloadSpec
+    cancel: CallSpec | None = None
+    lost_submission: str | None = None
+
+
 class ProviderSpec(_Strict):
-    """One vendor's report API, as data (see the module docstring for templates)."""
+    """One vendor's report API, as data (see the module docstring for templates).
+
+    ``submit`` null is a vendor whose download call makes the file (a synchronous export): nothing is
+    queued, nothing is checked (``check`` null too), and the job is ready at once.
+    """
 
     schema_ref: str | None = Field(default=None, alias="$schema", description="the spec's JSON Schema")
     spec_version: Literal[1]
@@ -418,12 +461,19 @@ class ProviderSpec(_Strict):
         default_factory=dict, description="sent with every API call (never to another host)"
     )
     request: RequestSpec
-    submit: SubmitSpec
-    check: CheckSpec
+    submit: SubmitSpec | None
+    check: CheckSpec | None
     download: DownloadSpec
     errors: ErrorSpec = ErrorSpec()
     cancel: CallSpec | None = None
     reauth_statuses: tuple[int, ...] = (401,)
+    lost_submission: str | None = Field(
+        default=None,
+        description="where a person finds a report whose queue call's answer was lost (a template)",
+    )
+    variants: tuple[VariantSpec, ...] = Field(
+        default=(), description="other kinds of report, each chosen by a field of the request's report"
+    )
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -432,9 +482,46 @@ class ProviderSpec(_Strict):
         for where, template in self._all_templates():
             for name in placeholders(template):
                 self._check_name(where, name)
-        if self.download.source == "from_status" and self.check.download_url is None:
+        if (self.submit is None) != (self.check is None):
+            raise ValueError("'submit' and 'check' are both null (a synchronous export) or neither")
+        if self.download.source == "from_status" and (self.check is None or self.check.download_url is None):
             raise ValueError("download.source 'from_status' needs check.download_url")
+        for index, variant in enumerate(self.variants):
+            if variant.when in self.request.report:
+                raise ValueError(
+                    f"variants.{index}.when: '{variant.when}' is a field of the spec's own report"
+                )
+        _ = self.variant_specs  # each variant is checked as a whole spec now, not at its first job
         return self
+
+    @cached_property
+    def variant_specs(self) -> dict[str, ProviderSpec]:
+        """Each variant's ``when`` field -> the whole spec it makes (the spec's sections, the variant's
+        replacing them)."""
+        common = self.model_dump(by_alias=True, exclude={"variants"}, exclude_unset=True)
+        specs = {}
+        for index, variant in enumerate(self.variants):
+            own = variant.model_dump(by_alias=True, exclude={"when"}, exclude_unset=True)
+            replaced = ("submit", "check", "cancel", "lost_submission")
+            document = {**common, **own, **{section: own.get(section) for section in replaced}}
+            try:
+                specs[variant.when] = ProviderSpec.model_validate(document)
+            except ValidationError as error:
+                problem = error.errors()[0]
+                location = ".".join(str(part) for part in problem["loc"])
+                message = problem["msg"].removeprefix("Value error, ")
+                raise ValueError(
+                    f"variants.{index}: {location + ': ' if location else ''}{message}"
+                ) from None
+        return specs
+
+    def for_report(self, report: Mapping[str, Any] | None) -> ProviderSpec:
+        """The spec a request's ``report`` is run by: the variant whose field it has, else this one."""
+        chosen = [when for when in self.variant_specs if report and report.get(when) is not None]
+        return self.variant_specs[chosen[0]] if len(chosen) == 1 else self
+
+    def noun(self) -> str:
+        return self.request.noun or f"{self.title} reports"
 
     def _all_templates(self) -> list[tuple[str, str]]:
         found = [(f"headers.{name}", value) for name, value in self.headers.items()]
@@ -449,6 +536,9 @@ class ProviderSpec(_Strict):
         found.append(("download.filename", self.download.filename))
         if self.download.extension is not None:
             found.append(("download.extension", self.download.extension))
+        found += [(f"download.extensions.{name}", value) for name, value in self.download.extensions.items()]
+        if self.lost_submission is not None:
+            found.append(("lost_submission", self.lost_submission))
         return found
 
     def _check_name(self, where: str, name: str) -> None:
@@ -463,7 +553,7 @@ class ProviderSpec(_Strict):
         if space == "auth" and rest in AUTH_FIELDS:
             return
         if space == "job" and rest == "id":
-            if self.submit.id is None:
+            if self.submit is None or self.submit.id is None:
                 raise ValueError(f"{where}: '{{job.id}}' is used but submit.id says the vendor gives no id")
             if where == "submit":
                 raise ValueError("submit: '{job.id}' has no value before the report is queued")
