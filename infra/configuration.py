@@ -78,7 +78,9 @@ class DeployedConnections:
         return {name: connection_parameter_value(body) for name, body in self.document["connections"].items()}
 
 
-def load_connections(path: Path) -> DeployedConnections:
+def load_connections(path: Path, secrets_prefix: str | None = None) -> DeployedConnections:
+    """The connections file as deployed; with ``secrets_prefix`` (the setting connectionSecretsPrefix)
+    every secret it refers to must be a name under that prefix, since only those will be readable."""
     document = _read_json(path)
     # The vendor specs beside the file first, each checked as the functions will read it, so that a
     # connection may name one as its provider (reportrelay.vendors); a bad one names its file and field.
@@ -102,6 +104,13 @@ def load_connections(path: Path) -> DeployedConnections:
             raise ConfigError(
                 f"{path}: {where} refers to the environment variable {reference['env']}, which deployed "
                 'functions do not have: use {"secret": "<name or ARN>", "key": "<JSON field>"}'
+            )
+        if secrets_prefix is not None and not reference["secret"].startswith(secrets_prefix):
+            raise ConfigError(
+                f"{path}: {where} refers to the secret {reference['secret']}, which is not named under "
+                f"the setting connectionSecretsPrefix ({secrets_prefix}): the functions may read only the "
+                f"secrets named '{secrets_prefix}...' in this account and region; rename the secret, or "
+                "leave the setting out to grant each secret by name"
             )
         if reference["secret"] not in secrets:
             secrets.append(reference["secret"])
@@ -127,6 +136,13 @@ def load_connections(path: Path) -> DeployedConnections:
         vendor_specs=vendor_specs,
     )
     _check_parameters(path, deployed)
+    if secrets_prefix is None and len(deployed.secrets) > constants.MAX_EXACT_SECRET_GRANTS:
+        raise ConfigError(
+            f"{path}: the connections refer to {len(deployed.secrets)} secrets; granted one by one they "
+            "would not fit in IAM's 10,240 characters of policy per role (about "
+            f"{constants.MAX_EXACT_SECRET_GRANTS} do): name them under one prefix "
+            "(reportrelay/connections/<name>) and set reportrelay:connectionSecretsPrefix to it"
+        )
     return deployed
 
 

@@ -72,6 +72,9 @@ ENV_HOLDER_FUNCTION = "REPORTRELAY_HOLDER_FUNCTION"
 SEALING_CONTEXT_KEY = "reportrelay:job"
 # A connection's body, as compact JSON, in a standard SSM parameter (4 KB; infra.connections).
 MAX_CONNECTION_PARAMETER_BYTES = 4096
+# Secrets granted one by one (each provider function's role names each): beyond this many, IAM's 10,240
+# characters of inline policy per role are at risk, and the connectionSecretsPrefix setting is required.
+MAX_EXACT_SECRET_GRANTS = 40
 # Lambda allows 4 KB of environment in all: the API function carries the access policy beside some 1.7 KB
 # of names and URLs.
 MAX_API_DOCUMENTS_ENV_BYTES = 2048

@@ -42,6 +42,10 @@ class Settings:
     # Events, configuration, monitoring
     event_bus_name: str = constants.DEFAULT_EVENT_BUS_NAME
     connections_file: Path = constants.CONNECTIONS_FILE
+    # Every connection's secret is named under this prefix ("reportrelay/connections/"): the functions may
+    # read the secrets under it, one grant, instead of one grant per secret, which IAM's 10,240 characters
+    # of policy per role hold only some 40 of (docs/deploy.md, "Many connections"). None: exact grants.
+    connection_secrets_prefix: str | None = None
     schedules_file: Path = constants.SCHEDULES_FILE
     alarm_email: str | None = None
     provider_errors_threshold: int = 5  # submit/check/fetch errors in 15 minutes before their alarm fires
@@ -239,6 +243,22 @@ _https_url = _matching(r"https://[^\s/?#]+[^\s]*", "expected an https:// URL")
 _organization = _matching(
     r"o-[a-z0-9]{10,32}", "expected an AWS Organizations id, o- and 10 to 32 lowercase letters or digits"
 )
+
+
+def _secret_prefix(value: Any) -> str:
+    """A folder of Secrets Manager names: the characters a name may hold, ending with '/'."""
+    text = str(value)
+    allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/_+=.@-")
+    if (
+        not 2 <= len(text) <= 256
+        or not set(text) <= allowed
+        or not text.endswith("/")
+        or text.startswith("/")
+    ):
+        raise ValueError("expected a secret name prefix ending with '/', such as reportrelay/connections/")
+    return text
+
+
 _claim = _matching(r"\S{1,128}", "expected a claim name such as groups or cognito:groups")
 _text = _matching(r"\S{1,256}", "expected a value without spaces")
 _prefix_shape = _matching(
@@ -343,6 +363,7 @@ _PARSERS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "bundle": ("bundle", _bool),
     "eventBusName": ("event_bus_name", _name),
     "connectionsFile": ("connections_file", _path),
+    "connectionSecretsPrefix": ("connection_secrets_prefix", _secret_prefix),
     "schedulesFile": ("schedules_file", _path),
     "alarmEmail": ("alarm_email", _email),
     "providerErrorsThreshold": ("provider_errors_threshold", _between(1, 10000)),

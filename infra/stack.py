@@ -43,7 +43,7 @@ class ReportRelayStack(Stack):
         # W3005: CDK makes each function (and the state machine) DependsOn its role as well as the role's
         # policy; the role dependency repeats the GetAtt. Harmless, and not ours to change.
         self.template_options.metadata = {"cfn-lint": {"config": {"ignore_checks": ["W3005"]}}}
-        connections = load_connections(settings.connections_file)
+        connections = load_connections(settings.connections_file, settings.connection_secrets_prefix)
         announce_weak_transport(self, connections)
         access = load_access(
             settings.access_file, sign_in=settings.people_sign_in, groups_claim=settings.oidc_groups_claim

@@ -300,8 +300,14 @@ class Workflow(Construct):
 
         A refresh token the login host rotates is written back to its secret (PutSecretValue only), so
         the next step, in another function, starts from the new one.
+
+        With the setting connectionSecretsPrefix, the secrets named under it are granted in one statement
+        instead (synthesis has checked every reference is under it): a thousand exact grants would not fit
+        in a role's policy.
         """
-        for index, secret_id in enumerate(self._connections.secrets):
+        if self._settings.connection_secrets_prefix is not None:
+            self._grant_secrets_by_prefix(function, self._settings.connection_secrets_prefix)
+        for index, secret_id in enumerate(self._secrets_granted_by_name()):
             secret = secret_from_reference(function, f"ConnectionSecret{index}", secret_id)
             secret.grant_read(function)
             if secret_id in self._connections.rotating_secrets:
@@ -317,6 +323,32 @@ class Workflow(Construct):
                     resources=[parameter_arn(function, name) for name in self._connections.parameters],
                 )
             )
+
+    def _secrets_granted_by_name(self) -> tuple[str, ...]:
+        """The connections' secrets granted one by one: all of them, unless a prefix grants them."""
+        return () if self._settings.connection_secrets_prefix is not None else self._connections.secrets
+
+    def _grant_secrets_by_prefix(self, function: lambda_.Function, prefix: str) -> None:
+        """Read (and, with rotating refresh tokens, write back) the secrets named '<prefix>...'."""
+        arn = Stack.of(function).format_arn(
+            service="secretsmanager",
+            resource="secret",
+            resource_name=f"{prefix}*",
+            arn_format=ArnFormat.COLON_RESOURCE_NAME,
+        )
+        actions = ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"]
+        if self._connections.rotating_secrets:
+            actions.append("secretsmanager:PutSecretValue")
+        function.add_to_role_policy(iam.PolicyStatement(actions=actions, resources=[arn]))
+        assert function.role is not None
+        acknowledge(
+            function.role,
+            "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:secretsmanager:<AWS::Region>:<AWS::AccountId>:"
+            f"secret:{prefix}*]",
+            "The setting connectionSecretsPrefix: every connection's secret is named under this prefix "
+            "(synthesis checks it), and one grant on the prefix replaces one per secret, which a role's "
+            "policy cannot hold for hundreds of connections.",
+        )
 
     def _build_state_machine(self) -> sfn.StateMachine:
         log_group = logs.LogGroup(
