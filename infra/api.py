@@ -65,6 +65,16 @@ JOB_ROUTES = (
     ("POST", "/reports/{job_id}/links"),
     ("DELETE", "/reports/{job_id}/links/{link_id}"),
 )
+# The web console's pages, forms and files (reportrelay.console): on the people API only, where people
+# sign in; the function answers them as HTML.
+CONSOLE_ROUTES = (
+    ("GET", "/console"),
+    ("GET", "/console/reports/{job_id}"),
+    ("POST", "/console/reports"),
+    ("POST", "/console/reports/{job_id}/cancel"),
+    ("POST", "/console/reports/{job_id}/rerun"),
+    ("GET", "/console/static/{name}"),
+)
 # The workflow steps that record progress in the job table (reportrelay.workflow.records_progress), and
 # WaitForSlot its place in line; Conclude records the outcome and is configured apart, Hold records nothing.
 RECORDING_STEPS = (SUBMIT.name, CHECK.name, FETCH.name, WAIT_FOR_SLOT.name)
@@ -425,6 +435,12 @@ def add_job_routes(
         },
         ("GET", "/reports/{job_id}/events"): {
             "request_parameters": {"method.request.querystring.after": False}
+        },
+        ("GET", "/console"): {
+            "request_parameters": {
+                f"method.request.querystring.{name}": False
+                for name in ("state", "connection", "since", "until", "cursor")
+            }
         },
     }
     if ("POST", "/reports") in routes:

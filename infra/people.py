@@ -9,9 +9,9 @@ must reach the function to be sent to sign in.
 ``PeopleAccess`` is the one construct the stack adds for it:
 
 - the people API: the job API's routes (``infra.api.JOB_ROUTES``) plus ``GET /links/{token}`` (a share
-  link) and ``GET /auth/callback`` (the end of sign-in), each a proxy to the API function; the same stage
-  (``v1``), throttling, access logs and tracing as the IAM API. With ``peopleSignIn=none`` it serves share
-  links only.
+  link), ``GET /auth/callback`` (the end of sign-in) and the web console (``infra.api.CONSOLE_ROUTES``),
+  each a proxy to the API function; the same stage (``v1``), throttling, access logs and tracing as the
+  IAM API. With ``peopleSignIn=none`` it serves share links only.
 - with ``peopleSignIn=cognito`` (the default): a user pool (no self sign-up, e-mail sign-in, MFA, strong
   passwords), its hosted domain, a public app client (authorization code with PKCE; openid, email,
   profile; back to ``<people url>/auth/callback``) and one group per team;
@@ -34,7 +34,14 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct, IConstruct
 
-from infra.api import JOB_ROUTES, STAGE_NAME, add_gateway_responses, add_job_routes, stage_options
+from infra.api import (
+    CONSOLE_ROUTES,
+    JOB_ROUTES,
+    STAGE_NAME,
+    add_gateway_responses,
+    add_job_routes,
+    stage_options,
+)
 from infra.configuration import DeployedAccess
 from infra.nag import acknowledge
 from infra.settings import PREFIX, Settings, SettingsError
@@ -56,7 +63,7 @@ def people_routes(settings: Settings) -> tuple[tuple[str, str], ...]:
     """Everything a signed-in person can do; without sign-in, only opening share links."""
     if settings.people_sign_in == "none":
         return (SHARE_LINK_ROUTE,)
-    return (*JOB_ROUTES, *PEOPLE_ONLY_ROUTES)
+    return (*JOB_ROUTES, *PEOPLE_ONLY_ROUTES, *CONSOLE_ROUTES)
 
 
 class PeopleAccess(Construct):

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from infra import constants
-from infra.api import JOB_ROUTES, STAGE_NAME
+from infra.api import CONSOLE_ROUTES, JOB_ROUTES, STAGE_NAME
 from infra.configuration import ConfigError, load_access
 from infra.people import domain_prefix
 from infra.settings import Settings, SettingsError
@@ -26,7 +26,7 @@ from tests.infra.policies import function_id
 
 API = "reportrelay.handlers.api.handler"
 CONCLUDE = "reportrelay.handlers.conclude.handler"
-BROWSER_ROUTES = {("GET", "/links/{token}"), ("GET", "/auth/callback")}
+BROWSER_ROUTES = {("GET", "/links/{token}"), ("GET", "/auth/callback"), *CONSOLE_ROUTES}
 OIDC_ENV = (
     "REPORTRELAY_OIDC_ISSUER",
     "REPORTRELAY_OIDC_CLIENT_ID",
