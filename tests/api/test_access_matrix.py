@@ -9,6 +9,7 @@ and one of each with no team: none of them reads, lists, cancels, downloads or s
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -18,7 +19,7 @@ import jwt
 import pytest
 import requests
 
-from reportrelay import links
+from reportrelay import console, links
 from tests.api.access import ADMINS, CLIENT_ID, MACHINES, PEOPLE, TEAM_OF, Deployment, deployment
 
 CALLERS = [*MACHINES, *PEOPLE]
@@ -183,6 +184,52 @@ def test_a_running_job_is_cancelled_only_by_its_team_through_the_workflows_funct
     assert answer.status_code == 200, answer.text
     assert answer.json()["state"] == "cancelled"
     assert "the provider offers no way to cancel" in answer.json()["error"]["message"]
+
+
+# ---- the web console (people only: it is served on the people API)
+
+
+def _console(site: Deployment, person: str) -> requests.Session:
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {site.token(person)}"
+    return session
+
+
+@pytest.mark.parametrize("who", list(PEOPLE))
+def test_the_console_shows_and_acts_on_only_the_callers_teams_jobs(site, jobs, who):
+    session = _console(site, who)
+    # when the person opens the console's list
+    listing = session.get(f"{site.people_url}/console", allow_redirects=False, timeout=30)
+    assert listing.status_code == 200, listing.text
+    token = re.search(rf'name="{console.CSRF_FIELD}" value="([^"]+)"', listing.text).group(1)
+    for team, job_id in jobs.items():
+        page = session.get(f"{site.people_url}/console/reports/{job_id}", allow_redirects=False, timeout=30)
+        actions = {
+            action: session.post(
+                f"{site.people_url}/console/reports/{job_id}/{action}",
+                data={console.CSRF_FIELD: token},
+                allow_redirects=False,
+                timeout=30,
+            )
+            for action in ("cancel",)
+        }
+        if _sees(who, team):
+            # then its own team's jobs (every job, for the admins) are listed and open
+            assert job_id in listing.text and page.status_code == 200, (who, team)
+            # and a finished job cannot be cancelled (409), though it is theirs
+            assert actions["cancel"].status_code == 409, (who, team)
+        else:
+            # and another team's job is neither listed nor opened nor acted on: 404, as for no job
+            assert job_id not in listing.text, (who, team)
+            assert page.status_code == 404 and job_id in page.text and "sha256" not in page.text.lower()
+            assert actions["cancel"].status_code == 404, (who, team)
+            rerun = session.post(
+                f"{site.people_url}/console/reports/{job_id}/rerun",
+                data={console.CSRF_FIELD: token},
+                allow_redirects=False,
+                timeout=30,
+            )
+            assert rerun.status_code == 404, (who, team)
 
 
 # ---- people's tokens
