@@ -99,7 +99,7 @@ class ConnectionParameters(Construct):
                     description=f"reportrelay connection {name} (from the connections file)",
                 )
                 if len(written) >= WRITE_LANES:
-                    parameter.add_dependency(written[-WRITE_LANES])
+                    parameter.add_resource_dependency(written[-WRITE_LANES])
                 written.append(parameter)
             self.nested_stacks.append(nested)
 

@@ -18,7 +18,7 @@ import pytest
 
 from infra import constants
 from infra.configuration import ConfigError, load_connections
-from infra.connections import connections_path
+from infra.connections import WRITE_LANES, connections_path
 from tests.infra.conftest import Synthesized, synthesize
 
 COUNT = 1000
@@ -143,6 +143,11 @@ def test_a_thousand_connections_are_a_thousand_parameters_each_within_ssm_limits
     # spread over several nested stacks, the main stack holding none itself
     assert len(thousand.nested_templates()) > 1
     assert not thousand.resources("AWS::SSM::Parameter")
+    # and in each nested stack CloudFormation writes at most WRITE_LANES of them at once (the others wait
+    # for one written before them), so a first deploy does not meet SSM's throttling all at once
+    for name, template in thousand.nested_templates().items():
+        first = [each for each in template["Resources"].values() if not each.get("DependsOn")]
+        assert len(first) == WRITE_LANES, name
 
 
 def test_every_template_stays_within_cloudformations_limits(thousand: Synthesized) -> None:
@@ -165,19 +170,44 @@ def test_every_function_environment_fits_in_4_kb(thousand: Synthesized) -> None:
         assert size <= MAX_ENVIRONMENT_BYTES, (logical_id, size)
 
 
-def test_every_roles_policies_fit_in_iams_limit(thousand: Synthesized) -> None:
-    # given every inline policy of every role
+def _role_policy_sizes(synthesized: Synthesized) -> dict[str, int]:
+    """Role -> the characters of all its inline policies, deployed, whitespace aside."""
     per_role: dict[str, int] = {}
-    for policy in thousand.resources("AWS::IAM::Policy").values():
-        size = _deployed_length(thousand.template, policy["Properties"]["PolicyDocument"])
+    for policy in synthesized.resources("AWS::IAM::Policy").values():
+        size = _deployed_length(synthesized.template, policy["Properties"]["PolicyDocument"])
         for role in policy["Properties"]["Roles"]:
             per_role[role["Ref"]] = per_role.get(role["Ref"], 0) + size
-    for role in thousand.resources("AWS::IAM::Role").values():
+    for logical_id, role in synthesized.resources("AWS::IAM::Role").items():
         for policy in role["Properties"].get("Policies", []):
-            per_role.setdefault("inline", 0)
-            per_role["inline"] += _deployed_length(thousand.template, policy["PolicyDocument"])
-    # then each role's policies together stay within IAM's 10,240 characters
-    assert per_role and all(size <= MAX_ROLE_POLICY_CHARS for size in per_role.values()), per_role
+            size = _deployed_length(synthesized.template, policy["PolicyDocument"])
+            per_role[logical_id] = per_role.get(logical_id, 0) + size
+    return per_role
+
+
+def test_every_roles_policies_fit_in_iams_limit(thousand: Synthesized) -> None:
+    # given every inline policy of every role / then each role's together stay within IAM's 10,240 characters
+    sizes = _role_policy_sizes(thousand)
+    assert sizes and all(size <= MAX_ROLE_POLICY_CHARS for size in sizes.values()), sizes
+
+
+def test_as_many_secrets_as_may_be_granted_by_name_fit_in_iams_limit(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    # given the most connections synthesis grants secret by secret (no prefix setting), each its own secret
+    directory = tmp_path_factory.mktemp("cdk.out.by-name")
+    connections_file = directory.parent / "by-name-connections.json"
+    count = constants.MAX_EXACT_SECRET_GRANTS
+    document = {"connections": {f"acme-{index:04d}": _connection(index) for index in range(count)}}
+    connections_file.write_text(json.dumps(document), encoding="utf-8")
+    synthesized = synthesize(
+        directory,
+        stackName=STACK,
+        connectionsFile=str(connections_file),
+        schedulesFile=str(directory.parent / "no-schedules.json"),
+    )
+    # then every role's policies still fit in IAM's 10,240 characters
+    sizes = _role_policy_sizes(synthesized)
+    assert max(sizes.values()) <= MAX_ROLE_POLICY_CHARS, sizes
 
 
 def test_the_secrets_are_granted_by_their_prefix_in_one_statement(thousand: Synthesized) -> None:
