@@ -897,9 +897,7 @@ def status_line(job: dict[str, Any], events: list[dict[str, Any]], now: datetime
         eta = _eta(job, now)
         if eta is not None:
             parts.append(f"ETA about {_duration(eta)}")
-    deadline = job.get("deadline_at") or next(
-        (event["deadline_at"] for event in reversed(events) if event.get("deadline_at")), None
-    )
+    deadline = job.get("deadline_at")  # the API's JobView; an older API's jobs have none
     if deadline and not finished:
         parts.append(f"deadline {_time(deadline).strftime('%Y-%m-%d %H:%M:%S')} UTC")
     parts.append(f"{job.get('polls', 0)} check(s)")

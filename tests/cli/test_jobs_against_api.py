@@ -115,16 +115,13 @@ def test_start_watch_get_list_events_download_and_rerun_a_report(deployed, tmp_p
     rerun = reportrelay(
         capsys, "jobs", "rerun", *api(deployed), job_id, "--watch", "--json", "--interval", "0.2"
     )
-    # then a new job ran with the same connection, report and format, and is ready
+    # then a new job ran with the very request the API shows, parameters included, and is ready
     assert rerun.code == 0, rerun.err
     again = rerun.json()
     assert schema_problems(again, "cli-job.json") == []
     assert again["job_id"] != job_id and again["state"] == "ready"
-    assert (again["connection"], again["report"], again["format"]) == (
-        got.json()["connection"],
-        got.json()["report"],
-        got.json()["format"],
-    )
+    assert again["request"] == got.json()["request"] and again["request"]["parameters"] == {"Year": 2025}
+    assert "not carried over" not in rerun.err
 
 
 def test_watch_shows_plain_words_each_event_and_a_last_line_saying_ready(deployed, tmp_path, capsys):
