@@ -23,7 +23,8 @@ Quirks handled here:
 - Only "Complete" is a documented status. The mapping is liberal: Complete/Completed/Succeeded... -> READY,
   Failed/Error... -> FAILED (with statusMessage), Cancelled... -> CANCELLED, Queued/Pending... -> PENDING,
   and any other value -> RUNNING with statusMessage as the message.
-- A result holds up to ``rowLimit`` (1,000,000) rows in one document, so it is never loaded whole: ijson reads
+- A result holds up to ``rowLimit`` (1,000,000) rows in one document, so it is never loaded whole
+  (``reportrelay.transforms.json_records``, the facts and verdict below are this vendor's): ijson reads
   the response's raw stream event by event. Format "json" passes the bytes through unchanged; format "csv"
   writes one row per record, with the report's display fields (``request.displayFields[].fieldName``, which
   precede ``data`` in the document) as columns. Fields a record lacks are empty cells; fields outside the
@@ -36,9 +37,6 @@ Quirks handled here:
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import logging
 import re
 from collections.abc import Iterator
@@ -48,9 +46,7 @@ from decimal import Decimal
 from typing import Any, Literal
 from urllib.parse import quote
 
-import ijson
 import requests
-from ijson.common import JSONError, ObjectBuilder
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from reportrelay.config import JobRequest
@@ -76,6 +72,7 @@ from reportrelay.providers.base import (
     parse_report,
     require_format,
 )
+from reportrelay.transforms.json_records import JsonRecords, RawSource
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +80,6 @@ API_VERSION = "v1.0"
 FORMATS = ("json", "csv")
 #: The results document's ``status`` when the data is complete (the seed's only example value).
 DATA_COMPLETE = 1
-CHUNK_BYTES = 64 * 1024
-"""Bytes read from the provider, and CSV bytes handed on, at a time: memory stays at a few of these."""
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.~-]{0,127}$")
 _PRESET = re.compile(r"^[A-Za-z][A-Za-z0-9]{1,63}$")
@@ -313,7 +308,7 @@ class MyReports(Provider):
             stream=True, headers={"Accept": "application/json"}, html_ok=False,
         )  # fmt: skip
         with response:
-            document = ResultsDocument(_RawSource(response, keep=request.format == "json"), request_id)
+            document = ResultsDocument(RawSource(response, keep=request.format == "json"), request_id)
             base = filename_from_response(response, f"myreports-{request_id}.json").rsplit(".", 1)[0]
             if request.format == "csv":
                 yield ResultStream(
@@ -336,208 +331,72 @@ class MyReports(Provider):
 
 
 # --------------------------------------------------------------------------------------------------
-# Reading the results document as it arrives
+# Reading the results document as it arrives: reportrelay.transforms.json_records, with MyReports' facts
+
+_RawSource = RawSource
+#: The results document's own top-level facts, and the names they are kept under.
+RESULT_FACTS = {
+    "rowLimitExceeded": "row_limit_exceeded",
+    "rowLimit": "row_limit",
+    "totalCount": "total_count",
+    "status": "status",
+    "statusMessage": "status_message",
+    "message": "status_message",
+}
 
 
-class _RawSource:
-    """The response body as a file for ijson, decoded (gzip...) and, for pass-through, kept until taken."""
+class ResultsDocument(JsonRecords):
+    """A results document: records in ``data``, CSV columns from ``request.displayFields[].fieldName``,
+    stored only when its own ``status`` says complete."""
 
-    def __init__(self, response: requests.Response, *, keep: bool) -> None:
-        self._raw = response.raw
-        self._keep = keep
-        self._kept: list[bytes] = []
-        self.kept_bytes = 0
-
-    def read(self, size: int = -1) -> bytes:
-        if size == 0:
-            return b""
-        chunk = self._raw.read(size if size > 0 else CHUNK_BYTES, decode_content=True) or b""
-        if self._keep and chunk:
-            self._kept.append(chunk)
-            self.kept_bytes += len(chunk)
-        return chunk
-
-    def take(self) -> bytes:
-        """The bytes read since the last call, exactly as they arrived."""
-        taken = b"".join(self._kept)
-        self._kept.clear()
-        self.kept_bytes = 0
-        return taken
-
-
-class ResultsDocument:
-    """One pass over a results document: its records one at a time, and what it says around them."""
-
-    def __init__(self, source: _RawSource, request_id: str) -> None:
-        self._source = source
-        self.request_id = request_id
-        self.display_fields: list[str] = []
-        self.row_limit_exceeded = False
-        self.row_limit: int | None = None
-        self.total_count: int | None = None
-        self.status: Any = None
-        self.status_message: str | None = None
-        self.records = 0
-
-    def json_chunks(self) -> Iterator[bytes]:
-        """The document's bytes unchanged, handed on as they are parsed.
-
-        The verdict is given before the iterator ends, so a bad one raises instead of ending the stream and
-        the upload is never completed (whether or not the bytes holding ``status`` were already handed on).
-        """
-        for _ in self._records():
-            if self._source.kept_bytes >= CHUNK_BYTES:
-                yield self._source.take()
-        self._source.read()  # anything after the document (whitespace) belongs to the file too
-        self._verdict()
-        if rest := self._source.take():
-            yield rest
-
-    def csv_chunks(self) -> Iterator[bytes]:
-        """One CSV row per record (RFC 4180 quoting, UTF-8), header first, handed on in chunks."""
-        text = io.StringIO()
-        writer = csv.writer(text, lineterminator="\r\n")  # None is written as an empty cell
-        columns: list[str] | None = None
-        left_out: set[str] = set()
-        for record in self._records():
-            if record is None:
-                continue
-            if columns is None:
-                columns = list(self.display_fields) or list(record)
-                known = set(columns)
-                writer.writerow(columns)
-            if self.records <= 1000:  # a sample is enough to name them in the log
-                left_out.update(record.keys() - known)
-            writer.writerow([record.get(column) for column in columns])
-            if text.tell() >= CHUNK_BYTES:
-                yield text.getvalue().encode("utf-8")
-                text.seek(0)
-                text.truncate()
-        if columns is None and self.display_fields:
-            writer.writerow(self.display_fields)  # no records: the header alone
-        if left_out:
-            log.info(
-                "fields outside the report's display fields are left out of the CSV",
-                extra={"request_id": self.request_id, "fields": sorted(left_out)[:20]},
-            )
-        self._verdict()
-        if text.tell():
-            yield text.getvalue().encode("utf-8")
-
-    def _records(self) -> Iterator[dict[str, Any] | None]:
-        """Each record of ``data`` once complete; None after other events, so bytes can flow meanwhile.
-
-        Record values are ready for a CSV cell: booleans as true/false, objects and lists as JSON text.
-        ``basic_parse`` (no prefixes) keeps the per-field work small; the path is tracked here instead,
-        outside records only.
-        """
-        path: list[str] = []  # like ijson's prefixes: map keys, and "item" inside arrays
-        record: dict[str, Any] | None = None
-        key = ""
-        nested: ObjectBuilder | None = None
-        depth = 0
-        try:
-            for event, value in ijson.basic_parse(self._source, buf_size=CHUNK_BYTES):
-                if record is not None:
-                    if nested is not None:  # a field holding an object or a list
-                        nested.event(event, value)
-                        depth += event in ("start_map", "start_array")
-                        depth -= event in ("end_map", "end_array")
-                        if depth == 0:
-                            record[key] = json.dumps(nested.value, ensure_ascii=False, default=float)
-                            nested = None
-                    elif event == "map_key":
-                        key = value
-                    elif event == "end_map":
-                        self.records += 1
-                        yield record
-                        record = None
-                    elif event == "boolean":
-                        record[key] = "true" if value else "false"
-                    elif event in ("start_map", "start_array"):
-                        nested, depth = ObjectBuilder(), 1
-                        nested.event(event, value)
-                    else:
-                        record[key] = value
-                    continue
-                if event == "map_key":
-                    path[-1] = value
-                    continue
-                in_data = path == ["data", "item"]
-                if event == "start_map":
-                    if in_data:
-                        record = {}
-                        continue
-                    path.append("")
-                elif event == "start_array":
-                    path.append("item")
-                elif event in ("end_map", "end_array"):
-                    path.pop()
-                elif in_data:
-                    raise ProviderProtocolError(
-                        f"download report results: data[] of request {self.request_id} holds a {event}, "
-                        "not records"
-                    )
-                else:
-                    self._note(".".join(path), event, value)
-                yield None
-        except JSONError as error:
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            if "premature EOF" in reason or "Incomplete JSON content" in reason:
-                raise DownloadInterrupted(
-                    f"download report results: the document of request {self.request_id} ended after "
-                    f"{self.records} records; nothing was stored"
-                ) from None
-            raise ProviderProtocolError(
-                f"download report results: the document of request {self.request_id} is not valid JSON "
-                f"({reason}); nothing was stored"
-            ) from None
-
-    def _note(self, prefix: str, event: str, value: Any) -> None:
-        """Remember the document's own facts as their keys pass by."""
-        if prefix == "request.displayFields.item.fieldName" and event == "string":
-            self.display_fields.append(value)
-        elif prefix == "rowLimitExceeded" and event == "boolean":
-            self.row_limit_exceeded = value
-        elif prefix == "rowLimit" and event == "number":
-            self.row_limit = int(value)
-        elif prefix == "totalCount" and event == "number":
-            self.total_count = int(value)
-        elif prefix == "status" and event in ("number", "string"):
-            self.status = value
-        elif prefix in ("statusMessage", "message") and event == "string" and not self.status_message:
-            self.status_message = value
-
-    def _verdict(self) -> None:
-        """Raise unless the document says it is complete, so an unfinished result is never stored."""
-        if self.row_limit_exceeded:
-            log.warning(
-                "MyReports row limit exceeded: the stored file holds only the rows up to the limit",
-                extra={
-                    "request_id": self.request_id,
-                    "row_limit": self.row_limit,
-                    "total_count": self.total_count,
-                    "records": self.records,
-                },
-            )
-        if self.status is None:
-            log.warning(
-                "the results document has no status; storing it as it is",
-                extra={"request_id": self.request_id},
-            )
-            return
-        state = status_state(self.status)
-        said = f"status {self.status!r}" + (f" ({self.status_message})" if self.status_message else "")
-        if state is ReportState.READY:
-            return
-        if state is ReportState.FAILED:
-            raise ReportGenerationFailed(f"MyReports results of request {self.request_id} say {said}")
-        if state is ReportState.CANCELLED:
-            raise ReportCancelled(f"MyReports results of request {self.request_id} say {said}")
-        raise DownloadInterrupted(
-            f"MyReports results of request {self.request_id} are not complete ({said}, complete is "
-            f"{DATA_COMPLETE}); nothing was stored"
+    def __init__(self, source: RawSource, request_id: str) -> None:
+        super().__init__(
+            source,
+            f"request {request_id}",
+            records="data",
+            columns="request.displayFields.item.fieldName",
+            facts=RESULT_FACTS,
+            verdict=_results_verdict,
+            log=log,
         )
+        self.request_id = request_id
+
+
+def _results_verdict(document: JsonRecords) -> None:
+    """Raise unless the document says it is complete, so an unfinished result is never stored."""
+    facts, request_id = document.facts, document.label.removeprefix("request ")
+    if facts.get("row_limit_exceeded") is True:
+        log.warning(
+            "MyReports row limit exceeded: the stored file holds only the rows up to the limit",
+            extra={
+                "request_id": request_id,
+                "row_limit": _count(facts.get("row_limit")),
+                "total_count": _count(facts.get("total_count")),
+                "records": document.records,
+            },
+        )
+    status, words = facts.get("status"), facts.get("status_message")
+    if status is None or isinstance(status, bool):
+        log.warning(
+            "the results document has no status; storing it as it is", extra={"request_id": request_id}
+        )
+        return
+    state = status_state(status)
+    said = f"status {status!r}" + (f" ({words})" if isinstance(words, str) and words else "")
+    if state is ReportState.READY:
+        return
+    if state is ReportState.FAILED:
+        raise ReportGenerationFailed(f"MyReports results of request {request_id} say {said}")
+    if state is ReportState.CANCELLED:
+        raise ReportCancelled(f"MyReports results of request {request_id} say {said}")
+    raise DownloadInterrupted(
+        f"MyReports results of request {request_id} are not complete ({said}, complete is "
+        f"{DATA_COMPLETE}); nothing was stored"
+    )
+
+
+def _count(value: Any) -> int | None:
+    return int(value) if isinstance(value, int | Decimal) and not isinstance(value, bool) else None
 
 
 def _json(response: requests.Response, action: str) -> Any:
