@@ -16,6 +16,7 @@ from __future__ import annotations
 import fnmatch
 import functools
 import json
+import logging
 import re
 import time
 from collections.abc import Iterator, Mapping
@@ -33,9 +34,12 @@ from reportrelay.config import Connection, JobRequest, describe_validation_error
 from reportrelay.errors import (
     BadRequest,
     ConfigurationError,
+    DownloadInterrupted,
     ProviderProtocolError,
     ProviderRejected,
     ProviderThrottled,
+    ReportCancelled,
+    ReportGenerationFailed,
     ReportRelayError,
 )
 from reportrelay.httpclient import ProviderHttp, _private_destination, error_for_response
@@ -48,6 +52,8 @@ from reportrelay.providers.base import (
     ReportStatus,
     ResultStream,
     ResumeFrom,
+    content_type_of,
+    decoded_length,
     filename_from_response,
     range_headers,
     require_format,
@@ -60,6 +66,7 @@ from reportrelay.providers.spec import (
     Extract,
     ProviderSpec,
     TemplateError,
+    TransformSpec,
     at_path,
     expiry_seconds,
     load_spec,
@@ -67,7 +74,11 @@ from reportrelay.providers.spec import (
     percent,
     render,
     render_json,
+    state_in,
 )
+from reportrelay.transforms.json_records import JsonRecords, RawSource
+
+log = logging.getLogger(__name__)
 
 SUCCESS = (200, 201, 202, 204, 206)
 #: A link that expires sooner than this is not used: the status is checked again for a fresh one.
@@ -182,6 +193,12 @@ class DeclarativeProvider(Provider):
             extension = download.extensions.get(request.format, download.extension)
             if extension is not None and "." not in name:
                 name = f"{name}.{self._render(extension, context, 'text', 'download.extension')}"
+            transform = download.transform
+            if transform is not None and request.format in transform.formats:
+                job_id = _job_id(spec, handle)
+                label = f"{spec.title} report {job_id}" if job_id else f"the {spec.title} report"
+                yield _transformed(transform, transform.formats[request.format], response, name, label)
+                return
             result = streamed(response, name)
             declared = response.headers.get("Content-Type", "").split(";")[0].strip()
             if download.content_type and declared in ("", "application/octet-stream"):
@@ -447,6 +464,57 @@ def user_provider(path: Path) -> type[DeclarativeProvider]:
 @functools.lru_cache(maxsize=32)
 def _user_provider(path: Path, modified: int) -> type[DeclarativeProvider]:
     return declarative_class(load_spec(path, str(path)))
+
+
+# --------------------------------------------------------------------------------------------------
+# A file that goes through a transform
+
+
+def _transformed(
+    transform: TransformSpec, output: str, response: requests.Response, name: str, label: str
+) -> ResultStream:
+    """The served JSON document of records as the stream to store: itself, or CSV (a ``.csv`` name)."""
+    facts = {key: key for key in (transform.status, transform.message) if key is not None}
+    document = JsonRecords(
+        RawSource(response, keep=output == "json"),
+        label,
+        records=transform.records,
+        columns=transform.columns,
+        facts=facts,
+        verdict=functools.partial(_judge, transform),
+        log=log,
+    )
+    if output == "csv":
+        stem = name.rsplit(".", 1)[0] if "." in name else name
+        return ResultStream(chunks=document.csv_chunks(), filename=f"{stem}.csv", content_type="text/csv")
+    return ResultStream(
+        chunks=document.json_chunks(),
+        filename=name,
+        content_type=content_type_of(response, name),
+        content_length=decoded_length(response),
+    )
+
+
+def _judge(transform: TransformSpec, document: JsonRecords) -> None:
+    """Raise unless the document's own status says it is complete (none given: stored as it is)."""
+    if transform.status is None:
+        return
+    raw = document.facts.get(transform.status)
+    if raw is None:
+        log.warning("the document has no status; storing it as it is", extra={"document": document.label})
+        return
+    words = document.facts.get(transform.message) if transform.message else None
+    said = f"status {_quoted(raw)}" + (f" ({_words(words)})" if _words(words) else "")
+    state = state_in(transform.states, raw, case_sensitive=transform.case_sensitive)
+    if state == "READY":
+        return
+    if state == "FAILED":
+        raise ReportGenerationFailed(f"the results of {document.label} say {said}")
+    if state == "CANCELLED":
+        raise ReportCancelled(f"the results of {document.label} say {said}")
+    raise DownloadInterrupted(
+        f"the results of {document.label} are not complete ({said}); nothing was stored"
+    )
 
 
 # --------------------------------------------------------------------------------------------------

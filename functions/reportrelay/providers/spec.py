@@ -376,20 +376,57 @@ class CheckSpec(CallSpec):
         return self
 
     def state_of(self, raw: Any) -> State | None:
-        if raw is None or isinstance(raw, dict | list):
-            return None
-        value = _text(raw, "status", "text").strip()
-        value = value if self.case_sensitive else value.lower()
-        patterns = [
-            (key if self.case_sensitive else key.lower(), state) for key, state in self.states.items()
-        ]
-        for key, state in patterns:
-            if key == value:
-                return state
-        for key, state in patterns:
-            if any(mark in key for mark in "*?[") and fnmatch.fnmatchcase(value, key):
-                return state
+        return state_in(self.states, raw, case_sensitive=self.case_sensitive)
+
+
+def state_in(states: Mapping[str, State], raw: Any, *, case_sensitive: bool) -> State | None:
+    """Our state for a vendor's status value: exact keys first, then globs in the order written."""
+    if raw is None or isinstance(raw, dict | list):
         return None
+    value = _text(raw, "status", "text").strip()
+    value = value if case_sensitive else value.lower()
+    patterns = [(key if case_sensitive else key.lower(), state) for key, state in states.items()]
+    for key, state in patterns:
+        if key == value:
+            return state
+    for key, state in patterns:
+        if any(mark in key for mark in "*?[") and fnmatch.fnmatchcase(value, key):
+            return state
+    return None
+
+
+class TransformSpec(_Strict):
+    """The vendor serves a JSON document of records (``reportrelay.transforms.json_records``):
+    for the request formats in ``formats`` it is read as it arrives, passed through (``json``) or written
+    as CSV (``csv``), and stored only when the document's own ``status`` maps to READY in ``states``
+    (FAILED or CANCELLED fail the job; any other state, or an unknown value, is a download to repeat)."""
+
+    name: Literal["json_records"]
+    formats: dict[str, Literal["json", "csv"]] = Field(
+        min_length=1, description="request format -> what is stored: the document as it is, or CSV"
+    )
+    records: str = Field(
+        default="data", pattern=r"^[A-Za-z0-9_]+$", description="the top-level key of records"
+    )
+    columns: str | None = Field(
+        default=None,
+        description="the ijson prefix naming the CSV's columns (e.g. request.displayFields.item.fieldName); "
+        "default: the first record's keys",
+    )
+    status: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9_]+$", description="the top-level key of the document's own status"
+    )
+    message: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9_]+$", description="the top-level key of its words on that status"
+    )
+    states: dict[str, State] = Field(default_factory=dict, description="as check.states, for that status")
+    case_sensitive: bool = False
+
+    @model_validator(mode="after")
+    def _status_needs_states(self) -> TransformSpec:
+        if (self.status is None) != (not self.states):
+            raise ValueError("'status' and 'states' go together: where the status is, and what it means")
+        return self
 
 
 class DownloadSpec(_Strict):
@@ -414,6 +451,7 @@ class DownloadSpec(_Strict):
     html_formats: tuple[str, ...] = Field(
         default=(), description="request formats whose file is an HTML page (else HTML is a sign-in page)"
     )
+    transform: TransformSpec | None = Field(default=None, description="a transform the file goes through")
 
     @model_validator(mode="after")
     def _source_has_what_it_needs(self) -> DownloadSpec:
