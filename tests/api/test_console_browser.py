@@ -4,6 +4,8 @@ carol, signed out, opens the console, signs in at the sandbox's issuer, lands on
 jobs, starts one from the form with a saved request file, watches its page follow it to ready (the
 page's own script, polling the JSON routes), downloads the file through the download route (SHA-256
 checked), and cancels another job from the list. The deployment and the browser are test_browser.py's.
+The same console on ``reportrelay serve`` (its own process, the sandbox alongside): the local person
+signs in with the password serve printed, starts the README's example request and downloads its file.
 
 Screenshots of the list and of a job page are taken at a fixed window size each run, into the test's
 folder; with ``REPORTRELAY_SCREENSHOTS=docs`` they are written to ``docs/console-list.png`` and
@@ -33,9 +35,12 @@ from tests.api.test_browser import (  # noqa: F401  (s3_url and site are fixture
     site,
     traffic,
 )
+from tests.cli.test_serve import serving
 
 WINDOW = (1280, 900)
-DOCS = Path(__file__).resolve().parents[2] / "docs"
+REPO = Path(__file__).resolve().parents[2]
+DOCS = REPO / "docs"
+EXAMPLE_REQUEST = REPO / "examples" / "devexpress-report.json"
 SLOW_SECONDS = 600.0
 QUICK_SECONDS = 0.2
 
@@ -170,3 +175,38 @@ def test_a_person_lists_starts_watches_downloads_and_cancels_in_the_console(site
     # and the screenshots are PNGs of the window's size
     for name in ("console-list.png", "console-job.png"):
         assert png_size(shots / name) == WINDOW, name
+
+
+def test_the_console_works_on_reportrelay_serve(tmp_path):
+    # given reportrelay serve with the sandbox, as a user runs it, and its local person's password
+    state = tmp_path / "state"
+    with serving(state) as served:
+        people_url = served.url.replace("/v1", "/people/v1")
+        password = json.loads((state / "person.json").read_text(encoding="utf-8"))["password"]
+        assert f"The console: {people_url}/console (sign in as local, password {password}" in served.greeting
+        with chromium(tmp_path / "browser") as (driver, downloads):
+            wait = WebDriverWait(driver, WAIT_SECONDS)
+            # when the local person opens the console it printed and signs in at serve's issuer
+            driver.get(f"{people_url}/console")
+            wait.until(expected_conditions.presence_of_element_located((By.ID, "sign-in")))
+            driver.find_element(By.ID, "username").send_keys("local")
+            driver.find_element(By.ID, "password").send_keys(password)
+            driver.find_element(By.ID, "sign-in").click()
+            wait.until(expected_conditions.presence_of_element_located((By.ID, "start-form")))
+            # and starts the README's example request, loaded as a saved request
+            driver.find_element(By.ID, "saved-request").send_keys(str(EXAMPLE_REQUEST))
+            wait.until(
+                lambda _: (
+                    Select(driver.find_element(By.ID, "start-connection")).first_selected_option.text
+                    == "sandbox-devexpress"
+                )
+            )
+            driver.find_element(By.ID, "start-button").click()
+            # then its page follows it to ready, and the file downloads with the SHA-256 the page shows
+            wait.until(expected_conditions.presence_of_element_located((By.ID, "job-id")))
+            wait.until(lambda _: driver.find_element(By.ID, "state").text == "ready")
+            shown = driver.find_element(By.ID, "sha256").text
+            driver.find_element(By.CSS_SELECTOR, "a.download").click()
+            file = downloaded(driver, downloads)
+            assert sha256(file) == shown and file.name == driver.find_element(By.ID, "filename").text
+            assert '"Region": "EMEA"' in driver.find_element(By.ID, "request").text

@@ -16,6 +16,11 @@ State lives under ``--state DIR`` so that ``jobs list`` and downloads work acros
   (its execution lived in this process): on shutdown, and on a start after a crash, it is marked failed
   with code ``ServeStopped`` and a message saying so; the provider may still finish what it queued.
 
+People and the web console: serve also runs the people API under ``/people/v1`` (the function verifies
+tokens and session cookies itself, as deployed) with a local OIDC issuer (the sandbox's), where the
+local person ``local`` (team ``local``) signs in with the password kept in ``person.json``; so
+``<root>/people/v1/console`` is the console, and the events' download links open in a browser.
+
 Downloads: the API redirects to presigned S3 URLs, which only the emulation can answer, so serve
 rewrites them to its own ``/_s3/`` path, checks the presigned signature and expiry there as S3 would,
 and streams the object.
@@ -28,6 +33,7 @@ import errno
 import hmac
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -49,6 +55,9 @@ DEFAULT_PORT = 8700
 STAGE = "v1"
 LOCAL_PRINCIPAL = "arn:aws:iam::123456789012:user/local"
 LOCAL_TEAM = "local"
+LOCAL_PERSON = "local"
+PEOPLE_STAGE = "people/v1"
+CONSOLE_CLIENT = "reportrelay-console"
 SAVE_INTERVAL_SECONDS = 1.0
 S3_PATH = "/_s3/"
 _UNFINISHED = ("queued", "running")
@@ -157,6 +166,11 @@ class LocalServer:
     def url(self) -> str:
         return f"{self.root}/{STAGE}"
 
+    @property
+    def people_url(self) -> str:
+        """The people API (the console is ``<people_url>/console``)."""
+        return f"{self.root}/{PEOPLE_STAGE}"
+
     def __enter__(self) -> LocalServer:
         try:
             self._start()
@@ -169,9 +183,18 @@ class LocalServer:
         from reportrelay.local.apigateway import JobApiApp
         from reportrelay.local.aws import REGION, LocalAws
         from reportrelay.local.identities import register_in_iam
+        from reportrelay.sandbox.oidc import OidcClient, OidcIssuer, OidcUser
 
         connections = self._connections()
         self.identities = self.state.identities()
+        self.person_password = self.state.person_password()
+        person = OidcUser(self.person_password, groups=[LOCAL_TEAM], email=f"{LOCAL_PERSON}@localhost")
+        self.issuer = self._stack.enter_context(
+            OidcIssuer(
+                users={LOCAL_PERSON: person},
+                clients={CONSOLE_CLIENT: OidcClient(allow_any_loopback_redirect=True)},
+            )
+        )
         try:  # bound before anything starts: the functions must know the API's URL
             server = make_server(
                 "127.0.0.1", self.port, self._app, server_class=_ThreadingServer, handler_class=_QuietHandler
@@ -184,7 +207,10 @@ class LocalServer:
         environment = {
             "REPORTRELAY_CONNECTIONS_FILE": str(self.state.connections_file.resolve()),
             "REPORTRELAY_API_URL": self.url,
-            "REPORTRELAY_PEOPLE_URL": "",
+            "REPORTRELAY_PEOPLE_URL": self.people_url,
+            "REPORTRELAY_OIDC_ISSUER": self.issuer.issuer,
+            "REPORTRELAY_OIDC_CLIENT_ID": CONSOLE_CLIENT,
+            "REPORTRELAY_OIDC_JWKS_URL": f"{self.issuer.issuer}/jwks.json",
             "POWERTOOLS_LOG_LEVEL": os.environ.get("POWERTOOLS_LOG_LEVEL", "ERROR"),
         }
         self.aws = self._stack.enter_context(LocalAws(environment))
@@ -193,6 +219,7 @@ class LocalServer:
         self.state.restore(self.aws)
         self.stopped_jobs = self.state.fail_unfinished(self.aws, "before this start")
         self.api_app = JobApiApp(self._api, identities=self.identities, region=REGION)
+        self.people_app = JobApiApp(self._api, people=True, stage=PEOPLE_STAGE, region=REGION)
         self.state.save(self.aws)
         saver = threading.Thread(target=self._save_while_running, name="reportrelay-serve-save", daemon=True)
         saver.start()
@@ -299,6 +326,8 @@ class LocalServer:
         path = environ.get("PATH_INFO") or "/"
         if path.startswith(S3_PATH):
             return self._download(environ, start_response)
+        if path == f"/{PEOPLE_STAGE}" or path.startswith(f"/{PEOPLE_STAGE}/"):
+            return self.people_app(environ, start_response)
         return self.api_app(environ, start_response)
 
     def _download(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -358,6 +387,10 @@ class LocalServer:
                 f"  {len(self.stopped_jobs)} job(s) left unfinished by the last run are marked failed "
                 "(ServeStopped): rerun them with reportrelay jobs rerun ID"
             )
+        lines.append(
+            f"The console: {self.people_url}/console (sign in as {LOCAL_PERSON}, password "
+            f"{self.person_password}, kept in {self.state.person_file})"
+        )
         lines += [
             f"Call it as {identity.principal} (team {', '.join(identity.teams)}), whose keys are in "
             f"{self.state.identities_file}:",
@@ -447,6 +480,7 @@ class StateFolder:
         self.objects_file = root / "objects.json"
         self.identities_file = root / "identities.json"
         self.link_key_file = root / "link-key"
+        self.person_file = root / "person.json"
         self.connections_file = root / "connections.json"
         self._saved_items: list[Any] | None = None
         self._saved_objects: dict[str, dict[str, Any]] = {}
@@ -464,6 +498,22 @@ class StateFolder:
         identities = LocalIdentities.generate({LOCAL_PRINCIPAL: [LOCAL_TEAM]})
         identities.write(self.identities_file)
         return identities
+
+    def person_password(self) -> str:
+        """The local person's console password: made on the first start, the same one after."""
+        if self.person_file.exists():
+            try:
+                kept = json.loads(self.person_file.read_text(encoding="utf-8"))
+                if isinstance(kept, dict) and isinstance(kept.get("password"), str) and kept["password"]:
+                    return str(kept["password"])
+            except (OSError, ValueError):
+                pass
+            raise BadInput(f"{self.person_file} holds no password: delete it to have a new one made")
+        password = secrets.token_urlsafe(12)
+        _write(
+            self.person_file, json.dumps({"user": LOCAL_PERSON, "password": password}) + "\n", private=True
+        )
+        return password
 
     # ---- loading
 
