@@ -153,8 +153,12 @@ def test_cdk_nag_really_runs_on_the_app(tmp_path: Path) -> None:
 @pytest.mark.parametrize("variant", ["synthesized", "hardened", "with_holder", "without_sign_in"])
 def test_cfn_lint_finds_nothing(request: pytest.FixtureRequest, variant: str) -> None:
     synthesized: Synthesized = request.getfixturevalue(variant)
-    matches = lint_file(synthesized.template_file)
-    assert [str(match) for match in matches] == []
+    # the main template, and each nested one (the connections' parameters)
+    nested = [synthesized.directory / name for name in synthesized.nested_templates()]
+    assert nested, "no nested template: the connections are deployed in nested stacks"
+    for template_file in (synthesized.template_file, *nested):
+        matches = lint_file(template_file)
+        assert [str(match) for match in matches] == [], template_file.name
 
 
 def test_cfn_lint_is_silenced_only_for_one_known_false_alarm(synthesized: Synthesized) -> None:

@@ -181,7 +181,7 @@ def test_a_connection_with_an_environment_secret_cannot_be_deployed(tmp_path: Pa
                 "dx": {
                     "provider": "devexpress",
                     "base_url": "https://dx.example",
-                    "auth": {"type": "basic", "username": "api", "password": {"env": "DX_PASSWORD"}},
+                    "auth": {"type": "oauth_password", "username": "api", "password": {"env": "DX_PASSWORD"}},
                 }
             }
         },
@@ -197,21 +197,22 @@ def test_an_invalid_connection_stops_synthesis(tmp_path: Path) -> None:
         load_connections(path)
 
 
-def test_the_connections_must_fit_in_the_functions_environment(tmp_path: Path) -> None:
-    # given more connections than 4 KB of Lambda environment can hold
+def test_more_connections_than_an_environment_holds_are_deployed_as_parameters(tmp_path: Path) -> None:
+    # given more connections than 4 KB of Lambda environment could hold
     connection = {
         "provider": "devexpress",
         "base_url": "https://reports.example",
         "auth": {
-            "type": "basic",
+            "type": "oauth_password",
             "username": "api",
             "password": {"secret": "reportrelay/x", "key": "password"},
         },
     }
     path = write(tmp_path, "connections.json", {"connections": {f"c{n}": connection for n in range(40)}})
-    # then synthesis says so rather than failing the deploy
-    with pytest.raises(ConfigError, match="more than the 3072"):
-        load_connections(path)
+    # when they are loaded for deployment / then each is one SSM parameter's value (infra.connections)
+    values = load_connections(path).parameter_values()
+    assert sorted(values) == sorted(f"c{n}" for n in range(40))
+    assert all(json.loads(value) == connection for value in values.values())
 
 
 def test_no_schedules_file_means_no_schedules(with_holder: Synthesized) -> None:
