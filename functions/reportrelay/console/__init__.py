@@ -37,7 +37,7 @@ CONTENT_SECURITY_POLICY = (
 PAGE_HEADERS = {
     "Content-Security-Policy": CONTENT_SECURITY_POLICY,
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",  # the forms' Origin is sent; S3 and others get no referrer
     "X-Frame-Options": "DENY",
     "Cache-Control": "no-store",
 }
@@ -137,6 +137,8 @@ def check_form(
     form: Mapping[str, str], cookies: Mapping[str, str], origin: str | None, people_url: str
 ) -> None:
     """``FormRefused`` unless the form's token is the cookie's and the request came from this site."""
+    # A browser that hides where a form came from (no Origin, or "null") still needs the token and the
+    # Strict cookie, which another site's form cannot carry.
     if origin and origin != "null" and _origin(origin) != _origin(people_url):
         raise FormRefused(
             f"this form was sent from another site ({origin[:100]}); open the console and try again"
@@ -411,7 +413,8 @@ def _start_form(page: Page, connections: Sequence[str], form: Mapping[str, str],
 
 def _event_row(event: Mapping[str, Any]) -> str:
     return (
-        f'<tr class="event kind-{_attr(str(event.get("kind") or ""))}"><td>{escape(_when(event.get("at")))}</td>'
+        f'<tr class="event kind-{_attr(str(event.get("kind") or ""))}">'
+        f"<td>{escape(_when(event.get('at')))}</td>"
         f"<td>{escape(str(event.get('step') or ''))}</td>"
         f"<td>{escape(str(event.get('message') or ''))}</td></tr>"
     )
