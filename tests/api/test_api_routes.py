@@ -613,6 +613,18 @@ def test_a_job_store_that_cannot_be_read_is_a_503(job_api, monkeypatch):
     assert started.status == 503 and started.json()["code"] == "JobStoreUnavailable"
 
 
+def test_a_job_store_that_cannot_be_read_is_a_console_page_saying_to_try_again(job_api, monkeypatch):
+    # given a job store that answers every request with an error (its table is gone)
+    monkeypatch.setenv("REPORTRELAY_JOBS_TABLE", "no-such-table")
+    # when the console's list and a job's page are opened
+    for path in ("/console", "/console/reports/3f0c5a8e-6d1b-4f0e-9a51-2b7c9e1d4a77"):
+        answer = job_api("GET", path, headers={"Accept": "text/html"})
+        # then each is a page (503) saying to try again, never a 500 or a JSON body
+        assert answer.status == 503, (path, answer.body)
+        assert answer.header("Content-Type").startswith("text/html")
+        assert b"Try again in a moment" in answer.body
+
+
 def test_share_links_exist_only_where_the_connection_or_the_request_asks_for_them(job_api):
     # given two ready jobs on a connection without share links, one of them asking for them itself
     plain = job_api.wait(job_api.start(report_request(connection="dx-eu")))["job_id"]

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
-from functools import lru_cache
+from collections.abc import Callable, Mapping
+from functools import lru_cache, wraps
 from html import escape
 from http import HTTPStatus
 from typing import Annotated, Any
@@ -449,7 +449,23 @@ def sign_in_callback(
 # ---- the web console (reportrelay.console): pages for people, on the people API; not in the document
 
 
+def _console_route(route: Callable[..., Response[Any]]) -> Callable[..., Response[Any]]:
+    """A console page: an AWS service that fails is a page saying to try again (503), not JSON."""
+
+    @wraps(route)
+    def page(*args: Any, **kwargs: Any) -> Response[Any]:
+        try:
+            return route(*args, **kwargs)
+        except (api.ServiceUnavailable, JobStoreUnavailable) as failed:
+            return _console_message(
+                None, HTTPStatus.SERVICE_UNAVAILABLE, "Try again in a moment", str(failed)
+            )
+
+    return page
+
+
 @app.get("/console", include_in_schema=False)
+@_console_route
 def console_list() -> Response[Any]:
     caller = _console_caller()
     if isinstance(caller, Response):
@@ -464,6 +480,7 @@ def console_list() -> Response[Any]:
 
 
 @app.get("/console/reports/<job_id>", include_in_schema=False)
+@_console_route
 def console_job(job_id: str) -> Response[Any]:
     caller = _console_caller()
     if isinstance(caller, Response):
@@ -473,6 +490,7 @@ def console_job(job_id: str) -> Response[Any]:
 
 
 @app.post("/console/reports", include_in_schema=False)
+@_console_route
 def console_start() -> Response[Any]:
     caller = _console_caller()
     if isinstance(caller, Response):
@@ -498,6 +516,7 @@ def console_start() -> Response[Any]:
 
 
 @app.post("/console/reports/<job_id>/cancel", include_in_schema=False)
+@_console_route
 def console_cancel(job_id: str) -> Response[Any]:
     caller = _console_caller()
     if isinstance(caller, Response):
@@ -517,6 +536,7 @@ def console_cancel(job_id: str) -> Response[Any]:
 
 
 @app.post("/console/reports/<job_id>/rerun", include_in_schema=False)
+@_console_route
 def console_rerun(job_id: str) -> Response[Any]:
     caller = _console_caller()
     if isinstance(caller, Response):
