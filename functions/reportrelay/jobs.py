@@ -133,6 +133,7 @@ class Job:
     pending_objects: tuple[dict[str, Any], ...] = ()  # uploads Fetch was about to complete
     container_error: dict[str, Any] | None = None  # why a container fetch stored nothing (code, message)
     transfer_checkpoint: dict[str, Any] | None = None  # how far a transfer over invocations got (transfer.py)
+    cost: dict[str, Any] | None = None  # what the finished job used and its estimate (reportrelay.costs)
 
 
 @dataclass(frozen=True)
@@ -882,7 +883,9 @@ def _intent_json(value: Mapping[str, Any], what: str) -> str:
     return text
 
 
-_JSON_FIELDS = frozenset({"request", "object", "error", "handle", "container_error", "transfer_checkpoint"})
+_JSON_FIELDS = frozenset(
+    {"request", "object", "error", "handle", "container_error", "transfer_checkpoint", "cost"}
+)
 _FIELDS = (
     "state",
     "created_at",
@@ -909,6 +912,7 @@ _FIELDS = (
     "object_key",
     "container_error",
     "transfer_checkpoint",
+    "cost",
 )
 
 
@@ -1149,6 +1153,8 @@ def outcome_fields(detail: Mapping[str, Any]) -> dict[str, Any]:
         "object": detail.get("object"),
         "error": detail.get("error"),
     }
+    if isinstance(detail.get("cost"), dict):
+        fields["cost"] = detail["cost"]
     if isinstance(detail.get("connection"), str):
         fields["connection"] = detail["connection"]
     return fields

@@ -302,6 +302,10 @@ class Runtime:
     clock: Callable[[], float] = time.time
     #: When the running function will be stopped (a ``time.monotonic()`` value); None: no limit known.
     ends_at: float | None = None
+    #: The running function's configured memory (what its GB-seconds are billed by); 0: not known.
+    memory_mb: int = 0
+    #: When the running step began (``time.monotonic()``), for what it costs; None: not known.
+    step_started: float | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Runtime:

@@ -15,13 +15,14 @@ import functools
 import hashlib
 import json
 import math
+import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import ClientError
 
-from reportrelay import errors, objectkeys, outbox
+from reportrelay import costs, errors, objectkeys, outbox
 from reportrelay.activity import (
     Recorder,
     cause_words,
@@ -99,6 +100,48 @@ HISTORY_EVENTS_PER_CHECK = 12
 HISTORY_EVENTS_SPARE = 500  # for what follows the last check: Fetch over invocations, Conclude, retries
 WAITER_GONE = frozenset({"TaskTimedOut", "InvalidToken", "TaskDoesNotExist"})
 """What Step Functions answers to a token whose task no longer waits (it timed out, or was stopped)."""
+
+
+def metered(transitions: Callable[[State], int]) -> Callable[[Callable[[State, Runtime], State]], Any]:
+    """Add what the step used to the job's usage (``reportrelay.costs``): the state transitions it takes
+    (``transitions`` of its input), its invocation and GB-seconds, and the S3 requests made meanwhile."""
+
+    def wrap(step: Callable[[State, Runtime], State]) -> Callable[[State, Runtime], State]:
+        @functools.wraps(step)
+        def run(state: State, runtime: Runtime) -> State:
+            started = time.monotonic()
+            with costs.counting_s3(runtime.s3) as calls:
+                result = step(state, runtime)
+            job = result.get("job")
+            if not isinstance(job, dict):
+                return result
+            used = _invocation(runtime, started, transitions(state))
+            stored, before = job.get("object"), (state.get("job") or {}).get("object")
+            if isinstance(stored, dict) and not before:
+                used["s3_bytes_stored"] = stored.get("size") or 0
+            return {**result, "job": costs.add(job, **used, **costs.s3_usage(calls))}
+
+        return run
+
+    return wrap
+
+
+def _invocation(runtime: Runtime, started: float, transitions: int) -> dict[str, float]:
+    seconds = time.monotonic() - started
+    return {
+        "state_transitions": transitions,
+        "lambda_invocations": 1,
+        "lambda_gb_seconds": seconds * runtime.memory_mb / 1024,
+    }
+
+
+def _submit_transitions(state: State) -> int:
+    """Begin, Accept, Submit and IsReportReady the first time; Submit and IsReportReady again after a
+    restart, and WaitForSlot too after a wait for a slot."""
+    job = state.get("job") if isinstance(state.get("job"), dict) else {}
+    if not job.get("usage"):
+        return 4
+    return 3 if job.get("status") == WAITING_FOR_SLOT else 2
 
 
 def records_progress(step: Callable[[State, Runtime], State]) -> Callable[[State, Runtime], State]:
@@ -270,6 +313,7 @@ def _named(error: Exception) -> str:
 
 @records_progress
 @records_retries("Submit")
+@metered(_submit_transitions)
 def submit(state: State, runtime: Runtime) -> State:
     """Validate the request and ask the provider for the report (exactly once per attempt)."""
     recorder = _recorder(runtime, state, "Submit")
@@ -519,6 +563,7 @@ def hold(state: State, runtime: Runtime) -> State:
 
 @records_progress
 @records_retries("Check")
+@metered(lambda state: 3)  # WaitForReport, Check, IsReportReady
 def check(state: State, runtime: Runtime) -> State:
     """Ask where the report stands; work out how long to wait before asking again."""
     recorder = _recorder(runtime, state, "Check")
@@ -563,6 +608,7 @@ def _check(state: State, runtime: Runtime, recorder: Recorder) -> tuple[State, P
 
 @records_progress
 @records_retries("Fetch")
+@metered(lambda state: 2)  # Fetch, IsStored
 def fetch(state: State, runtime: Runtime) -> State:
     """Stream the finished report into S3; either the whole file is stored or nothing is.
 
@@ -952,6 +998,7 @@ def _continued(state: State, job: dict[str, Any], runtime: Runtime) -> dict[str,
     current = str(state.get("execution_arn") or "")
     arn = f"{current.rsplit(':', 1)[0]}:{name}" if current.count(":") >= 7 else ""
     job = {**job, "continue_as_new": True, "continuations": number, "next_execution": name}
+    job = costs.add(job, state_transitions=4)  # ContinueAsNew, Continued; Begin, Resume in the next one
     job["history_events"] = HISTORY_EVENTS_AT_START
     if runtime.jobs is not None and arn:
         try:
@@ -1063,6 +1110,10 @@ def conclude(state: State, runtime: Runtime) -> dict[str, Any]:
     An announcement EventBridge refused stays in the outbox for the sweep (``reportrelay.outbox``): the
     step still succeeds, so the execution ends as the job did.
     """
+    job = state.get("job") if isinstance(state.get("job"), dict) else {}
+    # DescribeReady or DescribeFailure, then Done or ReportFailed; the time Conclude took so far.
+    used = _invocation(runtime, runtime.step_started or time.monotonic(), 2)
+    state = {**state, "job": costs.add(job, **used)}
     outcome = describe_outcome(state, runtime.settings.link_base_url)
     detail = outcome["detail"]
     _announce(runtime, *_record_outcome(runtime, outcome, state))
@@ -1155,6 +1206,7 @@ def describe_outcome(state: State, api_url: str | None = None) -> dict[str, Any]
             if api_url and not error and job.get("job_id")
             else None
         ),
+        "cost": costs.estimate(job.get("usage") or {}),
     }
     return {"detail_type": "Report Failed" if error else "Report Ready", "detail": detail}
 

@@ -31,6 +31,8 @@ def run_step(step: Step, event: dict[str, Any], context: Any) -> dict[str, Any]:
     try:
         runtime = Runtime.from_env()
         runtime.ends_at = ends_at(context)
+        runtime.memory_mb = int(getattr(context, "memory_limit_in_mb", 0) or 0)
+        runtime.step_started = time.monotonic()
         return step(event, runtime)
     except ReportRelayError as error:
         logger.info("step ended with an error", extra={"step": step.__name__, "error_code": error.code})
