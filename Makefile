@@ -79,10 +79,11 @@ format: dev
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-bench: dev  ## Throughput and peak memory: streaming into S3 (SeaweedFS over HTTPS, links paced to 100 and 40 MiB/s; 128 MiB, 1 GiB; a resumed 2 GiB) against boto3; myreports JSON to CSV (100k, 1M rows); the wait policy on a simulated clock.
+bench: dev  ## Throughput and peak memory: streaming into S3 (SeaweedFS over HTTPS, links paced to 100 and 40 MiB/s; 128 MiB, 1 GiB; a resumed 2 GiB) against boto3; myreports JSON to CSV (100k, 1M rows); the wait policy on a simulated clock; 20, 50 and 200 jobs on a connection capped at 5.
 	$(PY) benchmarks/transfer.py
 	$(PY) benchmarks/myreports_csv.py
 	$(PY) benchmarks/polling.py
+	$(PY) benchmarks/concurrency.py
 
 synth: infra-dev  ## Synthesize the CloudFormation template (offline).
 	$(CDK) synth $(CDK_FLAGS) --quiet
