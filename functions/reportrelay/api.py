@@ -110,6 +110,26 @@ class JobError(_Model):
     message: str = Field(description="what happened, in the provider's own words where it gave any")
 
 
+class CostPrices(_Model):
+    region: str
+    read_on: str = Field(description="when the prices were read from AWS's pricing pages")
+    source: str
+
+
+class JobCost(_Model):
+    """What the finished job used on AWS and its estimate at list prices, as in its completion event."""
+
+    state_transitions: float = Field(ge=0, description="states entered, as Step Functions bills them")
+    lambda_invocations: float = Field(ge=0)
+    lambda_gb_seconds: float = Field(ge=0, description="each step's duration x its function's memory")
+    s3_put_requests: float = Field(ge=0, description="PUT, COPY, POST and LIST requests, multipart included")
+    s3_get_requests: float = Field(ge=0, description="GET, HEAD and the other reads")
+    s3_bytes_stored: float = Field(ge=0)
+    usd: float = Field(ge=0, description="the estimate: list prices in one Region, before free tiers")
+    usd_by_driver: dict[str, float]
+    prices: CostPrices
+
+
 class JobLinks(_Model):
     status: str = Field(description="GET this job")
     download: str | None = Field(description="GET the report (a redirect to S3); null until the job is ready")
@@ -156,6 +176,11 @@ class JobView(_Model):
     )
     object: StoredObject | None = Field(description="the stored file; null unless ready")
     error: JobError | None = Field(description="why the job failed or was cancelled")
+    cost: JobCost | None = Field(
+        default=None,
+        description="once it finished: what the job used on AWS (its cost drivers) and an estimate in US "
+        "dollars at list prices (reportrelay/costs.py); a retried step's failed attempts are not counted",
+    )
     links: JobLinks
 
 
@@ -514,6 +539,7 @@ def job_view(job: Job, base_url: str, connections: Any = None) -> JobView:
         deadline_at=_deadline_at(job, connections),
         object=StoredObject.model_validate(job.object) if job.object else None,
         error=JobError.model_validate(job.error) if job.error else None,
+        cost=JobCost.model_validate(job.cost) if job.cost else None,
         links=JobLinks(
             status=status_url, download=f"{status_url}/download" if job.state is JobState.READY else None
         ),

@@ -515,7 +515,25 @@ def job_lines(job: dict[str, Any]) -> list[str]:
         lines.append(f"  download it: reportrelay jobs download {job['job_id']}")
     if job.get("error"):
         lines.append(f"  {job['error']['code']}: {job['error']['message']}")
+    if job.get("cost"):
+        lines.append("  " + cost_words(job["cost"]))
     return lines
+
+
+def cost_words(cost: dict[str, Any]) -> str:
+    """What the job used on AWS and the estimate, in one line."""
+    used = [
+        f"{cost.get('state_transitions', 0):,.0f} state transitions",
+        f"{cost.get('lambda_invocations', 0):,.0f} Lambda invocations "
+        f"({cost.get('lambda_gb_seconds', 0):,.2f} GB-s)",
+        f"{cost.get('s3_put_requests', 0) + cost.get('s3_get_requests', 0):,.0f} S3 requests",
+        f"{cost.get('s3_bytes_stored', 0):,.0f} bytes stored",
+    ]
+    prices = cost.get("prices") or {}
+    return (
+        f"cost about ${cost.get('usd', 0):.6f} ({', '.join(used)}; list prices in {prices.get('region')}, "
+        f"read {prices.get('read_on')})"
+    )
 
 
 def command_list(args: argparse.Namespace) -> int:

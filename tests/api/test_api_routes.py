@@ -93,6 +93,9 @@ def test_a_job_is_accepted_watched_and_announced_with_a_download_link(job_api, a
     assert event["detail-type"] == "Report Ready"
     assert event["detail"]["download_url"] == job["links"]["download"]
     assert schema_problems(event) == []
+    # and the job and its event say the same cost: what it used on AWS and the estimate
+    assert job["cost"] == event["detail"]["cost"]
+    assert job["cost"]["s3_bytes_stored"] == 64 * 1024 and job["cost"]["usd"] > 0
 
 
 def test_a_failed_job_shows_the_providers_reason(job_api, devexpress_sim):

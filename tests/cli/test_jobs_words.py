@@ -122,3 +122,19 @@ def test_on_a_terminal_each_event_is_printed_above_the_live_line():
     assert text.count("15:04:05 Submit         vendor answered 429, retrying in 8 s (attempt 2 of 5)") == 1
     assert "accepted, about to be queued at the provider" in text
     assert "being generated at the provider · provider: Running 50%" in text
+
+
+def test_a_finished_jobs_cost_is_shown_with_what_it_used_and_where_the_prices_come_from():
+    # given a finished job whose API view carries its cost
+    from reportrelay import costs
+    from reportrelay.jobscli import job_lines
+
+    usage = {"state_transitions": 21, "lambda_invocations": 7, "lambda_gb_seconds": 1.5, "s3_put_requests": 3}
+    ready = job(state="ready", cost=costs.estimate({**usage, "s3_get_requests": 2, "s3_bytes_stored": 65536}))
+    # when `jobs get` words it
+    lines = job_lines(ready)
+    # then its last line says the estimate and the drivers behind it, and which prices were used
+    assert lines[-1] == (
+        f"  cost about ${ready['cost']['usd']:.6f} (21 state transitions, 7 Lambda invocations (1.50 GB-s), "
+        "5 S3 requests, 65,536 bytes stored; list prices in us-east-1, read 2026-12-01)"
+    )
