@@ -168,6 +168,14 @@ def test_a_person_lists_starts_watches_downloads_and_cancels_in_the_console(site
             assert {earlier: "ready", job_id: "ready", other: "cancelled", running: "running"}.items() <= (
                 states.items()
             )
+
+            # and each row's last word: the file, why it stopped, or (followed live) the latest event
+            def latest(job: str) -> str:
+                return driver.find_element(By.CSS_SELECTOR, f'tr.job[data-job="{job}"] .latest').text
+
+            assert latest(job_id) == f"{job['object']['filename']} · {job['object']['size']:,} bytes"
+            assert latest(other).startswith("Cancelled: the job was cancelled through the job API")
+            wait.until(lambda _: "next check in" in latest(running))
             driver.save_screenshot(str(shots / "console-list.png"))
         finally:
             site.simulator.generation_seconds = QUICK_SECONDS

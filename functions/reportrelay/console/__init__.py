@@ -353,11 +353,23 @@ def _job_row(page: Page, job: Mapping[str, Any]) -> str:
         f"<code>{escape(job_id[:8])}</code></a></td>"
         f"<td>{escape(str(job.get('connection') or ''))}</td>"
         f'<td class="report">{escape(what)}</td>'
-        f'<td><span class="state {_attr(job["state"])}">{escape(job["state"])}</span></td>'
+        f'<td><span class="state {_attr(job["state"])}">{escape(job["state"])}</span>'
+        f'<div class="latest">{escape(latest_words(job))}</div></td>'
         f"<td>{_progress(job)}</td>"
         f'<td class="actions">{_actions(page, job)}</td>'
         "</tr>"
     )
+
+
+def latest_words(job: Mapping[str, Any]) -> str:
+    """A row's last word: the file once ready, why once failed, else the provider's latest message (the
+    page's script shows each new event of an unfinished job here as it comes)."""
+    stored, error = job.get("object") or {}, job.get("error") or {}
+    if job["state"] == "ready" and stored:
+        return f"{stored.get('filename')} · {int(stored.get('size') or 0):,} bytes"
+    if error:
+        return f"{error.get('code')}: {error.get('message')}"[:160]
+    return str(job.get("message") or "")[:160]
 
 
 def _actions(page: Page, job: Mapping[str, Any]) -> str:

@@ -83,16 +83,35 @@ async function followJob() {
   }
 }
 
+function lastWords(job) {
+  // as the server says it (reportrelay.console.latest_words)
+  if (job.state === "ready" && job.object) {
+    return job.object.filename + " · " + job.object.size.toLocaleString("en-US") + " bytes";
+  }
+  if (job.error) {
+    return (job.error.code + ": " + job.error.message).slice(0, 160);
+  }
+  return job.message || "";
+}
+
 async function followList() {
   let rows = Array.from(document.querySelectorAll("tr.job[data-final='false']"));
   while (rows.length) {
     await new Promise((resolve) => setTimeout(resolve, POLL_MS));
     for (const row of rows) {
       try {
+        const after = row.dataset.next ? "?after=" + encodeURIComponent(row.dataset.next) : "";
+        const answer = await getJson("/reports/" + row.dataset.job + "/events" + after);
+        const latest = row.querySelector(".latest");
+        if (answer.events.length) {
+          latest.textContent = answer.events[answer.events.length - 1].message;
+        }
+        row.dataset.next = answer.next || row.dataset.next || "";
         const job = await getJson("/reports/" + row.dataset.job);
         showState(row, job);
         if (FINAL.includes(job.state)) {
           row.dataset.final = "true";
+          latest.textContent = lastWords(job);
         }
       } catch (error) {
         console.warn("reportrelay console:", error.message);
