@@ -591,7 +591,8 @@ def _check(state: State, runtime: Runtime, recorder: Recorder) -> tuple[State, P
     if now >= parse_timestamp(job["deadline_at"]):
         _abandon(request, job, handle, provider)
     events = job.get("history_events", HISTORY_EVENTS_AT_START) + HISTORY_EVENTS_PER_CHECK
-    job = {**job, "polls": job.get("polls", 0) + 1, "history_events": events, "continue_as_new": False}
+    job = {**job, "polls": job.get("polls", 0) + 1, "history_events": events}
+    job.pop("continue_as_new", None)  # present only when this check continues in a fresh execution
     try:
         status = provider.check(request, handle)
     except ProviderThrottled as throttled:
@@ -990,8 +991,9 @@ def _with_status(
 
 def _continued(state: State, job: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
     """Go on in a fresh execution before this one's history is full: the state machine starts it (same job
-    id, this state carried over, ``continue_as_new``) and ends this one; the job store and the job's
-    activity name the execution the job now runs in, so the API follows, cancels and reconciles that one.
+    id, this state carried over; ``continue_as_new``, present only then, routes IsReportReady there) and
+    ends this one; the job store and the job's activity name the execution the job now runs in, so the API
+    follows, cancels and reconciles that one.
     """
     number = int(job.get("continuations", 0)) + 1
     name = f"{job['job_id']}-continued-{number}"
