@@ -273,12 +273,18 @@ def _origin(site: Deployment) -> str:
 
 def test_rerun_starts_the_same_request_again(site, jobs):
     browser = Browser(site, "carol")
-    # when carol re-runs her finance job
-    answer = browser.post(f"/console/reports/{jobs['finance']}/rerun", {console.CSRF_FIELD: browser.csrf()})
+    # when carol re-runs her finance job with the re-run button of its page, twice (a double click)
+    page = browser.get(f"/console/reports/{jobs['finance']}").text
+    form = {
+        console.CSRF_FIELD: _field(page, console.CSRF_FIELD),
+        "client_token": _field(page, "client_token"),
+    }
+    answer = browser.post(f"/console/reports/{jobs['finance']}/rerun", form)
+    twice = browser.post(f"/console/reports/{jobs['finance']}/rerun", form)
     # then a new job runs the very request, parameters included
     assert answer.status_code == 303, answer.text
     new_id = answer.headers["Location"].rsplit("/", 1)[1]
-    assert new_id != jobs["finance"]
+    assert new_id != jobs["finance"] and twice.headers["Location"] == answer.headers["Location"]
     earlier = site.call("carol", "GET", f"/reports/{jobs['finance']}").json()
     assert _wait(site, "carol", new_id)["request"] == earlier["request"]
 

@@ -388,11 +388,19 @@ def _actions(page: Page, job: Mapping[str, Any]) -> str:
 
 
 def _post(page: Page, path: str, label: str, kind: str) -> str:
+    """A one-button form; a re-run carries a client token of its own, so a double click starts one job."""
+    token = (
+        f'<input type="hidden" name="client_token" value="{_new_client_token()}">' if kind == "rerun" else ""
+    )
     return (
         f'<form class="inline {kind}" method="post" action="{_attr(page.url(path))}">'
-        f'<input type="hidden" name="{CSRF_FIELD}" value="{_attr(page.csrf)}">'
+        f'<input type="hidden" name="{CSRF_FIELD}" value="{_attr(page.csrf)}">{token}'
         f'<button type="submit" class="{kind}">{escape(label)}</button></form>'
     )
+
+
+def _new_client_token() -> str:
+    return base64.urlsafe_b64encode(secrets.token_bytes(18)).decode()
 
 
 def _start_form(page: Page, connections: Sequence[str], form: Mapping[str, str], problem: str | None) -> str:
@@ -400,7 +408,7 @@ def _start_form(page: Page, connections: Sequence[str], form: Mapping[str, str],
     options = _options([(name, name) for name in connections], chosen)
     example = '{\n  "report": {"document_id": 10},\n  "format": "pdf",\n  "parameters": {}\n}'
     text = form.get("request") or example
-    token = base64.urlsafe_b64encode(secrets.token_bytes(18)).decode()
+    token = _new_client_token()
     disabled = "" if connections else " disabled"
     none = (
         ""

@@ -552,7 +552,8 @@ def console_rerun(job_id: str) -> Response[Any]:
             raise api.JobConflict(
                 f"job {job_id} has no recorded request to run again; start one from the form"
             )
-        job, _ = api.start_job(JobRequest.model_validate(earlier.request), caller, runtime)
+        again = {**earlier.request, "client_token": form.get("client_token", "")[:64] or None}
+        job, _ = api.start_job(JobRequest.model_validate(again), caller, runtime)
     except api.JobNotFound as unknown:
         return _console_message(page, HTTPStatus.NOT_FOUND, "No such job", str(unknown))
     except ValidationError as bad:
