@@ -126,3 +126,26 @@ def test_a_cancelled_holder_hands_its_slot_to_the_next_in_line(one_slot, devexpr
     # then the waiting job is handed the slot at once and its report becomes ready
     assert api.wait(waiting, timeout=30)["state"] == "ready"
     assert line(aws) == []
+
+
+def test_a_job_stopped_while_waiting_in_line_is_passed_over(one_slot, devexpress_sim):
+    aws, _ = one_slot
+    # given a holder that takes a few seconds, and two jobs waiting in line behind it
+    devexpress_sim.generation_seconds = 3.0
+    holder = aws.start(request(0))
+    wait_until(lambda: len(devexpress_sim.exports) == 1)
+    first = aws.start(request(1))
+    wait_until(lambda: len(line(aws)) == 1)
+    second = aws.start(request(2))
+    wait_until(lambda: len(line(aws)) == 2)
+    # when the first in line is stopped (its token then answers TaskTimedOut) before a slot is free
+    aws.client("stepfunctions").stop_execution(executionArn=first, error="Cancelled", cause="test")
+    # then, once the holder is done, the slot goes to the second, which succeeds; the stopped job never
+    # queued anything at the vendor, and nobody is left in line
+    assert wait_for_executions(aws, [holder, second], timeout_seconds=60) == ["SUCCEEDED"] * 2
+    orders = sorted(
+        {item["name"]: item["value"] for item in export["parameters"]}["Order"]
+        for export in devexpress_sim.exports.values()
+    )
+    assert orders == ["0", "2"]
+    assert line(aws) == []

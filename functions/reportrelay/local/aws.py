@@ -32,6 +32,7 @@ from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state
 from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_sfn import (
     StateTaskServiceSfn,
 )
+from moto.stepfunctions.parser.backend.execution import Execution as SfnExecution
 
 from reportrelay import jobs
 from reportrelay.claims import CLAIMS_TABLE_ENV, KEY_ATTRIBUTE, TTL_ATTRIBUTE
@@ -179,6 +180,22 @@ def _sfn_task_with_api_names(self: Any, **arguments: Any) -> None:
     _ORIGINAL_SFN_TASK(self, **{**arguments, "normalised_parameters": parameters})
 
 
+# ---- Step Functions: StopExecution ends a task waiting for its token at once, as it does in AWS
+#
+# moto's waitForTaskToken task waits on its callback until its timeout (the WaitForSlot task's is up to
+# 15 minutes), whatever StopExecution said; the stopped execution's waiting callbacks are woken here.
+
+_ORIGINAL_SFN_STOP = SfnExecution.stop
+
+
+def _stop_waking_callbacks(self: Any, *args: Any, **kwargs: Any) -> None:
+    _ORIGINAL_SFN_STOP(self, *args, **kwargs)
+    worker = getattr(self, "exec_worker", None)
+    pool = getattr(getattr(getattr(worker, "env", None), "callback_pool_manager", None), "_pool", {})
+    for endpoint in list(pool.values()):
+        endpoint.interrupt_all()
+
+
 # ---- fault-injection seam (tests only; see tests/aws_faults.py)
 
 
@@ -311,6 +328,7 @@ class LocalAws:
         StateTaskServiceEcs._eval_service_task = _ecs_task_in_process  # type: ignore[method-assign]
         StateTaskServiceEcs._build_sync_resolver = _ecs_sync_in_process  # type: ignore[method-assign]
         StateTaskServiceSfn._eval_service_task = _sfn_task_with_api_names  # type: ignore[method-assign]
+        SfnExecution.stop = _stop_waking_callbacks  # type: ignore[method-assign]
         self._env = _patched_env(_FAKE_CREDENTIALS)
         self._env.__enter__()
         try:
@@ -330,6 +348,7 @@ class LocalAws:
         StateTaskServiceEcs._eval_service_task = _ORIGINAL_ECS_TASK  # type: ignore[method-assign]
         StateTaskServiceEcs._build_sync_resolver = _ORIGINAL_ECS_SYNC  # type: ignore[method-assign]
         StateTaskServiceSfn._eval_service_task = _ORIGINAL_SFN_TASK  # type: ignore[method-assign]
+        SfnExecution.stop = _ORIGINAL_SFN_STOP  # type: ignore[method-assign]
         if hasattr(self, "_function_env"):
             self._function_env.__exit__(None, None, None)
         self._env.__exit__(None, None, None)
