@@ -2,7 +2,9 @@
 
 The OpenAPI document (``docs/openapi.json``) is generated from these routes by ``openapi_document()``;
 ``scripts/openapi.py`` rewrites it and a test fails when the committed one differs. Every answer a route
-can give is declared there, errors included, so that a fuzzer can hold the API to its document.
+can give is declared there, errors included, so that a fuzzer can hold the API to its document. The web
+console's pages and forms (``/console...``, rendered by ``reportrelay.console``) are routes here too, for
+people on the people API; being HTML for browsers, they are left out of the document.
 """
 
 from __future__ import annotations
