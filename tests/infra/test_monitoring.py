@@ -186,6 +186,8 @@ def test_the_conclude_step_emits_the_metrics_the_dashboard_shows() -> None:
         settings=SimpleNamespace(link_base_url=None, event_bus=None),
         jobs=None,
         client=lambda service: bus,
+        memory_mb=256,  # what Conclude's own usage is counted with
+        step_started=None,
     )
     metrics.clear_metrics()  # the metric set is shared: start from nothing other tests left behind
     try:
