@@ -64,12 +64,15 @@ def wait_until(condition, seconds: float = 30) -> None:
 
 def test_waiting_jobs_are_handed_the_slot_in_arrival_order_without_polling(one_slot, devexpress_sim):
     aws, invoked = one_slot
-    # given a connection with one slot, held by a first job, and four more jobs arriving one after another
+    # given a connection with one slot, held by a first job that is not ready before the four others
+    # have arrived one after another and joined the line (however loaded the machine)
+    devexpress_sim.generation_seconds = 600
     executions = [aws.start(request(0))]
     wait_until(lambda: len(devexpress_sim.exports) == 1)
     for order in range(1, 5):
         executions.append(aws.start(request(order)))
         wait_until(lambda order=order: len(line(aws)) == order)
+    devexpress_sim.generation_seconds = 1.0
     # when they all run to the end
     statuses = wait_for_executions(aws, executions, timeout_seconds=120)
     # then every job succeeded, one export at a time, queued at the vendor in the order the jobs arrived
@@ -130,8 +133,8 @@ def test_a_cancelled_holder_hands_its_slot_to_the_next_in_line(one_slot, devexpr
 
 def test_a_job_stopped_while_waiting_in_line_is_passed_over(one_slot, devexpress_sim):
     aws, _ = one_slot
-    # given a holder that takes a few seconds, and two jobs waiting in line behind it
-    devexpress_sim.generation_seconds = 3.0
+    # given a holder that is not ready before two jobs are waiting in line behind it
+    devexpress_sim.generation_seconds = 600
     holder = aws.start(request(0))
     wait_until(lambda: len(devexpress_sim.exports) == 1)
     first = aws.start(request(1))
@@ -140,6 +143,7 @@ def test_a_job_stopped_while_waiting_in_line_is_passed_over(one_slot, devexpress
     wait_until(lambda: len(line(aws)) == 2)
     # when the first in line is stopped (its token then answers TaskTimedOut) before a slot is free
     aws.client("stepfunctions").stop_execution(executionArn=first, error="Cancelled", cause="test")
+    devexpress_sim.generation_seconds = 1.0
     # then, once the holder is done, the slot goes to the second, which succeeds; the stopped job never
     # queued anything at the vendor, and nobody is left in line
     assert wait_for_executions(aws, [holder, second], timeout_seconds=60) == ["SUCCEEDED"] * 2
