@@ -33,19 +33,21 @@ node_modules/.stamp: package.json package-lock.json
 	npm ci --no-audit --no-fund
 	touch $@
 
-# The browser test (tests/api/test_browser.py) drives Debian's Chromium and its driver. Installed with apt
+# The browser tests (tests/api/test_browser.py, test_console_browser.py) drive Debian's Chromium and its
+# driver; the terminal test (tests/cli/test_watch_terminal.py) runs `jobs watch` in tmux. Installed with apt
 # where they are missing (as root, or through sudo); where that cannot be done the build goes on, loudly,
-# and the test skips itself.
+# and those tests skip themselves.
 CHROMIUM := /usr/bin/chromium
 CHROMEDRIVER := /usr/bin/chromedriver
-BROWSER_PACKAGES := chromium chromium-driver
-BROWSER_SKIPPED := tests/api/test_browser.py will be SKIPPED; install them: sudo apt-get install $(BROWSER_PACKAGES)
+TMUX := /usr/bin/tmux
+BROWSER_PACKAGES := chromium chromium-driver tmux
+BROWSER_SKIPPED := the browser and terminal tests will be SKIPPED; install them: sudo apt-get install $(BROWSER_PACKAGES)
 
 build/.stamp-browser:
 	@mkdir -p $(@D)
-	@if [ -x $(CHROMIUM) ] && [ -x $(CHROMEDRIVER) ]; then touch $@; exit 0; fi; \
+	@if [ -x $(CHROMIUM) ] && [ -x $(CHROMEDRIVER) ] && [ -x $(TMUX) ]; then touch $@; exit 0; fi; \
 	if ! command -v apt-get >/dev/null; then \
-		echo "WARNING: $(CHROMIUM) or $(CHROMEDRIVER) is missing and there is no apt-get: $(BROWSER_SKIPPED)" >&2; \
+		echo "WARNING: $(CHROMIUM), $(CHROMEDRIVER) or $(TMUX) is missing and there is no apt-get: $(BROWSER_SKIPPED)" >&2; \
 		exit 0; \
 	fi; \
 	if [ "$$(id -u)" = 0 ]; then as_root=; \
@@ -55,7 +57,7 @@ build/.stamp-browser:
 	install="$${as_root:+$$as_root }env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(BROWSER_PACKAGES)"; \
 	echo "$$install"; \
 	$$install || { $$as_root apt-get update && $$install; } || true; \
-	if [ -x $(CHROMIUM) ] && [ -x $(CHROMEDRIVER) ]; then touch $@; \
+	if [ -x $(CHROMIUM) ] && [ -x $(CHROMEDRIVER) ] && [ -x $(TMUX) ]; then touch $@; \
 	else echo "WARNING: apt-get could not install $(BROWSER_PACKAGES): $(BROWSER_SKIPPED)" >&2; \
 	fi
 

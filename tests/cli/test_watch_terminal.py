@@ -23,7 +23,11 @@ from tests.cli.conftest import reportrelay, signed_as
 
 REPO = Path(__file__).resolve().parents[2]
 
-pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+pytestmark = pytest.mark.skipif(
+    shutil.which("tmux") is None,
+    reason="tmux is not installed and make test could not install it (sudo apt-get install tmux): "
+    "the terminal test is SKIPPED",
+)
 
 
 def pane(session: str) -> str:
