@@ -289,7 +289,7 @@ def run_case(deployment: Deployment, case: AwsFault) -> Outcome:
     aws, kit = deployment.aws, KITS[case.provider]
     simulator = deployment.simulators[case.provider]
     before = kit.queued(simulator)
-    request = {"connection": case.provider, "report": kit.report, "format": kit.format}
+    request = kit.request(case.provider)
     with case.arm(deployment) as armed:
         if case.via_api:
             job_id = deployment.api.start(request)

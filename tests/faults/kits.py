@@ -53,6 +53,11 @@ class Kit:
     #: The request's ``parameters``, for a vendor that requires some.
     parameters: dict[str, Any] = field(default_factory=dict)
 
+    def request(self, connection: str) -> dict[str, Any]:
+        """A job request for the kit's report on ``connection``, with the parameters its vendor requires."""
+        request = {"connection": connection, "report": self.report, "format": self.format}
+        return {**request, "parameters": self.parameters} if self.parameters else request
+
 
 def _dx_connection(sim: Any, case_id: str) -> tuple[dict[str, Any], dict[str, str]]:
     password = env_name(case_id, "password")

@@ -75,13 +75,13 @@ def test_s3_requests_are_counted_by_price_class_for_this_job_only() -> None:
             thread.start()
             other_started.wait(5)
             upload = s3.create_multipart_upload(Bucket="cost-test", Key="k")["UploadId"]
-            part = contextvars.copy_context().run
-            etags = []
-            worker = threading.Thread(
-                target=part,
-                args=(lambda: etags.append(s3.upload_part(Bucket="cost-test", Key="k", UploadId=upload, PartNumber=1,
-                                                          Body=b"x")["ETag"]),),
-            )  # fmt: skip
+            etags: list[str] = []
+
+            def upload_part() -> None:
+                answer = s3.upload_part(Bucket="cost-test", Key="k", UploadId=upload, PartNumber=1, Body=b"x")
+                etags.append(answer["ETag"])
+
+            worker = threading.Thread(target=contextvars.copy_context().run, args=(upload_part,))
             worker.start()
             worker.join()
             s3.complete_multipart_upload(

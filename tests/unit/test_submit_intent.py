@@ -64,7 +64,7 @@ def _runtime(kit: Kit, sim: Any, *, jobs_table: str | None = TABLE) -> Runtime:
 
 
 def _state(kit: Kit, runtime: Runtime, job_id: str = "job-1", **job: Any) -> dict[str, Any]:
-    request = {"connection": "unit", "report": kit.report, "format": kit.format}
+    request = kit.request("unit")
     accepted = {"job_id": job_id, "accepted_at": iso_timestamp(runtime.clock()), **job}
     return {"request": request, "job": accepted}
 

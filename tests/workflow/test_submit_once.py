@@ -48,7 +48,7 @@ def deployed(kit: Kit, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Itera
 
 
 def _run(aws: LocalAws, kit: Kit, job_id: str) -> JobOutcome:
-    request = {"connection": "once", "report": kit.report, "format": kit.format}
+    request = kit.request("once")
     return run_job(aws, request, job_id=job_id, poll_interval=0.1)
 
 
