@@ -11,11 +11,13 @@ hands the client) and of itself by the state machine (``records_retries``), and 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
 import math
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -102,15 +104,19 @@ WAITER_GONE = frozenset({"TaskTimedOut", "InvalidToken", "TaskDoesNotExist"})
 """What Step Functions answers to a token whose task no longer waits (it timed out, or was stopped)."""
 
 
-def metered(transitions: Callable[[State], int]) -> Callable[[Callable[[State, Runtime], State]], Any]:
+def metered(
+    transitions: Callable[[State], int], *, stores: bool = False
+) -> Callable[[Callable[[State, Runtime], State]], Any]:
     """Add what the step used to the job's usage (``reportrelay.costs``): the state transitions it takes
-    (``transitions`` of its input), its invocation and GB-seconds, and the S3 requests made meanwhile."""
+    (``transitions`` of its input), its invocation and GB-seconds, and, for the step that ``stores``, the
+    S3 requests it made (only that step opens an S3 client)."""
 
     def wrap(step: Callable[[State, Runtime], State]) -> Callable[[State, Runtime], State]:
         @functools.wraps(step)
         def run(state: State, runtime: Runtime) -> State:
             started = time.monotonic()
-            with costs.counting_s3(runtime.s3) as calls:
+            counting = costs.counting_s3(runtime.s3) if stores else contextlib.nullcontext(Counter())
+            with counting as calls:
                 result = step(state, runtime)
             job = result.get("job")
             if not isinstance(job, dict):
@@ -609,7 +615,7 @@ def _check(state: State, runtime: Runtime, recorder: Recorder) -> tuple[State, P
 
 @records_progress
 @records_retries("Fetch")
-@metered(lambda state: 2)  # Fetch, IsStored
+@metered(lambda state: 2, stores=True)  # Fetch, IsStored
 def fetch(state: State, runtime: Runtime) -> State:
     """Stream the finished report into S3; either the whole file is stored or nothing is.
 
