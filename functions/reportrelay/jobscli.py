@@ -906,6 +906,7 @@ def status_line(job: dict[str, Any], events: list[dict[str, Any]], now: datetime
     finished = job["state"] in FINAL_STATES
     end = _time(job["finished_at"]) if finished and job.get("finished_at") else now
     parts.append(f"elapsed {_duration((end - _time(job['created_at'])).total_seconds())}")
+    parts.append(f"{job.get('polls', 0)} check(s)")  # before the deadline: a narrow terminal crops the end
     if not finished:
         waits = [event for event in events if event.get("wait_seconds") is not None and event.get("at")]
         if waits:
@@ -918,7 +919,6 @@ def status_line(job: dict[str, Any], events: list[dict[str, Any]], now: datetime
     deadline = job.get("deadline_at")  # the API's JobView; an older API's jobs have none
     if deadline and not finished:
         parts.append(f"deadline {_time(deadline).strftime('%Y-%m-%d %H:%M:%S')} UTC")
-    parts.append(f"{job.get('polls', 0)} check(s)")
     return " · ".join(parts)
 
 

@@ -31,7 +31,7 @@ def view(state: str, **fields: Any) -> dict[str, Any]:
         "provider_status": None, "progress": None, "message": None, "polls": 0,
         "created_at": "2026-12-01T15:00:00.000Z", "updated_at": "2026-12-01T15:00:01.000Z",
         "queued_at": None, "ready_at": None, "stored_at": None, "finished_at": None,
-        "object": None, "error": None,
+        "deadline_at": "2026-12-02T15:00:00.000Z", "request": None, "object": None, "error": None,
         "links": {"status": f"http://127.0.0.1/v1/reports/{JOB_ID}", "download": None},
     }  # fmt: skip
     return {**job, **fields}

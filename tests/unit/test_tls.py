@@ -41,10 +41,10 @@ def connection(base_url: str, **settings: Any) -> Connection:
             "name": "onprem",
             "provider": "devexpress",
             "base_url": base_url,
-            "auth": {
-                "type": "oauth_client_credentials",
-                "client_id": "reportrelay",
-                "client_secret": {"env": "CLIENT_SECRET"},
+            "auth": {  # DevExpress signs in with the password grant only
+                "type": "oauth_password",
+                "username": "reportrelay",
+                "password": {"env": "CLIENT_SECRET"},
             },
             **settings,
         }

@@ -117,7 +117,7 @@ def traced_run(out: Path) -> None:
         )
 
         def request(name: str) -> dict[str, Any]:
-            return {"connection": name, "report": KITS[name].report, "format": KITS[name].format}
+            return KITS[name].request(name)
 
         # every provider, end to end
         executions = [aws.start(request(name)) for name in KITS]
