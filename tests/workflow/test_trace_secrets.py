@@ -181,7 +181,9 @@ def test_the_traced_run_did_what_it_should(trace: dict[str, Any]) -> None:
     # given the run: every job reached its end, every failing step failed as a provider that is unreachable
     assert set(trace["statuses"].values()) == {"SUCCEEDED"}, trace["statuses"]
     assert all("ProviderUnavailable" in names for names in trace["errors"].values()), trace["errors"]
-    assert len(trace["errors"]) == 5
+    from tests.faults.kits import KITS
+
+    assert set(trace["errors"]) == set(KITS)  # one entry per vendor
     # and there were credentials to leak, among them Metric Insights download-session tokens
     assert len(trace["credentials"]) > 10
 
