@@ -32,6 +32,8 @@ from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state
 from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_sfn import (
     StateTaskServiceSfn,
 )
+from moto.stepfunctions.parser.asl.eval.environment import Environment as SfnEnvironment
+from moto.stepfunctions.parser.asl.eval.program_state import ProgramStopped
 from moto.stepfunctions.parser.backend.execution import Execution as SfnExecution
 
 from reportrelay import jobs
@@ -196,6 +198,26 @@ def _stop_waking_callbacks(self: Any, *args: Any, **kwargs: Any) -> None:
         endpoint.interrupt_all()
 
 
+# ---- Step Functions: a stop is final
+#
+# In AWS a stopped execution is ABORTED. moto's interpreter lets the task running at the stop overwrite it:
+# a stop landing as a task evaluates its resource leaves the task popping its input where it expects the
+# resource, and the error it raises (or a timeout) turned the execution FAILED, so a cancel was refused.
+
+_ORIGINAL_SFN_SET_ERROR = SfnEnvironment.set_error
+_ORIGINAL_SFN_SET_TIMED_OUT = SfnEnvironment.set_timed_out
+
+
+def _error_unless_stopped(self: Any, *args: Any, **kwargs: Any) -> None:
+    if not isinstance(self._program_state, ProgramStopped):
+        _ORIGINAL_SFN_SET_ERROR(self, *args, **kwargs)
+
+
+def _timed_out_unless_stopped(self: Any, *args: Any, **kwargs: Any) -> None:
+    if not isinstance(self._program_state, ProgramStopped):
+        _ORIGINAL_SFN_SET_TIMED_OUT(self, *args, **kwargs)
+
+
 # ---- fault-injection seam (tests only; see tests/aws_faults.py)
 
 
@@ -329,6 +351,8 @@ class LocalAws:
         StateTaskServiceEcs._build_sync_resolver = _ecs_sync_in_process  # type: ignore[method-assign]
         StateTaskServiceSfn._eval_service_task = _sfn_task_with_api_names  # type: ignore[method-assign]
         SfnExecution.stop = _stop_waking_callbacks  # type: ignore[method-assign]
+        SfnEnvironment.set_error = _error_unless_stopped  # type: ignore[method-assign]
+        SfnEnvironment.set_timed_out = _timed_out_unless_stopped  # type: ignore[method-assign]
         self._env = _patched_env(_FAKE_CREDENTIALS)
         self._env.__enter__()
         try:
@@ -349,6 +373,8 @@ class LocalAws:
         StateTaskServiceEcs._build_sync_resolver = _ORIGINAL_ECS_SYNC  # type: ignore[method-assign]
         StateTaskServiceSfn._eval_service_task = _ORIGINAL_SFN_TASK  # type: ignore[method-assign]
         SfnExecution.stop = _ORIGINAL_SFN_STOP  # type: ignore[method-assign]
+        SfnEnvironment.set_error = _ORIGINAL_SFN_SET_ERROR  # type: ignore[method-assign]
+        SfnEnvironment.set_timed_out = _ORIGINAL_SFN_SET_TIMED_OUT  # type: ignore[method-assign]
         if hasattr(self, "_function_env"):
             self._function_env.__exit__(None, None, None)
         self._env.__exit__(None, None, None)
