@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 CDK := npx --no-install cdk
 CDK_FLAGS := --no-notices
 STACK ?= ReportRelay
-export PYTHONPATH := $(CURDIR)/functions:$(CURDIR)
+export PYTHONPATH := $(CURDIR)/functions:$(CURDIR)/cli:$(CURDIR)
 export CDK_DISABLE_CLI_TELEMETRY := true
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
@@ -68,7 +68,7 @@ dev: $(VENV)/.stamp-python
 infra-dev: $(VENV)/.stamp-python node_modules/.stamp
 
 demo: demo-dev  ## Fetch a report from every simulator end to end through the state machine.
-	$(PY) -m reportrelay.cli demo --out out/demo
+	$(PY) -m reportrelay_cli demo --out out/demo
 
 test: infra-dev build/.stamp-browser  ## Every test: units, provider contracts over HTTP, the executed state machine, the CDK app.
 	$(PY) -m pytest -q

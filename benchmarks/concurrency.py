@@ -33,12 +33,12 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "functions"), str(ROOT)]
+sys.path[:0] = [str(ROOT / "functions"), str(ROOT / "cli"), str(ROOT)]
 os.environ.setdefault("AWS_REGION", "us-east-1")
 
 from reportrelay import slots  # noqa: E402
-from reportrelay.local.aws import LocalAws  # noqa: E402
-from reportrelay.sandbox.devexpress import DevExpressSimulator  # noqa: E402
+from reportrelay_cli.local.aws import LocalAws  # noqa: E402
+from reportrelay_cli.sandbox.devexpress import DevExpressSimulator  # noqa: E402
 
 PASSWORD = "bench-password-7Qx"
 GOAL_RATIO = 1.1

@@ -48,8 +48,9 @@ MODES = ("time", "trace")
 
 
 def _use_package() -> None:
-    if str(FUNCTIONS) not in sys.path:
-        sys.path.insert(0, str(FUNCTIONS))
+    for folder in (FUNCTIONS, FUNCTIONS.parent / "cli"):
+        if str(folder) not in sys.path:
+            sys.path.insert(0, str(folder))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -64,7 +65,7 @@ def document_parts(rows: int) -> Iterator[bytes]:
     not the conversion, the bottleneck.
     """
     _use_package()
-    from reportrelay.sandbox.myreports import CALL_LIST_FIELDS, TENANT_ID, _call_records
+    from reportrelay_cli.sandbox.myreports import CALL_LIST_FIELDS, TENANT_ID, _call_records
 
     head = {
         "requestId": REQUEST_ID,
@@ -131,7 +132,7 @@ def run_one(rows: int, format: str, mode: str) -> dict[str, Any]:
     _use_package()
     from reportrelay.config import Connections, SecretResolver, parse_job_request
     from reportrelay.providers import open_provider
-    from reportrelay.sandbox.myreports import DEFAULT_REPORT, DEFAULT_WORKSPACE
+    from reportrelay_cli.sandbox.myreports import DEFAULT_REPORT, DEFAULT_WORKSPACE
 
     server = subprocess.Popen(
         [sys.executable, __file__, "--serve", str(rows)], stdout=subprocess.PIPE, text=True

@@ -1,8 +1,10 @@
 """The functions' code asset, built on this machine with pip: no Docker, cached between syntheses.
 
-One asset serves every function: the ``reportrelay`` package plus the wheels of ``requirements.txt``
-for the functions' runtime and architecture (``pip install --platform ... --only-binary=:all:``), so
-nothing compiles here and nothing built for this machine's CPU lands in Lambda.
+One asset serves every function: the whole ``reportrelay`` package (functions/; the command line,
+the local emulation and the simulators are ``reportrelay_cli``, in cli/, and never bundled) plus the
+wheels of ``requirements.txt`` for the functions' runtime and architecture (``pip install --platform
+... --only-binary=:all:``), so nothing compiles here and nothing built for this machine's CPU lands in
+Lambda.
 
 Two caches keep repeated syntheses quick and offline after the first:
 
@@ -34,10 +36,6 @@ from infra import constants
 from infra.functions import RUNTIME
 from reportrelay.vendors import USER_SPECS_DIR_NAME
 
-# Parts of the package the functions never import: the local runner (moto), the provider simulators,
-# the command line that drives them and calls the job API (jobscli), the schedules file's checks
-# (synthesis and the command line) and ``reportrelay vendor check`` (vendorcheck).
-EXCLUDED_PARTS = ("local", "sandbox", "cli.py", "jobscli.py", "schedulefile.py", "vendorcheck.py")
 _IGNORED_NAMES = ("__pycache__",)
 _IGNORED_SUFFIXES = (".pyc", ".pyo")
 
@@ -52,7 +50,7 @@ def package_files(package_dir: Path = constants.PACKAGE_DIR) -> Iterator[Path]:
     """Every file of the package that goes into the asset, in a stable order."""
     for path in sorted(package_dir.rglob("*")):
         relative = path.relative_to(package_dir)
-        if not path.is_file() or relative.parts[0] in EXCLUDED_PARTS:
+        if not path.is_file():
             continue
         if any(part in _IGNORED_NAMES for part in relative.parts) or path.suffix in _IGNORED_SUFFIXES:
             continue
@@ -180,8 +178,7 @@ def function_code(install_dependencies: bool = True, vendor_specs: Sequence[Path
     ``infra.configuration.load_connections``, bundled beside the package."""
     bundler = PipLocalBundling(install_dependencies=install_dependencies, vendor_specs=vendor_specs)
     package = f"/asset-input/functions/{constants.PACKAGE_DIR.name}"
-    excluded = " ".join(f"/asset-output/{constants.PACKAGE_DIR.name}/{name}" for name in EXCLUDED_PARTS)
-    steps = [f"cp -r {package} /asset-output/", f"rm -rf {excluded}"]
+    steps = [f"cp -r {package} /asset-output/"]
     specs = [
         f"/asset-input/{spec.resolve().relative_to(constants.REPO_ROOT).as_posix()}"
         for spec in vendor_specs

@@ -23,7 +23,7 @@ from aws_cdk import Annotations
 from constructs import Construct
 
 from infra import constants
-from reportrelay import schedulefile, vendors
+from reportrelay import vendors
 from reportrelay.access import AccessPolicy
 from reportrelay.addresses import is_loopback_host
 from reportrelay.config import (
@@ -35,7 +35,8 @@ from reportrelay.config import (
 from reportrelay.errors import ReportRelayError
 from reportrelay.providers import check_connections, provider_class
 from reportrelay.runtime import connection_parameter_value
-from reportrelay.schedulefile import Schedule
+from reportrelay_cli import schedulefile
+from reportrelay_cli.schedulefile import Schedule
 
 #: What SSM allows in one level of a parameter's name.
 DEPLOYED_NAME = re.compile(r"[A-Za-z0-9_.-]+")
@@ -283,7 +284,7 @@ def check_api_documents(access: DeployedAccess) -> None:
 def load_schedules(
     path: Path, connections: DeployedConnections, admin_team: str | None = None
 ) -> list[Schedule]:
-    """The schedules (``reportrelay.schedulefile``), each tried out once against the connections; a
+    """The schedules (``reportrelay_cli.schedulefile``), each tried out once against the connections; a
     missing file means none."""
     try:
         return schedulefile.load_schedules(path, Connections.from_document(connections.document), admin_team)

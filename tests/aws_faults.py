@@ -17,10 +17,10 @@ answering an invocation with its own error. Each helper is a context manager tha
   on any of its threads.
 - ``held_at(service, operation)``: a call waits until the test lets it go (to act while a step runs).
 
-The first two lean on the local runner's fault-injection seam (``reportrelay.local.aws``: ``FunctionDied``,
-``LambdaServiceError``, ``LocalAws.after_invoke``); the AWS-call faults are botocore event hooks, aimed at
-the calls a function makes (``tests.iam.recording`` names the running function). Nothing here touches
-product code paths otherwise.
+The first two lean on the local runner's fault-injection seam (``reportrelay_cli.local.aws``:
+``FunctionDied``, ``LambdaServiceError``, ``LocalAws.after_invoke``); the AWS-call faults are botocore
+event hooks, aimed at the calls a function makes (``tests.iam.recording`` names the running function).
+Nothing here touches product code paths otherwise.
 """
 
 from __future__ import annotations
@@ -39,9 +39,9 @@ from botocore.exceptions import ClientError
 
 from reportrelay import awsclients
 from reportrelay.httpclient import ProviderHttp
-from reportrelay.local.aws import FunctionDied, LambdaServiceError, LocalAws
 from reportrelay.providers.base import Provider
 from reportrelay.runtime import Runtime
+from reportrelay_cli.local.aws import FunctionDied, LambdaServiceError, LocalAws
 from tests.iam.recording import calling_function
 
 SUBMIT_FUNCTION = "reportrelay-submit"

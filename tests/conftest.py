@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from reportrelay.auth import forget_cached_tokens
-from reportrelay.local.aws import LocalAws
-from reportrelay.sandbox.devexpress import DevExpressSimulator
+from reportrelay_cli.local.aws import LocalAws
+from reportrelay_cli.sandbox.devexpress import DevExpressSimulator
 
 pytest_plugins = ("tests.s3server",)  # the s3_server and s3_bucket fixtures (SeaweedFS)
 

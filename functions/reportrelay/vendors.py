@@ -1,15 +1,15 @@
 """The vendor registry: every vendor reportrelay ships, once, and the vendor specs a user adds.
 
 Everything that lists vendors is derived from ``VENDORS``: the provider registry
-(``reportrelay.providers.PROVIDERS``), the sandbox's simulators and their ports (``reportrelay.sandbox.cli``),
-the demo's examples (``examples/<key>-report.json`` on the connection ``sandbox-<key>``), the fault
-matrix's kits (``tests/faults/kits.py``), the README's provider table and ``docs/reliability.md``'s
-matrix (both checked by tests against this list). Adding a vendor is one entry here, plus what that
-vendor needs of its own (its spec or module, its simulator, example, kit and docs page), each of which
-a test asks for by name when it is missing.
+(``reportrelay.providers.PROVIDERS``), the sandbox's simulators and their ports
+(``reportrelay_cli.sandbox.cli``), the demo's examples (``examples/<key>-report.json`` on the
+connection ``sandbox-<key>``), the fault matrix's kits (``tests/faults/kits.py``), the README's
+provider table and ``docs/reliability.md``'s matrix (both checked by tests against this list). Adding a
+vendor is one entry here, plus what that vendor needs of its own (its spec or module, its simulator,
+example, kit and docs page), each of which a test asks for by name when it is missing.
 
 This module is imported by the Lambda functions, so it names the simulators by dotted path and never
-imports them: the sandbox is not in the Lambda package.
+imports them: the sandbox is ``reportrelay_cli``'s, which is not in the Lambda package.
 
 User vendors: a provider spec file ``vendors/<key>.json`` in the folder of the connections file (locally
 ``reportrelay run/validate --connections F``; deployed, ``config/vendors/`` next to
@@ -73,27 +73,27 @@ class Vendor:
 VENDORS: tuple[Vendor, ...] = (
     Vendor(
         "devexpress", "DevExpress", "spec:devexpress",
-        "reportrelay.sandbox.devexpress:sandbox_simulator",
+        "reportrelay_cli.sandbox.devexpress:sandbox_simulator",
     ),
     Vendor(
         "torus", "Torus", "reportrelay.providers.torus:Torus",
-        "reportrelay.sandbox.torus:sandbox_simulator",
+        "reportrelay_cli.sandbox.torus:sandbox_simulator",
     ),
     Vendor(
         "metric_insights", "Metric Insights", "reportrelay.providers.metric_insights:MetricInsights",
-        "reportrelay.sandbox.metric_insights:sandbox_simulator",
+        "reportrelay_cli.sandbox.metric_insights:sandbox_simulator",
     ),
     Vendor(
         "myreports", "MyReports", "reportrelay.providers.myreports:MyReports",
-        "reportrelay.sandbox.myreports:sandbox_simulator",
+        "reportrelay_cli.sandbox.myreports:sandbox_simulator",
     ),
     Vendor(
         "clinical_one", "Clinical One", "reportrelay.providers.clinical_one:ClinicalOne",
-        "reportrelay.sandbox.clinical_one:sandbox_simulator",
+        "reportrelay_cli.sandbox.clinical_one:sandbox_simulator",
     ),
     Vendor(
         "amazon_ads", "Amazon Ads", "spec:amazon_ads",
-        "reportrelay.sandbox.amazon_ads:sandbox_simulator", ports=2,
+        "reportrelay_cli.sandbox.amazon_ads:sandbox_simulator", ports=2,
     ),
 )  # fmt: skip
 BY_KEY: dict[str, Vendor] = {vendor.key: vendor for vendor in VENDORS}

@@ -22,11 +22,11 @@ from typing import Any
 import pytest
 import requests
 
-from reportrelay.local.apigateway import JobApiApp
-from reportrelay.local.aws import REGION, LocalAws
-from reportrelay.local.identities import LocalIdentities, LocalIdentity, register_in_iam
-from reportrelay.sandbox.devexpress import DevExpressSimulator
-from reportrelay.sandbox.oidc import OidcClient, OidcIssuer, OidcUser
+from reportrelay_cli.local.apigateway import JobApiApp
+from reportrelay_cli.local.aws import REGION, LocalAws
+from reportrelay_cli.local.identities import LocalIdentities, LocalIdentity, register_in_iam
+from reportrelay_cli.sandbox.devexpress import DevExpressSimulator
+from reportrelay_cli.sandbox.oidc import OidcClient, OidcIssuer, OidcUser
 from tests.conftest import DX_PASSWORD, devexpress_connection, write_connections
 from tests.http import serve, sigv4_headers
 

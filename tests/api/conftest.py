@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from reportrelay.local.apigateway import DEFAULT_IDENTITY, ApiAnswer, rest_event
-from reportrelay.local.aws import LocalAws
+from reportrelay_cli.local.apigateway import DEFAULT_IDENTITY, ApiAnswer, rest_event
+from reportrelay_cli.local.aws import LocalAws
 from tests.conftest import DX_PASSWORD, devexpress_connection, write_connections
 
 FINISHED = ("ready", "failed", "cancelled")

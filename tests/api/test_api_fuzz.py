@@ -1,7 +1,7 @@
 """Schemathesis against the committed OpenAPI document: no 5xx, and no answer the document does not allow.
 
 The API runs in-process on emulated AWS (LocalAws: the ASL on moto, DynamoDB, S3), served over real HTTP
-on loopback as in AWS: the IAM API (reportrelay.local.apigateway.JobApiApp checking each SigV4 signature
+on loopback as in AWS: the IAM API (reportrelay_cli.local.apigateway.JobApiApp checking each SigV4 signature
 against generated identities) and the people API (the function verifying each JWT against the sandbox
 issuer). Two identities of different teams call every route: a finance machine signing with botocore's
 SigV4 signer, and a sales person with a bearer token. The document's example connection ("acme-dx") is
@@ -19,7 +19,7 @@ import requests
 import schemathesis
 from hypothesis import HealthCheck, Phase, settings
 
-from reportrelay.local.identities import LocalIdentity
+from reportrelay_cli.local.identities import LocalIdentity
 from scripts.openapi import DOCUMENT
 from tests.api.access import Deployment, deployment
 from tests.http import sigv4_headers

@@ -24,11 +24,11 @@ from reportrelay.access import Principal
 from reportrelay.awsclients import aws_client
 from reportrelay.handlers import start_scheduled
 from reportrelay.jobs import DynamoDbJobs
-from reportrelay.local.apigateway import rest_event
-from reportrelay.local.aws import LambdaContext
-from reportrelay.local.runner import run_job
 from reportrelay.providers.devexpress import DevExpress
 from reportrelay.runtime import Runtime
+from reportrelay_cli.local.apigateway import rest_event
+from reportrelay_cli.local.aws import LambdaContext
+from reportrelay_cli.local.runner import run_job
 from tests.api.conftest import report_request
 from tests.conftest import DX_PASSWORD
 

@@ -1,6 +1,6 @@
 """The README's session over real HTTP: SigV4-signed requests start a job, watch it and download the file.
 
-The job API runs in-process on emulated AWS behind reportrelay.local.apigateway.JobApiApp, served on
+The job API runs in-process on emulated AWS behind reportrelay_cli.local.apigateway.JobApiApp, served on
 loopback, which verifies each signature against generated local identities as API Gateway's AWS_IAM
 authorization would. The caller is a session of a role whose IAM tag gives it the team of the
 connection used. The client signs each request with botocore's SigV4 signer, as docs/api.md shows
@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 import requests
 
-from reportrelay.local.apigateway import JobApiApp
-from reportrelay.local.aws import REGION, LocalAws
-from reportrelay.local.identities import LocalIdentities, LocalIdentity, register_in_iam
+from reportrelay_cli.local.apigateway import JobApiApp
+from reportrelay_cli.local.aws import REGION, LocalAws
+from reportrelay_cli.local.identities import LocalIdentities, LocalIdentity, register_in_iam
 from tests.http import serve, sigv4_headers
 
 CI = "arn:aws:sts::123456789012:assumed-role/finance-reports/ci"

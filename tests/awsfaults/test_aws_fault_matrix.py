@@ -23,9 +23,9 @@ import pytest
 
 from reportrelay import api
 from reportrelay.jobs import JobState, execution_arn_for
-from reportrelay.local.aws import LocalAws
 from reportrelay.runtime import Runtime
 from reportrelay.transfer import same_checksum
+from reportrelay_cli.local.aws import LocalAws
 from tests.api.conftest import ACCESS_POLICY, JobApi
 from tests.aws_faults import (
     Armed,

@@ -15,8 +15,8 @@ import pytest
 from jsonschema import Draft202012Validator, FormatChecker
 from referencing import Registry, Resource
 
-from reportrelay import cli
-from reportrelay.local.identities import LocalIdentity
+from reportrelay_cli import main as cli
+from reportrelay_cli.local.identities import LocalIdentity
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from reportrelay.jobscli import ApiRefused, WatchDisplay, final_line, rerun_request, state_words, status_line
+from reportrelay_cli.jobs import ApiRefused, WatchDisplay, final_line, rerun_request, state_words, status_line
 
 NOW = datetime(2026, 12, 1, 15, 5, 0, tzinfo=UTC)
 
@@ -128,7 +128,7 @@ def test_on_a_terminal_each_event_is_printed_above_the_live_line():
 def test_a_finished_jobs_cost_is_shown_with_what_it_used_and_where_the_prices_come_from():
     # given a finished job whose API view carries its cost
     from reportrelay import costs
-    from reportrelay.jobscli import job_lines
+    from reportrelay_cli.jobs import job_lines
 
     usage = {"state_transitions": 21, "lambda_invocations": 7, "lambda_gb_seconds": 1.5, "s3_put_requests": 3}
     ready = job(state="ready", cost=costs.estimate({**usage, "s3_get_requests": 2, "s3_bytes_stored": 65536}))

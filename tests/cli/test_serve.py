@@ -18,8 +18,8 @@ from pathlib import Path
 
 import requests
 
-from reportrelay.jobscli import JobApi, SigV4
-from reportrelay.local.identities import LocalIdentities, LocalIdentity
+from reportrelay_cli.jobs import JobApi, SigV4
+from reportrelay_cli.local.identities import LocalIdentities, LocalIdentity
 from tests.cli.conftest import free_port, reportrelay, schema_problems, signed_as
 
 REPO = Path(__file__).resolve().parents[2]
@@ -45,8 +45,20 @@ def serving(state: Path, *, kill: bool = False) -> Iterator[Served]:
     """``reportrelay serve --state STATE --sandbox`` on a free port, until it has said how to call it;
     stopped with Ctrl-C (SIGINT) at the end, or killed (SIGKILL) when ``kill``."""
     port = free_port()
-    environment = {**os.environ, "PYTHONPATH": f"{REPO / 'functions'}{os.pathsep}{REPO}"}
-    command = [sys.executable, "-m", "reportrelay.cli", "serve", "--state", str(state), "--port", str(port)]
+    environment = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(str(path) for path in (REPO / "functions", REPO / "cli", REPO)),
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "reportrelay_cli.main",
+        "serve",
+        "--state",
+        str(state),
+        "--port",
+        str(port),
+    ]
     process = subprocess.Popen(
         [*command, "--sandbox"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment
     )

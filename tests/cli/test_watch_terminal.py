@@ -62,10 +62,10 @@ def test_watch_on_a_terminal_shows_the_retries_of_a_429_storm_and_a_broken_downl
             if os.environ.get(name)
         }
         exports = " ".join(f"{name}={shlex.quote(value)}" for name, value in environment.items())
-        python_path = shlex.quote(f"{REPO}/functions:{REPO}")
+        python_path = shlex.quote(f"{REPO}/functions:{REPO}/cli:{REPO}")
         command = (
             f"env {exports} PYTHONPATH={python_path} {shlex.quote(sys.executable)} "
-            f"-m reportrelay.cli jobs watch {job_id} --api {deployed.iam_url} --interval 0.3; "
+            f"-m reportrelay_cli.main jobs watch {job_id} --api {deployed.iam_url} --interval 0.3; "
             "echo EXIT=$?; sleep 30"
         )
         subprocess.run(

@@ -8,14 +8,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from reportrelay.sandbox.amazon_ads import BUCKET_PATH, DEFAULT_PROFILE, AmazonAdsSimulator
-from reportrelay.sandbox.clinical_one import DEFAULT_STUDY_ID, SUBJECT_DATA_EXTRACT, ClinicalOneSimulator
-from reportrelay.sandbox.devexpress import DevExpressSimulator
-from reportrelay.sandbox.metric_insights import MetricInsightsSimulator
-from reportrelay.sandbox.myreports import DEFAULT_REPORT, DEFAULT_WORKSPACE, MyReportsSimulator
-from reportrelay.sandbox.server import Simulator
-from reportrelay.sandbox.torus import API_USER, TorusSimulator
 from reportrelay.vendors import VENDORS
+from reportrelay_cli.sandbox.amazon_ads import BUCKET_PATH, DEFAULT_PROFILE, AmazonAdsSimulator
+from reportrelay_cli.sandbox.clinical_one import DEFAULT_STUDY_ID, SUBJECT_DATA_EXTRACT, ClinicalOneSimulator
+from reportrelay_cli.sandbox.devexpress import DevExpressSimulator
+from reportrelay_cli.sandbox.metric_insights import MetricInsightsSimulator
+from reportrelay_cli.sandbox.myreports import DEFAULT_REPORT, DEFAULT_WORKSPACE, MyReportsSimulator
+from reportrelay_cli.sandbox.server import Simulator
+from reportrelay_cli.sandbox.torus import API_USER, TorusSimulator
 
 #: Every secret value in the matrix starts with this, so one search finds any of them anywhere.
 SECRET_MARK = "RRSECRET"

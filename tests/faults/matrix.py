@@ -20,10 +20,10 @@ from typing import Any
 import pytest
 
 from reportrelay.auth import forget_cached_tokens
-from reportrelay.local.aws import LocalAws
-from reportrelay.local.runner import completion_event
 from reportrelay.observability import logger
-from reportrelay.sandbox.server import Simulator
+from reportrelay_cli.local.aws import LocalAws
+from reportrelay_cli.local.runner import completion_event
+from reportrelay_cli.sandbox.server import Simulator
 from tests.conftest import describe_when_ended, write_connections
 from tests.faults.kits import KITS, Kit
 

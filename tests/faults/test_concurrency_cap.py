@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from reportrelay.local.aws import LocalAws
-from reportrelay.sandbox.clinical_one import API, ClinicalOneSimulator
+from reportrelay_cli.local.aws import LocalAws
+from reportrelay_cli.sandbox.clinical_one import API, ClinicalOneSimulator
 from tests.conftest import wait_for_executions, write_connections
 from tests.faults.kits import KITS
 

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from reportrelay.sandbox.devexpress import DevExpressSimulator
-from reportrelay.sandbox.server import Simulator, _RequestHandler
+from reportrelay_cli.sandbox.devexpress import DevExpressSimulator
+from reportrelay_cli.sandbox.server import Simulator, _RequestHandler
 
 PASSWORD = "knobs-password"
 

@@ -17,9 +17,9 @@ from urllib.parse import quote
 
 import pytest
 
-from reportrelay.sandbox.server import sha256_hex
 from reportrelay.transfer import same_checksum
 from reportrelay.workflow import MAX_RESTARTS
+from reportrelay_cli.sandbox.server import sha256_hex
 from tests.faults.kits import SECRET_MARK
 from tests.faults.matrix import CASES, MatrixRun, run_matrix, stored_bytes
 

@@ -7,7 +7,7 @@ Three parts, each explicit:
   query on an index is authorized on the index, ...), with the request's condition keys. An operation
   not in the table fails the check: a new AWS call is added here knowingly.
 - ``LocalResources``: the template's logical ids as the local deployment's resources
-  (``reportrelay.local.aws``), so its CloudFormation expressions resolve to the ARNs the calls name.
+  (``reportrelay_cli.local.aws``), so its CloudFormation expressions resolve to the ARNs the calls name.
   Functions are matched by handler; every other resource by the environment variable that points a
   function at it, which CDK and the local runner both set (``REPORTRELAY_BUCKET`` is the reports
   bucket, ``REPORTRELAY_JOBS_TABLE`` the job table, and so on). A logical id neither names (a log
@@ -29,7 +29,7 @@ from typing import Any
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.kms.utils import _deserialize_ciphertext_blob
 
-from reportrelay.local import aws as local_aws
+from reportrelay_cli.local import aws as local_aws
 from tests.iam.recording import Call
 from tests.infra.conftest import Synthesized
 from tests.infra.policies import function_role, role_grants

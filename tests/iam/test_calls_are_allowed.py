@@ -30,9 +30,9 @@ import pytest
 from infra.connections import connections_path
 from reportrelay.awsclients import aws_client
 from reportrelay.handlers import cancel, conclude, fetch, start_scheduled  # wrapped while recording
-from reportrelay.local.apigateway import ApiAnswer, rest_event
-from reportrelay.local.aws import LambdaContext, LocalAws
-from reportrelay.sandbox.devexpress import DevExpressSimulator
+from reportrelay_cli.local.apigateway import ApiAnswer, rest_event
+from reportrelay_cli.local.aws import LambdaContext, LocalAws
+from reportrelay_cli.sandbox.devexpress import DevExpressSimulator
 from tests.api.conftest import ACCESS_POLICY, JobApi
 from tests.conftest import wait_for_executions
 from tests.faults.kits import KITS, secret

@@ -11,7 +11,7 @@ import pytest
 from aws_cdk import DockerImage
 
 from infra import constants
-from infra.bundling import EXCLUDED_PARTS, PipLocalBundling, package_files, pip_command
+from infra.bundling import PipLocalBundling, package_files, pip_command
 from tests.infra.conftest import Synthesized
 
 
@@ -31,8 +31,6 @@ def make_package(root: Path) -> Path:
         "__init__.py",
         "handlers/__init__.py",
         "handlers/submit.py",
-        "local/aws.py",
-        "sandbox/server.py",
     ):
         (package / name).parent.mkdir(parents=True, exist_ok=True)
         (package / name).write_text(f"# {name}\n", encoding="utf-8")
@@ -64,16 +62,28 @@ def test_all_functions_share_one_asset_holding_the_package(synthesized: Synthesi
         assert (handlers / f"{handler}.py").is_file()
 
 
-def test_the_asset_leaves_out_the_local_runner_simulators_and_bytecode(synthesized: Synthesized) -> None:
-    package = asset_directory(synthesized) / "reportrelay"
-    for name in EXCLUDED_PARTS:
-        assert not (package / name).exists()
+#: What runs on a person's machine only: never in a Lambda zip, nor imported by what is.
+LOCAL_ONLY = ("reportrelay_cli", "moto")
+
+
+def test_the_asset_is_the_whole_runtime_package_and_no_local_code(synthesized: Synthesized) -> None:
+    # given the one asset every function (and the Fetch container) runs
+    asset = asset_directory(synthesized)
+    package = asset / "reportrelay"
+    bundled = sorted(str(path.relative_to(package)) for path in package.rglob("*") if path.is_file())
+    # then it holds the runtime package file for file, with no exclusion list
+    assert bundled == sorted(str(path.relative_to(constants.PACKAGE_DIR)) for path in package_files())
+    # and no command line, local emulation, simulator or bytecode
+    assert not (asset / "reportrelay_cli").exists()
+    assert not [
+        name for name in bundled if name.split("/")[0] in ("local", "sandbox", "cli.py", "jobscli.py")
+    ]
     assert not list(package.rglob("__pycache__"))
 
 
-def test_no_bundled_module_imports_what_was_left_out(synthesized: Synthesized) -> None:
+def test_no_bundled_module_imports_local_code(synthesized: Synthesized) -> None:
     # given every module in the asset
-    excluded = tuple(f"reportrelay.{name.removesuffix('.py')}" for name in EXCLUDED_PARTS)
+    excluded = LOCAL_ONLY
     for module in (asset_directory(synthesized) / "reportrelay").rglob("*.py"):
         tree = ast.parse(module.read_text(encoding="utf-8"))
         imported = [
@@ -83,7 +93,7 @@ def test_no_bundled_module_imports_what_was_left_out(synthesized: Synthesized) -
             for alias in node.names
             if isinstance(node, ast.Import) or node.module
         ]
-        # then none imports the local runner or the simulators (they are not there in Lambda)
+        # then none imports the command line, the local emulation, the simulators or moto
         assert not [name for name in imported if name and name.startswith(excluded)], module
 
 
@@ -114,7 +124,7 @@ def test_bundling_installs_once_then_reuses_the_installed_dependencies(tmp_path:
         (tmp_path / output).mkdir()
         assert bundler.try_bundle(str(tmp_path / output), image=image) is True
 
-    # then pip ran once, and each asset holds the dependencies and the package without what is left out
+    # then pip ran once, and each asset holds the dependencies and the whole package, minus bytecode
     assert len(pip.commands) == 1
     for output in ("one", "two"):
         bundled = tmp_path / output
@@ -138,8 +148,8 @@ def test_the_asset_hash_follows_the_package_the_requirements_and_the_mode(tmp_pa
         ).asset_hash()
 
     first = asset_hash()
-    # a change to what is left out changes nothing
-    (package / "local" / "aws.py").write_text("# changed\n", encoding="utf-8")
+    # bytecode is never part of it
+    (package / "__pycache__" / "y.cpython-311.pyc").write_bytes(b"\1")
     assert asset_hash() == first
     # a change to the package, to the requirements, or skipping pip gives another asset
     (package / "handlers" / "submit.py").write_text("# changed\n", encoding="utf-8")
@@ -168,9 +178,9 @@ def test_a_failing_pip_says_how_to_synthesize_without_it(tmp_path: Path) -> None
     assert [p.name for p in tmp_path.iterdir() if not p.name.startswith((".", "src", "requirements"))] == []
 
 
-def test_package_files_are_the_real_package_minus_the_local_parts() -> None:
+def test_package_files_are_the_whole_runtime_package_without_bytecode() -> None:
     files = [str(path.relative_to(constants.PACKAGE_DIR)) for path in package_files()]
     assert "handlers/submit.py" in files
     assert "handlers/start_scheduled.py" in files
-    assert not [f for f in files if f.split("/")[0] in EXCLUDED_PARTS or f.endswith(".pyc")]
+    assert not [f for f in files if f.endswith(".pyc")]
     assert json.dumps(files)  # stable, serialisable order

@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 
 from infra.definition import definition_from_template
-from reportrelay.local.aws import STATE_MACHINE_FILE, LocalAws
-from reportrelay.local.runner import run_job
+from reportrelay_cli.local.aws import STATE_MACHINE_FILE, LocalAws
+from reportrelay_cli.local.runner import run_job
 
 
 def test_the_synthesized_definition_runs_a_report_end_to_end(

@@ -12,8 +12,8 @@ from jsonschema import Draft4Validator, FormatChecker
 
 from infra import constants
 from reportrelay import outbox
-from reportrelay.local.aws import LocalAws
-from reportrelay.local.runner import run_job
+from reportrelay_cli.local.aws import LocalAws
+from reportrelay_cli.local.runner import run_job
 from tests.conftest import devexpress_on_local_aws
 from tests.infra.conftest import Synthesized
 

@@ -18,7 +18,7 @@ from reportrelay.errors import BadRequest, ConfigurationError, ProviderProtocolE
 from reportrelay.providers import open_provider, provider_class
 from reportrelay.providers.base import ReportState
 from reportrelay.providers.declarative import DeclarativeProvider
-from reportrelay.sandbox.amazon_ads import CREATE_TYPE, AmazonAdsSimulator
+from reportrelay_cli.sandbox.amazon_ads import CREATE_TYPE, AmazonAdsSimulator
 
 CLIENT_ID = "amzn1.application-oa2-client.test0001"
 CLIENT_SECRET = "ads-client-Secret-5b1e"

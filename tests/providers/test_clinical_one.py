@@ -24,7 +24,7 @@ from reportrelay.providers.clinical_one import (
     describe_base_response,
     retry_seconds_in,
 )
-from reportrelay.sandbox.clinical_one import (
+from reportrelay_cli.sandbox.clinical_one import (
     DEFAULT_STUDY_ID,
     HSL_REPORT,
     NO_ACCESS,
@@ -33,7 +33,7 @@ from reportrelay.sandbox.clinical_one import (
     ClinicalOneSimulator,
     sandbox_simulator,
 )
-from reportrelay.sandbox.server import Faults, json_response
+from reportrelay_cli.sandbox.server import Faults, json_response
 
 PASSWORD = "c1-User-Passw0rd-7d1e"
 CLIENT_SECRET = "c1-Client-Secret-4b2a"

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import requests
 
-from reportrelay.sandbox.devexpress import DevExpressSimulator
-from reportrelay.sandbox.server import run_simulators
+from reportrelay_cli.sandbox.devexpress import DevExpressSimulator
+from reportrelay_cli.sandbox.server import run_simulators
 
 EXPORT_SALES = "/api/documents/export/report/10"
 PDF = {"exportOptions": {"exportFormat": "pdf"}, "documentParameters": [{"name": "year", "value": 2024}]}

@@ -25,8 +25,8 @@ from reportrelay.errors import (
 from reportrelay.providers import open_provider
 from reportrelay.providers.base import Handle, ReportState
 from reportrelay.providers.metric_insights import MetricInsights
-from reportrelay.sandbox.metric_insights import MetricInsightsSimulator, sandbox_simulator
-from reportrelay.sandbox.server import Faults
+from reportrelay_cli.sandbox.metric_insights import MetricInsightsSimulator, sandbox_simulator
+from reportrelay_cli.sandbox.server import Faults
 
 APP_KEY = "mi-App-Key-7d21"
 API_TOKEN = "mi-personal-api-token-9f3e"

@@ -28,15 +28,15 @@ from reportrelay.errors import (
 from reportrelay.providers import open_provider, provider_class
 from reportrelay.providers.base import ReportState, ReportStatus
 from reportrelay.providers.myreports import MyReports, ResultsDocument, _RawSource, status_state
-from reportrelay.sandbox.cli import EXAMPLES, SANDBOX_PROVIDERS, _point_at
-from reportrelay.sandbox.myreports import (
+from reportrelay_cli.sandbox.cli import EXAMPLES, SANDBOX_PROVIDERS, _point_at
+from reportrelay_cli.sandbox.myreports import (
     CALL_LIST_FIELDS,
     DEFAULT_REPORT,
     DEFAULT_WORKSPACE,
     MyReportsSimulator,
     sandbox_simulator,
 )
-from reportrelay.sandbox.server import Faults
+from reportrelay_cli.sandbox.server import Faults
 
 CLIENT_ID = "reportrelay"
 CLIENT_SECRET = "mr-client-Secret-5b1d"

@@ -31,7 +31,7 @@ from reportrelay.providers.spec import (
     render,
     render_json,
 )
-from reportrelay.sandbox.server import (
+from reportrelay_cli.sandbox.server import (
     HttpError,
     Request,
     Response,

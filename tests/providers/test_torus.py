@@ -24,7 +24,7 @@ from reportrelay.httpclient import RetryBudget
 from reportrelay.providers import open_provider, provider_class
 from reportrelay.providers.base import Handle, ReportState, ReportStatus
 from reportrelay.providers.torus import Torus, _percent
-from reportrelay.sandbox.torus import API_USER, XLSX_CONTENT_TYPE, TorusSimulator
+from reportrelay_cli.sandbox.torus import API_USER, XLSX_CONTENT_TYPE, TorusSimulator
 
 TOKEN = "torus-api-token-5b2e7c"
 REPORT_LIST = "/api/tenant/mergedreport/list/get/{tenantId}"

@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 
 from reportrelay.auth import forget_cached_tokens
-from reportrelay.cli import BadInput
 from reportrelay.providers.spec import SPECS_DIR
-from reportrelay.sandbox.amazon_ads import AmazonAdsSimulator
-from reportrelay.vendorcheck import EXIT_AGREE, EXIT_DISAGREE, add_vendor_commands
+from reportrelay_cli.main import BadInput
+from reportrelay_cli.sandbox.amazon_ads import AmazonAdsSimulator
+from reportrelay_cli.vendorcheck import EXIT_AGREE, EXIT_DISAGREE, add_vendor_commands
 from tests.providers.test_amazon_ads import (
     CLIENT_ID,
     CLIENT_SECRET,

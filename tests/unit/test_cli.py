@@ -10,8 +10,8 @@ import sys
 import pytest
 
 import reportrelay
-from reportrelay.cli import main
-from reportrelay.local.identities import LocalIdentities
+from reportrelay_cli.local.identities import LocalIdentities
+from reportrelay_cli.main import main
 from tests.conftest import DX_PASSWORD, devexpress_connection, write_connections
 
 REQUEST = {"connection": "dx", "report": {"document_id": 10}, "format": "pdf"}
@@ -113,7 +113,7 @@ def test_the_real_command_prints_the_event_detail_as_json_with_no_dead_link_and_
     connections = write_connections(tmp_path, {"dx": devexpress_connection(devexpress_sim.base_url)})
     # when the installed command runs with --json
     finished = subprocess.run(
-        [sys.executable, "-m", "reportrelay.cli", "run", "--connections", str(connections),
+        [sys.executable, "-m", "reportrelay_cli.main", "run", "--connections", str(connections),
          "--request", str(request), "--out", str(tmp_path / "out"), "--json"],
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
@@ -164,7 +164,7 @@ def test_a_failed_report_with_json_prints_only_its_detail_saying_why(devexpress_
 @pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
 def test_an_execution_that_ends_without_an_event_is_reported_failed(files, capsys, monkeypatch, as_json):
     # given an execution that ends without announcing an outcome
-    from reportrelay.local import runner
+    from reportrelay_cli.local import runner
 
     tmp_path, connections, request = files
     arn = "arn:aws:states:us-east-1:123456789012:execution:reportrelay:job-7"
@@ -198,7 +198,7 @@ def test_ctrl_c_names_the_job_the_provider_may_still_run_and_exits_130(
     devexpress_sim, files, capsys, monkeypatch
 ):
     # given a report that takes a while, and a Ctrl-C once the provider has queued it
-    from reportrelay.local import runner
+    from reportrelay_cli.local import runner
 
     tmp_path, _, request = files
     devexpress_sim.generation_seconds = 30
@@ -459,7 +459,7 @@ def test_an_out_that_is_a_file_exits_2_before_anything_runs(files, capsys, monke
     # given --out naming a file, and an emulation that must not even start
     tmp_path, connections, request = files
     (tmp_path / "taken").write_text("not a folder")
-    monkeypatch.setattr("reportrelay.local.aws.LocalAws.__enter__", lambda self: pytest.fail("it ran"))
+    monkeypatch.setattr("reportrelay_cli.local.aws.LocalAws.__enter__", lambda self: pytest.fail("it ran"))
     # when the job is run, then it stops at once, saying what to change
     assert run(connections, request, tmp_path / "taken") == 2
     assert one_line_error(capsys) == (
@@ -482,7 +482,7 @@ def test_a_failed_run_shows_no_library_internals_on_stderr(devexpress_sim, files
     connections = write_connections(tmp_path, {"dx": devexpress_connection(devexpress_sim.base_url)})
     # when the command runs in a terminal-like process
     finished = subprocess.run(
-        [sys.executable, "-m", "reportrelay.cli", "run", "--connections", str(connections),
+        [sys.executable, "-m", "reportrelay_cli.main", "run", "--connections", str(connections),
          "--request", str(request), "--out", str(tmp_path / "out")],
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip

@@ -22,7 +22,7 @@ from reportrelay.errors import (
     ProviderServerError,
 )
 from reportrelay.httpclient import MAX_REDIRECTS, ProviderHttp, RetryBudget
-from reportrelay.sandbox.server import (
+from reportrelay_cli.sandbox.server import (
     Request,
     Response,
     Simulator,

@@ -17,7 +17,7 @@ from reportrelay.errors import (
     ProviderUnavailable,
 )
 from reportrelay.httpclient import ProviderHttp, RetryBudget
-from reportrelay.sandbox.server import HttpError, Request, Response, Simulator, json_response, route
+from reportrelay_cli.sandbox.server import HttpError, Request, Response, Simulator, json_response, route
 
 
 class ScriptedServer(Simulator):

@@ -26,14 +26,14 @@ from botocore.credentials import Credentials
 from moto import mock_aws
 
 from reportrelay.errors import ConfigurationError
-from reportrelay.local.apigateway import (
+from reportrelay_cli.local.apigateway import (
     DEFAULT_IDENTITY,
     INVALID_TOKEN,
     SIGNATURE_MISMATCH,
     JobApiApp,
     rest_event,
 )
-from reportrelay.local.identities import LocalIdentities, LocalIdentity, PrincipalArn, register_in_iam
+from reportrelay_cli.local.identities import LocalIdentities, LocalIdentity, PrincipalArn, register_in_iam
 from tests.http import QuietHandler
 from tests.http import serve as serve_wsgi
 

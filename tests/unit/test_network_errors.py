@@ -28,7 +28,7 @@ from reportrelay.errors import (
     ProviderUnavailable,
 )
 from reportrelay.httpclient import ProviderHttp, RetryBudget
-from reportrelay.sandbox.server import Request, Response, Simulator, json_response, route
+from reportrelay_cli.sandbox.server import Request, Response, Simulator, json_response, route
 from tests.tls import TestCA, TlsServer
 
 PERMANENT_FAILURE_SECONDS = 10.0

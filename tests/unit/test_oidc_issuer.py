@@ -14,7 +14,7 @@ import jwt
 import pytest
 import requests
 
-from reportrelay.sandbox.oidc import OidcClient, OidcIssuer, OidcUser
+from reportrelay_cli.sandbox.oidc import OidcClient, OidcIssuer, OidcUser
 
 ALICE_PASSWORD = "alice-Passw0rd-9d3e"
 WEB = "web"  # a public client, as a browser app or the CLI would be

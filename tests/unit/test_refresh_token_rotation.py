@@ -13,7 +13,7 @@ from moto import mock_aws
 
 from reportrelay import auth
 from reportrelay.config import Connections, SecretResolver
-from reportrelay.sandbox.myreports import MyReportsSimulator
+from reportrelay_cli.sandbox.myreports import MyReportsSimulator
 
 CLIENT_ID = "reportrelay"
 CLIENT_SECRET = "rot-client-Secret-41c9"

@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 import requests
 
-from reportrelay.cli import main
-from reportrelay.sandbox import cli as sandbox_cli
 from reportrelay.vendors import FIRST_SANDBOX_PORT, last_sandbox_port, sandbox_ports
+from reportrelay_cli.main import main
+from reportrelay_cli.sandbox import cli as sandbox_cli
 
 REPO = Path(__file__).resolve().parents[2]
+SEARCH_PATH = os.pathsep.join(str(path) for path in (REPO / "functions", REPO / "cli", REPO))
 #: Every port the sandbox serves: each vendor's (some serve two), then the OpenID Connect issuer's.
 PORTS = last_sandbox_port() - FIRST_SANDBOX_PORT + 1
 
@@ -43,10 +44,10 @@ def free_port_block(size: int) -> int:
 def sandbox() -> Iterator[dict[str, str]]:
     offset = free_port_block(PORTS) - FIRST_SANDBOX_PORT
     process = subprocess.Popen(
-        [sys.executable, "-m", "reportrelay.cli", "sandbox", "--port-offset", str(offset),
+        [sys.executable, "-m", "reportrelay_cli.main", "sandbox", "--port-offset", str(offset),
          "--throttle", "1", "--retry-after", "0", "--only-paths", "/status/"],
         cwd=REPO,
-        env={**os.environ, "PYTHONPATH": f"{REPO / 'functions'}{os.pathsep}{REPO}"},
+        env={**os.environ, "PYTHONPATH": SEARCH_PATH},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -169,7 +170,7 @@ def test_a_failed_demo_ends_with_a_line_saying_failed_and_why(tmp_path, capfd, m
     monkeypatch.setattr(sandbox_cli, "SANDBOX_PROVIDERS", [devexpress])
     monkeypatch.setitem(sandbox_cli.DEMO_KNOBS, "fail_reports", "Data source unavailable")
     monkeypatch.setitem(sandbox_cli.DEMO_KNOBS, "generation_seconds", 0.2)
-    monkeypatch.setenv("PYTHONPATH", f"{REPO / 'functions'}{os.pathsep}{REPO}")
+    monkeypatch.setenv("PYTHONPATH", SEARCH_PATH)
     # when the demo runs
     code = main(["demo", "--out", str(tmp_path / "demo")])
     # then it exits 1 and its last line says FAILED, with the provider, the error code and the message

@@ -15,8 +15,8 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from reportrelay.sandbox.server import Request, Response, Simulator, route
-from reportrelay.sandbox.torus import API_USER, TorusSimulator
+from reportrelay_cli.sandbox.server import Request, Response, Simulator, route
+from reportrelay_cli.sandbox.torus import API_USER, TorusSimulator
 
 TOKEN = "torus-range-token-3c1d"
 QUEUE_LIST = "/api/tenant/report/queue/list/get"

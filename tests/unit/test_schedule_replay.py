@@ -18,8 +18,8 @@ from botocore.exceptions import ClientError
 from moto import mock_aws
 
 from reportrelay import replay
-from reportrelay.cli import main
 from reportrelay.handlers import start_scheduled
+from reportrelay_cli.main import main
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"

@@ -19,9 +19,9 @@ from reportrelay.auth import forget_cached_tokens
 from reportrelay.config import SecretResolver
 from reportrelay.errors import ProviderServerError, ProviderThrottled, SubmitUncertain
 from reportrelay.jobs import INTENT_NOT_QUEUED, INTENT_QUEUED, DynamoDbJobs
-from reportrelay.local.aws import FunctionDied
 from reportrelay.runtime import Runtime, Settings, load_connections
 from reportrelay.timestamps import iso_timestamp
+from reportrelay_cli.local.aws import FunctionDied
 from tests.aws_faults import dies_after_queue_call
 from tests.faults.kits import KITS, Kit
 

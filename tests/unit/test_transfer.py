@@ -20,7 +20,6 @@ from botocore.exceptions import ClientError
 from reportrelay import transfer
 from reportrelay.errors import DownloadInterrupted, TransferOutOfTime
 from reportrelay.providers.base import streamed
-from reportrelay.sandbox.server import Request, Response, Simulator, file_response, route
 from reportrelay.transfer import (
     DEFAULT_PART_SIZE,
     MAX_PARTS,
@@ -34,6 +33,7 @@ from reportrelay.transfer import (
     same_checksum,
     stream_to_s3,
 )
+from reportrelay_cli.sandbox.server import Request, Response, Simulator, file_response, route
 
 BUCKET = "reportrelay-test-reports"
 KEY = "reports/job-1/report.pdf"

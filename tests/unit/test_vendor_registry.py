@@ -10,8 +10,8 @@ from urllib.parse import urlsplit
 from infra.constants import REPO_ROOT
 from reportrelay.config import Connections, JobRequest
 from reportrelay.providers import PROVIDERS, provider_class
-from reportrelay.sandbox.cli import SANDBOX_PROVIDERS
 from reportrelay.vendors import FIRST_SANDBOX_PORT, VENDORS, last_sandbox_port, sandbox_ports
+from reportrelay_cli.sandbox.cli import SANDBOX_PROVIDERS
 
 KEYS = [vendor.key for vendor in VENDORS]
 EXAMPLES = REPO_ROOT / "examples"

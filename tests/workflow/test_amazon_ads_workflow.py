@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from reportrelay.local.aws import LocalAws
-from reportrelay.local.runner import run_job
-from reportrelay.sandbox.amazon_ads import AmazonAdsSimulator
+from reportrelay_cli.local.aws import LocalAws
+from reportrelay_cli.local.runner import run_job
+from reportrelay_cli.sandbox.amazon_ads import AmazonAdsSimulator
 from tests.conftest import write_connections
 from tests.providers.test_amazon_ads import (
     API_HEADERS,

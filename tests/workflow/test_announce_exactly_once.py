@@ -20,7 +20,7 @@ from botocore.exceptions import ClientError
 
 from reportrelay.awsclients import aws_client
 from reportrelay.jobs import DynamoDbJobs, JobState
-from reportrelay.local.aws import FunctionDied, LocalAws
+from reportrelay_cli.local.aws import FunctionDied, LocalAws
 from tests.conftest import describe_when_ended
 
 READY_REQUEST = {"connection": "dx", "report": {"document_id": 10}, "format": "pdf"}

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from reportrelay.local.aws import LocalAws
-from reportrelay.local.runner import JobOutcome, run_job
 from reportrelay.providers.clinical_one import DOWNLOAD, DOWNLOAD_LIST, START_REPORT
-from reportrelay.sandbox.clinical_one import (
+from reportrelay_cli.local.aws import LocalAws
+from reportrelay_cli.local.runner import JobOutcome, run_job
+from reportrelay_cli.sandbox.clinical_one import (
     DEFAULT_STUDY_ID,
     HSL_REPORT,
     NO_ACCESS,

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from reportrelay.local.aws import LocalAws
-from reportrelay.local.runner import run_job
+from reportrelay_cli.local.aws import LocalAws
+from reportrelay_cli.local.runner import run_job
 from tests.conftest import DX_PASSWORD, devexpress_connection, wait_for_executions, write_connections
 
 JOBS = 6

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from reportrelay.awsclients import aws_client
-from reportrelay.local.aws import LOCAL_CONNECTIONS_PATH, LocalAws
+from reportrelay_cli.local.aws import LOCAL_CONNECTIONS_PATH, LocalAws
 from tests.api.conftest import ACCESS_POLICY, JobApi
 from tests.conftest import DX_PASSWORD, devexpress_connection, wait_for_executions
 

@@ -13,7 +13,7 @@ import pytest
 
 from reportrelay import workflow
 from reportrelay.jobs import DynamoDbJobs
-from reportrelay.local.aws import LocalAws
+from reportrelay_cli.local.aws import LocalAws
 from tests.api.conftest import ACCESS_POLICY, JobApi
 from tests.conftest import DX_PASSWORD, describe_when_ended, devexpress_connection, write_connections
 

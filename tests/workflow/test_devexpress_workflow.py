@@ -7,8 +7,8 @@ import json
 import threading
 import time
 
-from reportrelay.local.runner import run_job
 from reportrelay.transfer import same_checksum
+from reportrelay_cli.local.runner import run_job
 from tests.conftest import DX_PASSWORD
 
 

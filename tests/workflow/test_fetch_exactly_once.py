@@ -17,11 +17,11 @@ import pytest
 
 from reportrelay import container, workflow
 from reportrelay.errors import DownloadInterrupted
-from reportrelay.local.aws import LocalAws
 from reportrelay.runtime import Runtime
-from reportrelay.sandbox.devexpress import DevExpressSimulator
-from reportrelay.sandbox.metric_insights import MetricInsightsSimulator
 from reportrelay.timestamps import iso_timestamp
+from reportrelay_cli.local.aws import LocalAws
+from reportrelay_cli.sandbox.devexpress import DevExpressSimulator
+from reportrelay_cli.sandbox.metric_insights import MetricInsightsSimulator
 from tests.conftest import DX_PASSWORD, devexpress_connection, write_connections
 from tests.workflow.test_metric_insights_workflow import APP_KEY, mi_connection
 

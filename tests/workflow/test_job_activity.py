@@ -15,10 +15,10 @@ from urllib.parse import quote
 import pytest
 
 from reportrelay.jobs import DynamoDbJobs
-from reportrelay.local.aws import LocalAws
-from reportrelay.local.runner import run_job
-from reportrelay.sandbox.devexpress import DevExpressSimulator
-from reportrelay.sandbox.metric_insights import MetricInsightsSimulator
+from reportrelay_cli.local.aws import LocalAws
+from reportrelay_cli.local.runner import run_job
+from reportrelay_cli.sandbox.devexpress import DevExpressSimulator
+from reportrelay_cli.sandbox.metric_insights import MetricInsightsSimulator
 from tests.api.conftest import ACCESS_POLICY, SALES_CALLER, JobApi
 from tests.conftest import DX_PASSWORD, devexpress_connection, write_connections
 from tests.workflow import test_transfer_over_invocations as ranged

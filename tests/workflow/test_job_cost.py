@@ -9,8 +9,8 @@ import jsonschema
 
 from reportrelay import costs
 from reportrelay.jobs import DynamoDbJobs
-from reportrelay.local.aws import LocalAws
-from reportrelay.local.runner import run_job
+from reportrelay_cli.local.aws import LocalAws
+from reportrelay_cli.local.runner import run_job
 from tests.conftest import DX_PASSWORD, devexpress_connection, write_connections
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"

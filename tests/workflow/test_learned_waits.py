@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 
 from reportrelay.jobs import duration_key
-from reportrelay.local.aws import LocalAws
-from reportrelay.local.runner import run_job
 from reportrelay.runtime import Runtime
-from reportrelay.sandbox.devexpress import DevExpressSimulator
+from reportrelay_cli.local.aws import LocalAws
+from reportrelay_cli.local.runner import run_job
+from reportrelay_cli.sandbox.devexpress import DevExpressSimulator
 from tests.conftest import DX_PASSWORD, devexpress_connection, write_connections
 
 REQUEST = {"connection": "dx", "report": {"document_id": 10}, "format": "pdf", "team": "finance"}

@@ -17,9 +17,9 @@ from urllib.parse import quote
 
 import pytest
 
-from reportrelay.local.aws import LocalAws
-from reportrelay.local.runner import JobOutcome, run_job
-from reportrelay.sandbox.metric_insights import MetricInsightsSimulator
+from reportrelay_cli.local.aws import LocalAws
+from reportrelay_cli.local.runner import JobOutcome, run_job
+from reportrelay_cli.sandbox.metric_insights import MetricInsightsSimulator
 from tests.conftest import write_connections
 
 APP_KEY = "mi-App-Key-5c8e-workflow"

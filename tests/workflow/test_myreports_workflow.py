@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from reportrelay import auth
-from reportrelay.local.aws import LocalAws
-from reportrelay.local.runner import JobOutcome, run_job
-from reportrelay.sandbox.myreports import (
+from reportrelay_cli.local.aws import LocalAws
+from reportrelay_cli.local.runner import JobOutcome, run_job
+from reportrelay_cli.sandbox.myreports import (
     CALL_LIST_FIELDS,
     DEFAULT_REPORT,
     DEFAULT_WORKSPACE,

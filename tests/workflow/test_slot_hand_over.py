@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from reportrelay import workflow
-from reportrelay.local.aws import LocalAws
 from reportrelay.slots import ConcurrencySlots
+from reportrelay_cli.local.aws import LocalAws
 from tests.api.conftest import ACCESS_POLICY, JobApi
 from tests.conftest import DX_PASSWORD, devexpress_connection, wait_for_executions, write_connections
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.resource import ServiceResource
 
-from reportrelay.local.aws import LocalAws
+from reportrelay_cli.local.aws import LocalAws
 from tests.conftest import describe_when_ended
 
 REQUEST = {"connection": "dx", "report": {"document_id": 10}, "format": "pdf"}

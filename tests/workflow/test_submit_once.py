@@ -19,8 +19,8 @@ import pytest
 
 from reportrelay.auth import forget_cached_tokens
 from reportrelay.jobs import DynamoDbJobs, JobState
-from reportrelay.local.aws import LocalAws
-from reportrelay.local.runner import JobOutcome, run_job
+from reportrelay_cli.local.aws import LocalAws
+from reportrelay_cli.local.runner import JobOutcome, run_job
 from tests.aws_faults import dies_after_queue_call, lambda_error_after_invoke
 from tests.conftest import write_connections
 from tests.faults.kits import KITS, Kit

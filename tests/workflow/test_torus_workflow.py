@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from reportrelay.local.aws import LocalAws
-from reportrelay.local.runner import JobOutcome, Progress, run_job
-from reportrelay.sandbox.torus import API_USER, XLSX_CONTENT_TYPE, TorusSimulator
+from reportrelay_cli.local.aws import LocalAws
+from reportrelay_cli.local.runner import JobOutcome, Progress, run_job
+from reportrelay_cli.sandbox.torus import API_USER, XLSX_CONTENT_TYPE, TorusSimulator
 
 TOKEN = "torus-Workflow-Token-83d1"
 BOBS = 'Bob\'s "Q3" Sales & Returns'

@@ -95,7 +95,7 @@ def traced_run(out: Path) -> None:
     import reportrelay.handlers.check
     import reportrelay.handlers.fetch
     import reportrelay.handlers.submit
-    from reportrelay.local.aws import LambdaContext, LocalAws
+    from reportrelay_cli.local.aws import LambdaContext, LocalAws
     from tests.conftest import wait_for_executions, write_connections
     from tests.faults.kits import KITS
 
@@ -153,7 +153,12 @@ def traced_run(out: Path) -> None:
 @pytest.fixture(scope="module")
 def trace(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     out = tmp_path_factory.mktemp("trace") / "trace.json"
-    search_path = [str(REPO_ROOT / "functions"), str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]
+    search_path = [
+        str(REPO_ROOT / "functions"),
+        str(REPO_ROOT / "cli"),
+        str(REPO_ROOT),
+        os.environ.get("PYTHONPATH", ""),
+    ]
     environment = {**os.environ, **_lambda_environment(), "PYTHONPATH": os.pathsep.join(search_path)}
     completed = subprocess.run(
         [sys.executable, "-m", "tests.workflow.test_trace_secrets", str(out)],

@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 
 from reportrelay import workflow
-from reportrelay.local.aws import LocalAws
-from reportrelay.local.runner import run_job
 from reportrelay.runtime import Runtime
-from reportrelay.sandbox.devexpress import DevExpressSimulator
 from reportrelay.transfer import DEFAULT_PART_SIZE
+from reportrelay_cli.local.aws import LocalAws
+from reportrelay_cli.local.runner import run_job
+from reportrelay_cli.sandbox.devexpress import DevExpressSimulator
 from tests.aws_faults import killed_after_call
 from tests.conftest import DX_PASSWORD, devexpress_connection, write_connections
 from tests.iam.recording import recording

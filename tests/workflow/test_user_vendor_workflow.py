@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from reportrelay.cli import main
-from reportrelay.local.aws import LocalAws
-from reportrelay.local.runner import run_job
 from reportrelay.vendors import forget_user_specs
+from reportrelay_cli.local.aws import LocalAws
+from reportrelay_cli.local.runner import run_job
+from reportrelay_cli.main import main
 from tests.conftest import write_connections
 from tests.providers.test_provider_spec import PlaintextExports
 

@@ -49,7 +49,7 @@ from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from reportrelay.cli import BadInput
+from reportrelay_cli.main import BadInput
 
 DEFAULT_PORT = 8700
 STAGE = "v1"
@@ -78,7 +78,7 @@ def add_serve_command(commands: Any) -> None:
 
 
 def command_serve(args: argparse.Namespace) -> int:
-    from reportrelay.cli import quiet_libraries, writable_folder
+    from reportrelay_cli.main import quiet_libraries, writable_folder
 
     if not args.sandbox and args.connections is None:
         raise BadInput(
@@ -180,10 +180,10 @@ class LocalServer:
         return self
 
     def _start(self) -> None:
-        from reportrelay.local.apigateway import JobApiApp
-        from reportrelay.local.aws import REGION, LocalAws
-        from reportrelay.local.identities import register_in_iam
-        from reportrelay.sandbox.oidc import OidcClient, OidcIssuer, OidcUser
+        from reportrelay_cli.local.apigateway import JobApiApp
+        from reportrelay_cli.local.aws import REGION, LocalAws
+        from reportrelay_cli.local.identities import register_in_iam
+        from reportrelay_cli.sandbox.oidc import OidcClient, OidcIssuer, OidcUser
 
         connections = self._connections()
         self.identities = self.state.identities()
@@ -241,7 +241,7 @@ class LocalServer:
     def _connections(self) -> dict[str, Any]:
         """The sandbox's example connections (aimed at simulators started now) and the user's, each shared
         with the local user's team when it names none."""
-        from reportrelay.cli import _read_json
+        from reportrelay_cli.main import _read_json
 
         connections: dict[str, Any] = {}
         if self.sandbox:
@@ -273,14 +273,14 @@ class LocalServer:
         return connections
 
     def _start_sandbox(self) -> dict[str, Any]:
-        from reportrelay.sandbox.cli import (
+        from reportrelay_cli.sandbox.cli import (
             EXAMPLES,
             SANDBOX_PROVIDERS,
             SANDBOX_SECRET,
             SANDBOX_SECRET_ENV,
             _point_at,
         )
-        from reportrelay.sandbox.server import Faults
+        from reportrelay_cli.sandbox.server import Faults
 
         os.environ.setdefault(SANDBOX_SECRET_ENV, SANDBOX_SECRET)
         examples = json.loads((EXAMPLES / "connections.json").read_text(encoding="utf-8"))["connections"]
@@ -433,7 +433,7 @@ def presigned_problem(
     from botocore.awsrequest import AWSRequest
     from botocore.credentials import Credentials
 
-    from reportrelay.local.aws import _FAKE_CREDENTIALS
+    from reportrelay_cli.local.aws import _FAKE_CREDENTIALS
 
     pairs = [pair.partition("=") for pair in query.split("&") if pair]
     params = {unquote(name): unquote(value) for name, _, value in pairs}
@@ -488,7 +488,7 @@ class StateFolder:
     def identities(self) -> Any:
         """The local user's access key: made on the first start, the same one after."""
         from reportrelay.errors import ReportRelayError
-        from reportrelay.local.identities import LocalIdentities
+        from reportrelay_cli.local.identities import LocalIdentities
 
         if self.identities_file.exists():
             try:

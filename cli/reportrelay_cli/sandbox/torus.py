@@ -38,7 +38,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 from urllib.parse import quote
 
-from reportrelay.sandbox.server import (
+from reportrelay_cli.sandbox.server import (
     Faults,
     HttpError,
     Request,

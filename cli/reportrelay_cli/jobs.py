@@ -31,7 +31,7 @@ from urllib.parse import quote, urlsplit
 
 import requests
 
-from reportrelay.cli import BadInput
+from reportrelay_cli.main import BadInput
 
 API_ENV = "REPORTRELAY_API"
 TOKEN_ENV = "REPORTRELAY_TOKEN"
@@ -450,7 +450,7 @@ def _started_line(accepted: dict[str, Any]) -> str:
 
 
 def _request_from(args: argparse.Namespace) -> dict[str, Any]:
-    from reportrelay.cli import _read_json
+    from reportrelay_cli.main import _read_json
 
     request: dict[str, Any] = {}
     if args.request is not None:
@@ -637,7 +637,7 @@ def command_download(args: argparse.Namespace) -> int:
 
 def _download_target(out: str) -> Path:
     """A folder to save into, or a file path whose folder can be written: checked before any download."""
-    from reportrelay.cli import writable_folder
+    from reportrelay_cli.main import writable_folder
 
     path = Path(out)
     if path.is_dir() or out.endswith(("/", os.sep)):

@@ -1,7 +1,7 @@
 """The ``reportrelay`` command: run a job locally, serve the provider simulators, replay failed schedules.
 
 Exit codes: 0 the report is ready, 1 the report failed, 2 bad input (with a one-line message),
-130 interrupted (Ctrl-C). ``jobs`` adds 3: not found or not allowed (reportrelay.jobscli).
+130 interrupted (Ctrl-C). ``jobs`` adds 3: not found or not allowed (reportrelay_cli.jobs).
 ``schedules replay``: 0 every start replayed, 1 some kept in the queue, 2 AWS refused or is unreachable.
 """
 
@@ -68,10 +68,10 @@ def _parser() -> argparse.ArgumentParser:
 
     _add_schedules_commands(commands)
 
-    from reportrelay.jobscli import add_jobs_commands
-    from reportrelay.local.serve import add_serve_command
-    from reportrelay.sandbox.cli import add_sandbox_commands
-    from reportrelay.vendorcheck import add_vendor_commands
+    from reportrelay_cli.jobs import add_jobs_commands
+    from reportrelay_cli.local.serve import add_serve_command
+    from reportrelay_cli.sandbox.cli import add_sandbox_commands
+    from reportrelay_cli.vendorcheck import add_vendor_commands
 
     add_jobs_commands(commands)
     add_serve_command(commands)
@@ -174,9 +174,9 @@ def command_validate(args: argparse.Namespace) -> int:
     and no provider is called.
     """
     from reportrelay.access import AccessPolicy
-    from reportrelay.local.identities import LocalIdentities
     from reportrelay.providers import provider_class
-    from reportrelay.schedulefile import load_schedules
+    from reportrelay_cli.local.identities import LocalIdentities
+    from reportrelay_cli.schedulefile import load_schedules
 
     if not (args.connections or args.access or args.identities or args.request or args.schedules):
         raise BadInput(
@@ -217,8 +217,8 @@ def command_validate(args: argparse.Namespace) -> int:
 
 
 def command_run(args: argparse.Namespace) -> int:
-    from reportrelay.local.aws import LocalAws
-    from reportrelay.local.runner import JobInterrupted, run_job
+    from reportrelay_cli.local.aws import LocalAws
+    from reportrelay_cli.local.runner import JobInterrupted, run_job
 
     os.environ["POWERTOOLS_LOG_LEVEL"] = "INFO" if args.verbose else "ERROR"
     writable_folder(args.out, "--out")  # before anything runs: a report fetched must have somewhere to go
@@ -345,7 +345,7 @@ def outcome_line(outcome: Any) -> str:
 
 if __name__ == "__main__":
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    # The module's own copy, not __main__'s: BadInput raised by the other modules is reportrelay.cli's.
-    from reportrelay.cli import main as package_main
+    # The module's own copy, not __main__'s: BadInput raised by the other modules is reportrelay_cli.main's.
+    from reportrelay_cli.main import main as package_main
 
     sys.exit(package_main())

@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal, NamedTuple
 
-from reportrelay.sandbox.server import (
+from reportrelay_cli.sandbox.server import (
     Faults,
     HttpError,
     Request,

@@ -40,7 +40,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from reportrelay.sandbox.server import (
+from reportrelay_cli.sandbox.server import (
     JSON_CONTENT_TYPE,
     Faults,
     HttpError,

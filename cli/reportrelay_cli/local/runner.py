@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from reportrelay.local.aws import LocalAws
+from reportrelay_cli.local.aws import LocalAws
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,7 @@ from datetime import UTC, date, datetime
 from typing import Any, Self
 from xml.sax.saxutils import escape
 
-from reportrelay.sandbox.server import (
+from reportrelay_cli.sandbox.server import (
     Faults,
     HttpError,
     Request,

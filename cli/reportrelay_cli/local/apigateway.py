@@ -7,7 +7,7 @@ HTTP requests into such events for a handler, as API Gateway would: it lets a fu
 
 Machine mode (the default) is API Gateway's ``AWS_IAM`` authorization. Each request's SigV4
 ``Authorization`` header is verified against a local identities file
-(``reportrelay.local.identities.LocalIdentities``), with API Gateway's answers (403 and its wording):
+(``reportrelay_cli.local.identities.LocalIdentities``), with API Gateway's answers (403 and its wording):
 
 - no ``Authorization`` header: ``Missing Authentication Token``; a malformed one: the missing parts;
 - the credential scope: its date must be the request's date, its region the app's, its service
@@ -47,7 +47,7 @@ from urllib.parse import parse_qsl, quote, urlsplit
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest, HTTPHeaders
 
-from reportrelay.local.identities import LocalIdentities, LocalIdentity, PrincipalArn
+from reportrelay_cli.local.identities import LocalIdentities, LocalIdentity, PrincipalArn
 
 ACCOUNT = "123456789012"
 DEFAULT_IDENTITY = f"arn:aws:iam::{ACCOUNT}:user/local-tester"

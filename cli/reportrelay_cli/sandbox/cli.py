@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from reportrelay.sandbox.server import Faults, Simulator, run_simulators
 from reportrelay.vendors import FIRST_SANDBOX_PORT, VENDORS, last_sandbox_port, sandbox_ports
+from reportrelay_cli.sandbox.server import Faults, Simulator, run_simulators
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 SANDBOX_SECRET = "sandbox-secret"
@@ -119,7 +119,7 @@ def command_sandbox(args: argparse.Namespace) -> int:
         }
         simulators.append(provider.build(provider.port + args.port_offset, faults, knobs))
     # The identity provider goes on the next port, fault-free: the knobs are aimed at the report APIs.
-    from reportrelay.sandbox.oidc import sandbox_issuer  # here: only this command needs PyJWT
+    from reportrelay_cli.sandbox.oidc import sandbox_issuer  # here: only this command needs PyJWT
 
     secret = os.environ.get(SANDBOX_SECRET_ENV, SANDBOX_SECRET)
     simulators.append(sandbox_issuer(port=last_sandbox_port() + args.port_offset, secret=secret))
@@ -152,7 +152,7 @@ def command_sandbox(args: argparse.Namespace) -> int:
     except OSError as error:  # a port taken since the check above
         if not binding:
             raise
-        from reportrelay.cli import BadInput
+        from reportrelay_cli.main import BadInput
 
         raise BadInput(_unbindable(binding[0].port, args.port_offset, error)) from None
     return 0
@@ -163,7 +163,7 @@ PORT_FLAG = "--port-offset N"
 
 def _check_bindable(port: int, offset: int) -> None:
     """BadInput naming ``port`` and the flag that moves it, unless a simulator could listen on it now."""
-    from reportrelay.cli import BadInput
+    from reportrelay_cli.main import BadInput
 
     first, last = FIRST_SANDBOX_PORT, last_sandbox_port()
     if not 1 <= port <= 65535:
@@ -192,7 +192,7 @@ def _unbindable(port: int, offset: int, error: OSError) -> str:
 
 def command_demo(args: argparse.Namespace) -> int:
     """Serve every simulator, then run each example request through ``reportrelay run``."""
-    from reportrelay.cli import writable_folder
+    from reportrelay_cli.main import writable_folder
 
     out_dir = writable_folder(args.out, "--out")
     connections = json.loads((EXAMPLES / "connections.json").read_text(encoding="utf-8"))
@@ -257,7 +257,7 @@ def _run_example(
 ) -> tuple[str, DemoLine]:
     """Run one example through ``reportrelay run``: what it printed (after the command), and its line."""
     command = [
-        sys.executable, "-m", "reportrelay.cli", "run",
+        sys.executable, "-m", "reportrelay_cli.main", "run",
         "--connections", str(connections_file),
         "--request", str(EXAMPLES / provider.request_file),
         "--out", str(out_dir / provider.key),

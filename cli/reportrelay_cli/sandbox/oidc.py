@@ -37,7 +37,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
-from reportrelay.sandbox.server import (
+from reportrelay_cli.sandbox.server import (
     Faults,
     Request,
     Response,

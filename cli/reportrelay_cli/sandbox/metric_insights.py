@@ -46,7 +46,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal, NamedTuple
 from urllib.parse import quote
 
-from reportrelay.sandbox.server import (
+from reportrelay_cli.sandbox.server import (
     Faults,
     HttpError,
     Request,

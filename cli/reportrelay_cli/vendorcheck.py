@@ -79,7 +79,7 @@ def add_vendor_commands(commands: Any) -> None:
 
 def command_vendor_check(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Load everything (BadInput when it cannot be), then walk the job; 0 agree, 1 disagree."""
-    from reportrelay.cli import BadInput  # here: the command line imports this module
+    from reportrelay_cli.main import BadInput  # here: the command line imports this module
 
     try:
         spec = load_spec(args.spec, str(args.spec))

@@ -9,7 +9,7 @@ caller's teams from the principal's IAM tags. Locally, an identities file stands
                                "teams": ["finance"], "session_token": "optional"}
     }}
 
-``reportrelay.local.apigateway.JobApiApp`` verifies signatures against it, and ``register_in_iam`` puts
+``reportrelay_cli.local.apigateway.JobApiApp`` verifies signatures against it, and ``register_in_iam`` puts
 each principal's role or user into (moto's) IAM with its teams as the tag the API function reads, so the
 team lookup runs the same code path as deployed. The file holds secrets: ``write`` makes it owner-only.
 """

@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any, Literal, NamedTuple
 
-from reportrelay.sandbox.server import (
+from reportrelay_cli.sandbox.server import (
     Faults,
     HttpError,
     Request,
