@@ -19,7 +19,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
@@ -59,6 +59,7 @@ from reportrelay.providers.base import (
     require_format,
     streamed,
 )
+from reportrelay.providers.hooks import resolve as resolve_hook
 from reportrelay.providers.spec import (
     AUTH_FIELDS,
     CallSpec,
@@ -429,11 +430,12 @@ class DeclarativeProvider(Provider):
 
 
 def declarative_class(spec: ProviderSpec) -> type[DeclarativeProvider]:
-    """The adapter class for a spec, with the class attributes the workflow reads set from it."""
+    """The adapter class for a spec, with the class attributes the workflow reads set from it, and its
+    hooked steps (``spec.hooks``) run by their hooks."""
     kinds = (spec, *spec.variant_specs.values())
     linked = any(kind.download.source == "from_status" for kind in kinds)
     sealed = frozenset({LINK_FIELD}) if linked else frozenset()
-    attributes = {
+    attributes: dict[str, Any] = {
         "key": spec.key,
         "spec": spec,
         "settings_model": spec.settings_model,
@@ -442,8 +444,27 @@ def declarative_class(spec: ProviderSpec) -> type[DeclarativeProvider]:
         "__doc__": f"{spec.title}, run from its provider spec.",
         "__module__": __name__,
     }
+    for point, hook_name in spec.hooks.items():
+        attributes[point] = _hooked_step(point, resolve_hook(hook_name, point))
     name = "".join(part.capitalize() for part in spec.key.split("_")) + "Spec"
     return type(name, (DeclarativeProvider,), attributes)
+
+
+def _hooked_step(point: str, hook: Callable[..., Any]) -> Any:
+    """The provider method for ``point`` that runs ``hook``, which gets the step as data would run it."""
+    if point == "validate":
+
+        def validate(cls: type[DeclarativeProvider], request: JobRequest) -> None:
+            hook(cls, request, default=functools.partial(DeclarativeProvider.validate.__func__, cls))
+
+        return classmethod(validate)
+    data_step = getattr(DeclarativeProvider, point)
+
+    @functools.wraps(data_step)
+    def step(self: DeclarativeProvider, *args: Any, **kwargs: Any) -> Any:
+        return hook(self, *args, default=functools.partial(data_step, self), **kwargs)
+
+    return step
 
 
 @functools.cache

@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from reportrelay.errors import ConfigurationError, ProviderProtocolError
 from reportrelay.providers.base import ProviderSettings
+from reportrelay.providers.hooks import HOOK_NAME, HookPoint, resolve
 
 SPEC_VERSION = 1
 SPECS_DIR = Path(__file__).with_name("specs")
@@ -512,8 +513,22 @@ class ProviderSpec(_Strict):
     variants: tuple[VariantSpec, ...] = Field(
         default=(), description="other kinds of report, each chosen by a field of the request's report"
     )
+    hooks: dict[HookPoint, Annotated[str, Field(pattern=HOOK_NAME)]] = Field(
+        default_factory=dict,
+        description="provider steps run by a shipped hook (reportrelay.providers.hooks), for what data "
+        "cannot say; the hook gets the step as the spec alone would run it",
+    )
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _hooks_are_shipped(self) -> ProviderSpec:
+        for point, name in self.hooks.items():
+            try:
+                resolve(name, point)
+            except ValueError as error:
+                raise ValueError(f"hooks.{point}: {error}") from None
+        return self
 
     @model_validator(mode="after")
     def _templates_name_known_values(self) -> ProviderSpec:
