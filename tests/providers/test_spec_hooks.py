@@ -30,7 +30,8 @@ def shipped_hooks(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
     @hook("check")
     def words_from_the_simulator(provider: Any, request: Any, handle: Any, *, default: Any) -> ReportStatus:
         status = default(request, handle)
-        return ReportStatus(status.state, progress=status.progress, message=f"seen by the hook: {status.state}")
+        words = f"seen by the hook: {status.state}"
+        return ReportStatus(status.state, progress=status.progress, message=words)
 
     def not_registered(provider: Any, *args: Any, default: Any) -> Any:
         return default(*args)
@@ -68,14 +69,16 @@ def test_a_hooked_step_runs_the_hook_which_gets_the_data_driven_step(plaintext, 
         ({"check": "exports_for_test.not_registered"}, "'exports_for_test.not_registered' is not a hook"),
         (
             {"submit": "exports_for_test.words_from_the_simulator"},
-            "hooks.submit: 'exports_for_test.words_from_the_simulator' is a hook for 'check', not for 'submit'",
+            "'exports_for_test.words_from_the_simulator' is a hook for 'check', not for 'submit'",
         ),
         ({"check": "Exports.Bad-Name"}, "hooks.check"),
         ({"download": "exports_for_test.words_from_the_simulator"}, "hooks.download"),
     ],
     ids=["unknown-module", "not-registered", "wrong-point", "bad-name", "unknown-point"],
 )
-def test_a_spec_naming_what_is_not_a_shipped_hook_for_that_step_is_refused(shipped_hooks, hooks, words) -> None:
+def test_a_spec_naming_what_is_not_a_shipped_hook_for_that_step_is_refused(
+    shipped_hooks, hooks, words
+) -> None:
     # given a spec whose hooks name something else than a registered hook of that step
     # when it is loaded, then it is refused with the field and the reason
     with pytest.raises(ConfigurationError) as refused:
