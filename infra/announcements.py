@@ -21,7 +21,7 @@ from infra.api import JobTable
 from infra.events import ReportEvents
 from infra.functions import python_function
 from infra.settings import Settings
-from infra.workflow import ENV_EVENT_BUS
+from reportrelay import names
 
 SWEEP_EVERY = Duration.minutes(5)
 
@@ -49,7 +49,7 @@ class AnnouncementSweeper(Construct):
             timeout=Duration.seconds(60),  # well inside the five minutes between sweeps
             memory_size=256,
             settings=settings,
-            environment={ENV_EVENT_BUS: report_events.bus.event_bus_name},
+            environment={names.EVENT_BUS_ENV: report_events.bus.event_bus_name},
         )
         job_table.grant_sweep(self.function)
         report_events.grant_put_events(self.function)

@@ -33,7 +33,6 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
-from infra import constants
 from infra.configuration import DeployedAccess
 from infra.connections import ConnectionParameters
 from infra.events import ReportEvents
@@ -43,15 +42,9 @@ from infra.schedules import ReportSchedules
 from infra.settings import Settings
 from infra.storage import ReportStorage
 from infra.workflow import CHECK, CONCLUDE, FETCH, SUBMIT, WAIT_FOR_SLOT, Workflow
-from reportrelay import jobs
-from reportrelay.access import ACCESS_ENV
-from reportrelay.links import LINK_KEY_SECRET_ENV
+from reportrelay import names
 
 STAGE_NAME = "v1"
-ENV_API_URL = "REPORTRELAY_API_URL"
-ENV_EVENT_BUS = "REPORTRELAY_EVENT_BUS"
-ENV_DOWNLOAD_URL_SECONDS = "REPORTRELAY_DOWNLOAD_URL_SECONDS"
-ENV_CANCEL_FUNCTION = "REPORTRELAY_CANCEL_FUNCTION"
 LINK_KEY_LENGTH = 64
 # (method, path) of every route the job API's function answers on the IAM API; the people API has them
 # too, plus the routes a browser needs (infra.people.PEOPLE_ONLY_ROUTES).
@@ -106,8 +99,8 @@ class JobTable(Construct):
         self.table = dynamodb.Table(
             self,
             "Table",
-            partition_key=dynamodb.Attribute(name=jobs.KEY_ATTRIBUTE, type=string),
-            time_to_live_attribute=jobs.TTL_ATTRIBUTE,
+            partition_key=dynamodb.Attribute(name=names.JOB_KEY_ATTRIBUTE, type=string),
+            time_to_live_attribute=names.JOB_TTL_ATTRIBUTE,
             billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
             encryption=dynamodb.TableEncryption.AWS_MANAGED,
             point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
@@ -116,43 +109,43 @@ class JobTable(Construct):
             # The jobs' history outlives a deployment mistake; items expire by themselves (TTL).
             removal_policy=RemovalPolicy.RETAIN,
         )
-        for index, partition in jobs.INDEXES.items():
+        for index, partition in names.JOB_INDEXES.items():
             self.table.add_global_secondary_index(
                 index_name=index,
                 partition_key=dynamodb.Attribute(name=partition, type=string),
-                sort_key=dynamodb.Attribute(name=jobs.CREATED_ATTRIBUTE, type=string),
+                sort_key=dynamodb.Attribute(name=names.JOB_CREATED_ATTRIBUTE, type=string),
                 projection_type=dynamodb.ProjectionType.ALL,
             )
         # Sparse: only jobs whose outcome waits to be announced (reportrelay.outbox) are in it.
         self.table.add_global_secondary_index(
-            index_name=jobs.OUTBOX_INDEX,
-            partition_key=dynamodb.Attribute(name=jobs.OUTBOX_ATTRIBUTE, type=string),
-            sort_key=dynamodb.Attribute(name=jobs.ANNOUNCE_SINCE_ATTRIBUTE, type=string),
+            index_name=names.OUTBOX_INDEX,
+            partition_key=dynamodb.Attribute(name=names.OUTBOX_ATTRIBUTE, type=string),
+            sort_key=dynamodb.Attribute(name=names.ANNOUNCE_SINCE_ATTRIBUTE, type=string),
             projection_type=dynamodb.ProjectionType.INCLUDE,
-            non_key_attributes=list(jobs.OUTBOX_PROJECTED),
+            non_key_attributes=list(names.OUTBOX_PROJECTED),
         )
 
     @property
     def outbox_index_arn(self) -> str:
-        return f"{self.table.table_arn}/index/{jobs.OUTBOX_INDEX}"
+        return f"{self.table.table_arn}/index/{names.OUTBOX_INDEX}"
 
     def grant_record(self, function: lambda_.Function) -> None:
         """For the workflow's steps and the scheduler: update job items (a conditional UpdateItem only)."""
-        function.add_environment(jobs.JOBS_TABLE_ENV, self.table.table_name)
+        function.add_environment(names.JOBS_TABLE_ENV, self.table.table_name)
         function.add_to_role_policy(
             iam.PolicyStatement(actions=["dynamodb:UpdateItem"], resources=[self.table.table_arn])
         )
 
     def grant_read(self, function: lambda_.Function) -> None:
         """Read one item by its key (a job: its sealed handle, its object key; a report's durations)."""
-        function.add_environment(jobs.JOBS_TABLE_ENV, self.table.table_name)
+        function.add_environment(names.JOBS_TABLE_ENV, self.table.table_name)
         function.add_to_role_policy(
             iam.PolicyStatement(actions=["dynamodb:GetItem"], resources=[self.table.table_arn])
         )
 
     def grant_sweep(self, function: lambda_.Function) -> None:
         """For the announce-pending function: query the outbox index, and update a job's announcement."""
-        function.add_environment(jobs.JOBS_TABLE_ENV, self.table.table_name)
+        function.add_environment(names.JOBS_TABLE_ENV, self.table.table_name)
         function.add_to_role_policy(
             iam.PolicyStatement(actions=["dynamodb:Query"], resources=[self.outbox_index_arn])
         )
@@ -162,7 +155,7 @@ class JobTable(Construct):
 
     def grant_api(self, function: lambda_.Function) -> None:
         """For the API: create jobs and tokens (a transaction of conditional puts), read, update, list."""
-        function.add_environment(jobs.JOBS_TABLE_ENV, self.table.table_name)
+        function.add_environment(names.JOBS_TABLE_ENV, self.table.table_name)
         function.add_to_role_policy(
             iam.PolicyStatement(
                 actions=["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"],
@@ -175,7 +168,7 @@ class JobTable(Construct):
         acknowledge(
             function.role,  # type: ignore[arg-type]
             f"AwsSolutions-IAM5[Resource::<{_logical_id(self.table)}.Arn>/index/*]",
-            f"The listing queries the job table's indexes ({', '.join(jobs.INDEXES)}), and only those: "
+            f"The listing queries the job table's indexes ({', '.join(names.JOB_INDEXES)}), and only those: "
             "'index/*' names the indexes of this one table.",
         )
 
@@ -236,8 +229,8 @@ class JobApi(Construct):
         )
         self.link_key = self._build_link_key()
         self.function = self._build_function(settings, code, workflow, storage, events, parameters)
-        self.function.add_environment(ENV_DOWNLOAD_URL_SECONDS, str(settings.download_url_seconds))
-        self.function.add_environment(ACCESS_ENV, access.env_value())
+        self.function.add_environment(names.DOWNLOAD_URL_SECONDS_ENV, str(settings.download_url_seconds))
+        self.function.add_environment(names.ACCESS_ENV, access.env_value())
         self._grant_cancel(workflow.canceller)
         self._grant_link_key()
         self._grant_principal_tags()
@@ -252,7 +245,7 @@ class JobApi(Construct):
         The URL is built from the RestApi's id, not its deployment: conclude -> RestApi only, so there is
         no cycle through the API function (which knows the state machine, which invokes conclude).
         """
-        conclude.add_environment(ENV_API_URL, self.url)
+        conclude.add_environment(names.API_URL_ENV, self.url)
         self.job_table.grant_record(conclude)
         # Run again after it recorded the outcome, it reads what still waits in the job's outbox.
         self.job_table.grant_read(conclude)
@@ -271,9 +264,9 @@ class JobApi(Construct):
         state_machine, bucket, bucket_key = workflow.state_machine, storage.bucket, storage.key
         environment = {
             **parameters.environment(),
-            constants.ENV_STATE_MACHINE_ARN: state_machine.state_machine_arn,
-            ENV_EVENT_BUS: events.bus.event_bus_name,
-            ENV_API_URL: self.url,
+            names.STATE_MACHINE_ARN_ENV: state_machine.state_machine_arn,
+            names.EVENT_BUS_ENV: events.bus.event_bus_name,
+            names.API_URL_ENV: self.url,
         }
         function = python_function(
             self,
@@ -319,7 +312,7 @@ class JobApi(Construct):
 
     def _grant_cancel(self, canceller: lambda_.Function) -> None:
         """The cancel route asks the workflow's cancel function (by name), the one function it may invoke."""
-        self.function.add_environment(ENV_CANCEL_FUNCTION, canceller.function_name)
+        self.function.add_environment(names.CANCEL_FUNCTION_ENV, canceller.function_name)
         self.function.add_to_role_policy(
             iam.PolicyStatement(actions=["lambda:InvokeFunction"], resources=[canceller.function_arn])
         )
@@ -343,7 +336,7 @@ class JobApi(Construct):
         return secret
 
     def _grant_link_key(self) -> None:
-        self.function.add_environment(LINK_KEY_SECRET_ENV, self.link_key.secret_arn)
+        self.function.add_environment(names.LINK_KEY_SECRET_ENV, self.link_key.secret_arn)
         self.function.add_to_role_policy(
             iam.PolicyStatement(
                 actions=["secretsmanager:GetSecretValue"], resources=[self.link_key.secret_arn]

@@ -34,7 +34,7 @@ from aws_cdk import aws_lambda as lambda_
 
 from infra import constants
 from infra.functions import RUNTIME
-from reportrelay.vendors import USER_SPECS_DIR_NAME
+from reportrelay.names import USER_SPECS_DIR_NAME
 
 _IGNORED_NAMES = ("__pycache__",)
 _IGNORED_SUFFIXES = (".pyc", ".pyo")

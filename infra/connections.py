@@ -33,7 +33,8 @@ from constructs import Construct
 from infra import constants
 from infra.configuration import ConfigError, DeployedConnections
 from infra.nag import acknowledge
-from reportrelay.runtime import connection_parameter_name
+from reportrelay import names
+from reportrelay.names import connection_parameter_name
 
 #: How many nested stacks the parameters are spread over; never change it in a deployed stack (every
 #: connection would move, see above).
@@ -77,10 +78,10 @@ class ConnectionParameters(Construct):
                 )
             groups.setdefault(nested_stack_of(name), []).append(name)
         self.nested_stacks: list[NestedStack] = []
-        for index, names in sorted(groups.items()):
-            if len(names) > MAX_RESOURCES_PER_STACK:
+        for index, stack_names in sorted(groups.items()):
+            if len(stack_names) > MAX_RESOURCES_PER_STACK:
                 raise ConfigError(
-                    f"{connections_file}: {len(values)} connections put {len(names)} parameters in one "
+                    f"{connections_file}: {len(values)} connections put {len(stack_names)} parameters in one "
                     f"nested stack, more than CloudFormation's {MAX_RESOURCES_PER_STACK} resources a stack: "
                     "split the connections over two deployments (stackName)"
                 )
@@ -88,7 +89,7 @@ class ConnectionParameters(Construct):
                 self, f"Connections{index}", description="reportrelay: deployed connections (SSM parameters)"
             )
             written: list[ssm.CfnParameter] = []
-            for name in names:
+            for name in stack_names:
                 parameter = ssm.CfnParameter(
                     nested,
                     f"Connection-{name}",
@@ -133,4 +134,4 @@ class ConnectionParameters(Construct):
 
     def environment(self) -> dict[str, str]:
         """What a function that reads connections is told: the path only."""
-        return {constants.ENV_CONNECTIONS_PATH: self.path}
+        return {names.CONNECTIONS_PATH_ENV: self.path}

@@ -61,13 +61,6 @@ CONTAINER_PLACEHOLDERS = ("FetchClusterArn", "FetchTaskDefinitionArn", "FetchSub
 NO_CONTAINER = "none"
 PLACEHOLDERS = FUNCTION_PLACEHOLDERS + CONTAINER_PLACEHOLDERS
 
-# Environment variables the functions read (reportrelay.runtime, reportrelay.handlers.start_scheduled).
-ENV_BUCKET = "REPORTRELAY_BUCKET"
-# The SSM path the connections live under (infra.connections); never the connections themselves.
-ENV_CONNECTIONS_PATH = "REPORTRELAY_CONNECTIONS_PATH"
-ENV_STATE_MACHINE_ARN = "REPORTRELAY_STATE_MACHINE_ARN"
-ENV_HANDLE_KEY = "REPORTRELAY_HANDLE_KEY"
-ENV_HOLDER_FUNCTION = "REPORTRELAY_HOLDER_FUNCTION"
 # reportrelay.sealing binds every sealed field to its job with this encryption context key.
 SEALING_CONTEXT_KEY = "reportrelay:job"
 # A connection's body, as compact JSON, in a standard SSM parameter (4 KB; infra.connections).

@@ -22,7 +22,7 @@ from infra import constants
 from infra.nag import acknowledge
 from infra.network import VendorNetwork
 from infra.settings import Settings
-from reportrelay.runtime import FETCH_CONTAINER_ENV, IN_CONTAINER_ENV
+from reportrelay.names import FETCH_CONTAINER_ENV, IN_CONTAINER_ENV
 
 #: The task's image: the Lambda runtime's Python, from Docker Hub's official images (on Amazon ECR Public).
 IMAGE = f"public.ecr.aws/docker/library/python:{constants.PYTHON_VERSION}-slim"

@@ -45,14 +45,8 @@ from infra.api import (
 from infra.configuration import DeployedAccess
 from infra.nag import acknowledge
 from infra.settings import PREFIX, Settings, SettingsError
+from reportrelay import names
 
-ENV_PEOPLE_URL = "REPORTRELAY_PEOPLE_URL"
-ENV_OIDC_ISSUER = "REPORTRELAY_OIDC_ISSUER"
-ENV_OIDC_CLIENT_ID = "REPORTRELAY_OIDC_CLIENT_ID"
-ENV_OIDC_JWKS_URL = "REPORTRELAY_OIDC_JWKS_URL"
-ENV_OIDC_AUTHORIZATION_URL = "REPORTRELAY_OIDC_AUTHORIZATION_URL"
-ENV_OIDC_TOKEN_URL = "REPORTRELAY_OIDC_TOKEN_URL"
-ENV_OIDC_GROUPS_CLAIM = "REPORTRELAY_OIDC_GROUPS_CLAIM"
 CALLBACK_PATH = "/auth/callback"
 SHARE_LINK_ROUTE = ("GET", "/links/{token}")
 PEOPLE_ONLY_ROUTES = (SHARE_LINK_ROUTE, ("GET", CALLBACK_PATH))
@@ -109,11 +103,11 @@ class PeopleAccess(Construct):
         add_gateway_responses(self.api)
         self._acknowledge()
 
-        function.add_environment(ENV_PEOPLE_URL, self.url)
+        function.add_environment(names.PEOPLE_URL_ENV, self.url)
         self.user_pool: cognito.UserPool | None = None
         if settings.people_sign_in == "none":
             return  # events keep linking to the IAM API's download route: people cannot sign in here
-        conclude.add_environment(ENV_PEOPLE_URL, self.url)
+        conclude.add_environment(names.PEOPLE_URL_ENV, self.url)
         if settings.people_sign_in == "cognito":
             pool = CognitoSignIn(
                 self,
@@ -126,7 +120,6 @@ class PeopleAccess(Construct):
             environment = pool.environment
         else:
             environment = external_environment(settings)
-        environment[ENV_OIDC_GROUPS_CLAIM] = access.groups_claim
         for name, value in environment.items():
             function.add_environment(name, value)
 
@@ -232,11 +225,11 @@ class CognitoSignIn(Construct):
         issuer = f"https://cognito-idp.{stack.region}.{stack.url_suffix}/{self.user_pool.user_pool_id}"
         hosted = self.domain.base_url()
         self.environment = {
-            ENV_OIDC_ISSUER: issuer,
-            ENV_OIDC_CLIENT_ID: self.client.user_pool_client_id,
-            ENV_OIDC_JWKS_URL: f"{issuer}/.well-known/jwks.json",
-            ENV_OIDC_AUTHORIZATION_URL: f"{hosted}/oauth2/authorize",
-            ENV_OIDC_TOKEN_URL: f"{hosted}/oauth2/token",
+            names.OIDC_ISSUER_ENV: issuer,
+            names.OIDC_CLIENT_ID_ENV: self.client.user_pool_client_id,
+            names.OIDC_JWKS_URL_ENV: f"{issuer}/.well-known/jwks.json",
+            names.OIDC_AUTHORIZATION_URL_ENV: f"{hosted}/oauth2/authorize",
+            names.OIDC_TOKEN_URL_ENV: f"{hosted}/oauth2/token",
         }
 
 
@@ -258,9 +251,9 @@ def external_environment(settings: Settings) -> dict[str, str]:
     assert settings.oidc_issuer and settings.oidc_client_id and settings.oidc_jwks
     assert settings.oidc_authorization_url and settings.oidc_token_url
     return {
-        ENV_OIDC_ISSUER: settings.oidc_issuer.rstrip("/"),
-        ENV_OIDC_CLIENT_ID: settings.oidc_client_id,
-        ENV_OIDC_JWKS_URL: settings.oidc_jwks,
-        ENV_OIDC_AUTHORIZATION_URL: settings.oidc_authorization_url,
-        ENV_OIDC_TOKEN_URL: settings.oidc_token_url,
+        names.OIDC_ISSUER_ENV: settings.oidc_issuer.rstrip("/"),
+        names.OIDC_CLIENT_ID_ENV: settings.oidc_client_id,
+        names.OIDC_JWKS_URL_ENV: settings.oidc_jwks,
+        names.OIDC_AUTHORIZATION_URL_ENV: settings.oidc_authorization_url,
+        names.OIDC_TOKEN_URL_ENV: settings.oidc_token_url,
     }

@@ -20,11 +20,11 @@ from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
-from infra import constants
 from infra.configuration import Schedule
 from infra.functions import python_function
 from infra.nag import acknowledge
 from infra.settings import Settings
+from reportrelay import names
 
 # Scheduler retries an invoke Lambda refused for a passing reason (throttling, a service fault) 3 times,
 # with backoff, for up to an hour after the run was due; then the run goes to the dead-letter queue.
@@ -62,7 +62,7 @@ class ReportSchedules(Construct):
             timeout=Duration.seconds(30),
             memory_size=256,
             settings=settings,
-            environment={constants.ENV_STATE_MACHINE_ARN: state_machine.state_machine_arn},
+            environment={names.STATE_MACHINE_ARN_ENV: state_machine.state_machine_arn},
         )
         state_machine.grant_start_execution(self.function)
         self.group = scheduler.CfnScheduleGroup(self, "Group")

@@ -26,7 +26,7 @@ from infra.nag import acknowledge
 from infra.network import VendorNetwork
 from infra.settings import Settings
 from infra.storage import ReportStorage
-from reportrelay.claims import CLAIMS_TABLE_ENV, KEY_ATTRIBUTE, TTL_ATTRIBUTE
+from reportrelay import names
 
 # Making a claim is one conditional PutItem: no reads, no deletes.
 CLAIM = ("dynamodb:PutItem",)
@@ -34,7 +34,6 @@ CLAIM = ("dynamodb:PutItem",)
 TAKE_SLOT = ("dynamodb:GetItem", "dynamodb:PutItem")
 # Joining and leaving the line, giving a slot back and handing slots to the line (reportrelay.slots).
 LINE = ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem")
-ENV_EVENT_BUS = "REPORTRELAY_EVENT_BUS"
 
 
 @dataclass(frozen=True)
@@ -189,7 +188,7 @@ class Workflow(Construct):
         # Conclude announces the outcome itself, from the job table's outbox (reportrelay.outbox): the
         # state machine puts no events.
         conclude = self.functions[CONCLUDE.name]
-        conclude.add_environment(ENV_EVENT_BUS, events.bus.event_bus_name)
+        conclude.add_environment(names.EVENT_BUS_ENV, events.bus.event_bus_name)
         events.grant_put_events(conclude)
 
     def _build_function(self, step: Step) -> lambda_.Function:
@@ -197,11 +196,11 @@ class Workflow(Construct):
         if step.talks_to_provider:
             environment.update(self._parameters.environment())
         if step.writes_reports or step.aborts_uploads:
-            environment[constants.ENV_BUCKET] = self._storage.bucket.bucket_name
+            environment[names.BUCKET_ENV] = self._storage.bucket.bucket_name
         if step.claims_actions:
-            environment[CLAIMS_TABLE_ENV] = self.claims_table.table_name
+            environment[names.CLAIMS_TABLE_ENV] = self.claims_table.table_name
         if self.handle_key is not None and (step.seals_handles or step.unseals_handles):
-            environment[constants.ENV_HANDLE_KEY] = self.handle_key.key_arn
+            environment[names.HANDLE_KEY_ENV] = self.handle_key.key_arn
         function = python_function(
             self,
             f"{step.name}Function",
@@ -246,7 +245,7 @@ class Workflow(Construct):
         holder = self._build_function(HOLD)
         holder.configure_async_invoke(retry_attempts=0, max_event_age=Duration.hours(1))
         submit = self.functions[SUBMIT.name]
-        submit.add_environment(constants.ENV_HOLDER_FUNCTION, holder.function_arn)
+        submit.add_environment(names.HOLDER_FUNCTION_ENV, holder.function_arn)
         submit.add_to_role_policy(
             iam.PolicyStatement(actions=["lambda:InvokeFunction"], resources=[holder.function_arn])
         )
@@ -257,8 +256,10 @@ class Workflow(Construct):
         return dynamodb.Table(
             self,
             "Claims",
-            partition_key=dynamodb.Attribute(name=KEY_ATTRIBUTE, type=dynamodb.AttributeType.STRING),
-            time_to_live_attribute=TTL_ATTRIBUTE,
+            partition_key=dynamodb.Attribute(
+                name=names.CLAIM_KEY_ATTRIBUTE, type=dynamodb.AttributeType.STRING
+            ),
+            time_to_live_attribute=names.CLAIM_TTL_ATTRIBUTE,
             billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
             encryption=dynamodb.TableEncryption.AWS_MANAGED,
             point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(

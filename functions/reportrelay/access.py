@@ -35,9 +35,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from reportrelay.config import TEAM_PATTERN, Connection, Team, describe_validation_error, read_json_file
 from reportrelay.errors import ConfigurationError, ReportRelayError
+from reportrelay.names import ACCESS_ENV, ACCESS_FILE_ENV
 
-ACCESS_ENV = "REPORTRELAY_ACCESS"
-ACCESS_FILE_ENV = "REPORTRELAY_ACCESS_FILE"
 DEFAULT_PRINCIPAL_TAG = "reportrelay-teams"
 TAG_CACHE_SECONDS = 300
 _ASSUMED_ROLE = re.compile(r"^arn:(aws[\w-]*):sts::(\d{12}):assumed-role/([^/]+)/(.+)$")

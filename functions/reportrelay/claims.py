@@ -22,10 +22,10 @@ from typing import Any, Protocol
 
 from reportrelay.awsclients import aws_client
 from reportrelay.errors import ReportRelayError
+from reportrelay.names import CLAIM_KEY_ATTRIBUTE, CLAIM_TTL_ATTRIBUTE, CLAIMS_TABLE_ENV
 
-CLAIMS_TABLE_ENV = "REPORTRELAY_CLAIMS_TABLE"
-KEY_ATTRIBUTE = "claim"
-TTL_ATTRIBUTE = "expires_at"
+KEY_ATTRIBUTE = CLAIM_KEY_ATTRIBUTE
+TTL_ATTRIBUTE = CLAIM_TTL_ATTRIBUTE
 DEFAULT_TTL_SECONDS = 8 * 24 * 3600
 """Longer than any job may run (seven days), so a claim outlives every job that could contest it."""
 

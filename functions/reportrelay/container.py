@@ -19,16 +19,15 @@ from collections.abc import Mapping
 
 from reportrelay import workflow
 from reportrelay.errors import InternalError, ReportRelayError
+from reportrelay.names import FETCH_STATE_ENV
 from reportrelay.observability import logger
 from reportrelay.runtime import Runtime
-
-STATE_ENV = "REPORTRELAY_FETCH_STATE"
 
 
 def run(environ: Mapping[str, str] | None = None) -> int:
     """Fetch the job in ``REPORTRELAY_FETCH_STATE``; 0 when the report is stored, 1 when not."""
     env = os.environ if environ is None else environ
-    state = json.loads(env[STATE_ENV])
+    state = json.loads(env[FETCH_STATE_ENV])
     job_id = str((state.get("job") or {}).get("job_id") or "")
     runtime = Runtime.from_env(env)
     try:

@@ -37,29 +37,30 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from reportrelay import names
 from reportrelay.awsclients import aws_client
 from reportrelay.errors import BadRequest, ReportRelayError
+from reportrelay.names import (
+    ANNOUNCE_SINCE_ATTRIBUTE,
+    CONNECTION_INDEX,
+    JOBS_TABLE_ENV,
+    OUTBOX_ATTRIBUTE,
+    OUTBOX_INDEX,
+    RECENT_INDEX,
+    TEAM_INDEX,
+)
 from reportrelay.poll_policy import HISTORY_LENGTH
 from reportrelay.timestamps import iso_timestamp
 
-JOBS_TABLE_ENV = "REPORTRELAY_JOBS_TABLE"
-KEY_ATTRIBUTE = "id"
-TTL_ATTRIBUTE = "expires_at"
-KIND_ATTRIBUTE = "kind"
-CREATED_ATTRIBUTE = "created_key"
-CONNECTION_ATTRIBUTE = "connection"
-TEAM_ATTRIBUTE = "team"
-RECENT_INDEX = "recent"
-CONNECTION_INDEX = "by-connection"
-TEAM_INDEX = "by-team"
+KEY_ATTRIBUTE = names.JOB_KEY_ATTRIBUTE
+TTL_ATTRIBUTE = names.JOB_TTL_ATTRIBUTE
+KIND_ATTRIBUTE = names.JOB_KIND_ATTRIBUTE
+CREATED_ATTRIBUTE = names.JOB_CREATED_ATTRIBUTE
+CONNECTION_ATTRIBUTE = names.JOB_CONNECTION_ATTRIBUTE
+TEAM_ATTRIBUTE = names.JOB_TEAM_ATTRIBUTE
+INDEXES = names.JOB_INDEXES
 KIND_JOB = "job"
-INDEXES = {RECENT_INDEX: KIND_ATTRIBUTE, CONNECTION_INDEX: CONNECTION_ATTRIBUTE, TEAM_INDEX: TEAM_ATTRIBUTE}
-"""Each global secondary index and its partition key (all sort on ``created_key``)."""
-OUTBOX_INDEX = "outbox"
-OUTBOX_ATTRIBUTE = "outbox"
 OUTBOX_PENDING = "pending"
-ANNOUNCE_SINCE_ATTRIBUTE = "announce_since"
-"""The sparse ``outbox`` index: partition ``outbox`` (only ever "pending"), sorted by ``announce_since``."""
 TOKEN_PREFIX = "client-token#"
 LINK_PREFIX = "link#"
 DEFAULT_RETENTION_SECONDS = 90 * 24 * 3600
@@ -1027,17 +1028,15 @@ def _decode_team_cursor(
 _ANNOUNCE_NAMES = {
     "#outbox": OUTBOX_ATTRIBUTE,
     "#since": ANNOUNCE_SINCE_ATTRIBUTE,
-    "#event": "announce_event_id",
-    "#type": "announce_detail_type",
-    "#detail": "announce_detail",
-    "#resources": "announce_resources",
-    "#attempts": "announce_attempts",
+    "#event": names.ANNOUNCE_EVENT_ATTRIBUTE,
+    "#type": names.ANNOUNCE_DETAIL_TYPE_ATTRIBUTE,
+    "#detail": names.ANNOUNCE_DETAIL_ATTRIBUTE,
+    "#resources": names.ANNOUNCE_RESOURCES_ATTRIBUTE,
+    "#attempts": names.ANNOUNCE_ATTEMPTS_ATTRIBUTE,
     "#error": "announce_error",
 }
 #: What the ``outbox`` index projects besides the keys: all an announcement needs to be sent.
-OUTBOX_PROJECTED = tuple(
-    _ANNOUNCE_NAMES[name] for name in ("#event", "#type", "#detail", "#resources", "#attempts")
-)
+OUTBOX_PROJECTED = names.OUTBOX_PROJECTED
 
 
 @dataclass(frozen=True)

@@ -22,11 +22,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from reportrelay.errors import ConfigurationError, ReportRelayError
+from reportrelay.names import LINK_KEY_ENV, LINK_KEY_SECRET_ENV
 
 DEFAULT_LINK_SECONDS = 24 * 3600
 MAX_LINK_SECONDS = 7 * 24 * 3600
-LINK_KEY_ENV = "REPORTRELAY_LINK_KEY"
-LINK_KEY_SECRET_ENV = "REPORTRELAY_LINK_KEY_SECRET"
 _MAX_TOKEN = 512
 
 

@@ -34,6 +34,7 @@ from urllib.parse import urlencode, urlsplit
 import jwt
 import requests
 
+from reportrelay import names
 from reportrelay.access import Unauthenticated
 from reportrelay.errors import ConfigurationError
 
@@ -59,21 +60,21 @@ class OidcSettings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> OidcSettings | None:
         """The deployment's issuer; None where people cannot sign in (machines only)."""
         env = os.environ if environ is None else environ
-        issuer = (env.get("REPORTRELAY_OIDC_ISSUER") or "").rstrip("/")
+        issuer = (env.get(names.OIDC_ISSUER_ENV) or "").rstrip("/")
         if not issuer:
             return None
-        client_id = env.get("REPORTRELAY_OIDC_CLIENT_ID") or ""
+        client_id = env.get(names.OIDC_CLIENT_ID_ENV) or ""
         if not client_id:
             raise ConfigurationError(
-                "REPORTRELAY_OIDC_CLIENT_ID is not set: tokens of issuer " + issuer + " cannot be checked"
+                f"{names.OIDC_CLIENT_ID_ENV} is not set: tokens of issuer " + issuer + " cannot be checked"
             )
         return cls(
             issuer=issuer,
             client_id=client_id,
-            jwks_url=env.get("REPORTRELAY_OIDC_JWKS_URL") or f"{issuer}/.well-known/jwks.json",
-            authorization_url=env.get("REPORTRELAY_OIDC_AUTHORIZATION_URL") or None,
-            token_url=env.get("REPORTRELAY_OIDC_TOKEN_URL") or None,
-            scopes=env.get("REPORTRELAY_OIDC_SCOPES") or "openid email profile",
+            jwks_url=env.get(names.OIDC_JWKS_URL_ENV) or f"{issuer}/.well-known/jwks.json",
+            authorization_url=env.get(names.OIDC_AUTHORIZATION_URL_ENV) or None,
+            token_url=env.get(names.OIDC_TOKEN_URL_ENV) or None,
+            scopes=env.get(names.OIDC_SCOPES_ENV) or "openid email profile",
         )
 
 

@@ -32,23 +32,25 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from reportrelay import names
 from reportrelay.awsclients import aws_client
 from reportrelay.claims import CLAIMS_TABLE_ENV, ClaimStore, DynamoDbClaims
 from reportrelay.config import Connection, Connections, SecretResolver
 from reportrelay.errors import BadRequest, ConfigurationError
 from reportrelay.jobs import JOBS_TABLE_ENV, DynamoDbJobs
+from reportrelay.names import connection_parameter_name
 from reportrelay.sealing import HandleSealer
 from reportrelay.slots import ConcurrencySlots
 
 DEFAULT_DOWNLOAD_URL_SECONDS = 300
 
 
-FETCH_CONTAINER_ENV = "REPORTRELAY_FETCH_CONTAINER"
-CONNECTIONS_PATH_ENV = "REPORTRELAY_CONNECTIONS_PATH"
+FETCH_CONTAINER_ENV = names.FETCH_CONTAINER_ENV
+CONNECTIONS_PATH_ENV = names.CONNECTIONS_PATH_ENV
 #: How long a warm function trusts what it read of the deployed connections: a redeploy that changes one
 #: reaches every function within this long, and a busy function reads each parameter once a minute at most.
 CONNECTIONS_CACHE_SECONDS = 60.0
-IN_CONTAINER_ENV = "REPORTRELAY_IN_CONTAINER"
+IN_CONTAINER_ENV = names.IN_CONTAINER_ENV
 
 
 @dataclass(frozen=True)
@@ -81,22 +83,22 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
         return cls(
-            bucket=env.get("REPORTRELAY_BUCKET") or None,
-            connections_file=env.get("REPORTRELAY_CONNECTIONS_FILE") or None,
-            connections_document=env.get("REPORTRELAY_CONNECTIONS") or None,
+            bucket=env.get(names.BUCKET_ENV) or None,
+            connections_file=env.get(names.CONNECTIONS_FILE_ENV) or None,
+            connections_document=env.get(names.CONNECTIONS_DOCUMENT_ENV) or None,
             connections_path=(env.get(CONNECTIONS_PATH_ENV) or "").rstrip("/") or None,
-            handle_key=env.get("REPORTRELAY_HANDLE_KEY") or None,
-            holder_function=env.get("REPORTRELAY_HOLDER_FUNCTION") or None,
+            handle_key=env.get(names.HANDLE_KEY_ENV) or None,
+            holder_function=env.get(names.HOLDER_FUNCTION_ENV) or None,
             claims_table=env.get(CLAIMS_TABLE_ENV) or None,
             jobs_table=env.get(JOBS_TABLE_ENV) or None,
-            api_url=(env.get("REPORTRELAY_API_URL") or "").rstrip("/") or None,
-            state_machine_arn=env.get("REPORTRELAY_STATE_MACHINE_ARN") or None,
-            event_bus=env.get("REPORTRELAY_EVENT_BUS") or None,
+            api_url=(env.get(names.API_URL_ENV) or "").rstrip("/") or None,
+            state_machine_arn=env.get(names.STATE_MACHINE_ARN_ENV) or None,
+            event_bus=env.get(names.EVENT_BUS_ENV) or None,
             download_url_seconds=_seconds(
-                env.get("REPORTRELAY_DOWNLOAD_URL_SECONDS"), DEFAULT_DOWNLOAD_URL_SECONDS
+                env.get(names.DOWNLOAD_URL_SECONDS_ENV), DEFAULT_DOWNLOAD_URL_SECONDS
             ),
-            people_url=(env.get("REPORTRELAY_PEOPLE_URL") or "").rstrip("/") or None,
-            cancel_function=env.get("REPORTRELAY_CANCEL_FUNCTION") or None,
+            people_url=(env.get(names.PEOPLE_URL_ENV) or "").rstrip("/") or None,
+            cancel_function=env.get(names.CANCEL_FUNCTION_ENV) or None,
             fetch_container=env.get(FETCH_CONTAINER_ENV) == "1",
             in_container=env.get(IN_CONTAINER_ENV) == "1",
         )
@@ -146,11 +148,6 @@ def load_connections(settings: Settings) -> Connections:
     raise ConfigurationError(
         f"no connections configured: set {CONNECTIONS_PATH_ENV} (deployed) or REPORTRELAY_CONNECTIONS_FILE"
     )
-
-
-def connection_parameter_name(path: str, name: str) -> str:
-    """The SSM parameter that holds one deployed connection (infra.connections writes it)."""
-    return f"{path.rstrip('/')}/{name}"
 
 
 def connection_parameter_value(body: Mapping[str, Any]) -> str:

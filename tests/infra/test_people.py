@@ -33,7 +33,6 @@ OIDC_ENV = (
     "REPORTRELAY_OIDC_JWKS_URL",
     "REPORTRELAY_OIDC_AUTHORIZATION_URL",
     "REPORTRELAY_OIDC_TOKEN_URL",
-    "REPORTRELAY_OIDC_GROUPS_CLAIM",
 )
 
 
@@ -181,7 +180,6 @@ def test_the_api_function_verifies_tokens_of_the_user_pool(synthesized: Synthesi
         assert parts[:2] == ["https://", {"Ref": domain_id}]
         assert parts[-1] == f".amazoncognito.com{path}"
     # and a person's teams are their Cognito groups, in the access policy too
-    assert api["REPORTRELAY_OIDC_GROUPS_CLAIM"] == "cognito:groups"
     assert json.loads(api["REPORTRELAY_ACCESS"])["groups_claim"] == "cognito:groups"
 
 
@@ -197,7 +195,6 @@ def test_an_external_identity_provider_replaces_the_user_pool(hardened: Synthesi
         "REPORTRELAY_OIDC_JWKS_URL": f"{OIDC_ISSUER}/.well-known/jwks.json",
         "REPORTRELAY_OIDC_AUTHORIZATION_URL": OIDC_SETTINGS["oidcAuthorizationUrl"],
         "REPORTRELAY_OIDC_TOKEN_URL": OIDC_SETTINGS["oidcTokenUrl"],
-        "REPORTRELAY_OIDC_GROUPS_CLAIM": "groups",
     }
     assert json.loads(api["REPORTRELAY_ACCESS"])["groups_claim"] == "groups"
     # and the people API still has every route

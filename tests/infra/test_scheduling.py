@@ -11,6 +11,7 @@ import pytest
 
 from infra import constants
 from infra.configuration import ConfigError, load_access, load_connections, load_schedules
+from reportrelay import names
 from reportrelay.schedules import scheduled_job
 from tests.infra.conftest import Synthesized, references
 from tests.infra.policies import function_id, function_role, grants
@@ -72,7 +73,7 @@ def test_a_schedule_invokes_the_start_function_with_its_template_and_scheduler_f
 def test_the_start_function_knows_which_state_machine_to_start(synthesized: Synthesized) -> None:
     machine, _ = synthesized.resource("AWS::StepFunctions::StateMachine")
     properties = synthesized.template["Resources"][function_id(synthesized, START_SCHEDULED)]["Properties"]
-    assert properties["Environment"]["Variables"][constants.ENV_STATE_MACHINE_ARN] == {"Ref": machine}
+    assert properties["Environment"]["Variables"][names.STATE_MACHINE_ARN_ENV] == {"Ref": machine}
 
 
 def write(directory: Path, name: str, document: dict[str, Any]) -> Path:

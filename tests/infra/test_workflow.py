@@ -13,7 +13,8 @@ from statelint.problem import ProblemType
 
 from infra import constants
 from infra.definition import DefinitionError, definition_from_template, placeholder_resources
-from reportrelay.claims import KEY_ATTRIBUTE, TTL_ATTRIBUTE
+from reportrelay import names
+from reportrelay.names import CLAIM_KEY_ATTRIBUTE, CLAIM_TTL_ATTRIBUTE
 from tests.infra.conftest import Synthesized, claims_table, references
 from tests.infra.policies import function_id
 
@@ -221,9 +222,9 @@ def test_connections_are_deployed_as_parameters_and_the_provider_steps_get_only_
         assert "REPORTRELAY_CONNECTIONS" not in variables
         if placeholder in PROVIDER_STEPS:
             # and the steps that talk to providers are told where they are, and nothing else of them
-            assert variables[constants.ENV_CONNECTIONS_PATH] == path
+            assert variables[names.CONNECTIONS_PATH_ENV] == path
         else:
-            assert constants.ENV_CONNECTIONS_PATH not in variables
+            assert names.CONNECTIONS_PATH_ENV not in variables
 
 
 def test_only_fetch_and_conclude_are_told_the_bucket(synthesized: Synthesized) -> None:
@@ -232,19 +233,21 @@ def test_only_fetch_and_conclude_are_told_the_bucket(synthesized: Synthesized) -
     for placeholder in HANDLERS:
         variables = function(synthesized, placeholder)["Environment"]["Variables"]
         if placeholder in (constants.PLACEHOLDER_FETCH, constants.PLACEHOLDER_CONCLUDE):
-            (bucket,) = references(variables[constants.ENV_BUCKET])
+            (bucket,) = references(variables[names.BUCKET_ENV])
             assert bucket in buckets
         else:
-            assert constants.ENV_BUCKET not in variables
+            assert names.BUCKET_ENV not in variables
 
 
 def test_the_claims_table_matches_what_the_claim_store_writes(synthesized: Synthesized) -> None:
     # given the claims table / then its key and TTL are the ones reportrelay.claims writes
     _, table = claims_table(synthesized)
     properties = table["Properties"]
-    assert properties["KeySchema"] == [{"AttributeName": KEY_ATTRIBUTE, "KeyType": "HASH"}]
-    assert properties["AttributeDefinitions"] == [{"AttributeName": KEY_ATTRIBUTE, "AttributeType": "S"}]
-    assert properties["TimeToLiveSpecification"] == {"AttributeName": TTL_ATTRIBUTE, "Enabled": True}
+    assert properties["KeySchema"] == [{"AttributeName": CLAIM_KEY_ATTRIBUTE, "KeyType": "HASH"}]
+    assert properties["AttributeDefinitions"] == [
+        {"AttributeName": CLAIM_KEY_ATTRIBUTE, "AttributeType": "S"}
+    ]
+    assert properties["TimeToLiveSpecification"] == {"AttributeName": CLAIM_TTL_ATTRIBUTE, "Enabled": True}
     # and it costs nothing idle, is encrypted with a KMS key and can be restored to a point in time
     assert properties["BillingMode"] == "PAY_PER_REQUEST"
     assert properties["SSESpecification"]["SSEEnabled"] is True

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from reportrelay import container, workflow
+from reportrelay import container, names, workflow
 from reportrelay.errors import DownloadInterrupted
 from reportrelay.runtime import Runtime
 from reportrelay.timestamps import iso_timestamp
@@ -247,7 +247,7 @@ def handed_over(state: dict[str, Any]) -> dict[str, Any]:
 
 def container_environment(state: dict[str, Any]) -> dict[str, str]:
     """What the container task is started with: the Fetch settings, the state, and that it is one."""
-    return {**os.environ, container.STATE_ENV: json.dumps(state), "REPORTRELAY_IN_CONTAINER": "1"}
+    return {**os.environ, names.FETCH_STATE_ENV: json.dumps(state), names.IN_CONTAINER_ENV: "1"}
 
 
 def test_a_fetch_that_will_not_fit_moves_to_a_container_which_stores_the_report(

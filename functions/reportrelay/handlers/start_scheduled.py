@@ -19,10 +19,9 @@ from typing import Any
 from reportrelay.awsclients import aws_client
 from reportrelay.errors import ConfigurationError
 from reportrelay.jobs import execution_arn_for, jobs_from_env, started_fields
+from reportrelay.names import STATE_MACHINE_ARN_ENV
 from reportrelay.observability import logger, tracer
 from reportrelay.schedules import ScheduledJob, scheduled_job
-
-STATE_MACHINE_ARN_ENV = "REPORTRELAY_STATE_MACHINE_ARN"
 
 
 @logger.inject_lambda_context(log_event=False)
