@@ -13,6 +13,8 @@ class ReportRelayError(Exception):
     """Base of every error reportrelay raises on purpose."""
 
     retryable = False
+    vendor_words: str | None = None
+    """The vendor's own message, when the error quotes its answer (a hook may act on what it said)."""
 
     @property
     def code(self) -> str:

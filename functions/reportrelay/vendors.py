@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reportrelay.errors import ConfigurationError
+from reportrelay.names import USER_SPECS_DIR_NAME
 
 #: The sandbox's first port: the vendors' simulators take consecutive ports from here, in registry order,
 #: and the OpenID Connect issuer the next one after them.
@@ -34,7 +35,6 @@ SPEC_PREFIX = "spec:"
 USER_SPECS_FOLDER = "vendors"
 #: Where the deployed functions find ``config/vendors/``: a folder beside the ``reportrelay`` package in
 #: the Lambda asset (a name no ``import`` can reach).
-USER_SPECS_DIR_NAME = "reportrelay-vendors"
 BUNDLED_USER_SPECS = Path(__file__).resolve().parent.parent / USER_SPECS_DIR_NAME
 
 
@@ -76,15 +76,15 @@ VENDORS: tuple[Vendor, ...] = (
         "reportrelay_cli.sandbox.devexpress:sandbox_simulator",
     ),
     Vendor(
-        "torus", "Torus", "reportrelay.providers.torus:Torus",
+        "torus", "Torus", "spec:torus",
         "reportrelay_cli.sandbox.torus:sandbox_simulator",
     ),
     Vendor(
-        "metric_insights", "Metric Insights", "reportrelay.providers.metric_insights:MetricInsights",
+        "metric_insights", "Metric Insights", "spec:metric_insights",
         "reportrelay_cli.sandbox.metric_insights:sandbox_simulator",
     ),
     Vendor(
-        "myreports", "MyReports", "reportrelay.providers.myreports:MyReports",
+        "myreports", "MyReports", "spec:myreports",
         "reportrelay_cli.sandbox.myreports:sandbox_simulator",
     ),
     Vendor(

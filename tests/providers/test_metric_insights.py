@@ -24,13 +24,15 @@ from reportrelay.errors import (
 )
 from reportrelay.providers import open_provider
 from reportrelay.providers.base import Handle, ReportState
-from reportrelay.providers.metric_insights import MetricInsights
+from reportrelay.providers.declarative import DeclarativeProvider, packaged_provider
 from reportrelay_cli.sandbox.metric_insights import MetricInsightsSimulator, sandbox_simulator
 from reportrelay_cli.sandbox.server import Faults
 
 APP_KEY = "mi-App-Key-7d21"
 API_TOKEN = "mi-personal-api-token-9f3e"
 SALES = "/api/element/id/1042/segment/0/download/state"
+#: The adapter the registry builds from specs/metric_insights.json.
+MetricInsights = packaged_provider("metric_insights")
 
 
 @pytest.fixture
@@ -44,7 +46,7 @@ def sim() -> Iterator[MetricInsightsSimulator]:
         yield simulator
 
 
-def provider(sim: MetricInsightsSimulator, auth: str = "app_token", **settings: Any) -> MetricInsights:
+def provider(sim: MetricInsightsSimulator, auth: str = "app_token", **settings: Any) -> DeclarativeProvider:
     """An adapter for the simulator, signed in with an application key or a personal API token."""
     auths = {
         "app_token": {
@@ -75,7 +77,7 @@ def job(element_id: int = 1042, format: str = "pdf", **report: Any) -> JobReques
     )
 
 
-def held(adapter: MetricInsights, request: JobRequest, handle: Handle) -> threading.Thread:
+def held(adapter: DeclarativeProvider, request: JobRequest, handle: Handle) -> threading.Thread:
     """The holder function's work on a thread, as LocalAws runs it; like workflow.hold, errors end it."""
 
     def hold() -> None:
@@ -87,7 +89,7 @@ def held(adapter: MetricInsights, request: JobRequest, handle: Handle) -> thread
     return thread
 
 
-def generated(adapter: MetricInsights, request: JobRequest) -> Handle:
+def generated(adapter: DeclarativeProvider, request: JobRequest) -> Handle:
     """A session whose file is ready to download."""
     handle = adapter.submit(request).handle
     assert handle is not None

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import requests
 from pydantic import BaseModel, ValidationError
@@ -35,6 +35,7 @@ from reportrelay.errors import (
     BadRequest,
     ConfigurationError,
     DownloadInterrupted,
+    ProviderAuthFailed,
     ProviderProtocolError,
     ProviderRejected,
     ProviderThrottled,
@@ -65,17 +66,21 @@ from reportrelay.providers.spec import (
     CallSpec,
     CheckSpec,
     Extract,
+    FieldSpec,
+    PathValue,
     ProviderSpec,
     TemplateError,
     TransformSpec,
     at_path,
     expiry_seconds,
+    has_values,
     load_spec,
     packaged_spec,
     percent,
     render,
     render_json,
     state_in,
+    vendor_time,
 )
 from reportrelay.transforms.json_records import JsonRecords, RawSource
 
@@ -119,6 +124,14 @@ class DeclarativeProvider(Provider):
         spec = cls.spec.for_report(request.report)
         require_format(request, tuple(spec.request.formats), spec.noun())
         _checked(spec.report_model, request.report, "request.report")
+        for group in spec.request.one_of:
+            if sum(request.report.get(name) is not None for name in group) != 1:
+                described = [f"'{name}'" + _described(spec.request.report[name]) for name in group]
+                raise BadRequest(f"request.report: give exactly one of {' or '.join(described)}")
+        if request.parameters and spec.request.no_parameters is not None:
+            raise BadRequest(
+                f"request.parameters: {spec.title} reports take no parameters; {spec.request.no_parameters}"
+            )
         _checked(spec.parameters_model, request.parameters, "request.parameters")
 
     # ---- the protocol
@@ -127,28 +140,69 @@ class DeclarativeProvider(Provider):
         spec = self.spec.for_report(request.report)
         if spec.submit is None:
             return ReportStatus(ReportState.READY, handle={})  # the download call makes the file
-        self.queuing({})
+        if spec.offered_formats is not None:
+            self._require_offered_format(spec, request)
+        if not spec.holds_request:
+            self.queuing({})  # else the held request queues the report: the workflow says so before it
         response = self._call(spec.submit, self._context(request, {}), "queue report")
+        queued: Handle = {spec.submit.queued_at_field: time.time()} if spec.submit.queued_at_field else {}
         if spec.submit.id is None:
-            return ReportStatus(ReportState.PENDING, handle={})
+            return ReportStatus(ReportState.PENDING, handle=queued)
         found = self._extract(response, spec.submit.id, "queue report")
         if isinstance(found, bool) or not isinstance(found, str | int) or str(found) == "":
             raise ProviderProtocolError(
                 f"queue report: the answer has no report id at {spec.submit.id.source()}"
             )
-        return ReportStatus(ReportState.PENDING, handle={spec.submit.handle_field: str(found)})
+        return ReportStatus(ReportState.PENDING, handle={spec.submit.handle_field: str(found), **queued})
+
+    def _require_offered_format(self, spec: ProviderSpec, request: JobRequest) -> None:
+        """Refuse a format the requested report does not offer, before anything is queued."""
+        offered_formats = spec.offered_formats
+        assert offered_formats is not None
+        action = "list report formats"
+        response = self._call(offered_formats, self._context(request, {}), action)
+        listed = at_path(_json(response, action), offered_formats.formats)
+        if not isinstance(listed, list):
+            raise ProviderProtocolError(
+                f"{action}: the answer has no list of formats at '{offered_formats.formats}'"
+            )
+        offered = [str(item).lower() for item in listed]
+        if spec.request.formats.get(request.format, request.format).lower() not in offered:
+            raise BadRequest(
+                f"request.format: '{request.format}' is not available for {self.report_label(request)}; "
+                f"it offers {', '.join(offered) if offered else 'no formats'}"
+            )
+
+    def report_label(self, request: JobRequest) -> str:
+        """How messages name the requested report (the spec's ``request.label``)."""
+        spec = self.spec.for_report(request.report)
+        if spec.request.label is None:
+            return f"this {spec.title} report"
+        return self._render(spec.request.label, self._context(request, {}), "text", "request.label")
 
     def check(self, request: JobRequest, handle: Handle) -> ReportStatus:
-        spec = self.spec.for_report(request.report)
-        check = spec.check
-        if check is None:
+        if self.spec.for_report(request.report).check is None:
             return ReportStatus(ReportState.READY)  # a synchronous export: nothing to wait for
+        return self.read_status(request, handle, self.check_answer(request, handle))
+
+    def check_answer(self, request: JobRequest, handle: Handle) -> Any:
+        """The status call's answer: its JSON, or its text for a plain-text status."""
+        check = self.spec.for_report(request.report).check
+        assert check is not None
         action = "check report status"
         throttled = (429,) if check.retry_after is not None else ()
         response = self._call(check, self._context(request, handle), action, also_accept=throttled)
         if response.status_code == 429:
             raise self._throttled(check, response, action)
-        body = _json(response, action) if check.answer == "json" else response.text.strip()
+        return _json(response, action) if check.answer == "json" else response.text.strip()
+
+    def read_status(self, request: JobRequest, handle: Handle, answer: Any) -> ReportStatus:
+        """The job's status in a status call's answer (a hook that listed a queue reads its entry so)."""
+        spec = self.spec.for_report(request.report)
+        check = spec.check
+        assert check is not None
+        action = "check report status"
+        body = self._own_entry(check, handle, answer, action) if check.entry is not None else answer
         raw = at_path(body, check.status) if check.answer == "json" else body
         state_name = check.state_of(raw)
         if state_name is None:
@@ -158,16 +212,57 @@ class DeclarativeProvider(Provider):
         progress = (
             percent(at_path(body, check.progress)) if check.progress and check.answer == "json" else None
         )
-        job_id = _job_id(spec, handle)
+        job_id = _named_id(spec, handle)
         report = f"{spec.title} report {job_id}" if job_id else f"The {spec.title} report"
-        if state is ReportState.FAILED:
+        ended = check.messages.get(state_name)  # type: ignore[call-overload]
+        if ended is not None:
+            context = {**self._context(request, handle), "status": raw}
+            lead = self._render(ended, context, "text", f"check.messages.{state_name}")
+            words = lead + (f": {words}" if words else "")
+        elif state is ReportState.FAILED:
             words = f"{report} failed" + (f": {words}" if words else "")
         elif state is ReportState.CANCELLED:
             words = f"{report} was cancelled at the vendor" + (f": {words}" if words else "")
         update = None
         if state is ReportState.READY and spec.download.source == "from_status":
             update = self._link(check, body, action)
-        return ReportStatus(state, progress=progress, message=words, handle=update)
+        if state is ReportState.READY and check.keep:
+            update = {name: at_path(body, path) for name, path in check.keep.items()}
+            missing = [check.keep[name] for name, value in update.items() if value in (None, "")]
+            if missing:
+                state, update = ReportState.FAILED, None
+                said = f": {words}" if words else ""
+                words = f"{report} is ready but has no {', '.join(missing)} to download{said}"
+        started, finished = (
+            vendor_time(at_path(body, path)) if path else None
+            for path in (check.started_at, check.finished_at)
+        )
+        return ReportStatus(
+            state, progress=progress, message=words, handle=update, started_at=started, finished_at=finished
+        )
+
+    def _own_entry(self, check: CheckSpec, handle: Handle, answer: Any, action: str) -> Any:
+        """The job's own item in a status answer that lists many (``check.entry``)."""
+        assert check.entry is not None
+        job_id = _job_id(self.spec, handle)
+        for item in listed(answer, check.entry.items, action):
+            found = at_path(item, check.entry.key)
+            if job_id is not None and found is not None and str(found) == job_id:
+                return item
+        report = f"report {_named_id(self.spec, handle)}" if _named_id(self.spec, handle) else "the report"
+        raise ProviderProtocolError(
+            f"{action}: {self.spec.title} no longer lists {report} ({check.entry.key}); "
+            "it may have been deleted"
+        )
+
+    def call(self, call: CallSpec, request: JobRequest, handle: Handle, action: str) -> requests.Response:
+        """One call of the spec (for a hook: its queue call, one of its ``calls``) with the job's values."""
+        return self._call(call, self._context(request, handle), action)
+
+    def call_json(self, call: CallSpec, request: JobRequest, handle: Handle, action: str) -> Any:
+        """One call of the spec with the job's values, and its JSON answer."""
+        with self.call(call, request, handle, action) as response:
+            return _json(response, action)
 
     @contextmanager
     def open_result(
@@ -196,15 +291,29 @@ class DeclarativeProvider(Provider):
                 name = f"{name}.{self._render(extension, context, 'text', 'download.extension')}"
             transform = download.transform
             if transform is not None and request.format in transform.formats:
-                job_id = _job_id(spec, handle)
+                job_id = _named_id(spec, handle)
                 label = f"{spec.title} report {job_id}" if job_id else f"the {spec.title} report"
                 yield _transformed(transform, transform.formats[request.format], response, name, label)
                 return
             result = streamed(response, name)
             declared = response.headers.get("Content-Type", "").split(";")[0].strip()
-            if download.content_type and declared in ("", "application/octet-stream"):
-                result.content_type = download.content_type
+            told = download.content_types.get(request.format, download.content_type)
+            if told and declared in ("", "application/octet-stream"):
+                result.content_type = told
             yield result
+
+    def hold(self, request: JobRequest, handle: Handle) -> None:
+        """Make the spec's held request (``hold``) and wait for its answer, as long as the spec allows."""
+        hold = self.spec.for_report(request.report).hold
+        if hold is None:
+            super().hold(request, handle)
+            return
+        context = self._context(request, handle)
+        timeout = self.http.timeout
+        if hold.read_timeout is not None:
+            seconds = self._render(hold.read_timeout, context, "text", "hold.read_timeout")
+            timeout = (self.connection.timeouts.connect_seconds, float(seconds))
+        self._call(hold, context, "generate report", timeout=timeout).close()
 
     def cancel(self, request: JobRequest, handle: Handle) -> bool:
         cancel = self.spec.for_report(request.report).cancel
@@ -233,9 +342,12 @@ class DeclarativeProvider(Provider):
             "report": request.report,
             "parameters": request.parameters,
             "format": spec.request.formats.get(request.format, request.format),
-            "settings": self.settings.model_dump(exclude_none=True),
+            "settings": _settings_values(spec, self.settings),
             "auth": {name: value for name, value in auth.items() if isinstance(value, str)},
-            "job": {"id": job_id} if job_id else {},
+            "job": {
+                **{name: value for name, value in handle.items() if name not in self.sealed_handle_fields},
+                **({"id": job_id} if job_id else {}),
+            },
         }
 
     def _render(self, template: str, context: Mapping[str, Any], position: Any, where: str) -> str:
@@ -274,29 +386,42 @@ class DeclarativeProvider(Provider):
                 ) from None
             arguments["data"] = json.dumps(body).encode()
             sent["Content-Type"] = call.content_type or "application/json"
-        query = {name: self._render(v, context, "query", f"{action} query") for name, v in call.query.items()}
+        query = {
+            name: self._render(v, context, "query", f"{action} query")
+            for name, v in call.query.items()
+            if has_values(v, context)
+        }
         # An answer that means "sign in again" is left to the client, which renews and repeats the call.
         errors = tuple(
             status for status in self.spec.errors.statuses if status not in self.spec.reauth_statuses
         )
-        response = self.http.request(
-            call.method,
-            self._render(call.path, context, "segment", f"{action} path"),
-            action=action,
-            idempotent=call.idempotent,
-            accept=(*SUCCESS, *errors, *also_accept),
-            params=query or None,
-            headers={**sent, **(headers or {})},
-            **arguments,
-            **options,
-        )
+        try:
+            response = self.http.request(
+                call.method,
+                self._render(call.path, context, "segment", f"{action} path"),
+                action=action,
+                idempotent=call.idempotent,
+                accept=(*SUCCESS, *errors, *also_accept),
+                params=query or None,
+                headers={**sent, **(headers or {})},
+                **arguments,
+                **options,
+            )
+        except ProviderAuthFailed as refused:
+            what_to_do = self.spec.auth_refused.get(self.connection.auth.type)
+            if what_to_do is None:
+                raise
+            raise ProviderAuthFailed(f"{refused}; {what_to_do}") from None
         if response.status_code in errors and response.status_code not in SUCCESS:
             with response:
-                raise self._vendor_error(response, action)
+                raise self._vendor_error(response, action, context)
         return response
 
-    def _vendor_error(self, response: requests.Response, action: str) -> ReportRelayError:
-        """The client's typed error for this answer, in the words the spec says the vendor uses."""
+    def _vendor_error(
+        self, response: requests.Response, action: str, context: Mapping[str, Any] | None = None
+    ) -> ReportRelayError:
+        """The client's typed error for this answer, in the words the spec says the vendor uses; words the
+        spec's ``errors.failed`` names make it the report's failure, explained."""
         failure = error_for_response(response, action)
         errors = self.spec.errors
         try:
@@ -309,7 +434,15 @@ class DeclarativeProvider(Provider):
             return failure
         where = f"{action}: {response.request.method} {urlsplit(response.request.url or '').path}"
         vendor = " ".join(part for part in (f"[{code}]" if code else None, words) if part)
-        return type(failure)(f"{where} answered HTTP {response.status_code}: {vendor}")
+        message = f"{where} answered HTTP {response.status_code}: {vendor}"
+        meaning = {said.lower(): text for said, text in errors.failed.items()}.get((words or "").lower())
+        if meaning is not None:
+            explained = self._render(meaning, context or {}, "text", f"errors.failed.{words}")
+            failure = ReportGenerationFailed(f"{message} ({explained})")
+        else:
+            failure = type(failure)(message)
+        failure.vendor_words = words
+        return failure
 
     def _throttled(self, check: CheckSpec, response: requests.Response, action: str) -> ProviderThrottled:
         """A 429 whose wait the vendor gives in the body (the spec's ``check.retry_after``)."""
@@ -328,6 +461,8 @@ class DeclarativeProvider(Provider):
         if extract.pattern is not None and found is not None:
             match = re.search(extract.pattern, str(found))
             found = match.group(1) if match else None
+        if extract.unquote and isinstance(found, str):
+            found = unquote(found)
         return found
 
     # ---- a download link from the status
@@ -435,12 +570,15 @@ def declarative_class(spec: ProviderSpec) -> type[DeclarativeProvider]:
     kinds = (spec, *spec.variant_specs.values())
     linked = any(kind.download.source == "from_status" for kind in kinds)
     sealed = frozenset({LINK_FIELD}) if linked else frozenset()
+    sealed |= {kind.submit.handle_field for kind in kinds if kind.submit is not None and kind.submit.sealed}
     attributes: dict[str, Any] = {
         "key": spec.key,
         "spec": spec,
         "settings_model": spec.settings_model,
         "reauth_statuses": spec.reauth_statuses,
         "sealed_handle_fields": sealed,
+        "holds_request": spec.holds_request,
+        "single_use_result": spec.single_use_result,
         "__doc__": f"{spec.title}, run from its provider spec.",
         "__module__": __name__,
     }
@@ -496,6 +634,8 @@ def _transformed(
 ) -> ResultStream:
     """The served JSON document of records as the stream to store: itself, or CSV (a ``.csv`` name)."""
     facts = {key: key for key in (transform.status, transform.message) if key is not None}
+    if transform.truncated is not None:
+        facts |= {key: key for key in (transform.truncated.flag, *transform.truncated.facts.values())}
     document = JsonRecords(
         RawSource(response, keep=output == "json"),
         label,
@@ -518,6 +658,12 @@ def _transformed(
 
 def _judge(transform: TransformSpec, document: JsonRecords) -> None:
     """Raise unless the document's own status says it is complete (none given: stored as it is)."""
+    truncated = transform.truncated
+    if truncated is not None and document.facts.get(truncated.flag) is True:
+        carried = {name: document.facts.get(key) for name, key in truncated.facts.items()}
+        log.warning(
+            truncated.message, extra={"document": document.label, **carried, "records": document.records}
+        )
     if transform.status is None:
         return
     raw = document.facts.get(transform.status)
@@ -533,8 +679,9 @@ def _judge(transform: TransformSpec, document: JsonRecords) -> None:
         raise ReportGenerationFailed(f"the results of {document.label} say {said}")
     if state == "CANCELLED":
         raise ReportCancelled(f"the results of {document.label} say {said}")
+    complete = f", complete is {transform.complete}" if transform.complete is not None else ""
     raise DownloadInterrupted(
-        f"the results of {document.label} are not complete ({said}); nothing was stored"
+        f"the results of {document.label} are not complete ({said}{complete}); nothing was stored"
     )
 
 
@@ -546,7 +693,12 @@ def _checked(model: type[BaseModel], value: Any, where: str) -> None:
     try:
         model.model_validate(value)
     except ValidationError as error:
-        raise BadRequest(describe_validation_error(error, where)) from None
+        message = describe_validation_error(error, where)
+        unknown = [str(item["loc"][0]) for item in error.errors() if item["type"] == "extra_forbidden"]
+        if unknown:
+            known = ", ".join(model.model_fields) or "none"
+            message += f" (unknown field {', '.join(map(repr, unknown))}; the fields are {known})"
+        raise BadRequest(message) from None
 
 
 def _json(response: requests.Response, action: str) -> Any:
@@ -559,12 +711,39 @@ def _json(response: requests.Response, action: str) -> Any:
         ) from None
 
 
+def _settings_values(spec: ProviderSpec, settings: ProviderSettings) -> dict[str, Any]:
+    """The connection's settings as templates see them: a setting of format "path" keeps its "/"."""
+    values = settings.model_dump(exclude_none=True)
+    for name, field in spec.settings.items():
+        if field.format == "path" and isinstance(values.get(name), str):
+            values[name] = PathValue(values[name])
+    return values
+
+
+def listed(answer: Any, paths: str | tuple[str, ...], action: str) -> list[Any]:
+    """The list an answer holds at the first of ``paths`` that has one (``$``, an OData ``value``)."""
+    for path in (paths,) if isinstance(paths, str) else paths:
+        found = at_path(answer, path)
+        if isinstance(found, list):
+            return found
+    raise ProviderProtocolError(f"{action}: expected a JSON array, got {type(answer).__name__}")
+
+
+def _described(field: FieldSpec) -> str:
+    return f" ({field.description})" if field.description else ""
+
+
 def _job_id(spec: ProviderSpec, handle: Handle) -> str | None:
     """The vendor's id of the queued report, from the handle field the spec keeps it in."""
     if spec.submit is None:
         return None
     found = handle.get(spec.submit.handle_field)
     return str(found) if found is not None else None
+
+
+def _named_id(spec: ProviderSpec, handle: Handle) -> str | None:
+    """The id messages may name: none when it is a credential (``submit.sealed``)."""
+    return None if spec.submit is None or spec.submit.sealed else _job_id(spec, handle)
 
 
 def _words(value: Any) -> str | None:

@@ -10,29 +10,42 @@ Templates are plain ``{name.field}`` placeholders, never code. Where a value lan
 encoded: a path segment is percent-encoded as one segment (a ``/`` in a value cannot add a segment),
 a query value as a value, a header is refused if it would carry a line break, and in a JSON body a
 placeholder that is the whole string keeps the value's own JSON type (a list stays a list; an optional
-value that is absent leaves its key out). ``{{`` and ``}}`` are literal braces. Two shapes build JSON from
+value that is absent leaves its key out; a query parameter naming an absent value is not sent).
+``{name!odata}`` puts the value as an OData string literal (in single quotes, a quote inside doubled).
+``{{`` and ``}}`` are literal braces. Two shapes build JSON from
 objects: ``{"$merge": [...]}`` merges objects, ``{"$entries": "{parameters}", "key": "name", "value":
 "value"}`` lists an object's entries as name/value pairs.
 
 The names a template may use: ``report.*``, ``parameters.*`` and ``format`` (the vendor's name for the
 requested format) from the job request (checked against ``request`` before anything is sent),
 ``settings.*`` from the connection's provider settings, ``auth.client_id`` / ``auth.username`` (the
-non-secret parts of the connection's auth) and ``job.id``, the vendor's id for the queued report.
+non-secret parts of the connection's auth), ``job.id``, the vendor's id for the queued report, and
+``job.<field>``, a field the job's handle keeps (``check.keep``'s, or a submit hook's).
 """
 
 from __future__ import annotations
 
 import fnmatch
 import json
+import logging
 import re
-from collections.abc import Mapping
-from datetime import datetime
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+    create_model,
+    model_validator,
+)
 
 from reportrelay.errors import ConfigurationError, ProviderProtocolError
 from reportrelay.providers.base import ProviderSettings
@@ -45,7 +58,11 @@ NAMESPACES = ("report", "parameters", "format", "settings", "auth", "job")
 #: The parts of a connection's auth a template may name: identifiers, never secrets.
 AUTH_FIELDS = ("client_id", "username", "user", "application_id")
 
-_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*)(?:\|([^{}|]*))?\}")
+_PLACEHOLDER = re.compile(
+    r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*)(?:\|([^{}|!]*))?(?:!(odata))?\}"
+)
+#: A setting of format "path": empty, or segments each starting with "/" (a trailing "/" is dropped).
+_PATH_VALUE = re.compile(r"^(?:/[A-Za-z0-9._~-]+)*/?$")
 _WHOLE = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*)\}$")
 
 State = Literal["PENDING", "RUNNING", "READY", "FAILED", "CANCELLED"]
@@ -88,26 +105,46 @@ def _text(value: Any, name: str, position: Position) -> str:
     raise TemplateError(f"'{{{name}}}' is a {type(value).__name__}, which cannot be put in a {position}")
 
 
+class PathValue(str):
+    """A value that is a URL path of its own (a setting of format "path"): in a path it keeps its "/"."""
+
+
 def render(template: str, context: Mapping[str, Any], position: Position) -> str:
     """The template with each placeholder replaced, encoded for where it goes."""
 
     def replace(match: re.Match[str]) -> str:
-        name, fallback = match.group(1), match.group(2)
+        name, fallback, conversion = match.group(1), match.group(2), match.group(3)
         if name is None:
             return match.group(0)[0]  # {{ or }}
         try:
-            value = _text(lookup(context, name), name, position)
+            found = lookup(context, name)
+            value = _text(found, name, position)
         except KeyError:
             if fallback is None:
                 raise TemplateError(f"'{{{name}}}' has no value for this job") from None
-            value = fallback
+            found, value = None, fallback
+        if conversion == "odata":
+            value = "'" + value.replace("'", "''") + "'"  # an OData string literal
         if position == "segment":
-            return quote(value, safe="")
+            return (
+                quote(value.rstrip("/"), safe="/") if isinstance(found, PathValue) else quote(value, safe="")
+            )
         if position == "header" and ("\r" in value or "\n" in value):
             raise TemplateError(f"'{{{name}}}' holds a line break, which cannot go in a header")
         return value
 
     return _PLACEHOLDER.sub(replace, template)
+
+
+def has_values(template: str, context: Mapping[str, Any]) -> bool:
+    """Whether every placeholder without a fallback has a value: a query parameter is sent only then."""
+    for match in _PLACEHOLDER.finditer(template):
+        if match.group(1) and match.group(2) is None:
+            try:
+                lookup(context, match.group(1))
+            except KeyError:
+                return False
+    return True
 
 
 _ABSENT = object()
@@ -210,6 +247,11 @@ class Extract(_Strict):
     header: str | None = None
     text: bool = Field(default=False, description="the whole body as text, stripped")
     pattern: str | None = Field(default=None, description="a regex with one group applied to what was found")
+    unquote: bool = Field(
+        default=False,
+        description="the vendor gives the value URL-encoded: decode it once here, as it is encoded once "
+        "where it is sent",
+    )
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -253,11 +295,25 @@ class FieldSpec(_Strict):
     items: FieldType | None = Field(default=None, description="the type of an array's items")
     min_items: int | None = Field(default=None, ge=0)
     minimum: float | None = None
+    exclusive_minimum: float | None = Field(default=None, description="the value must be greater")
+    maximum: float | None = None
     properties: dict[str, FieldSpec] | None = Field(
         default=None, description="an object's fields checked by their rules (other fields pass)"
     )
+    message: str | None = Field(
+        default=None, description="what a value that breaks these rules is told, instead of the rule's words"
+    )
+    format: Literal["path"] | None = Field(
+        default=None,
+        description="'path': a URL path ('/api', or empty) that a path template takes as its own segments",
+    )
+    default: Any = Field(
+        default=None, description="a connection setting's value when the connection has none"
+    )
 
     def annotation(self) -> Any:
+        if self.format == "path":
+            return Annotated[str, Field(pattern=_PATH_VALUE.pattern, description=self.description or None)]
         if self.enum is not None:
             base: Any = Literal[self.enum]  # type: ignore[valid-type]
         elif self.type == "object" and self.properties is not None:
@@ -273,9 +329,35 @@ class FieldSpec(_Strict):
             constraints["min_length"] = self.min_items
         if self.minimum is not None:
             constraints["ge"] = self.minimum
+        if self.exclusive_minimum is not None:
+            constraints["gt"] = self.exclusive_minimum
+        if self.maximum is not None:
+            constraints["le"] = self.maximum
         if self.type == "string" and self.enum is None:
             constraints.setdefault("min_length", 1)
+        if self.message is not None:
+            return Annotated[base, Field(**constraints), WrapValidator(_told(self.message))]
         return Annotated[base, Field(**constraints)]
+
+
+def _told(message: str) -> Callable[[Any, ValidatorFunctionWrapHandler], Any]:
+    """A validator that answers a broken rule with the spec's own words (an inner field's error stays)."""
+
+    def validate(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        try:
+            return handler(value)
+        except ValidationError as error:
+            if any(item["loc"] for item in error.errors()):
+                raise
+            raise ValueError(message) from None
+
+    return validate
+
+
+def _strict_number(field: FieldSpec) -> Any:
+    """A setting's annotation; a number strict as request fields are (a tenant id "69" is a mistake)."""
+    numeric = field.type in ("integer", "number", "boolean") and field.enum is None and field.format is None
+    return Annotated[field.annotation(), Field(strict=True)] if numeric else field.annotation()
 
 
 def fields_model(name: str, fields: Mapping[str, FieldSpec], *, extra: bool = False) -> type[BaseModel]:
@@ -296,10 +378,31 @@ class RequestSpec(_Strict):
     report: dict[str, FieldSpec] = Field(default_factory=dict)
     parameters: dict[str, FieldSpec] = Field(default_factory=dict)
     other_parameters: bool = Field(default=False, description="accept parameters not listed above")
+    no_parameters: str | None = Field(
+        default=None,
+        description="for a report that takes no parameters: where a request's filters go instead, said "
+        "when it brings parameters ('<title> reports take no parameters; <this>')",
+    )
+    one_of: tuple[tuple[str, ...], ...] = Field(
+        default=(),
+        description="groups of report fields of which a request gives exactly one (a name or an id)",
+    )
+    label: str | None = Field(
+        default=None,
+        description="how messages name the requested report, a template ('element {report.element_id}')",
+    )
     noun: str | None = Field(
         default=None,
         description="how messages name such a report ('a DevExpress report'); default '<title> reports'",
     )
+
+    @model_validator(mode="after")
+    def _one_of_names_report_fields(self) -> RequestSpec:
+        for index, group in enumerate(self.one_of):
+            unknown = [name for name in group if name not in self.report]
+            if len(group) < 2 or unknown:
+                raise ValueError(f"one_of.{index}: name two or more of the report's fields, not {group}")
+        return self
 
 
 # --------------------------------------------------------------------------------------------------
@@ -310,7 +413,11 @@ class CallSpec(_Strict):
     """One HTTP request to the vendor's API, on the connection's base URL, with its credentials."""
 
     method: Method = "GET"
-    path: str = Field(pattern=r"^/[^?#]*$", description="a template; placeholders are path segments")
+    path: str = Field(
+        pattern=r"^(?:/|\{settings\.[A-Za-z0-9_]+\})[^?#]*$",
+        description="a template; placeholders are path segments, but a setting of format 'path', which "
+        "may start it, is segments of its own",
+    )
     query: dict[str, str] = Field(default_factory=dict, description="name -> value template")
     headers: dict[str, str] = Field(default_factory=dict, description="name -> value template")
     body: Any = Field(default=None, description="a JSON body template")
@@ -335,6 +442,50 @@ class SubmitSpec(CallSpec):
         pattern=r"^[a-z][a-z0-9_]{0,40}$",
         description="the handle field that keeps the id: jobs in flight carry it, so it never changes",
     )
+    sealed: bool = Field(
+        default=False,
+        description="the id is a credential (a download session's token): sealed in the handle, never "
+        "named in messages",
+    )
+    queued_at_field: str | None = Field(
+        default=None,
+        pattern=r"^[a-z][a-z0-9_]{0,40}$",
+        description="a handle field that keeps when the report was queued (epoch seconds), for a vendor "
+        "whose queued report expires",
+    )
+
+
+class OfferedFormatsSpec(CallSpec):
+    """A call that lists the formats this very report offers (its plugin decides, say): the request's
+    format is checked against the list before the report is queued."""
+
+    formats: str = Field(description="JSON path of the list of the vendor's format names")
+
+
+class HoldSpec(CallSpec):
+    """The long-lived request that keeps generation going (``holds_request``), made by a separate
+    function while the status is checked; it is never repeated, as a second one may start a second run."""
+
+    idempotent: bool | None = False
+    read_timeout: str | None = Field(
+        default=None,
+        description="how long to wait for its answer, in seconds (a template naming a setting); "
+        "default: the connection's read timeout",
+    )
+
+    def templates(self) -> list[str]:
+        return [*super().templates(), *([self.read_timeout] if self.read_timeout else [])]
+
+
+class EntrySpec(_Strict):
+    """A status answer that lists many reports (a queue): the job's is the item whose ``key`` is its id,
+    and the check's other paths are read in that item."""
+
+    items: str | tuple[str, ...] = Field(
+        default="$",
+        description="JSON path of the list, or paths tried in order ('$' then 'value': an OData envelope)",
+    )
+    key: str = Field(min_length=1, description="JSON path, in an item, of the report's id ('{job.id}')")
 
 
 class CheckSpec(CallSpec):
@@ -366,12 +517,33 @@ class CheckSpec(CallSpec):
     download_url_expires_at: str | None = Field(
         default=None, description="JSON path of when that URL expires (ISO 8601 or epoch seconds)"
     )
+    messages: dict[Literal["FAILED", "CANCELLED"], str] = Field(
+        default_factory=dict,
+        description="how a job that ended so is told (a template; '{status}' is the vendor's value), then "
+        "the vendor's words; default '<title> report <id> failed' / '... was cancelled at the vendor'",
+    )
+    entry: EntrySpec | None = Field(
+        default=None, description="the answer lists many reports; where the job's own is among them"
+    )
+    keep: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,40}$")], str] = Field(
+        default_factory=dict,
+        description="handle field -> JSON path of a value the ready report must have (a file id), kept for "
+        "the download as '{job.<field>}'; ready without it is a failure",
+    )
+    started_at: str | None = Field(
+        default=None, description="JSON path of when the vendor started generating (ISO 8601 or epoch)"
+    )
+    finished_at: str | None = Field(
+        default=None, description="JSON path of when the vendor finished: with started_at, its own duration"
+    )
 
     @model_validator(mode="after")
     def _paths_need_json(self) -> CheckSpec:
         if self.answer == "text":
             paths = {"progress": self.progress, "message": self.message, "download_url": self.download_url}
+            paths |= {"entry": self.entry, "started_at": self.started_at, "finished_at": self.finished_at}
             named = [name for name, path in paths.items() if path is not None]
+            named += ["keep"] if self.keep else []
             if named:
                 raise ValueError(f"a text answer has no JSON paths: remove {', '.join(named)}")
         return self
@@ -394,6 +566,34 @@ def state_in(states: Mapping[str, State], raw: Any, *, case_sensitive: bool) -> 
         if any(mark in key for mark in "*?[") and fnmatch.fnmatchcase(value, key):
             return state
     return None
+
+
+#: Attributes a log record has of its own, which a fact logged beside it must not take.
+_LOG_RECORD_FIELDS = frozenset(logging.makeLogRecord({}).__dict__) | {
+    "message",
+    "asctime",
+    "document",
+    "records",
+}
+
+
+class TruncatedSpec(_Strict):
+    """A document that says it holds only part of the records is stored, with a warning saying so."""
+
+    flag: str = Field(pattern=r"^[A-Za-z0-9_]+$", description="the top-level key that is true when cut short")
+    message: str = Field(min_length=1, description="the warning's words")
+    facts: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")], str] = Field(
+        default_factory=dict, description="name -> top-level key of a value the warning carries (a limit)"
+    )
+
+    @model_validator(mode="after")
+    def _names_free_in_a_log_record(self) -> TruncatedSpec:
+        taken = sorted(set(self.facts) & _LOG_RECORD_FIELDS)
+        if taken:
+            raise ValueError(
+                f"facts: {', '.join(taken)} is a log record's own attribute; choose another name"
+            )
+        return self
 
 
 class TransformSpec(_Strict):
@@ -422,6 +622,12 @@ class TransformSpec(_Strict):
     )
     states: dict[str, State] = Field(default_factory=dict, description="as check.states, for that status")
     case_sensitive: bool = False
+    complete: str | None = Field(
+        default=None, description="the status value that means complete, named when a document is not"
+    )
+    truncated: TruncatedSpec | None = Field(
+        default=None, description="a top-level flag saying the document holds only part of the records"
+    )
 
     @model_validator(mode="after")
     def _status_needs_states(self) -> TransformSpec:
@@ -449,6 +655,9 @@ class DownloadSpec(_Strict):
         default_factory=dict, description="request format -> the extension for it, instead of 'extension'"
     )
     content_type: str | None = Field(default=None, description="used when the server says none")
+    content_types: dict[str, str] = Field(
+        default_factory=dict, description="request format -> its content type, instead of 'content_type'"
+    )
     html_formats: tuple[str, ...] = Field(
         default=(), description="request formats whose file is an HTML page (else HTML is a sign-in page)"
     )
@@ -467,6 +676,11 @@ class ErrorSpec(_Strict):
     statuses: tuple[int, ...] = (400, 403, 404, 409, 410, 422, 425)
     code: str | None = Field(default=None, description="JSON path of the vendor's error code")
     message: str | None = Field(default=None, description="JSON path of the vendor's error message")
+    failed: dict[str, str] = Field(
+        default_factory=dict,
+        description="a vendor message (any case) that means the report failed rather than the call was "
+        "refused -> what it means, added to it (a template)",
+    )
 
 
 class VariantSpec(_Strict):
@@ -506,6 +720,23 @@ class ProviderSpec(_Strict):
     errors: ErrorSpec = ErrorSpec()
     cancel: CallSpec | None = None
     reauth_statuses: tuple[int, ...] = (401,)
+    auth_refused: dict[str, str] = Field(
+        default_factory=dict,
+        description="connection auth type -> what to do when the vendor still refuses it after signing "
+        "in again (a personal token past its expiry, say)",
+    )
+    offered_formats: OfferedFormatsSpec | None = Field(
+        default=None, description="a call listing the formats the requested report offers, checked first"
+    )
+    holds_request: bool = Field(
+        default=False,
+        description="the vendor generates the report only while one request ('hold') stays open",
+    )
+    hold: HoldSpec | None = Field(default=None, description="that request, with holds_request")
+    single_use_result: bool = Field(
+        default=False,
+        description="the file can be downloaded once: a failed store starts the job again from submit",
+    )
     lost_submission: str | None = Field(
         default=None,
         description="where a person finds a report whose queue call's answer was lost (a template)",
@@ -517,6 +748,11 @@ class ProviderSpec(_Strict):
         default_factory=dict,
         description="provider steps run by a shipped hook (reportrelay.providers.hooks), for what data "
         "cannot say; the hook gets the step as the spec alone would run it",
+    )
+    calls: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,40}$")], CallSpec] = Field(
+        default_factory=dict,
+        description="further calls a hook makes, by name (a report list to find an id in), so that what "
+        "is sent stays data; their templates are checked like the others'",
     )
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
@@ -535,10 +771,17 @@ class ProviderSpec(_Strict):
         for where, template in self._all_templates():
             for name in placeholders(template):
                 self._check_name(where, name)
+        for where, call in self._calls().items():
+            start = _WHOLE.match(call.path.partition("}")[0] + "}") if call.path.startswith("{") else None
+            setting = self.settings.get(start.group(1).partition(".")[2]) if start else None
+            if call.path.startswith("{") and (setting is None or setting.format != "path"):
+                raise ValueError(f"{where}.path: only a setting of format 'path' may start a path")
         if (self.submit is None) != (self.check is None):
             raise ValueError("'submit' and 'check' are both null (a synchronous export) or neither")
         if self.download.source == "from_status" and (self.check is None or self.check.download_url is None):
             raise ValueError("download.source 'from_status' needs check.download_url")
+        if self.holds_request != (self.hold is not None):
+            raise ValueError("'holds_request' and 'hold' go together: that a request is held, and which")
         for index, variant in enumerate(self.variants):
             if variant.when in self.request.report:
                 raise ValueError(
@@ -576,22 +819,33 @@ class ProviderSpec(_Strict):
     def noun(self) -> str:
         return self.request.noun or f"{self.title} reports"
 
-    def _all_templates(self) -> list[tuple[str, str]]:
-        found = [(f"headers.{name}", value) for name, value in self.headers.items()]
+    def _calls(self) -> dict[str, CallSpec]:
         calls = {
             "submit": self.submit,
             "check": self.check,
             "cancel": self.cancel,
-            "download": self.download.call,
+            "download.call": self.download.call,
+            "offered_formats": self.offered_formats,
+            "hold": self.hold,
+            **{f"calls.{name}": call for name, call in self.calls.items()},
         }
-        for section, call in calls.items():
-            found += [(section, template) for template in call.templates()] if call is not None else []
+        return {section: call for section, call in calls.items() if call is not None}
+
+    def _all_templates(self) -> list[tuple[str, str]]:
+        found = [(f"headers.{name}", value) for name, value in self.headers.items()]
+        for section, call in self._calls().items():
+            found += [(section, template) for template in call.templates()]
         found.append(("download.filename", self.download.filename))
         if self.download.extension is not None:
             found.append(("download.extension", self.download.extension))
         found += [(f"download.extensions.{name}", value) for name, value in self.download.extensions.items()]
         if self.lost_submission is not None:
             found.append(("lost_submission", self.lost_submission))
+        if self.request.label is not None:
+            found.append(("request.label", self.request.label))
+        found += [(f"errors.failed.{words}", meaning) for words, meaning in self.errors.failed.items()]
+        if self.check is not None:
+            found += [(f"check.messages.{state}", text) for state, text in self.check.messages.items()]
         return found
 
     def _check_name(self, where: str, name: str) -> None:
@@ -603,14 +857,24 @@ class ProviderSpec(_Strict):
         }
         if space == "format" and not rest:
             return
+        if space == "status" and not rest and where.startswith("check.messages."):
+            return
         if space == "auth" and rest in AUTH_FIELDS:
             return
+        hooked_submit = "submit" in self.hooks  # a submit hook keeps the id and fields of its own
         if space == "job" and rest == "id":
-            if self.submit is None or self.submit.id is None:
+            if self.submit is None or (self.submit.id is None and not hooked_submit):
                 raise ValueError(f"{where}: '{{job.id}}' is used but submit.id says the vendor gives no id")
             if where == "submit":
                 raise ValueError("submit: '{job.id}' has no value before the report is queued")
             return
+        if space == "job" and rest:
+            kept = self.check is not None and rest.split(".")[0] in self.check.keep
+            if hooked_submit or (kept and where != "submit"):
+                return
+            raise ValueError(
+                f"{where}: '{{{name}}}' is not a known value (a job field must be one check.keep keeps)"
+            )
         if space in known and not rest:
             return  # the whole object, for $entries or $merge
         if space in known:
@@ -638,7 +902,8 @@ class ProviderSpec(_Strict):
     @cached_property
     def settings_model(self) -> type[BaseModel]:
         definitions: dict[str, Any] = {
-            key: (field.annotation(), ... if field.required else None) for key, field in self.settings.items()
+            key: (_strict_number(field), ... if field.required else field.default)
+            for key, field in self.settings.items()
         }
         return create_model(f"{self.key}_settings", __base__=ProviderSettings, **definitions)
 
@@ -692,6 +957,23 @@ def expiry_seconds(value: Any) -> float | None:
             raise ProviderProtocolError(f"the download link's expiry {value[:40]!r} has no time zone")
         return moment.timestamp()
     return None
+
+
+def vendor_time(value: Any) -> float | None:
+    """A time a vendor reports (ISO 8601 or epoch seconds) as epoch seconds, else None.
+
+    A date without a time zone (Torus' ``dateStarted``) is read as UTC: such times are only ever
+    subtracted from one another, so the zone the server meant cancels out.
+    """
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | float):
+        return float(value) / 1000 if value > 1e11 else float(value)
+    try:
+        moment = datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
 def percent(value: Any) -> float | None:
