@@ -69,6 +69,7 @@ from reportrelay.providers.spec import (
     FieldSpec,
     PathValue,
     ProviderSpec,
+    RefusalSpec,
     TemplateError,
     TransformSpec,
     at_path,
@@ -415,7 +416,25 @@ class DeclarativeProvider(Provider):
         if response.status_code in errors and response.status_code not in SUCCESS:
             with response:
                 raise self._vendor_error(response, action, context)
+        if call.refused_if is not None and not options.get("stream"):
+            self._refuse_if_said(call.refused_if, response, action)
         return response
+
+    def _refuse_if_said(self, refusal: RefusalSpec, response: requests.Response, action: str) -> None:
+        """Raise when a successful answer's own status says the call was refused (``call.refused_if``)."""
+        try:
+            body = response.json()
+        except ValueError:
+            return  # not JSON: the step reading it says what is wrong
+        said = at_path(body, refusal.status)
+        if said is None or str(said).lower() not in {value.lower() for value in refusal.values}:
+            return
+        words = _words(at_path(body, self.spec.errors.message)) if self.spec.errors.message else None
+        where = f"{action}: {response.request.method} {urlsplit(response.request.url or '').path}"
+        status = f"HTTP {response.status_code} with status {_quoted(said)}"
+        failure = ProviderRejected(f"{where} answered {status}: {words or 'no details'}")
+        failure.vendor_words = words
+        raise failure
 
     def _vendor_error(
         self, response: requests.Response, action: str, context: Mapping[str, Any] | None = None

@@ -409,6 +409,15 @@ class RequestSpec(_Strict):
 # Calls
 
 
+class RefusalSpec(_Strict):
+    """A vendor that answers 200 with an error in the body (``{"status": "ERROR", "message": ...}``):
+    the call is refused, in the words at ``errors.message``, when the value at ``status`` is one of
+    ``values`` (any case)."""
+
+    status: str = Field(description="JSON path of the answer's own status")
+    values: tuple[str, ...] = Field(min_length=1, description="its values that mean the call was refused")
+
+
 class CallSpec(_Strict):
     """One HTTP request to the vendor's API, on the connection's base URL, with its credentials."""
 
@@ -426,6 +435,9 @@ class CallSpec(_Strict):
     idempotent: bool | None = Field(
         default=None,
         description="repeat on a transient failure; default: only GET, PUT, DELETE (a POST may queue twice)",
+    )
+    refused_if: RefusalSpec | None = Field(
+        default=None, description="a successful JSON answer that still says the call was refused"
     )
 
     def templates(self) -> list[str]:
