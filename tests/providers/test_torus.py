@@ -23,7 +23,8 @@ from reportrelay.errors import (
 from reportrelay.httpclient import RetryBudget
 from reportrelay.providers import open_provider, provider_class
 from reportrelay.providers.base import Handle, ReportState, ReportStatus
-from reportrelay.providers.torus import Torus, _percent
+from reportrelay.providers.declarative import DeclarativeProvider
+from reportrelay.providers.spec import percent
 from reportrelay_cli.sandbox.torus import API_USER, XLSX_CONTENT_TYPE, TorusSimulator
 
 TOKEN = "torus-api-token-5b2e7c"
@@ -58,11 +59,11 @@ def connection(sim: TorusSimulator, **overrides: Any) -> Connection:
     return Connection.model_validate({key: value for key, value in body.items() if value is not None})
 
 
-def adapter(sim: TorusSimulator, claims: MemoryClaims | None = None, **overrides: Any) -> Torus:
+def adapter(sim: TorusSimulator, claims: MemoryClaims | None = None, **overrides: Any) -> DeclarativeProvider:
     provider = open_provider(
         connection(sim, **overrides), SecretResolver({"TORUS_TOKEN": TOKEN}), claims=claims or MemoryClaims()
     )
-    assert isinstance(provider, Torus)
+    assert isinstance(provider, provider_class("torus"))
     return provider
 
 
@@ -77,7 +78,7 @@ def job(report: dict[str, Any] | None = None, **overrides: Any) -> JobRequest:
 
 
 def follow(
-    provider: Torus, request: JobRequest, status: ReportStatus, handle: Handle | None = None
+    provider: DeclarativeProvider, request: JobRequest, status: ReportStatus, handle: Handle | None = None
 ) -> tuple[ReportStatus, Handle, list]:
     """Check until the report is finished, carrying the handle as the workflow does."""
     handle = {**(handle or {}), **(status.handle or {})}
@@ -91,7 +92,7 @@ def follow(
     return status, handle, seen
 
 
-def fetch(provider: Torus, request: JobRequest, handle: Handle) -> tuple[bytes, str, str]:
+def fetch(provider: DeclarativeProvider, request: JobRequest, handle: Handle) -> tuple[bytes, str, str]:
     with provider.open_result(request, handle) as result:
         return b"".join(result.chunks), result.filename, result.content_type
 
@@ -276,8 +277,8 @@ def test_validate_explains_what_is_wrong(report: dict, overrides: dict, words: s
 def test_xlsx_by_name_or_id_is_valid() -> None:
     # given the two ways to name a report, asking for Excel (in any case)
     # when they are validated, then nothing is raised
-    Torus.validate(job({"name": "Monthly Sales & Returns"}))
-    Torus.validate(job({"report_id": 1087}, format="XLSX"))
+    provider_class("torus").validate(job({"name": "Monthly Sales & Returns"}))
+    provider_class("torus").validate(job({"report_id": 1087}, format="XLSX"))
 
 
 def test_connection_needs_an_integer_tenant_id(sim: TorusSimulator) -> None:
@@ -380,7 +381,7 @@ def test_progress_percentages_are_reported(sim: TorusSimulator) -> None:
     [("45%", 45.0), ("100%", 100.0), ("0%", 0.0), (" 12.5 % ", 12.5), ("7", 7.0), (63, 63.0), ("n/a", None)],
 )
 def test_progress_text_is_read_liberally(raw: Any, expected: float | None) -> None:
-    assert _percent(raw) == expected
+    assert percent(raw) == expected
 
 
 def test_an_older_finished_run_of_the_same_report_is_never_taken(sim: TorusSimulator) -> None:

@@ -47,6 +47,10 @@ class ReportStatus:
     message: str | None = None
     handle: Handle | None = None
     """A replacement handle, when checking taught the adapter something it needs later."""
+    started_at: float | None = None
+    finished_at: float | None = None
+    """When the vendor says it started and finished generating (epoch seconds), where it says so: its own
+    generation time, which the learned wait prefers to queued -> ready (our polls add to that)."""
 
 
 @dataclass
