@@ -18,7 +18,7 @@ import json
 import math
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 from aws_lambda_powertools.metrics import MetricUnit
@@ -978,6 +978,9 @@ def _with_status(
     if status.state is ReportState.READY:
         job["ready_at"] = iso_timestamp(now)
         job["wait_seconds"] = 0
+        started, finished = status.started_at, status.finished_at
+        if started is not None and finished is not None and finished > started:
+            job["vendor_generation_seconds"] = round(finished - started, 3)
         return {**state, "job": job}
     else:
         job["wait_seconds"] = next_wait_seconds(
@@ -1033,17 +1036,26 @@ def _expected(runtime: Runtime, request: JobRequest) -> Expected | None:
     return expected_window(durations)
 
 
-def _remember_duration(state: State, runtime: Runtime) -> None:
-    """A report that became ready adds how long it took, queued to ready, to its history."""
-    job = state.get("job") or {}
+def learned_duration(job: Mapping[str, Any]) -> float | None:
+    """How long a ready report took to generate: the vendor's own time where it reported one (finished -
+    started, which our polling does not stretch), else queued -> ready as we saw it; None when unknown."""
+    vendor = job.get("vendor_generation_seconds")
+    if isinstance(vendor, int | float) and not isinstance(vendor, bool) and vendor > 0:
+        return float(vendor)
     queued, ready = parse_timestamp(job.get("queued_at")), parse_timestamp(job.get("ready_at"))
-    if runtime.jobs is None or queued is None or ready is None or ready <= queued:
+    return ready - queued if queued is not None and ready is not None and ready > queued else None
+
+
+def _remember_duration(state: State, runtime: Runtime) -> None:
+    """A report that became ready adds how long it took (``learned_duration``) to its history."""
+    job = state.get("job") or {}
+    seconds = learned_duration(job)
+    if runtime.jobs is None or seconds is None:
         return
     try:
         request = parse_job_request(state.get("request"))
-        runtime.jobs.record_duration(
-            duration_key(request.connection, request.report, request.format), ready - queued
-        )
+        key = duration_key(request.connection, request.report, request.format)
+        runtime.jobs.record_duration(key, seconds)
     except ReportRelayError as error:
         logger.warning("duration not remembered", extra={"job_id": job.get("job_id"), "error": str(error)})
 

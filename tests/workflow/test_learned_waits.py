@@ -2,12 +2,14 @@
 
 Run through the real state machine on emulated AWS, against the DevExpress simulator over HTTP: the first
 run knows nothing and backs off; the second and third wait, at first, for what the report took; a run
-that suddenly takes much longer is still found."""
+that suddenly takes much longer is still found. A vendor that reports its own start and finish (Torus) is
+learned by its own generation time, which a late check does not stretch."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +20,14 @@ from reportrelay.runtime import Runtime
 from reportrelay_cli.local.aws import LocalAws
 from reportrelay_cli.local.runner import run_job
 from reportrelay_cli.sandbox.devexpress import DevExpressSimulator
+from reportrelay_cli.sandbox.torus import TorusSimulator
 from tests.conftest import DX_PASSWORD, devexpress_connection, write_connections
+from tests.workflow.test_torus_workflow import torus_aws, torus_sim
+
+__all__ = ["torus_aws", "torus_sim"]  # Torus' simulator and emulated AWS, used by name
 
 REQUEST = {"connection": "dx", "report": {"document_id": 10}, "format": "pdf", "team": "finance"}
+TORUS_REQUEST = {"connection": "torus", "report": {"name": "MI_Report"}, "format": "xlsx"}
 
 
 @pytest.fixture
@@ -92,3 +99,21 @@ def test_a_report_that_suddenly_takes_three_times_as_long_is_still_found(
     # Then past the learned window the waits grow again, and the report is found
     assert slow.detail_type == "Report Ready", slow.detail
     assert slow.seconds < 9 + 10
+
+
+def test_a_torus_job_learns_the_vendors_own_generation_time_not_how_late_we_looked(
+    torus_aws: LocalAws, torus_sim: TorusSimulator
+) -> None:
+    # Given a Torus report the vendor generates in 1.5 s, on a connection checked 1 s and then 1.5 s later
+    torus_sim.generation_seconds = 1.5
+    # When it runs through the state machine
+    outcome = run_job(torus_aws, TORUS_REQUEST)
+    assert outcome.detail_type == "Report Ready", outcome.detail
+    # Then the duration remembered is the vendor's own: dateFinished - dateStarted of our run
+    (run,) = torus_sim.runs.values()
+    started, finished = (datetime.fromisoformat(run[name]) for name in ("dateStarted", "dateFinished"))
+    vendor_seconds = (finished - started).total_seconds()
+    (learned,) = durations(TORUS_REQUEST)
+    assert learned == pytest.approx(vendor_seconds, abs=0.001)
+    # and not queued -> ready, which our second check, 2.5 s after queueing, stretched
+    assert learned < 1.5 < 2.5 < outcome.seconds
