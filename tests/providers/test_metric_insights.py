@@ -26,7 +26,7 @@ from reportrelay.providers import open_provider
 from reportrelay.providers.base import Handle, ReportState
 from reportrelay.providers.declarative import DeclarativeProvider, packaged_provider
 from reportrelay_cli.sandbox.metric_insights import MetricInsightsSimulator, sandbox_simulator
-from reportrelay_cli.sandbox.server import Faults
+from reportrelay_cli.sandbox.server import Faults, json_response
 
 APP_KEY = "mi-App-Key-7d21"
 API_TOKEN = "mi-personal-api-token-9f3e"
@@ -605,3 +605,21 @@ def test_provider_errors_are_reported_in_the_providers_words(
         adapter.submit(job(element_id=element_id))
     assert words in str(raised.value)
     assert sim.sessions == {}
+
+
+@pytest.mark.parametrize("state", ["formats", "init", "run"])
+def test_an_ok_answer_that_says_error_is_a_refusal_in_the_providers_words(
+    sim: MetricInsightsSimulator, monkeypatch: pytest.MonkeyPatch, state: str
+) -> None:
+    # given a server whose answer to one state is 200 with {"status": "ERROR"}
+    refusal = {"status": "ERROR", "message": "Plugin offline"}
+    monkeypatch.setattr(sim, state, lambda request: json_response(refusal))
+    adapter = provider(sim)
+    # when the report is submitted and its run is held
+    with pytest.raises(ProviderRejected) as raised:
+        handle = adapter.submit(job()).handle
+        assert handle is not None
+        adapter.hold(job(), handle)
+    # then the call that answered so is refused, quoting the provider
+    said = f"/download/state/{state} answered HTTP 200 with status 'ERROR': Plugin offline"
+    assert said in str(raised.value)
