@@ -13,16 +13,21 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
-from typing import Any
+from typing import TYPE_CHECKING
 
 from reportrelay.config import JobRequest
 from reportrelay.errors import ProviderProtocolError, ProviderRejected, ReportGenerationFailed
 from reportrelay.providers.base import Handle, ReportState, ReportStatus, ResultStream, ResumeFrom
 from reportrelay.providers.hooks import hook
 
+if TYPE_CHECKING:
+    from reportrelay.providers.declarative import DeclarativeProvider
+
 
 @hook("hold")
-def session_hold(provider: Any, request: JobRequest, handle: Handle, *, default: Callable[..., None]) -> None:
+def session_hold(
+    provider: DeclarativeProvider, request: JobRequest, handle: Handle, *, default: Callable[..., None]
+) -> None:
     """The held ``run``: a refusal after the session's lifetime is its expiry."""
     with _expiry_named(provider, request, handle, downloading=False):
         default(request, handle)
@@ -30,7 +35,11 @@ def session_hold(provider: Any, request: JobRequest, handle: Handle, *, default:
 
 @hook("check")
 def session_check(
-    provider: Any, request: JobRequest, handle: Handle, *, default: Callable[..., ReportStatus]
+    provider: DeclarativeProvider,
+    request: JobRequest,
+    handle: Handle,
+    *,
+    default: Callable[..., ReportStatus],
 ) -> ReportStatus:
     """The status, unless the session has outlived its lifetime: its file is then gone."""
     with _expiry_named(provider, request, handle, downloading=False):
@@ -43,7 +52,7 @@ def session_check(
 @hook("open_result")
 @contextmanager
 def session_result(
-    provider: Any,
+    provider: DeclarativeProvider,
     request: JobRequest,
     handle: Handle,
     resume_from: ResumeFrom | None = None,
@@ -60,7 +69,9 @@ def session_result(
 
 
 @contextmanager
-def _expiry_named(provider: Any, request: JobRequest, handle: Handle, *, downloading: bool) -> Iterator[None]:
+def _expiry_named(
+    provider: DeclarativeProvider, request: JobRequest, handle: Handle, *, downloading: bool
+) -> Iterator[None]:
     """A vendor refusal once the session has outlived its lifetime says the session expired."""
     try:
         yield
@@ -71,7 +82,9 @@ def _expiry_named(provider: Any, request: JobRequest, handle: Handle, *, downloa
         raise ReportGenerationFailed(_expired(provider, request, handle, said, downloading)) from None
 
 
-def _expired(provider: Any, request: JobRequest, handle: Handle, said: str, downloading: bool = False) -> str:
+def _expired(
+    provider: DeclarativeProvider, request: JobRequest, handle: Handle, said: str, downloading: bool = False
+) -> str:
     why = (
         "the file was ready but was not downloaded in time"
         if downloading
@@ -85,26 +98,32 @@ def _expired(provider: Any, request: JobRequest, handle: Handle, said: str, down
     )
 
 
-def _instead_of_the_file(provider: Any, request: JobRequest, result: ResultStream) -> Exception:
+def _instead_of_the_file(
+    provider: DeclarativeProvider, request: JobRequest, result: ResultStream
+) -> Exception:
     """The error ``get`` meant when it answered a status: generation failed, or the file is not there yet."""
-    label = provider.report_label(request)
+    instead = f"instead of the file for {provider.report_label(request)}"
     try:
         body = json.loads(b"".join(result.chunks))
     except ValueError:
         body = None
     status = body.get("status") if isinstance(body, dict) else body
-    said = f"download report: Metric Insights answered {{}} instead of the file for {label}"
     if str(status).upper() != "ERROR":
-        return ProviderProtocolError(f"{said.format(repr(status))} although check said READY")
+        return ProviderProtocolError(
+            f"download report: Metric Insights answered {status!r} {instead} although check said READY"
+        )
     words = body.get("message") if isinstance(body, dict) else None
-    return ReportGenerationFailed(said.format("ERROR") + (f": {words}" if words else "; generation failed"))
+    return ReportGenerationFailed(
+        f"download report: Metric Insights answered ERROR {instead}"
+        + (f": {words}" if words else "; generation failed")
+    )
 
 
-def _age(provider: Any, handle: Handle) -> float:
+def _age(provider: DeclarativeProvider, handle: Handle) -> float:
     """Seconds since ``init`` (the handle's ``submit.queued_at_field``); 0 for a handle without it."""
     opened = handle.get(provider.spec.submit.queued_at_field)
     return time.time() - float(opened) if isinstance(opened, int | float) else 0.0
 
 
-def _lifetime(provider: Any) -> float:
+def _lifetime(provider: DeclarativeProvider) -> float:
     return float(provider.settings.session_lifetime_seconds)
