@@ -81,7 +81,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _add_schedules_commands(commands: Any) -> None:
-    from reportrelay import replay
+    from reportrelay_cli import replay
 
     schedules = commands.add_parser("schedules", help="the deployed schedules: replay their failed starts")
     actions = schedules.add_subparsers(required=True, metavar="ACTION")
@@ -277,7 +277,7 @@ def _print_interrupted(job_id: str, connection: str) -> None:
 
 def command_schedules_replay(args: argparse.Namespace) -> int:
     """Each message: what schedule and due time, why it failed, and the replay's outcome."""
-    from reportrelay import replay
+    from reportrelay_cli import replay
 
     try:
         aws = replay.clients(args.region)

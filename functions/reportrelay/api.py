@@ -13,7 +13,6 @@ import base64
 import binascii
 import json
 import re
-import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from reportrelay.activity import KINDS, Kind, Recorder, failed_words
 from reportrelay.awsclients import aws_client
 from reportrelay.config import Connection, JobRequest
 from reportrelay.errors import BadRequest, ConfigurationError, ReportRelayError
+from reportrelay.executions import AtProvider, AwsCallFailed, JobExecutions, StoredObjectGone
 from reportrelay.jobs import (
     MAX_REQUEST_JSON,
     ClientToken,
@@ -49,7 +49,6 @@ EVENT_SOURCE = outbox.EVENT_SOURCE
 # Step Functions execution names (our job ids): 1-80 of letters, digits, '-' and '_'.
 JOB_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
 StateName = Literal["queued", "running", "ready", "failed", "cancelled"]
-STOP_ATTEMPTS = 4
 RECONCILE_AFTER_SECONDS = 15 * 60
 """An unfinished job whose record has not moved for this long is checked against its execution."""
 
@@ -306,7 +305,7 @@ def start_job(
     except TokenReused as error:
         raise ClientTokenReused(str(error)) from None
     if job.state is JobState.QUEUED and not job.started:
-        _start_execution(job, state_machine, runtime, store, keep_for_retry=token is not None)
+        _start_execution(job, runtime, store, keep_for_retry=token is not None)
     if created:
         logger.info(
             "job accepted",
@@ -491,24 +490,16 @@ def _presigned(job: Job, runtime: Runtime) -> tuple[str, int, dict[str, Any]]:
         raise JobConflict(
             f"job {job_id} is {job.state.value}; its report can be downloaded once the job is ready"
         )
-    stored = job.object
-    s3 = _presigning_s3()
-    try:
-        s3.head_object(Bucket=stored["bucket"], Key=stored["key"])
-    except Exception as error:
-        if _aws_code(error) in ("404", "NoSuchKey", "NotFound"):
-            raise ReportExpired(
-                f"job {job_id}'s report is no longer stored (reports expire from the bucket); "
-                "run the job again"
-            ) from None
-        raise ServiceUnavailable(f"S3 could not be asked about job {job_id}'s report; try again") from None
     seconds = runtime.settings.download_url_seconds
-    url: str = s3.generate_presigned_url(
-        "get_object",
-        Params={"Bucket": stored["bucket"], "Key": stored["key"]},
-        ExpiresIn=seconds,
-    )
-    return url, seconds, stored
+    try:
+        url = _executions(runtime).presign(job.object, seconds)
+    except StoredObjectGone:
+        raise ReportExpired(
+            f"job {job_id}'s report is no longer stored (reports expire from the bucket); run the job again"
+        ) from None
+    except AwsCallFailed:
+        raise ServiceUnavailable(f"S3 could not be asked about job {job_id}'s report; try again") from None
+    return url, seconds, job.object
 
 
 def job_view(job: Job, base_url: str, connections: Any = None) -> JobView:
@@ -651,66 +642,54 @@ def _execution_of(job: Job, runtime: Runtime) -> str:
     return job.execution_arn or execution_arn_for(_state_machine_arn(runtime), job.job_id)
 
 
-def _start_execution(
-    job: Job, state_machine_arn: str, runtime: Runtime, store: DynamoDbJobs, *, keep_for_retry: bool
-) -> None:
+def _executions(runtime: Runtime) -> JobExecutions:
+    settings = runtime.settings
+    return JobExecutions(settings.state_machine_arn, settings.cancel_function, client=_client_of(runtime))
+
+
+def _client_of(runtime: Runtime) -> Any:
+    """The runtime's AWS clients, with S3's SigV4 presigning client beside them."""
+
+    def client(service: str, *, signature_version: str | None = None) -> Any:
+        if signature_version is not None:
+            return aws_client(service, signature_version=signature_version)
+        return runtime.client(service)
+
+    return client
+
+
+def _start_execution(job: Job, runtime: Runtime, store: DynamoDbJobs, *, keep_for_retry: bool) -> None:
     """Start the job's execution, named by its id: starting it twice with the same input starts it once."""
-    sfn = runtime.client("stepfunctions")
     try:
-        sfn.start_execution(
-            stateMachineArn=state_machine_arn,
-            name=job.job_id,
-            input=json.dumps(job.request, sort_keys=True, separators=(",", ":")),
+        _executions(runtime).start(job.job_id, job.request or {})
+    except AwsCallFailed as failed:
+        logger.warning(
+            "execution not started", extra={"job_id": job.job_id, "error": failed.code or "unknown"}
         )
-    except Exception as error:
-        if _aws_code(error) != "ExecutionAlreadyExists":
-            logger.warning(
-                "execution not started", extra={"job_id": job.job_id, "error": _aws_code(error) or "unknown"}
-            )
-            if not keep_for_retry:
-                failure = {"code": "StartFailed", "message": "the workflow could not be started; ask again"}
-                store.finish(job.job_id, {"state": JobState.FAILED, "error": failure})
-            raise ServiceUnavailable(
-                "the workflow could not be started; try again"
-                + (" with the same client token" if keep_for_retry else "")
-            ) from None
+        if not keep_for_retry:
+            failure = {"code": "StartFailed", "message": "the workflow could not be started; ask again"}
+            store.finish(job.job_id, {"state": JobState.FAILED, "error": failure})
+        raise ServiceUnavailable(
+            "the workflow could not be started; try again"
+            + (" with the same client token" if keep_for_retry else "")
+        ) from None
     store.mark_started(job.job_id)
 
 
 def _stop_execution(job: Job, runtime: Runtime) -> None:
     """Stop the execution; a JobConflict when it had already ended by itself."""
-    sfn = runtime.client("stepfunctions")
-    execution_arn = _execution_of(job, runtime)
-    for attempt in range(STOP_ATTEMPTS):
-        try:
-            sfn.stop_execution(
-                executionArn=execution_arn, error=CANCELLED_CODE, cause="cancelled through the job API"
-            )
-            status = _settled_status(sfn, execution_arn)
-            break
-        except Exception as error:
-            if _aws_code(error) == "ExecutionDoesNotExist":
-                return
-            if attempt + 1 == STOP_ATTEMPTS:
-                raise ServiceUnavailable(
-                    f"the workflow of job {job.job_id} could not be stopped; try again"
-                ) from None
-            # An execution started a moment ago may not be stoppable yet (moto's interpreter, too).
-            time.sleep(0.2 * (attempt + 1))
-    if status != "ABORTED":
+    try:
+        status = _executions(runtime).stop(
+            _execution_of(job, runtime), CANCELLED_CODE, "cancelled through the job API"
+        )
+    except AwsCallFailed:
+        raise ServiceUnavailable(
+            f"the workflow of job {job.job_id} could not be stopped; try again"
+        ) from None
+    if status is not None and status != "ABORTED":
         raise JobConflict(
             f"job {job.job_id} finished before it could be cancelled (its workflow {status.lower()})"
         )
-
-
-def _settled_status(sfn: Any, execution_arn: str) -> str:
-    """The execution's status once a stop has taken effect (at once in AWS; a moment later in moto)."""
-    for _ in range(20):
-        status: str = sfn.describe_execution(executionArn=execution_arn)["status"]
-        if status != "RUNNING":
-            return status
-        time.sleep(0.1)
-    return status
 
 
 _AT_PROVIDER = {
@@ -721,32 +700,11 @@ _AT_PROVIDER = {
 }
 
 
-def _cancel_at_provider(job: Job, runtime: Runtime) -> str:
-    """What became of the report at the provider: a key of ``_AT_PROVIDER``. Never raises.
-
-    The vendor call is made by the workflow's cancel function (it holds the vendor credentials; this
-    function does not), invoked and waited for.
-    """
+def _cancel_at_provider(job: Job, runtime: Runtime) -> AtProvider:
+    """What became of the report at the provider: a key of ``_AT_PROVIDER``. Never raises."""
     if not job.handle or not job.request:
         return "not_queued"
-    function = runtime.settings.cancel_function
-    if not function:
-        logger.error(
-            "no cancel function configured (REPORTRELAY_CANCEL_FUNCTION)", extra={"job_id": job.job_id}
-        )
-        return "failed"
-    try:
-        answer = runtime.client("lambda").invoke(
-            FunctionName=function, Payload=json.dumps({"job_id": job.job_id}).encode()
-        )
-        result = json.loads(answer["Payload"].read() or b"{}")
-    except Exception as error:
-        logger.warning("cancel function not invoked", extra={"job_id": job.job_id, "error": _aws_code(error)})
-        return "failed"
-    outcome = (
-        result.get("at_provider") if isinstance(result, dict) and not answer.get("FunctionError") else None
-    )
-    return outcome if outcome in _AT_PROVIDER else "failed"
+    return _executions(runtime).cancel_at_provider(job.job_id)
 
 
 def _cancelled_announcement(job: Job, error: Mapping[str, str], runtime: Runtime) -> outbox.Announcement:
@@ -781,11 +739,8 @@ def _quiet_for(job: Job, runtime: Runtime) -> float:
 
 def _reconcile(job: Job, runtime: Runtime, store: DynamoDbJobs) -> Job:
     """A job whose execution ended without the workflow recording it (stopped in the console, timed out)."""
-    try:
-        execution = runtime.client("stepfunctions").describe_execution(
-            executionArn=_execution_of(job, runtime)
-        )
-    except Exception:
+    execution = _executions(runtime).describe(_execution_of(job, runtime))
+    if execution is None:
         return job
     status = execution.get("status")
     if status == "RUNNING":
@@ -808,15 +763,3 @@ def _reconcile(job: Job, runtime: Runtime, store: DynamoDbJobs) -> Job:
     if store.finish(job.job_id, fields) and status != "SUCCEEDED":
         Recorder(store, job.job_id, "Reconcile", runtime.clock).state(failed_words(str(error[1])))
     return store.get(job.job_id) or job
-
-
-def _presigning_s3() -> Any:
-    """S3 with SigV4 (required for KMS-encrypted objects and every region opened since 2014)."""
-    return aws_client("s3", signature_version="s3v4")
-
-
-def _aws_code(error: BaseException) -> str:
-    response = getattr(error, "response", None)
-    if isinstance(response, dict):
-        return str(response.get("Error", {}).get("Code", ""))
-    return ""

@@ -41,6 +41,15 @@ def aws_client(service: str, *, signature_version: str | None = None) -> Any:
         return _clients[key]
 
 
+def aws_error_code(error: BaseException) -> str:
+    """The code of an AWS error answer (``ConditionalCheckFailedException``, ``NoSuchKey``, ...); "" for
+    any other exception, so callers can compare without first asking what the error is."""
+    response = getattr(error, "response", None)
+    if not isinstance(response, dict):
+        return ""
+    return str(response.get("Error", {}).get("Code", ""))
+
+
 #: Error codes AWS services answer when they throttle or are briefly unable to serve.
 _TRANSIENT_CODES = frozenset(
     {
@@ -69,7 +78,7 @@ def unavailable(error: BaseException) -> AwsUnavailable | None:
     from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, HTTPClientError
 
     if isinstance(error, ClientError):
-        code = str(error.response.get("Error", {}).get("Code", ""))
+        code = aws_error_code(error)
         status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
         if code in _TRANSIENT_CODES or status >= 500:
             answer = f"{code} (HTTP {status})" if status else code

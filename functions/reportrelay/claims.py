@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from reportrelay.awsclients import aws_client
+from reportrelay.awsclients import aws_client, aws_error_code
 from reportrelay.errors import ReportRelayError
 from reportrelay.names import CLAIM_KEY_ATTRIBUTE, CLAIM_TTL_ATTRIBUTE, CLAIMS_TABLE_ENV
 
@@ -76,7 +76,7 @@ class DynamoDbClaims:
                 ExpressionAttributeValues={":owner": {"S": job_id}},
             )
         except ClientError as error:
-            code = error.response.get("Error", {}).get("Code", "")
+            code = aws_error_code(error)
             if code == "ConditionalCheckFailedException":
                 return False
             raise ClaimsUnavailable(f"claim store {self.table_name} answered {code or 'an error'}") from None

@@ -38,7 +38,7 @@ from enum import StrEnum
 from typing import Any
 
 from reportrelay import names
-from reportrelay.awsclients import aws_client
+from reportrelay.awsclients import aws_client, aws_error_code
 from reportrelay.errors import BadRequest, ReportRelayError
 from reportrelay.names import (
     ANNOUNCE_SINCE_ATTRIBUTE,
@@ -801,7 +801,7 @@ class DynamoDbJobs:
         try:
             answer: dict[str, Any] = getattr(self.client(), operation)(**request)
         except ClientError as error:
-            code = error.response.get("Error", {}).get("Code", "")
+            code = aws_error_code(error)
             if code == "ConditionalCheckFailedException":
                 raise _Conditional() from None
             if code == "TransactionCanceledException":

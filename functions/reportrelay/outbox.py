@@ -21,6 +21,7 @@ from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
+from reportrelay.awsclients import aws_error_code
 from reportrelay.errors import ReportRelayError
 from reportrelay.jobs import Announcement, DynamoDbJobs
 from reportrelay.observability import logger, metrics
@@ -114,9 +115,7 @@ def _put(events_client: Any, entry: dict[str, Any]) -> str | None:
     try:
         answer = events_client.put_events(Entries=[entry])
     except Exception as error:
-        response = getattr(error, "response", None)
-        code = response.get("Error", {}).get("Code") if isinstance(response, dict) else None
-        return str(code or type(error).__name__)
+        return aws_error_code(error) or type(error).__name__
     if answer.get("FailedEntryCount", 0):
         failed = (answer.get("Entries") or [{}])[0]
         return str(failed.get("ErrorCode") or "FailedEntry")

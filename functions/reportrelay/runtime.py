@@ -33,7 +33,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from reportrelay import names
-from reportrelay.awsclients import aws_client
+from reportrelay.awsclients import aws_client, aws_error_code
 from reportrelay.claims import CLAIMS_TABLE_ENV, ClaimStore, DynamoDbClaims
 from reportrelay.config import Connection, Connections, SecretResolver
 from reportrelay.errors import BadRequest, ConfigurationError
@@ -215,7 +215,7 @@ class ParameterStoreConnections(Connections):
         try:
             value = self._client().get_parameter(Name=parameter)["Parameter"]["Value"]
         except ClientError as error:
-            if error.response.get("Error", {}).get("Code") != "ParameterNotFound":
+            if aws_error_code(error) != "ParameterNotFound":
                 raise
             connection = None
         else:

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from reportrelay.awsclients import aws_error_code
 from reportrelay.claims import KEY_ATTRIBUTE, TTL_ATTRIBUTE, ClaimsUnavailable
 from reportrelay.errors import ConfigurationError
 
@@ -252,8 +253,4 @@ def _waiter_key(connection: str, job_id: str) -> str:
 
 
 def _is_conditional_failure(error: Exception) -> bool:
-    response = getattr(error, "response", None)
-    return (
-        isinstance(response, dict)
-        and response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
-    )
+    return aws_error_code(error) == "ConditionalCheckFailedException"

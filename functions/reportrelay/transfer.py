@@ -65,6 +65,7 @@ from awscrt import checksums
 from botocore import httpsession
 from botocore.exceptions import ClientError
 
+from reportrelay.awsclients import aws_error_code
 from reportrelay.errors import DownloadInterrupted, ReportRelayError, TransferOutOfTime
 from reportrelay.objectkeys import clean_filename
 
@@ -357,7 +358,7 @@ def stream_to_s3(
                 IfNoneMatch="*",
             )
         except ClientError as error:
-            if _error_code(error) in ("PreconditionFailed", "412"):
+            if aws_error_code(error) in ("PreconditionFailed", "412"):
                 raise ObjectExists(key) from None
             raise
     except BaseException:
@@ -397,7 +398,7 @@ def restore(s3_client: Any, bucket: str, checkpoint: Checkpoint) -> Resumption |
                 break
             marker = int(page["NextPartNumberMarker"])
     except ClientError as error:
-        if _error_code(error) in ("NoSuchUpload", "404", "NoSuchKey"):
+        if aws_error_code(error) in ("NoSuchUpload", "404", "NoSuchKey"):
             return None
         raise
     sizes = part_sizes(checkpoint.expected_size, checkpoint.part_size)
@@ -460,10 +461,6 @@ def same_checksum(reported: str | None, expected: str) -> bool:
     if not reported:
         return False
     return reported == expected or reported == expected.rsplit("-", 1)[0]
-
-
-def _error_code(error: ClientError) -> str:
-    return str(error.response.get("Error", {}).get("Code", ""))
 
 
 class _PartPipeline:
@@ -986,7 +983,7 @@ def _abort(s3_client: Any, bucket: str, key: str, upload_id: str) -> None:
     try:
         s3_client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
     except ClientError as error:
-        if _error_code(error) != "NoSuchUpload":  # already aborted or completed: nothing to undo
+        if aws_error_code(error) != "NoSuchUpload":  # already aborted or completed: nothing to undo
             log.warning("could not abort the multipart upload to s3://%s/%s", bucket, key, exc_info=True)
     except Exception:
         log.warning("could not abort the multipart upload to s3://%s/%s", bucket, key, exc_info=True)

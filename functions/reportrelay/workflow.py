@@ -35,6 +35,7 @@ from reportrelay.activity import (
     seconds_words,
     stored_words,
 )
+from reportrelay.awsclients import aws_error_code
 from reportrelay.config import JobRequest, parse_job_request
 from reportrelay.errors import (
     BadRequest,
@@ -537,7 +538,7 @@ def _hand_over_slots(connection_name: str, limit: int, runtime: Runtime) -> list
         try:
             sfn.send_task_success(taskToken=waiter.token, output=json.dumps(slot))
         except Exception as error:
-            if _aws_error_code(error) in WAITER_GONE:
+            if aws_error_code(error) in WAITER_GONE:
                 return False
             # Kept for it: the waiter finds the slot its own when its safety-net timeout wakes it.
             logger.warning("slot handed over but not told", extra={"job_id": waiter.job_id})
@@ -547,11 +548,6 @@ def _hand_over_slots(connection_name: str, limit: int, runtime: Runtime) -> list
     for job_id, slot in handed:
         logger.info("slot handed over", extra={"job_id": job_id, "slot": slot})
     return handed
-
-
-def _aws_error_code(error: Exception) -> str:
-    response = getattr(error, "response", None)
-    return str(response.get("Error", {}).get("Code", "")) if isinstance(response, dict) else ""
 
 
 def hold(state: State, runtime: Runtime) -> State:
@@ -901,7 +897,7 @@ def _stored_before(runtime: Runtime, job_id: str, record: Job | None = None) -> 
             Bucket=runtime.bucket, Key=record.object_key, ObjectAttributes=["Checksum", "ObjectSize"]
         )
     except ClientError as error:
-        if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+        if aws_error_code(error) in ("NoSuchKey", "404", "NotFound"):
             return None
         raise
     reported = attributes.get("Checksum") or {}

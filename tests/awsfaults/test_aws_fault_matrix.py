@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from reportrelay import api
+from reportrelay import executions
 from reportrelay.jobs import JobState, execution_arn_for
 from reportrelay.runtime import Runtime
 from reportrelay.transfer import same_checksum
@@ -298,7 +298,7 @@ def run_case(deployment: Deployment, case: AwsFault) -> Outcome:
             with pytest.MonkeyPatch.context() as patch:
                 # AWS stops an execution at once, while its Fetch keeps running; moto stops it only when
                 # the task returns, which the held Fetch will not do until released.
-                patch.setattr(api, "_settled_status", lambda sfn, execution_arn: "ABORTED")
+                patch.setattr(executions, "settled_status", lambda sfn, execution_arn: "ABORTED")
                 cancelled = deployment.api("DELETE", f"/reports/{job_id}")
             assert cancelled.status == 200, cancelled.body
             release.set()  # the Fetch goes on, after the job was recorded as cancelled

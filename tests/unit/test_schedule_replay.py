@@ -17,8 +17,8 @@ import pytest
 from botocore.exceptions import ClientError
 from moto import mock_aws
 
-from reportrelay import replay
 from reportrelay.handlers import start_scheduled
+from reportrelay_cli import replay
 from reportrelay_cli.main import main
 
 REGION = "us-east-1"

@@ -9,9 +9,11 @@ people on the people API; being HTML for browsers, they are left out of the docu
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from functools import lru_cache, wraps
 from html import escape
 from http import HTTPStatus
@@ -466,6 +468,38 @@ def _console_route(route: Callable[..., Response[Any]]) -> Callable[..., Respons
     return page
 
 
+@dataclass(frozen=True)
+class ConsolePost:
+    """A console form that was posted by a signed-in person and passed its CSRF check."""
+
+    caller: api.Caller
+    runtime: Runtime
+    page: console.Page
+    cookie: str | None
+    form: dict[str, str]
+
+
+def _console_post(action: Callable[..., Response[Any]]) -> Callable[..., Response[Any]]:
+    """A console form's action: sign-in and the form's CSRF token checked first, then ``action`` with the
+    post and the route's path parameters (the route's signature is those parameters alone)."""
+
+    @wraps(action)
+    def posted(**path: str) -> Response[Any]:
+        caller = _console_caller()
+        if isinstance(caller, Response):
+            return caller
+        runtime = _runtime()
+        page, cookie = _console_page(caller)
+        form = _console_form(page)
+        if isinstance(form, Response):
+            return form
+        return action(ConsolePost(caller, runtime, page, cookie, form), **path)
+
+    parameters = list(inspect.signature(action).parameters.values())[1:]
+    posted.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    return posted
+
+
 @app.get("/console", include_in_schema=False)
 @_console_route
 def console_list() -> Response[Any]:
@@ -493,15 +527,9 @@ def console_job(job_id: str) -> Response[Any]:
 
 @app.post("/console/reports", include_in_schema=False)
 @_console_route
-def console_start() -> Response[Any]:
-    caller = _console_caller()
-    if isinstance(caller, Response):
-        return caller
-    runtime = _runtime()
-    page, cookie = _console_page(caller)
-    form = _console_form(page)
-    if isinstance(form, Response):
-        return form
+@_console_post
+def console_start(post: ConsolePost) -> Response[Any]:
+    caller, runtime, page, cookie, form = post.caller, post.runtime, post.page, post.cookie, post.form
     filters = console.Filters()
     try:
         request = JobRequest.model_validate(console.request_from_form(form))
@@ -519,15 +547,9 @@ def console_start() -> Response[Any]:
 
 @app.post("/console/reports/<job_id>/cancel", include_in_schema=False)
 @_console_route
-def console_cancel(job_id: str) -> Response[Any]:
-    caller = _console_caller()
-    if isinstance(caller, Response):
-        return caller
-    runtime = _runtime()
-    page, cookie = _console_page(caller)
-    form = _console_form(page)
-    if isinstance(form, Response):
-        return form
+@_console_post
+def console_cancel(post: ConsolePost, job_id: str) -> Response[Any]:
+    caller, runtime, page, cookie = post.caller, post.runtime, post.page, post.cookie
     try:
         api.cancel_job(job_id, caller, runtime)
     except api.JobConflict as refused:
@@ -539,15 +561,9 @@ def console_cancel(job_id: str) -> Response[Any]:
 
 @app.post("/console/reports/<job_id>/rerun", include_in_schema=False)
 @_console_route
-def console_rerun(job_id: str) -> Response[Any]:
-    caller = _console_caller()
-    if isinstance(caller, Response):
-        return caller
-    runtime = _runtime()
-    page, cookie = _console_page(caller)
-    form = _console_form(page)
-    if isinstance(form, Response):
-        return form
+@_console_post
+def console_rerun(post: ConsolePost, job_id: str) -> Response[Any]:
+    caller, runtime, page, cookie, form = post.caller, post.runtime, post.page, post.cookie, post.form
     try:
         earlier = api.job_view(api.describe_job(job_id, caller, runtime), caller.base_url)
         if earlier.request is None:
