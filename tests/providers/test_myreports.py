@@ -27,7 +27,8 @@ from reportrelay.errors import (
 )
 from reportrelay.providers import open_provider, provider_class
 from reportrelay.providers.base import ReportState, ReportStatus
-from reportrelay.providers.myreports import MyReports, ResultsDocument, _RawSource, status_state
+from reportrelay.providers.declarative import DeclarativeProvider
+from reportrelay.transforms.json_records import JsonRecords, RawSource
 from reportrelay_cli.sandbox.cli import EXAMPLES, SANDBOX_PROVIDERS, _point_at
 from reportrelay_cli.sandbox.myreports import (
     CALL_LIST_FIELDS,
@@ -48,6 +49,8 @@ SECRETS = {
     "MR_STATIC_TOKEN": STATIC_TOKEN,
 }
 API = f"/api/v1.0/workspaces/{DEFAULT_WORKSPACE}/reports/{DEFAULT_REPORT}"
+#: The MyReports adapter: the class the provider registry builds from specs/myreports.json.
+MyReports: type[DeclarativeProvider] = provider_class("myreports")  # type: ignore[assignment]
 
 
 @pytest.fixture
@@ -463,7 +466,7 @@ def test_path_variants_are_connection_settings(sim):
 )
 def test_status_values_are_mapped_liberally(raw, state):
     # given a status value, documented or not / when it is mapped / then unknown ones mean "still running"
-    assert status_state(raw) is state
+    assert ReportState(MyReports.spec.check.state_of(raw)) is state
 
 
 def test_unknown_statuses_keep_polling_with_the_status_message(sim):
@@ -553,7 +556,7 @@ def test_csv_columns_are_the_display_fields_and_missing_fields_are_empty(sim, ca
     provider = adapter(sim)
     handle, _ = until_finished(provider, job("csv"))
     # when the result is downloaded as CSV
-    with caplog.at_level(logging.INFO, logger="reportrelay.providers.myreports"):
+    with caplog.at_level(logging.INFO, logger="reportrelay.providers.declarative"):
         result, content = download(provider, job("csv"), handle)
     # then the header is the display fields in order, and each row is its record's values, as written
     records = json.loads(api(sim, "GET", f"{API}/results/{handle['request_id']}/data", STATIC_TOKEN).content)[
@@ -682,7 +685,7 @@ def test_row_limit_exceeded_is_logged_and_the_file_still_delivered(sim, caplog):
     provider = adapter(sim)
     handle, _ = until_finished(provider, job("csv"))
     # when the result is downloaded as CSV
-    with caplog.at_level(logging.WARNING, logger="reportrelay.providers.myreports"):
+    with caplog.at_level(logging.WARNING, logger="reportrelay.providers.declarative"):
         _, content = download(provider, job("csv"), handle)
     # then the file holds the rows up to the limit, and a warning says the limit was exceeded
     assert len(csv_rows(content)) == 1 + 5
@@ -751,7 +754,10 @@ class _Response:
 )
 def test_broken_documents_are_errors_not_files(content, error, words):
     # given a document cut short, one that is not JSON, and one whose data are not records
-    document = ResultsDocument(_RawSource(_Response(content), keep=False), "r-1")  # type: ignore[arg-type]
+    transform = MyReports.spec.download.transform
+    assert transform is not None
+    source = RawSource(_Response(content), keep=False)  # type: ignore[arg-type]
+    document = JsonRecords(source, "request r-1", records=transform.records, columns=transform.columns)
     # when it is turned into CSV / then the error says what is wrong
     with pytest.raises(error) as raised:
         list(document.csv_chunks())
