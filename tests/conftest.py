@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +19,98 @@ from reportrelay_cli.sandbox.devexpress import DevExpressSimulator
 pytest_plugins = ("tests.s3server",)  # the s3_server and s3_bucket fixtures (SeaweedFS)
 
 DX_PASSWORD = "dx-Secret-Passw0rd-1f9c"
+TESTS = Path(__file__).resolve().parent
+
+#: Each folder's tier (markers registered in pyproject.toml; `make unit`, `make pr`, ... select by them).
+TIERS = {
+    "unit": "unit",
+    "providers": "contract",
+    "contract": "contract",
+    "workflow": "workflow",
+    "iam": "workflow",
+    "awsfaults": "workflow",
+    "infra": "infra",
+    "faults": "faults",
+    "api": "api",
+    "cli": "cli",
+}
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist appends each test's group to its node id
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark each test's tier, and group the tests that share state."""
+    for item in items:
+        item.add_marker(_tier(item))
+    _group_shared_fixtures(items)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Refuse duplicate node ids: pytest-xdist runs one test per id, so the others would silently not run."""
+    counted = Counter(item.nodeid for item in session.items)
+    duplicates = sorted(nodeid for nodeid, count in counted.items() if count > 1)
+    if duplicates:
+        raise pytest.UsageError(
+            f"{len(duplicates)} node id(s) name more than one test, so a parallel run would run only one "
+            f"of each; give each its own id (pytest.param(..., id=...)): {', '.join(duplicates[:10])}"
+        )
+
+
+def _tier(item: pytest.Item) -> str:
+    """The tier of the folder under tests/ the test is in; a folder not in ``TIERS`` is an error."""
+    parts = item.path.resolve().relative_to(TESTS).parts
+    tier = TIERS.get(parts[0]) if len(parts) > 1 else None
+    if tier is None:
+        raise pytest.UsageError(
+            f"{item.nodeid}: tests/{parts[0] if len(parts) > 1 else ''} has no tier; add the folder to "
+            f"TIERS in tests/conftest.py"
+        )
+    return tier
+
+
+def _group_shared_fixtures(items: list[pytest.Item]) -> None:
+    """Send tests that share a fixture instance (module, class or session scope: a simulator, a synthesized
+    stack, a SeaweedFS server, a fault matrix) to one xdist worker, so it is built once, not once per
+    worker. Sharing is transitive: tests linked through any chain of shared fixtures form one group."""
+    parent: dict[str, str] = {}
+
+    def root(key: str) -> str:
+        while parent.setdefault(key, key) != key:
+            parent[key] = parent[parent[key]]
+            key = parent[key]
+        return key
+
+    shared = {item.nodeid: _shared_fixture_instances(item) for item in items}
+    for keys in shared.values():
+        for key in keys[1:]:
+            first, other = sorted((root(keys[0]), root(key)))
+            parent[other] = first  # each group is named after its first key: the same in every worker
+    for item in items:
+        keys = shared[item.nodeid]
+        if keys and not any(item.iter_markers("xdist_group")):
+            item.add_marker(pytest.mark.xdist_group(root(keys[0])))
+
+
+def _shared_fixture_instances(item: pytest.Item) -> list[str]:
+    """One key per instance of a fixture of ours (defined under tests/) wider than the test it serves."""
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return []
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    keys = []
+    for name in info.names_closure:
+        definitions = info.name2fixturedefs.get(name)
+        if not definitions or definitions[-1].scope == "function":
+            continue
+        fixture = definitions[-1]
+        if not Path(fixture.func.__code__.co_filename).resolve().is_relative_to(TESTS):
+            continue  # pytest's and plugins' own (tmp_path_factory, worker_id): cheap, and shared by all
+        here = item.path.resolve().relative_to(TESTS)
+        where = {"session": "tests", "package": str(here.parent), "module": str(here)}.get(
+            fixture.scope, f"{here}::{getattr(item.cls, '__name__', '')}"
+        )
+        param = f"[{params[name]!r}]" if name in params else ""
+        keys.append(f"{name}{param}@{where}")
+    return keys
 
 
 @pytest.fixture(autouse=True)
