@@ -67,6 +67,7 @@ from reportrelay.providers.spec import (
     CheckSpec,
     Extract,
     FieldSpec,
+    PagesSpec,
     PathValue,
     ProviderSpec,
     RefusalSpec,
@@ -191,11 +192,37 @@ class DeclarativeProvider(Provider):
         check = self.spec.for_report(request.report).check
         assert check is not None
         action = "check report status"
+        if check.entry is not None and check.entry.pages is not None:
+            return self._pages_until_entry(check, request, handle, action)
+        return self._status_answer(check, self._context(request, handle), action)
+
+    def _status_answer(self, check: CheckSpec, context: Mapping[str, Any], action: str) -> Any:
         throttled = (429,) if check.retry_after is not None else ()
-        response = self._call(check, self._context(request, handle), action, also_accept=throttled)
+        response = self._call(check, context, action, also_accept=throttled)
         if response.status_code == 429:
             raise self._throttled(check, response, action)
         return _json(response, action) if check.answer == "json" else response.text.strip()
+
+    def _pages_until_entry(
+        self, check: CheckSpec, request: JobRequest, handle: Handle, action: str
+    ) -> list[Any]:
+        """The items of a paged list (``check.entry.pages``), page after page until the job's entry is
+        among them or the list ends."""
+        entry, job_id = check.entry, _job_id(self.spec, handle)
+        assert entry is not None and entry.pages is not None
+        pages, items = entry.pages, []
+        for _ in range(pages.max_pages):
+            paged = check.model_copy(
+                update={"query": {**check.query, pages.limit: str(pages.size), pages.offset: str(len(items))}}
+            )
+            answer = self._status_answer(paged, self._context(request, handle), action)
+            page = listed(answer, entry.items, action)
+            items += page
+            if any(_is_entry(item, entry.key, job_id) for item in page) or not _more(
+                pages, answer, page, items
+            ):
+                break
+        return items
 
     def read_status(self, request: JobRequest, handle: Handle, answer: Any) -> ReportStatus:
         """The job's status in a status call's answer (a hook that listed a queue reads its entry so)."""
@@ -204,6 +231,10 @@ class DeclarativeProvider(Provider):
         assert check is not None
         action = "check report status"
         body = self._own_entry(check, handle, answer, action) if check.entry is not None else answer
+        if body is None and check.entry is not None and check.entry.absent is not None:
+            absent = check.entry.absent
+            words = self._render(absent.message, self._context(request, handle), "text", "check.entry.absent")
+            return ReportStatus(ReportState(absent.state), message=words)
         raw = at_path(body, check.status) if check.answer == "json" else body
         state_name = check.state_of(raw)
         if state_name is None:
@@ -246,10 +277,12 @@ class DeclarativeProvider(Provider):
         """The job's own item in a status answer that lists many (``check.entry``)."""
         assert check.entry is not None
         job_id = _job_id(self.spec, handle)
-        for item in listed(answer, check.entry.items, action):
-            found = at_path(item, check.entry.key)
-            if job_id is not None and found is not None and str(found) == job_id:
+        items = answer if check.entry.pages is not None else listed(answer, check.entry.items, action)
+        for item in items:
+            if _is_entry(item, check.entry.key, job_id):
                 return item
+        if check.entry.absent is not None:
+            return None
         report = f"report {_named_id(self.spec, handle)}" if _named_id(self.spec, handle) else "the report"
         raise ProviderProtocolError(
             f"{action}: {self.spec.title} no longer lists {report} ({check.entry.key}); "
@@ -746,6 +779,24 @@ def listed(answer: Any, paths: str | tuple[str, ...], action: str) -> list[Any]:
         if isinstance(found, list):
             return found
     raise ProviderProtocolError(f"{action}: expected a JSON array, got {type(answer).__name__}")
+
+
+def _is_entry(item: Any, key: str, job_id: str | None) -> bool:
+    found = at_path(item, key)
+    return job_id is not None and found is not None and str(found) == job_id
+
+
+def _more(pages: PagesSpec, answer: Any, page: list[Any], items: list[Any]) -> bool:
+    """Whether a page follows: ``has_more`` (true/false, or as text), else ``total``, else a full page."""
+    has_more = at_path(answer, pages.has_more) if pages.has_more else None
+    if isinstance(has_more, bool):
+        return has_more and bool(page)
+    if isinstance(has_more, str) and has_more.strip():
+        return has_more.strip().lower() == "true" and bool(page)
+    total = at_path(answer, pages.total) if pages.total else None
+    if isinstance(total, int) and not isinstance(total, bool):
+        return len(items) < total and bool(page)
+    return len(page) >= pages.size
 
 
 def _described(field: FieldSpec) -> str:

@@ -489,6 +489,31 @@ class HoldSpec(CallSpec):
         return [*super().templates(), *([self.read_timeout] if self.read_timeout else [])]
 
 
+class PagesSpec(_Strict):
+    """A list served in pages by ``limit`` and ``offset`` query values: pages are read, their items
+    concatenated, until the job's entry turns up or the list ends. The offset advances by the items that
+    came back (a server may send fewer than asked for); the list ends at ``has_more`` false, else at
+    ``total``, else at a page shorter than ``size``."""
+
+    offset: str = Field(
+        default="offset", min_length=1, description="the query name of the first item's index"
+    )
+    limit: str = Field(default="limit", min_length=1, description="the query name of the page size")
+    size: int = Field(default=50, ge=1, le=10_000, description="the items asked for per page")
+    max_pages: int = Field(default=100, ge=1, le=10_000, description="the pages read per check at most")
+    has_more: str | None = Field(
+        default=None, description="JSON path of whether more follow (true/false, or the text 'true'/'false')"
+    )
+    total: str | None = Field(default=None, description="JSON path of how many items the whole list has")
+
+
+class AbsentSpec(_Strict):
+    """What a job whose entry is not listed is (a list of finished runs only: not listed yet)."""
+
+    state: State
+    message: str = Field(min_length=1, description="what the job is told (a template)")
+
+
 class EntrySpec(_Strict):
     """A status answer that lists many reports (a queue): the job's is the item whose ``key`` is its id,
     and the check's other paths are read in that item."""
@@ -498,6 +523,10 @@ class EntrySpec(_Strict):
         description="JSON path of the list, or paths tried in order ('$' then 'value': an OData envelope)",
     )
     key: str = Field(min_length=1, description="JSON path, in an item, of the report's id ('{job.id}')")
+    pages: PagesSpec | None = Field(default=None, description="the list is served in pages")
+    absent: AbsentSpec | None = Field(
+        default=None, description="a job not listed is this, instead of a protocol error (gone from the list)"
+    )
 
 
 class CheckSpec(CallSpec):
@@ -858,6 +887,8 @@ class ProviderSpec(_Strict):
         found += [(f"errors.failed.{words}", meaning) for words, meaning in self.errors.failed.items()]
         if self.check is not None:
             found += [(f"check.messages.{state}", text) for state, text in self.check.messages.items()]
+        if self.check is not None and self.check.entry is not None and self.check.entry.absent is not None:
+            found.append(("check.entry.absent.message", self.check.entry.absent.message))
         return found
 
     def _check_name(self, where: str, name: str) -> None:
