@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _pytest.nodeid import NodeId
 
 from reportrelay.auth import forget_cached_tokens
 from reportrelay_cli.local.aws import LocalAws
@@ -36,12 +38,25 @@ TIERS = {
 }
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist appends each test's group to its node id
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark each test's tier, and group the tests that share state."""
     for item in items:
         item.add_marker(_tier(item))
     _group_shared_fixtures(items)
+    if getattr(config.option, "loadgroup", False):  # a pytest-xdist worker of a --dist loadgroup run
+        _name_groups_in_node_ids(items)
+
+
+def _name_groups_in_node_ids(items: list[pytest.Item]) -> None:
+    """Append each test's xdist_group to its node id (``...@group``), which is how --dist loadgroup sends a
+    group to one worker. pytest-xdist 3.8 sets ``item._nodeid`` for this, which pytest 9 no longer reads
+    (the id is ``item._id``), so its groups silently did nothing; this sets the id pytest reads."""
+    for item in items:
+        groups = sorted({str(mark.args[0]) for mark in item.iter_markers("xdist_group") if mark.args})
+        suffix = f"@{'_'.join(groups)}"
+        if groups and not item.nodeid.endswith(suffix):  # (a later pytest-xdist may append it itself)
+            item._id = NodeId.parse(item.nodeid + suffix)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -108,8 +123,9 @@ def _shared_fixture_instances(item: pytest.Item) -> list[str]:
         where = {"session": "tests", "package": str(here.parent), "module": str(here)}.get(
             fixture.scope, f"{here}::{getattr(item.cls, '__name__', '')}"
         )
-        param = f"[{params[name]!r}]" if name in params else ""
-        keys.append(f"{name}{param}@{where}")
+        param = f"({params[name]!r})" if name in params else ""
+        # no '@' or brackets: loadgroup reads the group from the node id, after its last '@'
+        keys.append(re.sub(r"[@\[\]]", "_", f"{where}::{name}{param}"))
     return keys
 
 
