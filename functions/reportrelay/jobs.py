@@ -598,24 +598,40 @@ class DynamoDbJobs:
 
     def durations(self, key: str) -> list[float]:
         """The recent durations (seconds, oldest first) of the report ``key`` names (``duration_key``)."""
-        item = self._get_item(_DURATIONS_PREFIX + key) or {}
-        return [float(entry["N"]) for entry in item.get("durations", {}).get("L", []) if "N" in entry]
+        return [duration for _, duration in self.duration_bounds(key)]
 
-    def record_duration(self, key: str, seconds: float) -> None:
-        """Add one successful run's duration; only the most recent ``HISTORY_LENGTH`` are kept.
+    def duration_bounds(self, key: str) -> list[tuple[float, float]]:
+        """The recent runs' ``(earliest, duration)`` (oldest first): each run took more than ``earliest``
+        (when it was last seen unfinished) and at most ``duration`` (when it was seen ready, or what the
+        vendor reported). A run recorded before both bounds were kept counts as exactly its duration."""
+        item = self._get_item(_DURATIONS_PREFIX + key) or {}
+        durations = [float(entry["N"]) for entry in item.get("durations", {}).get("L", []) if "N" in entry]
+        earliest = [float(entry["N"]) for entry in item.get("earliest", {}).get("L", []) if "N" in entry]
+        earliest = earliest[-len(durations) :] if durations else []
+        missing = len(durations) - len(earliest)
+        return list(zip(durations[:missing] + earliest, durations, strict=True))
+
+    def record_duration(self, key: str, seconds: float, earliest: float = 0.0) -> None:
+        """Add one successful run's duration (and when it was last seen unfinished); only the most recent
+        ``HISTORY_LENGTH`` are kept.
 
         Two jobs concluding at once may keep only one of their two durations: a sample lost, not a
         wrong one.
         """
-        recent = [*self.durations(key), seconds][-HISTORY_LENGTH:]
+        recent = [*self.duration_bounds(key), (min(earliest, seconds), seconds)][-HISTORY_LENGTH:]
         self._call(
             "update_item",
             TableName=self.table_name,
             Key={KEY_ATTRIBUTE: {"S": _DURATIONS_PREFIX + key}},
-            UpdateExpression="SET #durations = :durations, #expires = :expires",
-            ExpressionAttributeNames={"#durations": "durations", "#expires": TTL_ATTRIBUTE},
+            UpdateExpression="SET #durations = :durations, #earliest = :earliest, #expires = :expires",
+            ExpressionAttributeNames={
+                "#durations": "durations",
+                "#earliest": "earliest",
+                "#expires": TTL_ATTRIBUTE,
+            },
             ExpressionAttributeValues={
-                ":durations": {"L": [{"N": f"{each:.3f}"} for each in recent]},
+                ":durations": {"L": [{"N": f"{duration:.3f}"} for _, duration in recent]},
+                ":earliest": {"L": [{"N": f"{low:.3f}"} for low, _ in recent]},
                 ":expires": {"N": str(self._expiry())},
             },
         )

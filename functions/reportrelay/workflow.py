@@ -978,16 +978,18 @@ def _with_status(
         if started is not None and finished is not None and finished > started:
             job["vendor_generation_seconds"] = round(finished - started, 3)
         return {**state, "job": job}
-    else:
-        job["wait_seconds"] = next_wait_seconds(
-            provider.connection.poll,
-            job.get("polls", 0),
-            elapsed_seconds=now - (parse_timestamp(job.get("queued_at")) or now),
-            progress=status.progress,
-            retry_after=retry_after,
-            seconds_left=max(0.0, parse_timestamp(job["deadline_at"]) - now),
-            expected=Expected.from_dict(job.get("expected")),
-        )
+    elapsed = now - (parse_timestamp(job.get("queued_at")) or now)
+    if retry_after is None:
+        job["unfinished_at_seconds"] = round(elapsed, 3)  # a lower bound of its duration (learned_bounds)
+    job["wait_seconds"] = next_wait_seconds(
+        provider.connection.poll,
+        job.get("polls", 0),
+        elapsed_seconds=elapsed,
+        progress=status.progress,
+        retry_after=retry_after,
+        seconds_left=max(0.0, parse_timestamp(job["deadline_at"]) - now),
+        expected=Expected.from_dict(job.get("expected")),
+    )
     next_check = job.get("history_events", 0) + HISTORY_EVENTS_PER_CHECK + HISTORY_EVENTS_SPARE
     if next_check > HISTORY_EVENT_LIMIT:
         job = _continued(state, job, runtime)
@@ -1025,33 +1027,46 @@ def _expected(runtime: Runtime, request: JobRequest) -> Expected | None:
     if runtime.jobs is None:
         return None
     try:
-        durations = runtime.jobs.durations(duration_key(request.connection, request.report, request.format))
+        runs = runtime.jobs.duration_bounds(duration_key(request.connection, request.report, request.format))
     except ReportRelayError as error:
         logger.warning("no duration history: the job store could not be read", extra={"error": str(error)})
         return None
-    return expected_window(durations)
+    return expected_window([duration for _, duration in runs], [earliest for earliest, _ in runs])
 
 
 def learned_duration(job: Mapping[str, Any]) -> float | None:
     """How long a ready report took to generate: the vendor's own time where it reported one (finished -
     started, which our polling does not stretch), else queued -> ready as we saw it; None when unknown."""
+    bounds = learned_bounds(job)
+    return None if bounds is None else bounds[1]
+
+
+def learned_bounds(job: Mapping[str, Any]) -> tuple[float, float] | None:
+    """``(earliest, duration)``: the vendor's own time is exact (both); as we saw it, the report took
+    more than when a check last found it unfinished (0 when none did) and at most queued -> ready."""
     vendor = job.get("vendor_generation_seconds")
     if isinstance(vendor, int | float) and not isinstance(vendor, bool) and vendor > 0:
-        return float(vendor)
+        return float(vendor), float(vendor)
     queued, ready = parse_timestamp(job.get("queued_at")), parse_timestamp(job.get("ready_at"))
-    return ready - queued if queued is not None and ready is not None and ready > queued else None
+    if queued is None or ready is None or ready <= queued:
+        return None
+    unfinished = job.get("unfinished_at_seconds")
+    earliest = (
+        float(unfinished) if isinstance(unfinished, int | float) and not isinstance(unfinished, bool) else 0.0
+    )
+    return min(max(earliest, 0.0), ready - queued), ready - queued
 
 
 def _remember_duration(state: State, runtime: Runtime) -> None:
-    """A report that became ready adds how long it took (``learned_duration``) to its history."""
+    """A report that became ready adds how long it took (``learned_bounds``) to its history."""
     job = state.get("job") or {}
-    seconds = learned_duration(job)
-    if runtime.jobs is None or seconds is None:
+    bounds = learned_bounds(job)
+    if runtime.jobs is None or bounds is None:
         return
     try:
         request = parse_job_request(state.get("request"))
         key = duration_key(request.connection, request.report, request.format)
-        runtime.jobs.record_duration(key, seconds)
+        runtime.jobs.record_duration(key, bounds[1], earliest=bounds[0])
     except ReportRelayError as error:
         logger.warning("duration not remembered", extra={"job_id": job.get("job_id"), "error": str(error)})
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from reportrelay.providers.spec import vendor_time
-from reportrelay.workflow import learned_duration
+from reportrelay.workflow import learned_bounds, learned_duration
 
 QUEUED, READY = "2026-12-01T10:00:00Z", "2026-12-01T10:01:40Z"  # 100 s apart, as our polls saw it
 
@@ -43,3 +43,13 @@ def test_torus_dates_without_a_time_zone_give_the_vendors_generation_time() -> N
     # and epoch seconds, epoch milliseconds and what is no date are read as such
     assert vendor_time(1_700_000_000) == vendor_time(1_700_000_000_000) == 1_700_000_000.0
     assert vendor_time("soon") is None and vendor_time(None) is None and vendor_time(True) is None
+
+
+def test_a_run_is_learned_with_when_it_was_last_seen_unfinished_as_its_lower_bound() -> None:
+    # given a job a check found unfinished 60 s after queueing, and the next check ready at 100 s
+    job = {"queued_at": QUEUED, "ready_at": READY, "unfinished_at_seconds": 60.0}
+    # when its bounds are learned, then it took more than 60 s and at most 100 s
+    assert learned_bounds(job) == (60.0, 100.0)
+    # and a job no check found unfinished only has its upper bound; the vendor's own time is exact
+    assert learned_bounds({"queued_at": QUEUED, "ready_at": READY}) == (0.0, 100.0)
+    assert learned_bounds({**job, "vendor_generation_seconds": 42.5}) == (42.5, 42.5)

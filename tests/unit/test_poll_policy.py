@@ -83,8 +83,8 @@ def test_a_few_outliers_do_not_poison_the_window():
     # given 60 s runs and two that got stuck (and one that came back at once from a cache)
     expected = expected_window([60, 61, 600, 59, 62, 2, 900, 60])
     assert expected is not None
-    # then the window is about the usual minute, checked every 5 s
-    assert 55 <= expected.start <= 60 and expected.end <= 70 and expected.step == 5
+    # then the window is about the usual minute, checked every 3 s (5 % of it)
+    assert 55 <= expected.start <= 60 and expected.end <= 70 and expected.step == 3
 
 
 def test_only_the_recent_runs_count():
@@ -120,3 +120,50 @@ def test_a_job_checked_for_a_week_keeps_the_capped_wait_however_many_checks_it_m
     # and below the cap the backoff is unchanged
     waits = [next_wait_seconds(policy, polls, elapsed_seconds=0) for polls in (0, 1, 2, 3)]
     assert waits == [5, 5, 8, 12]  # whole seconds
+
+
+# ---- runs seen only at sparse checks: upper bounds, narrowed by a probe
+
+
+def learn(duration: float, runs: int, policy: PollPolicy = DEFAULT) -> list[tuple[float, float, int]]:
+    """``runs`` runs of a report that takes ``duration`` s, each learning from the ones before as the
+    workflow does: (when it was last seen unfinished, when it was seen ready, checks) per run."""
+    history: list[tuple[float, float]] = []
+    seen: list[tuple[float, float, int]] = []
+    for _ in range(runs):
+        expected = expected_window([ready for _, ready in history], [low for low, _ in history])
+        clock, polls, unfinished = 0.0, 0, 0.0
+        while True:
+            clock += next_wait_seconds(policy, polls, elapsed_seconds=clock, expected=expected)
+            polls += 1
+            if clock >= duration:
+                break
+            unfinished = clock
+        history.append((unfinished, clock))
+        seen.append((unfinished, clock, polls))
+    return seen
+
+
+def test_a_short_report_first_seen_late_is_soon_waited_for_as_long_as_it_really_takes():
+    # given a 2 s report, seen ready only at the backoff's first check (5 s) the first time
+    runs = learn(2.0, runs=6)
+    assert runs[0][1] == 5
+    # when later runs learn from the ones before, then within three runs each is seen within 2 s of ready
+    assert all(ready - 2.0 <= 2.0 for _, ready, _ in runs[3:]), runs
+    # and no run needs more than two checks
+    assert max(checks for _, _, checks in runs) <= 2, runs
+
+
+def test_a_probe_is_one_check_halfway_between_the_runs_lower_and_upper_bounds():
+    # given runs seen unfinished at 0 s and ready at 100 s (one sparse check each)
+    expected = expected_window([100, 100, 100], [0, 0, 0])
+    assert expected is not None and expected.probe == 50
+    # then the first check is the probe, and one that finds the report unfinished goes on to the window
+    assert next_wait_seconds(DEFAULT, 0, elapsed_seconds=0, expected=expected) == 50
+    assert next_wait_seconds(DEFAULT, 1, elapsed_seconds=50, expected=expected) == 47  # the window's start
+
+
+def test_runs_known_exactly_need_no_probe():
+    # given durations alone (kept before the bounds were, or the vendor's own times), or tight bounds
+    assert expected_window([100, 100, 100]).probe is None
+    assert expected_window([100, 100, 100], [97, 98, 99]).probe is None

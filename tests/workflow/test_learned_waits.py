@@ -64,6 +64,21 @@ def durations(request: dict[str, Any]) -> list[float]:
     return store.durations(duration_key(request["connection"], request["report"], request["format"]))
 
 
+def test_a_run_keeps_when_it_was_last_seen_unfinished_below_when_it_was_seen_ready(
+    aws: LocalAws, dx_sim: DevExpressSimulator
+) -> None:
+    # given a report that takes 3 s, checked on the backoff from 1 s
+    outcome = run_job(aws, REQUEST)
+    assert outcome.detail_type == "Report Ready", outcome.detail
+    # when its run is remembered, then the history holds both bounds of how long it took
+    store = Runtime.from_env().jobs
+    assert store is not None
+    ((earliest, duration),) = store.duration_bounds(
+        duration_key(REQUEST["connection"], REQUEST["report"], REQUEST["format"])
+    )
+    assert 1 <= earliest < 3 <= duration <= 6
+
+
 def test_the_second_and_third_runs_wait_for_what_the_report_took_and_check_less(
     aws: LocalAws, dx_sim: DevExpressSimulator
 ) -> None:
