@@ -1,22 +1,28 @@
 """A status list served in pages (``check.entry.pages``) and a job not listed yet (``check.entry.absent``),
 with a spec written here for the Clinical One simulator's download list: limit and offset on every page,
-the offset advanced by what came back, ``hasMore`` as text, and other runs of the report never taken."""
+the offset advanced by what came back, ``hasMore`` as text, and other runs of the report never taken; and,
+on the same service, an id read at either of two paths, an entry with no status, a study that is null."""
 
 from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
-
-from reportrelay.config import Connections, JobRequest, SecretResolver
+from reportrelay.config import JobRequest
 from reportrelay.providers import open_provider
 from reportrelay.providers.base import ReportState
 from reportrelay.providers.declarative import DeclarativeProvider, declarative_class
 from reportrelay.providers.spec import parse_spec
-from reportrelay_cli.sandbox.clinical_one import DEFAULT_STUDY_ID, SUBJECT_DATA_EXTRACT, ClinicalOneSimulator
+from reportrelay_cli.sandbox.clinical_one import (
+    DEFAULT_STUDY_ID,
+    HSL_REPORT,
+    SUBJECT_DATA_EXTRACT,
+    ClinicalOneSimulator,
+)
+from tests.providers.test_clinical_one import SECRETS, connection, sim
+
+__all__ = ["sim"]  # the simulator fixture, as test_clinical_one starts it
 
 API = "/ec-reporting-svc/rest"
 STUDY = {"studyId": "{report.study_id}", "mode": "{report.mode}"}
@@ -65,32 +71,10 @@ SPEC: dict[str, Any] = {
 }
 
 
-@pytest.fixture
-def sim() -> Iterator[ClinicalOneSimulator]:
-    with ClinicalOneSimulator(
-        users={"api": "pw"}, clients={"reportrelay": "secret"}, generation_seconds=0, report_size=1024
-    ) as simulator:
-        yield simulator
-
-
 def provider(sim: ClinicalOneSimulator, spec: dict[str, Any] = SPEC) -> DeclarativeProvider:
-    body = {
-        "provider": "clinical_one",
-        "base_url": sim.base_url,
-        "auth": {
-            "type": "oauth_password",
-            "token_url": f"{sim.base_url}/oauth2/v1/token",
-            "client_id": "reportrelay",
-            "client_secret": {"env": "C1_SECRET"},
-            "client_auth": "basic",
-            "username": "api",
-            "password": {"env": "C1_PASSWORD"},
-        },
-    }
-    connection = Connections.from_document({"connections": {"c1": body}}).get("c1")
+    """The spec's adapter on test_clinical_one's connection to the simulator."""
     cls = declarative_class(parse_spec(spec, "test spec"))
-    secrets = SecretResolver({"C1_SECRET": "secret", "C1_PASSWORD": "pw"})
-    opened = open_provider(connection, secrets, adapter=cls)
+    opened = open_provider(connection(sim), SECRETS, adapter=cls)
     assert isinstance(opened, DeclarativeProvider)
     return opened
 
@@ -107,7 +91,7 @@ def list_pages(sim: ClinicalOneSimulator) -> list[tuple[str, str]]:
 
 def test_pages_are_read_by_what_came_back_until_the_jobs_entry_is_found(sim: ClinicalOneSimulator) -> None:
     # given a server that serves at most two entries a page, and five newer runs of the same report
-    sim.max_page_size = 2
+    sim.max_page_size, sim.generation_seconds = 2, 0
     adapter = provider(sim)
     handle = dict(adapter.submit(job()).handle or {})
     newer = [sim.add_run() for _ in range(5)]
@@ -156,3 +140,43 @@ def test_a_page_shorter_than_asked_for_ends_a_list_without_has_more(sim: Clinica
     # then a full page led to the next, and the short one ended the list
     assert status.state is ReportState.PENDING
     assert list_pages(sim) == [("0", "3"), ("3", "3")]
+
+
+def test_an_id_in_either_envelope_and_an_entry_with_no_status_at_all(sim: ClinicalOneSimulator) -> None:
+    # given a service that wraps its ExecutionLog and lists ready runs with no status field, and a spec
+    # that reads the id at either path and takes an entry without status as ready
+    sim.wrap_execution_log, sim.status_field, sim.list_only_finished = True, None, True
+    sim.generation_seconds = 0
+    check = {**SPEC["check"], "no_status": "READY"}
+    spec = {**SPEC, "submit": {**SPEC["submit"], "id": {"json": ["result.id", "id"]}}, "check": check}
+    adapter = provider(sim, spec)
+    # when a job is queued and checked
+    handle = dict(adapter.submit(job()).handle or {})
+    status = adapter.check(job(), handle)
+    # then the id came from the wrapped log, and being listed without a status is ready
+    (run,) = sim.started_runs
+    assert handle["id"] == run["id"] and status.state is ReportState.READY
+
+
+def test_a_tenant_report_of_no_study_sends_none(sim: ClinicalOneSimulator) -> None:
+    # given a spec whose study may be null, and a service that wants no studyId for a tenant report
+    sim.tenant_study_id = "omit"  # type: ignore[assignment]
+    report = {**SPEC["request"]["report"], "study_id": {"type": "string", "required": True, "nullable": True}}
+    adapter = provider(sim, {**SPEC, "request": {**SPEC["request"], "report": report}})
+    request = JobRequest.model_validate(
+        {
+            "connection": "c1",
+            "report": {"report_id": HSL_REPORT, "study_id": None, "mode": "active"},
+            "format": "csv",
+        }
+    )
+    # when it is validated, queued and checked
+    adapter.validate(request)
+    handle = dict(adapter.submit(request).handle or {})
+    status = adapter.check(request, handle)
+    # then no call named a study, and the run was found
+    calls = sim.calls("POST", f"{API}/v1.0/reports") + sim.calls(
+        "GET", f"{API}/v2.0/reportmetadata/downloadList"
+    )
+    assert all("studyId" not in call.query for call in calls)
+    assert status.state in (ReportState.PENDING, ReportState.RUNNING, ReportState.READY)

@@ -59,7 +59,11 @@ def request(report: dict[str, Any], parameters: dict[str, Any] | None = None) ->
 
 def rules_spec() -> type:
     """A spec whose rules carry their own messages and whose reports take no parameters."""
-    document = {
+    return declarative_class(parse_spec(rules_document(), "spec.json"))
+
+
+def rules_document() -> dict[str, Any]:
+    document: dict[str, Any] = {
         "spec_version": 1,
         "key": "rules_vendor",
         "title": "Rules",
@@ -80,7 +84,7 @@ def rules_spec() -> type:
         "download": {"source": "call", "call": {"path": "/exports/{job.id}/file"},
                      "filename": "{job.id}.json"},
     }  # fmt: skip
-    return declarative_class(parse_spec(document, "spec.json"))
+    return document
 
 
 @pytest.mark.parametrize(
@@ -120,3 +124,46 @@ def test_a_failed_jobs_words_are_the_specs_template_and_the_vendors_message() ->
     # then the template is kept, and the wrong one is refused naming its place
     assert spec.check is not None and spec.check.messages["FAILED"] == "export {job.id} ended as '{status}'"
     assert "check.messages.FAILED: '{status.code}' is not a known value" in str(raised.value)
+
+
+FILTER_RULE = {
+    "type": "object",
+    "properties": {
+        "fieldName": {"type": "string", "required": True},
+        "fieldType": {"type": "string", "enum": ["list", "date"], "message": "must be one of list, date"},
+        "fieldValueList": {"type": "array", "required": True},
+    },
+}
+
+
+@pytest.mark.parametrize(
+    ("report", "words"),
+    [
+        ({"filters": []}, "request.report.study: Field required"),
+        (
+            {"study": None, "filters": [{"fieldName": "site"}]},
+            "request.report.filters.0.fieldValueList: Field",
+        ),
+        (
+            {"study": None, "filters": [{"fieldName": "site", "fieldType": "set", "fieldValueList": []}]},
+            "request.report.filters.0.fieldType: must be one of list, date",
+        ),
+    ],
+)
+def test_a_nullable_field_must_still_be_given_and_array_items_meet_their_rule(
+    report: dict[str, Any], words: str
+) -> None:
+    # given rules for a study that may be null and for a list of filter objects
+    document = rules_document()
+    document["request"]["report"] = {
+        "study": {"type": "string", "required": True, "nullable": True},
+        "filters": {"type": "array", "items": FILTER_RULE},
+    }
+    document["submit"]["body"] = {"filters": "{report.filters}"}
+    provider = declarative_class(parse_spec(document, "spec.json"))
+    # when a request that is fine, and one with one thing wrong, are validated
+    provider.validate(request({"study": None, "filters": [{"fieldName": "a", "fieldValueList": ["1"]}]}))
+    with pytest.raises(BadRequest) as raised:
+        provider.validate(request(report))
+    # then null was a study, and the wrong one is named down to the item's field
+    assert words in str(raised.value)

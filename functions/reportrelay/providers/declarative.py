@@ -236,7 +236,7 @@ class DeclarativeProvider(Provider):
             words = self._render(absent.message, self._context(request, handle), "text", "check.entry.absent")
             return ReportStatus(ReportState(absent.state), message=words)
         raw = at_path(body, check.status) if check.answer == "json" else body
-        state_name = check.state_of(raw)
+        state_name = check.no_status if raw is None and check.no_status else check.state_of(raw)
         if state_name is None:
             raise ProviderProtocolError(f"{action}: unknown {check.status_name} {_quoted(raw)}")
         state = ReportState(state_name)

@@ -241,8 +241,8 @@ class Extract(_Strict):
     """Where one value is in an answer: a JSON path into the body, a header, or the body as text;
     ``pattern`` (a regular expression with one group) then picks the part that is wanted."""
 
-    json_path: str | None = Field(
-        default=None, alias="json", description="dotted path; '$' is the whole body"
+    json_path: str | tuple[str, ...] | None = Field(
+        default=None, alias="json", description="dotted path ('$' is the whole body), or paths tried in order"
     )
     header: str | None = None
     text: bool = Field(default=False, description="the whole body as text, stripped")
@@ -266,7 +266,10 @@ class Extract(_Strict):
     def source(self) -> str:
         if self.header is not None:
             return f"header {self.header}"
-        return "the body" if self.text or self.json_path in ("", "$") else f"'{self.json_path}'"
+        if self.text or self.json_path in ("", "$"):
+            return "the body"
+        paths = self.json_path if isinstance(self.json_path, tuple) else (self.json_path,)
+        return " or ".join(f"'{path}'" for path in paths)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -292,7 +295,10 @@ class FieldSpec(_Strict):
     description: str = ""
     enum: tuple[str | int, ...] | None = None
     pattern: str | None = Field(default=None, description="a regex the whole string must match")
-    items: FieldType | None = Field(default=None, description="the type of an array's items")
+    items: FieldType | FieldSpec | None = Field(
+        default=None, description="an array's items: their type, or a field rule each item is checked by"
+    )
+    nullable: bool = Field(default=False, description="null is a value too (a required field must be given)")
     min_items: int | None = Field(default=None, ge=0)
     minimum: float | None = None
     exclusive_minimum: float | None = Field(default=None, description="the value must be greater")
@@ -318,6 +324,8 @@ class FieldSpec(_Strict):
             base: Any = Literal[self.enum]  # type: ignore[valid-type]
         elif self.type == "object" and self.properties is not None:
             base = fields_model("object", self.properties, extra=True)
+        elif self.type == "array" and isinstance(self.items, FieldSpec):
+            base = list[self.items.annotation()]  # type: ignore[misc]
         elif self.type == "array" and self.items is not None:
             base = list[_PYTHON_TYPES[self.items]]
         else:
@@ -336,8 +344,10 @@ class FieldSpec(_Strict):
         if self.type == "string" and self.enum is None:
             constraints.setdefault("min_length", 1)
         if self.message is not None:
-            return Annotated[base, Field(**constraints), WrapValidator(_told(self.message))]
-        return Annotated[base, Field(**constraints)]
+            annotated: Any = Annotated[base, Field(**constraints), WrapValidator(_told(self.message))]
+        else:
+            annotated = Annotated[base, Field(**constraints)]
+        return annotated | None if self.nullable else annotated
 
 
 def _told(message: str) -> Callable[[Any, ValidatorFunctionWrapHandler], Any]:
@@ -544,6 +554,11 @@ class CheckSpec(CallSpec):
     )
     states: dict[str, State] = Field(min_length=1)
     case_sensitive: bool = False
+    no_status: State | None = Field(
+        default=None,
+        description="the state of an answer (or entry) with no status at all, instead of a protocol error "
+        "(READY for a list of the reports ready to download)",
+    )
     status_name: str = Field(
         default="report status", description="what the vendor calls its status, in messages ('task status')"
     )
