@@ -180,3 +180,24 @@ def test_a_tenant_report_of_no_study_sends_none(sim: ClinicalOneSimulator) -> No
     )
     assert all("studyId" not in call.query for call in calls)
     assert status.state in (ReportState.PENDING, ReportState.RUNNING, ReportState.READY)
+
+
+def test_values_kept_from_the_queue_answer_and_the_entry_name_the_download(sim: ClinicalOneSimulator) -> None:
+    # given a service whose download insists on the run's kickoff time and report name, and a spec that
+    # keeps the kickoff from the queue call's answer and the name from the ready entry
+    sim.require_run_details, sim.generation_seconds = True, 0
+    submit = {**SPEC["submit"], "keep": {"kickoff": ["rptKickoffDatetime", "result.rptKickoffDatetime"]}}
+    check = {**SPEC["check"], "keep": {"report_name": "reportName"}}
+    query = {**SPEC["download"]["call"]["query"], "reportName": "{job.report_name}"}
+    query["rptKickoffDatetime"] = "{job.kickoff}"
+    download = {**SPEC["download"], "call": {**SPEC["download"]["call"], "query": query}}
+    adapter = provider(sim, {**SPEC, "submit": submit, "check": check, "download": download})
+    # when a job is queued, checked and downloaded
+    handle = dict(adapter.submit(job()).handle or {})
+    handle |= adapter.check(job(), handle).handle or {}
+    with adapter.open_result(job(), handle) as result:
+        content = b"".join(result.chunks)
+    # then the handle kept both, and the download named the run exactly as the service had
+    (run,) = sim.started_runs
+    assert handle == {"id": run["id"], "kickoff": run["kickoff"], "report_name": "Subject Data Extract"}
+    assert hashlib.sha256(content).hexdigest() == sim.served[run["id"]]

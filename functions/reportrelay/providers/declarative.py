@@ -155,7 +155,9 @@ class DeclarativeProvider(Provider):
             raise ProviderProtocolError(
                 f"queue report: the answer has no report id at {spec.submit.id.source()}"
             )
-        return ReportStatus(ReportState.PENDING, handle={spec.submit.handle_field: str(found), **queued})
+        kept = _kept(spec.submit.keep, _json(response, "queue report")) if spec.submit.keep else {}
+        handle = {spec.submit.handle_field: str(found), **kept, **queued}
+        return ReportStatus(ReportState.PENDING, handle=handle)
 
     def _require_offered_format(self, spec: ProviderSpec, request: JobRequest) -> None:
         """Refuse a format the requested report does not offer, before anything is queued."""
@@ -779,6 +781,12 @@ def listed(answer: Any, paths: str | tuple[str, ...], action: str) -> list[Any]:
         if isinstance(found, list):
             return found
     raise ProviderProtocolError(f"{action}: expected a JSON array, got {type(answer).__name__}")
+
+
+def _kept(keep: Mapping[str, str | tuple[str, ...]], body: Any) -> Handle:
+    """The values of an answer a spec keeps in the handle (those it has)."""
+    found = {name: at_path(body, path) for name, path in keep.items()}
+    return {name: value for name, value in found.items() if value not in (None, "")}
 
 
 def _is_entry(item: Any, key: str, job_id: str | None) -> bool:

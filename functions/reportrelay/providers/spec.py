@@ -475,6 +475,11 @@ class SubmitSpec(CallSpec):
         description="a handle field that keeps when the report was queued (epoch seconds), for a vendor "
         "whose queued report expires",
     )
+    keep: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,40}$")], str | tuple[str, ...]] = Field(
+        default_factory=dict,
+        description="handle field -> JSON path (or paths tried in order) of a value of the queue call's "
+        "answer kept for later calls as '{job.<field>}' (Clinical One's kickoff time), when it has one",
+    )
 
 
 class OfferedFormatsSpec(CallSpec):
@@ -927,7 +932,8 @@ class ProviderSpec(_Strict):
                 raise ValueError("submit: '{job.id}' has no value before the report is queued")
             return
         if space == "job" and rest:
-            kept = self.check is not None and rest.split(".")[0] in self.check.keep
+            field = rest.split(".")[0]
+            kept = (self.check is not None and field in self.check.keep) or field in self.submit_keeps
             if hooked_submit or (kept and where != "submit"):
                 return
             raise ValueError(
@@ -941,6 +947,10 @@ class ProviderSpec(_Strict):
                 return
             raise ValueError(f"{where}: '{{{name}}}' names no declared {space} field")
         raise ValueError(f"{where}: '{{{name}}}' is not a known value (use one of {', '.join(NAMESPACES)})")
+
+    @property
+    def submit_keeps(self) -> dict[str, str | tuple[str, ...]]:
+        return self.submit.keep if self.submit is not None else {}
 
     def auth_fields_named(self) -> list[str]:
         """The connection auth fields (``auth.client_id``) the spec's templates send."""
