@@ -10,10 +10,16 @@ export PYTHONPATH := $(CURDIR)/functions:$(CURDIR)/cli:$(CURDIR)
 export CDK_DISABLE_CLI_TELEMETRY := true
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
-.PHONY: demo test lint format bench clean demo-dev dev infra-dev synth lint-infra test-infra diff deploy destroy openapi
+.PHONY: demo test unit contract workflow infra faults pr lint format bench clean demo-dev dev infra-dev synth lint-infra test-infra diff deploy destroy openapi
 
 # Local targets run offline against emulated AWS; deploy/diff/destroy use your AWS profile's region.
-demo test test-infra synth lint-infra: export AWS_REGION ?= us-east-1
+demo test unit contract workflow infra faults pr test-infra synth lint-infra: export AWS_REGION ?= us-east-1
+
+# The tests run on pytest-xdist workers. They mostly wait (on sockets, simulators, sleeps), so more workers
+# than cores pays: WORKERS was measured on two cores (README). Tests that share a fixture instance (a
+# synthesized stack, a fault matrix, a served site) go to one worker together (tests/conftest.py).
+WORKERS ?= 4
+PYTEST := $(PY) -m pytest -q -n $(WORKERS) --dist loadgroup
 
 # One virtualenv, two stamps: the demo's set first (requirements-demo.txt: the Lambda runtime and moto), then
 # everything else on top of it (tests, linters, benchmarks, the CDK app and its validators), so `make demo`
@@ -71,7 +77,26 @@ demo: demo-dev  ## Fetch a report from every simulator end to end through the st
 	$(PY) -m reportrelay_cli demo --out out/demo
 
 test: infra-dev build/.stamp-browser  ## Every test: units, provider contracts over HTTP, the executed state machine, the CDK app.
-	$(PY) -m pytest -q
+	$(PYTEST)
+
+# One tier each (markers from the test's folder, tests/conftest.py); `pr` is the quick set a pull request runs.
+unit: dev  ## tests/unit: the modules one by one.
+	$(PYTEST) -m unit
+
+contract: dev  ## tests/providers, tests/contract: each vendor's provider against its simulator over HTTP.
+	$(PYTEST) -m contract
+
+workflow: dev  ## tests/workflow, tests/iam, tests/awsfaults: the state machine executed on emulated AWS.
+	$(PYTEST) -m workflow
+
+infra: dev  ## tests/infra: the CDK app synthesized and checked.
+	$(PYTEST) -m infra
+
+faults: dev  ## tests/faults: every fault for every vendor through the state machine.
+	$(PYTEST) -m faults
+
+pr: dev build/.stamp-browser  ## The quick tiers: unit, contract, api (with the browser) and cli.
+	$(PYTEST) -m "unit or contract or api or cli"
 
 lint: infra-dev
 	$(VENV)/bin/ruff check .

@@ -2,7 +2,8 @@
 
 Each case gets its own simulator (so one case's fault counters cannot touch another's) and its own
 connection, all in one emulated AWS, and every execution runs concurrently: the matrix takes about as
-long as its slowest case (the deadline ones), not the sum of them all.
+long as its slowest case, not the sum of them all. The deadline cases do not wait out their minute: the
+functions run on a clock the matrix moves forward to that deadline once every other case has ended.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ import pytest
 
 from reportrelay.auth import forget_cached_tokens
 from reportrelay.observability import logger
+from reportrelay.runtime import Runtime
 from reportrelay_cli.local.aws import LocalAws
 from reportrelay_cli.local.runner import completion_event
 from reportrelay_cli.sandbox.server import Simulator
@@ -282,7 +285,36 @@ class CaseResult:
     execution: dict[str, Any]
     event: dict[str, Any] | None
     objects: list[dict[str, Any]]
-    seconds: float
+    seconds: float  # from start to stop on the functions' clock (real time plus what the matrix skipped)
+
+
+class SkippingClock:
+    """Wall time the matrix can move forward at once: the deadline cases' minute passes without waiting."""
+
+    def __init__(self) -> None:
+        self.skipped = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.skipped
+
+    def advance_to(self, moment: float) -> None:
+        """From now on, read ``moment`` at least (never backwards)."""
+        self.skipped = max(self.skipped, moment - time.time())
+
+
+@contextlib.contextmanager
+def _functions_on(clock: SkippingClock) -> Iterator[None]:
+    """Every step's ``Runtime`` (built afresh per invocation, as in Lambda) reads ``clock``."""
+    built = Runtime.from_env
+
+    def from_env(environ: Any = None) -> Runtime:
+        runtime = built(environ)
+        runtime.clock = clock
+        return runtime
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Runtime, "from_env", staticmethod(from_env))
+        yield
 
 
 @dataclass
@@ -293,6 +325,13 @@ class MatrixRun:
     log_records: list[str]
     environment: dict[str, str]
     seconds: float
+    skipped: float = 0.0  # seconds the functions' clock jumped, once every case without a deadline had ended
+    skipped_at: datetime | None = None
+
+    def clock_at(self, moment: datetime) -> float:
+        """What the functions' clock read at ``moment`` (a real time, as in an execution's history)."""
+        jumped = self.skipped_at is not None and moment >= self.skipped_at
+        return moment.timestamp() + (self.skipped if jumped else 0.0)
 
 
 class _Capture(logging.Handler):
@@ -374,11 +413,19 @@ def run_matrix(cases: tuple[Case, ...], tmp_path: Path, timeout_seconds: float =
         for name, value in environment.items():
             monkeypatch.setenv(name, value)
         capture = stack.enter_context(_captured_logs())
+        clock = SkippingClock()
+        stack.enter_context(_functions_on(clock))
         aws = stack.enter_context(
             LocalAws({"REPORTRELAY_CONNECTIONS_FILE": str(path), "POWERTOOLS_LOG_LEVEL": "DEBUG"})
         )
-        started = time.monotonic()
+        started, started_at = time.monotonic(), clock()
         arns = {case.id: aws.start(_request(case), f"{case.id}-{uuid.uuid4().hex[:8]}") for case in cases}
+        undated = [arns[case.id] for case in cases if case.deadline is None]
+        describe_when_ended(aws, undated, timeout_seconds)
+        # every other case has ended: the deadline cases' minute (or what is left of it) passes at once
+        deadlines = [case.deadline for case in cases if case.deadline is not None]
+        clock.advance_to(started_at + max(deadlines, default=0))
+        skipped_at = datetime.now(UTC)
         executions = describe_when_ended(aws, list(arns.values()), timeout_seconds)
         seconds = time.monotonic() - started
         s3 = aws.client("s3")
@@ -395,13 +442,19 @@ def run_matrix(cases: tuple[Case, ...], tmp_path: Path, timeout_seconds: float =
                 execution=execution,
                 event=event,
                 objects=listed,
-                seconds=(
-                    (execution["stopDate"] - execution["startDate"]).total_seconds()
-                    if execution.get("stopDate")
-                    else float("inf")
-                ),
+                seconds=_clock_seconds(execution, clock.skipped, skipped_at),
             )
-        yield MatrixRun(aws, results, aws.events(), capture.records, environment, seconds)
+        yield MatrixRun(
+            aws, results, aws.events(), capture.records, environment, seconds, clock.skipped, skipped_at
+        )
+
+
+def _clock_seconds(execution: dict[str, Any], skipped: float, skipped_at: datetime) -> float:
+    """How long the execution ran on the functions' clock: what was skipped counts if it was still running."""
+    stopped = execution.get("stopDate")
+    if stopped is None:
+        return float("inf")
+    return (stopped - execution["startDate"]).total_seconds() + (skipped if stopped >= skipped_at else 0.0)
 
 
 def stored_bytes(aws: LocalAws, stored: dict[str, Any]) -> bytes:
