@@ -16,7 +16,7 @@ export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 demo test unit contract workflow infra faults pr test-infra synth lint-infra: export AWS_REGION ?= us-east-1
 
 # The tests run on pytest-xdist workers. They mostly wait (on sockets, simulators, sleeps), so more workers
-# than cores pays: WORKERS was measured on two cores (README). Tests that share a fixture instance (a
+# than cores pays: four on two cores (README has the time measured). Tests that share a fixture instance (a
 # synthesized stack, a fault matrix, a served site) go to one worker together (tests/conftest.py).
 WORKERS ?= 4
 PYTEST := $(PY) -m pytest -q -n $(WORKERS) --dist loadgroup
