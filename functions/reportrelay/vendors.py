@@ -88,7 +88,7 @@ VENDORS: tuple[Vendor, ...] = (
         "reportrelay_cli.sandbox.myreports:sandbox_simulator",
     ),
     Vendor(
-        "clinical_one", "Clinical One", "reportrelay.providers.clinical_one:ClinicalOne",
+        "clinical_one", "Clinical One", "spec:clinical_one",
         "reportrelay_cli.sandbox.clinical_one:sandbox_simulator",
     ),
     Vendor(

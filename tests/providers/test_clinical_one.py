@@ -16,7 +16,7 @@ from reportrelay.errors import BadRequest, ProviderAuthFailed, ProviderProtocolE
 from reportrelay.httpclient import ProviderHttp
 from reportrelay.providers import provider_class
 from reportrelay.providers.base import Handle, ReportState, ReportStatus
-from reportrelay.providers.clinical_one import (
+from reportrelay.providers.hooks.clinical_one import (
     DOWNLOAD,
     DOWNLOAD_LIST,
     START_REPORT,

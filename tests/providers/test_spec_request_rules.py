@@ -167,3 +167,44 @@ def test_a_nullable_field_must_still_be_given_and_array_items_meet_their_rule(
         provider.validate(request(report))
     # then null was a study, and the wrong one is named down to the item's field
     assert words in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        ({"more_states": "run_statuses"}, "check.more_states: 'run_statuses' is not a declared setting"),
+        (
+            {"unknown": {"state": "RUNNING", "message": "'{status}'?", "fail_setting": "strict"}},
+            "check.unknown.fail_setting: 'strict' is not a declared setting",
+        ),
+        ({"unknown": {"state": "RUNNING", "message": "{job.nothing}"}}, "check.unknown.message"),
+    ],
+)
+def test_what_an_unknown_status_is_must_name_declared_settings(change: dict[str, Any], words: str) -> None:
+    # given a spec whose check reads more states, or says what an unknown one is, from settings it lacks
+    document = copy.deepcopy(amazon_document())
+    document["check"] |= change
+    # when it is loaded
+    with pytest.raises(ConfigurationError) as raised:
+        parse_spec(document, "spec.json")
+    # then the field is named
+    assert words in str(raised.value)
+
+
+def test_query_alternatives_and_setting_values_decide_what_is_sent() -> None:
+    # given a query value tried as the report's study, then a setting whose word "omit" stands for none,
+    # and a page size from a setting that is out of range when written as a number
+    document = copy.deepcopy(amazon_document())
+    words = {"null": "null", "omit": None}
+    document["settings"]["no_study"] = {"type": "string", "enum": ["null", "omit"], "values": words}
+    document["check"]["query"] = {"studyId": ["{report.name}", "{settings.no_study}"]}
+    spec = parse_spec(document, "spec.json")
+    sizes = copy.deepcopy(document)
+    sizes["check"]["entry"] = {"key": "reportId", "pages": {"size": 0}}
+    # when each is read
+    with pytest.raises(ConfigurationError) as raised:
+        parse_spec(sizes, "spec.json")
+    # then the alternatives are templates the spec checks, and a page size must be from 1 to 10000
+    assert spec.check is not None and spec.check.query["studyId"] == ("{report.name}", "{settings.no_study}")
+    assert "'size' must be from 1 to 10000" in str(raised.value)
+    assert spec.settings["no_study"].values == {"null": "null", "omit": None}

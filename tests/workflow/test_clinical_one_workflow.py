@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from reportrelay.providers.clinical_one import DOWNLOAD, DOWNLOAD_LIST, START_REPORT
+from reportrelay.providers.hooks.clinical_one import DOWNLOAD, DOWNLOAD_LIST, START_REPORT
 from reportrelay_cli.local.aws import LocalAws
 from reportrelay_cli.local.runner import JobOutcome, run_job
 from reportrelay_cli.sandbox.clinical_one import (

@@ -19,8 +19,10 @@ import json
 import logging
 import re
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import unquote, urlsplit
@@ -65,6 +67,7 @@ from reportrelay.providers.spec import (
     AUTH_FIELDS,
     CallSpec,
     CheckSpec,
+    ErrorSpec,
     Extract,
     FieldSpec,
     PagesSpec,
@@ -99,6 +102,15 @@ class DeclarativeProvider(Provider):
     """A vendor's protocol read from its spec; subclasses made by ``declarative_class`` set ``spec``."""
 
     spec: ClassVar[ProviderSpec]
+
+    def __init__(self, connection: Connection, http: ProviderHttp) -> None:
+        super().__init__(connection, http)
+        if "retry_after" in self.spec.hooks:
+            # The vendor states a 429's wait in its body; the shared client reads only Retry-After.
+            wait_in = resolve_hook(self.spec.hooks["retry_after"], "retry_after")
+            http.session.hooks.setdefault("response", []).append(
+                functools.partial(_retry_after, self, wait_in)
+            )
 
     # ---- checks before anything is sent
 
@@ -145,17 +157,17 @@ class DeclarativeProvider(Provider):
         if spec.offered_formats is not None:
             self._require_offered_format(spec, request)
         if not spec.holds_request:
-            self.queuing({})  # else the held request queues the report: the workflow says so before it
-        response = self._call(spec.submit, self._context(request, {}), "queue report")
+            # else the held request queues the report: the workflow says so before it
+            self.queuing({"owner": uuid.uuid4().hex} if spec.submit.owner else {})
+        action = spec.submit.action or "queue report"
+        response = self._call(spec.submit, self._context(request, {}), action)
         queued: Handle = {spec.submit.queued_at_field: time.time()} if spec.submit.queued_at_field else {}
         if spec.submit.id is None:
             return ReportStatus(ReportState.PENDING, handle=queued)
-        found = self._extract(response, spec.submit.id, "queue report")
+        found = self._extract(response, spec.submit.id, action)
         if isinstance(found, bool) or not isinstance(found, str | int) or str(found) == "":
-            raise ProviderProtocolError(
-                f"queue report: the answer has no report id at {spec.submit.id.source()}"
-            )
-        kept = _kept(spec.submit.keep, _json(response, "queue report")) if spec.submit.keep else {}
+            raise ProviderProtocolError(f"{action}: the answer has no report id at {spec.submit.id.source()}")
+        kept = _kept(spec.submit.keep, _json(response, action)) if spec.submit.keep else {}
         handle = {spec.submit.handle_field: str(found), **kept, **queued}
         return ReportStatus(ReportState.PENDING, handle=handle)
 
@@ -163,7 +175,7 @@ class DeclarativeProvider(Provider):
         """Refuse a format the requested report does not offer, before anything is queued."""
         offered_formats = spec.offered_formats
         assert offered_formats is not None
-        action = "list report formats"
+        action = offered_formats.action or "list report formats"
         response = self._call(offered_formats, self._context(request, {}), action)
         listed = at_path(_json(response, action), offered_formats.formats)
         if not isinstance(listed, list):
@@ -193,7 +205,7 @@ class DeclarativeProvider(Provider):
         """The status call's answer: its JSON, or its text for a plain-text status."""
         check = self.spec.for_report(request.report).check
         assert check is not None
-        action = "check report status"
+        action = check.action or "check report status"
         if check.entry is not None and check.entry.pages is not None:
             return self._pages_until_entry(check, request, handle, action)
         return self._status_answer(check, self._context(request, handle), action)
@@ -213,34 +225,56 @@ class DeclarativeProvider(Provider):
         entry, job_id = check.entry, _job_id(self.spec, handle)
         assert entry is not None and entry.pages is not None
         pages, items = entry.pages, []
-        for _ in range(pages.max_pages):
+        context = self._context(request, handle)
+        size, most = (
+            self._count(value, context, f"check.entry.pages.{name}")
+            for name, value in (("size", pages.size), ("max_pages", pages.max_pages))
+        )
+        for _ in range(most):
             paged = check.model_copy(
-                update={"query": {**check.query, pages.limit: str(pages.size), pages.offset: str(len(items))}}
+                update={"query": {**check.query, pages.limit: str(size), pages.offset: str(len(items))}}
             )
-            answer = self._status_answer(paged, self._context(request, handle), action)
+            answer = self._status_answer(paged, context, action)
             page = listed(answer, entry.items, action)
             items += page
             if any(_is_entry(item, entry.key, job_id) for item in page) or not _more(
-                pages, answer, page, items
+                pages, answer, page, items, size
             ):
                 break
         return items
+
+    def _count(self, value: int | str, context: Mapping[str, Any], where: str) -> int:
+        """A page count of the spec: a number, or a template naming a setting that holds one."""
+        if isinstance(value, int):
+            return value
+        text = self._render(value, context, "text", where)
+        try:
+            return max(1, int(text))
+        except ValueError:
+            raise ConfigurationError(
+                f"the {self.spec.key} provider spec, {where}: '{text}' is not a number"
+            ) from None
 
     def read_status(self, request: JobRequest, handle: Handle, answer: Any) -> ReportStatus:
         """The job's status in a status call's answer (a hook that listed a queue reads its entry so)."""
         spec = self.spec.for_report(request.report)
         check = spec.check
         assert check is not None
-        action = "check report status"
+        action = check.action or "check report status"
         body = self._own_entry(check, handle, answer, action) if check.entry is not None else answer
         if body is None and check.entry is not None and check.entry.absent is not None:
             absent = check.entry.absent
             words = self._render(absent.message, self._context(request, handle), "text", "check.entry.absent")
             return ReportStatus(ReportState(absent.state), message=words)
         raw = at_path(body, check.status) if check.answer == "json" else body
-        state_name = check.no_status if raw is None and check.no_status else check.state_of(raw)
+        more = _more_states(getattr(self.settings, check.more_states, None)) if check.more_states else None
+        state_name = check.no_status if raw is None and check.no_status else check.state_of(raw, more)
         if state_name is None:
-            raise ProviderProtocolError(f"{action}: unknown {check.status_name} {_quoted(raw)}")
+            unknown = self._unknown_status(check, request, handle, raw, action)
+            if check.keep:
+                kept = _kept(check.keep, body)
+                return replace(unknown, handle=kept or None)
+            return unknown
         state = ReportState(state_name)
         words = _words(at_path(body, check.message)) if check.message and check.answer == "json" else None
         progress = (
@@ -262,7 +296,7 @@ class DeclarativeProvider(Provider):
             update = self._link(check, body, action)
         if state is ReportState.READY and check.keep:
             update = {name: at_path(body, path) for name, path in check.keep.items()}
-            missing = [check.keep[name] for name, value in update.items() if value in (None, "")]
+            missing = [_path_words(check.keep[name]) for name, value in update.items() if value in (None, "")]
             if missing:
                 state, update = ReportState.FAILED, None
                 said = f": {words}" if words else ""
@@ -274,6 +308,22 @@ class DeclarativeProvider(Provider):
         return ReportStatus(
             state, progress=progress, message=words, handle=update, started_at=started, finished_at=finished
         )
+
+    def _unknown_status(
+        self, check: CheckSpec, request: JobRequest, handle: Handle, raw: Any, action: str
+    ) -> ReportStatus:
+        """An unmapped status value: a protocol error naming it, or what ``check.unknown`` says it is."""
+        unknown = check.unknown
+        failing = unknown is None or (
+            unknown.fail_setting is not None and getattr(self.settings, unknown.fail_setting, None) == "fail"
+        )
+        if failing:
+            hint = f"; map it with the connection's {check.more_states} setting" if check.more_states else ""
+            raise ProviderProtocolError(f"{action}: unknown {check.status_name} {_quoted(raw)}{hint}")
+        assert unknown is not None
+        context = {**self._context(request, handle), "status": raw}
+        words = self._render(unknown.message, context, "text", "check.unknown.message")
+        return ReportStatus(ReportState(unknown.state), message=words)
 
     def _own_entry(self, check: CheckSpec, handle: Handle, answer: Any, action: str) -> Any:
         """The job's own item in a status answer that lists many (``check.entry``)."""
@@ -311,7 +361,7 @@ class DeclarativeProvider(Provider):
             response = self._call(
                 download.call,
                 context,
-                "download report",
+                download.call.action or "download report",
                 stream=True,
                 headers=range_headers(resume_from),
                 html_ok=request.format in download.html_formats,
@@ -319,6 +369,8 @@ class DeclarativeProvider(Provider):
         else:
             response = self._from_status_link(spec, request, handle, resume_from)
         with response:
+            if download.refuse_json and "json" in response.headers.get("Content-Type", "").lower():
+                raise self._json_instead_of_file(response, download.call.action if download.call else None)
             fallback = self._render(download.filename, context, "text", "download.filename")
             name = filename_from_response(response, fallback) if download.server_filename else fallback
             name = clean_filename(name, fallback)
@@ -338,6 +390,20 @@ class DeclarativeProvider(Provider):
                 result.content_type = told
             yield result
 
+    def _json_instead_of_file(self, response: requests.Response, action: str | None) -> ReportRelayError:
+        """A JSON answer where the file should be (``download.refuse_json``): the vendor's error in it, or
+        a protocol error saying what came instead."""
+        action = action or "download report"
+        try:
+            words = vendor_words(self.spec.errors, response.json())
+        except ValueError:
+            words = ""
+        if words:
+            failure: ReportRelayError = ProviderRejected(f"{action}: {words}")
+            failure.vendor_words = words
+            return failure
+        return ProviderProtocolError(f"{action}: the service answered JSON instead of the report file")
+
     def hold(self, request: JobRequest, handle: Handle) -> None:
         """Make the spec's held request (``hold``) and wait for its answer, as long as the spec allows."""
         hold = self.spec.for_report(request.report).hold
@@ -349,14 +415,14 @@ class DeclarativeProvider(Provider):
         if hold.read_timeout is not None:
             seconds = self._render(hold.read_timeout, context, "text", "hold.read_timeout")
             timeout = (self.connection.timeouts.connect_seconds, float(seconds))
-        self._call(hold, context, "generate report", timeout=timeout).close()
+        self._call(hold, context, hold.action or "generate report", timeout=timeout).close()
 
     def cancel(self, request: JobRequest, handle: Handle) -> bool:
         cancel = self.spec.for_report(request.report).cancel
         if cancel is None:
             return False
         try:
-            self._call(cancel, self._context(request, handle), "cancel report")
+            self._call(cancel, self._context(request, handle), cancel.action or "cancel report")
         except ProviderRejected:
             return False  # the vendor would not (no longer pending, already gone): nothing was cancelled
         return True
@@ -422,38 +488,52 @@ class DeclarativeProvider(Provider):
                 ) from None
             arguments["data"] = json.dumps(body).encode()
             sent["Content-Type"] = call.content_type or "application/json"
-        query = {
-            name: self._render(v, context, "query", f"{action} query")
-            for name, v in call.query.items()
-            if has_values(v, context)
-        }
-        # An answer that means "sign in again" is left to the client, which renews and repeats the call.
-        errors = tuple(
-            status for status in self.spec.errors.statuses if status not in self.spec.reauth_statuses
-        )
-        try:
-            response = self.http.request(
-                call.method,
-                self._render(call.path, context, "segment", f"{action} path"),
-                action=action,
-                idempotent=call.idempotent,
-                accept=(*SUCCESS, *errors, *also_accept),
-                params=query or None,
-                headers={**sent, **(headers or {})},
-                **arguments,
-                **options,
-            )
-        except ProviderAuthFailed as refused:
-            what_to_do = self.spec.auth_refused.get(self.connection.auth.type)
-            if what_to_do is None:
-                raise
-            raise ProviderAuthFailed(f"{refused}; {what_to_do}") from None
+        query = {}
+        for name, value in call.query.items():
+            chosen = next((v for v in _alternatives(value) if has_values(v, context)), None)
+            if chosen is not None:
+                query[name] = self._render(chosen, context, "query", f"{action} query")
+        # An answer that means "sign in again" is left to the client, which renews and repeats the call,
+        # unless the spec lists it among its error answers: then it is renewed here, once, and quoted.
+        errors = self.spec.errors.statuses
+        quoted_reauth = tuple(status for status in errors if status in self.spec.reauth_statuses)
+        renewed = False
+        while True:
+            try:
+                response = self.http.request(
+                    call.method,
+                    self._render(call.path, context, "segment", f"{action} path"),
+                    action=action,
+                    idempotent=call.idempotent,
+                    accept=(*SUCCESS, *errors, *also_accept),
+                    params=query or None,
+                    headers={**sent, **(headers or {})},
+                    **arguments,
+                    **options,
+                )
+            except ProviderAuthFailed as refused:
+                raise self._auth_refused(refused) from None
+            if response.status_code in quoted_reauth and not renewed and self.http.auth.renew():
+                renewed = True
+                response.close()
+                continue
+            break
         if response.status_code in errors and response.status_code not in SUCCESS:
             with response:
-                raise self._vendor_error(response, action, context)
+                failure = self._vendor_error(response, action, context)
+            raise self._auth_refused(failure) if isinstance(failure, ProviderAuthFailed) else failure
         if call.refused_if is not None and not options.get("stream"):
             self._refuse_if_said(call.refused_if, response, action)
         return response
+
+    def _auth_refused(self, refused: ProviderAuthFailed) -> ProviderAuthFailed:
+        """The refusal, with what the spec's ``auth_refused`` tells this connection's auth type to do."""
+        what_to_do = self.spec.auth_refused.get(self.connection.auth.type)
+        if what_to_do is None:
+            return refused
+        failure = ProviderAuthFailed(f"{refused}; {what_to_do}")
+        failure.vendor_words = refused.vendor_words
+        return failure
 
     def _refuse_if_said(self, refusal: RefusalSpec, response: requests.Response, action: str) -> None:
         """Raise when a successful answer's own status says the call was refused (``call.refused_if``)."""
@@ -487,8 +567,7 @@ class DeclarativeProvider(Provider):
         if not code and not words:
             return failure
         where = f"{action}: {response.request.method} {urlsplit(response.request.url or '').path}"
-        vendor = " ".join(part for part in (f"[{code}]" if code else None, words) if part)
-        message = f"{where} answered HTTP {response.status_code}: {vendor}"
+        message = f"{where} answered HTTP {response.status_code}: {vendor_words(errors, body)}"
         meaning = {said.lower(): text for said, text in errors.failed.items()}.get((words or "").lower())
         if meaning is not None:
             explained = self._render(meaning, context or {}, "text", f"errors.failed.{words}")
@@ -637,7 +716,8 @@ def declarative_class(spec: ProviderSpec) -> type[DeclarativeProvider]:
         "__module__": __name__,
     }
     for point, hook_name in spec.hooks.items():
-        attributes[point] = _hooked_step(point, resolve_hook(hook_name, point))
+        if point != "retry_after":  # not a step: read by the provider's session (DeclarativeProvider)
+            attributes[point] = _hooked_step(point, resolve_hook(hook_name, point))
     name = "".join(part.capitalize() for part in spec.key.split("_")) + "Spec"
     return type(name, (DeclarativeProvider,), attributes)
 
@@ -766,12 +846,83 @@ def _json(response: requests.Response, action: str) -> Any:
 
 
 def _settings_values(spec: ProviderSpec, settings: ProviderSettings) -> dict[str, Any]:
-    """The connection's settings as templates see them: a setting of format "path" keeps its "/"."""
+    """The connection's settings as templates see them: a setting of format "path" keeps its "/", and a
+    setting with ``values`` is the value its word stands for (none, for null)."""
     values = settings.model_dump(exclude_none=True)
     for name, field in spec.settings.items():
         if field.format == "path" and isinstance(values.get(name), str):
             values[name] = PathValue(values[name])
-    return values
+        if field.values is not None and name in values and str(values[name]) in field.values:
+            values[name] = field.values[str(values[name])]
+    return {name: value for name, value in values.items() if value is not None}
+
+
+def _more_states(words: Any) -> dict[str, Any]:
+    """A ``check.more_states`` setting's words -> our state, any case ({"C": "ready"}); others left out."""
+    if not isinstance(words, Mapping):
+        return {}
+    return {
+        str(word): str(state).upper()
+        for word, state in words.items()
+        if str(state).upper() in ReportState.__members__
+    }
+
+
+def _alternatives(value: str | tuple[str, ...]) -> tuple[str, ...]:
+    return (value,) if isinstance(value, str) else value
+
+
+def _path_words(path: str | tuple[str, ...]) -> str:
+    return " or ".join(_alternatives(path))
+
+
+def _found(body: Any, path: str | tuple[str, ...]) -> Any:
+    """The value at the first of the paths that has one, an object or a list too (error details)."""
+    return next(
+        (at_path(body, each) for each in _alternatives(path) if at_path(body, each) is not None), None
+    )
+
+
+def vendor_words(errors: ErrorSpec, body: Any) -> str:
+    """The vendor's words in an error envelope, as the spec says they read: '[CODE] words' or
+    'CODE: words', then '(details)' when it has them; '' when it has neither code nor words."""
+    code = _words(at_path(body, errors.code)) if errors.code else None
+    words = _words(at_path(body, errors.message)) if errors.message else None
+    if not code and not words:
+        return ""
+    if errors.form == "colon":
+        text = f"{code}: {words or 'no error message'}" if code else str(words)
+    else:
+        text = " ".join(part for part in (f"[{code}]" if code else None, words) if part)
+    details = _found(body, errors.details) if errors.details else None
+    if details not in (None, "", {}, []):
+        shown = (
+            " ".join(details.split())
+            if isinstance(details, str)
+            else json.dumps(details, sort_keys=True, default=str)
+        )
+        text = f"{text} ({shown[:300]})"
+    return text[:600]
+
+
+def _retry_after(
+    provider: DeclarativeProvider,
+    wait_in: Callable[..., float | None],
+    response: requests.Response,
+    *args: Any,
+    **kwargs: Any,
+) -> requests.Response:
+    """Session hook: a 429 without Retry-After gets one from the wait its body states (a spec's hook)."""
+    if response.status_code != 429 or response.headers.get("Retry-After"):
+        return response
+    try:
+        body = response.json()
+    except ValueError:
+        return response
+    seconds = wait_in(provider, body)
+    if seconds is not None:
+        response.headers["Retry-After"] = str(seconds)
+    return response
 
 
 def listed(answer: Any, paths: str | tuple[str, ...], action: str) -> list[Any]:
@@ -794,7 +945,7 @@ def _is_entry(item: Any, key: str, job_id: str | None) -> bool:
     return job_id is not None and found is not None and str(found) == job_id
 
 
-def _more(pages: PagesSpec, answer: Any, page: list[Any], items: list[Any]) -> bool:
+def _more(pages: PagesSpec, answer: Any, page: list[Any], items: list[Any], size: int) -> bool:
     """Whether a page follows: ``has_more`` (true/false, or as text), else ``total``, else a full page."""
     has_more = at_path(answer, pages.has_more) if pages.has_more else None
     if isinstance(has_more, bool):
@@ -804,7 +955,7 @@ def _more(pages: PagesSpec, answer: Any, page: list[Any], items: list[Any]) -> b
     total = at_path(answer, pages.total) if pages.total else None
     if isinstance(total, int) and not isinstance(total, bool):
         return len(items) < total and bool(page)
-    return len(page) >= pages.size
+    return len(page) >= size
 
 
 def _described(field: FieldSpec) -> str:

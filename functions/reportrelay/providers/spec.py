@@ -316,6 +316,11 @@ class FieldSpec(_Strict):
     default: Any = Field(
         default=None, description="a connection setting's value when the connection has none"
     )
+    values: dict[str, Any] | None = Field(
+        default=None,
+        description="a connection setting's words -> the value templates see for each (null: no value, "
+        "so a query parameter naming it is not sent)",
+    )
 
     def annotation(self) -> Any:
         if self.format == "path":
@@ -437,9 +442,19 @@ class CallSpec(_Strict):
         description="a template; placeholders are path segments, but a setting of format 'path', which "
         "may start it, is segments of its own",
     )
-    query: dict[str, str] = Field(default_factory=dict, description="name -> value template")
+    query: dict[str, str | tuple[str, ...]] = Field(
+        default_factory=dict,
+        description="name -> value template, or templates tried in order (the first whose values the job "
+        "has is sent; none: the parameter is not sent)",
+    )
     headers: dict[str, str] = Field(default_factory=dict, description="name -> value template")
     body: Any = Field(default=None, description="a JSON body template")
+    action: str | None = Field(
+        default=None,
+        min_length=1,
+        description="how messages name the call ('start Clinical One report job'); default by its part "
+        "('queue report', 'check report status', 'download report', ...)",
+    )
     content_type: str | None = Field(default=None, description="the Content-Type of a JSON body")
     accept: str | None = Field(default=None, description="sent as Accept")
     idempotent: bool | None = Field(
@@ -451,7 +466,12 @@ class CallSpec(_Strict):
     )
 
     def templates(self) -> list[str]:
-        return [self.path, *self.query.values(), *self.headers.values(), *_json_strings(self.body)]
+        queries = [
+            text
+            for value in self.query.values()
+            for text in _json_strings(list(value) if isinstance(value, tuple) else value)
+        ]
+        return [self.path, *queries, *self.headers.values(), *_json_strings(self.body)]
 
 
 class SubmitSpec(CallSpec):
@@ -474,6 +494,11 @@ class SubmitSpec(CallSpec):
         pattern=r"^[a-z][a-z0-9_]{0,40}$",
         description="a handle field that keeps when the report was queued (epoch seconds), for a vendor "
         "whose queued report expires",
+    )
+    owner: bool = Field(
+        default=False,
+        description="the submit intent's hint carries a fresh 'owner' id, for a find_submitted hook that "
+        "claims the report it finds in the shared claim store",
     )
     keep: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,40}$")], str | tuple[str, ...]] = Field(
         default_factory=dict,
@@ -514,12 +539,23 @@ class PagesSpec(_Strict):
         default="offset", min_length=1, description="the query name of the first item's index"
     )
     limit: str = Field(default="limit", min_length=1, description="the query name of the page size")
-    size: int = Field(default=50, ge=1, le=10_000, description="the items asked for per page")
-    max_pages: int = Field(default=100, ge=1, le=10_000, description="the pages read per check at most")
+    size: int | str = Field(
+        default=50, description="the items asked for per page (1 to 10000), or a template naming a setting"
+    )
+    max_pages: int | str = Field(
+        default=100, description="the pages read per check at most, or a template naming a setting"
+    )
     has_more: str | None = Field(
         default=None, description="JSON path of whether more follow (true/false, or the text 'true'/'false')"
     )
     total: str | None = Field(default=None, description="JSON path of how many items the whole list has")
+
+    @model_validator(mode="after")
+    def _counts_in_range(self) -> PagesSpec:
+        for name, value, most in (("size", self.size, 10_000), ("max_pages", self.max_pages, 10_000)):
+            if isinstance(value, int) and not 1 <= value <= most:
+                raise ValueError(f"'{name}' must be from 1 to {most}")
+        return self
 
 
 class AbsentSpec(_Strict):
@@ -527,6 +563,17 @@ class AbsentSpec(_Strict):
 
     state: State
     message: str = Field(min_length=1, description="what the job is told (a template)")
+
+
+class UnknownSpec(_Strict):
+    """An unmapped status value is this state, told so, instead of a protocol error; unless the connection
+    setting ``fail_setting`` is ``"fail"``."""
+
+    state: State
+    message: str = Field(min_length=1, description="what the job is told (a template; '{status}' the value)")
+    fail_setting: str | None = Field(
+        default=None, description="a connection setting whose value 'fail' makes it a protocol error again"
+    )
 
 
 class EntrySpec(_Strict):
@@ -586,10 +633,24 @@ class CheckSpec(CallSpec):
     entry: EntrySpec | None = Field(
         default=None, description="the answer lists many reports; where the job's own is among them"
     )
-    keep: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,40}$")], str] = Field(
+    keep: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,40}$")], str | tuple[str, ...]] = Field(
         default_factory=dict,
-        description="handle field -> JSON path of a value the ready report must have (a file id), kept for "
-        "the download as '{job.<field>}'; ready without it is a failure",
+        description="handle field -> JSON path (or paths tried in order) of a value the ready report must "
+        "have (a file id), kept for the download as '{job.<field>}'; ready without it is a failure",
+    )
+    letters_only: bool = Field(
+        default=False,
+        description="compare only a status value's letters, ignoring case: 'In Progress', 'IN_PROGRESS' "
+        "and 'inprogress' are one (and so are the keys of states)",
+    )
+    more_states: str | None = Field(
+        default=None,
+        description="a connection setting (an object: vendor value -> state, any case) whose entries add "
+        "to states, for a vendor whose values are not published",
+    )
+    unknown: UnknownSpec | None = Field(
+        default=None,
+        description="what an unmapped status value is, instead of a protocol error (keep waiting, saying so)",
     )
     started_at: str | None = Field(
         default=None, description="JSON path of when the vendor started generating (ISO 8601 or epoch)"
@@ -609,15 +670,29 @@ class CheckSpec(CallSpec):
                 raise ValueError(f"a text answer has no JSON paths: remove {', '.join(named)}")
         return self
 
-    def state_of(self, raw: Any) -> State | None:
-        return state_in(self.states, raw, case_sensitive=self.case_sensitive)
+    def state_of(self, raw: Any, more: Mapping[str, State] | None = None) -> State | None:
+        """Our state for a status value; ``more`` (a ``more_states`` setting's words) is tried first."""
+        if more:
+            found = state_in(more, raw, case_sensitive=False, letters_only=self.letters_only)
+            if found is not None:
+                return found
+        return state_in(self.states, raw, case_sensitive=self.case_sensitive, letters_only=self.letters_only)
 
 
-def state_in(states: Mapping[str, State], raw: Any, *, case_sensitive: bool) -> State | None:
+def letters_of(text: str) -> str:
+    """A status word's letters in lower case ('IN_PROGRESS' -> 'inprogress'); itself when it has none."""
+    return re.sub(r"[^a-z]", "", text.lower()) or text.strip().lower()
+
+
+def state_in(
+    states: Mapping[str, State], raw: Any, *, case_sensitive: bool, letters_only: bool = False
+) -> State | None:
     """Our state for a vendor's status value: exact keys first, then globs in the order written."""
     if raw is None or isinstance(raw, dict | list):
         return None
     value = _text(raw, "status", "text").strip()
+    if letters_only:
+        value, states = letters_of(value), {letters_of(key): state for key, state in states.items()}
     value = value if case_sensitive else value.lower()
     patterns = [(key if case_sensitive else key.lower(), state) for key, state in states.items()]
     for key, state in patterns:
@@ -723,6 +798,11 @@ class DownloadSpec(_Strict):
         default=(), description="request formats whose file is an HTML page (else HTML is a sign-in page)"
     )
     transform: TransformSpec | None = Field(default=None, description="a transform the file goes through")
+    refuse_json: bool = Field(
+        default=False,
+        description="no report format is JSON: a JSON answer is the vendor's error (read as errors say), "
+        "or a protocol error, never the file",
+    )
 
     @model_validator(mode="after")
     def _source_has_what_it_needs(self) -> DownloadSpec:
@@ -734,9 +814,25 @@ class DownloadSpec(_Strict):
 class ErrorSpec(_Strict):
     """Where the vendor's own code and message are in an error answer of ``statuses``."""
 
-    statuses: tuple[int, ...] = (400, 403, 404, 409, 410, 422, 425)
-    code: str | None = Field(default=None, description="JSON path of the vendor's error code")
-    message: str | None = Field(default=None, description="JSON path of the vendor's error message")
+    statuses: tuple[int, ...] = Field(
+        default=(400, 403, 404, 409, 410, 422, 425),
+        description="answers with the envelope; a reauth status listed here is still refused after one new "
+        "sign-in, and then quoted",
+    )
+    code: str | tuple[str, ...] | None = Field(
+        default=None, description="JSON path (or paths tried in order) of the vendor's error code"
+    )
+    message: str | tuple[str, ...] | None = Field(
+        default=None, description="JSON path (or paths tried in order) of the vendor's error message"
+    )
+    details: str | tuple[str, ...] | None = Field(
+        default=None,
+        description="JSON path (or paths tried in order) of the vendor's details, added in parentheses "
+        "(an object as JSON)",
+    )
+    form: Literal["bracket", "colon"] = Field(
+        default="bracket", description="how the code leads the words: '[CODE] words' or 'CODE: words'"
+    )
     failed: dict[str, str] = Field(
         default_factory=dict,
         description="a vendor message (any case) that means the report failed rather than the call was "
@@ -848,6 +944,14 @@ class ProviderSpec(_Strict):
                 raise ValueError(
                     f"variants.{index}.when: '{variant.when}' is a field of the spec's own report"
                 )
+        if self.check is not None:
+            fail_setting = self.check.unknown.fail_setting if self.check.unknown is not None else None
+            for where, name in (
+                ("more_states", self.check.more_states),
+                ("unknown.fail_setting", fail_setting),
+            ):
+                if name is not None and name not in self.settings:
+                    raise ValueError(f"check.{where}: '{name}' is not a declared setting")
         _ = self.variant_specs  # each variant is checked as a whole spec now, not at its first job
         return self
 
@@ -909,6 +1013,12 @@ class ProviderSpec(_Strict):
             found += [(f"check.messages.{state}", text) for state, text in self.check.messages.items()]
         if self.check is not None and self.check.entry is not None and self.check.entry.absent is not None:
             found.append(("check.entry.absent.message", self.check.entry.absent.message))
+        pages = self.check.entry.pages if self.check is not None and self.check.entry is not None else None
+        if pages is not None:
+            counts = {"size": pages.size, "max_pages": pages.max_pages}
+            found += [(f"check.entry.pages.{name}", v) for name, v in counts.items() if isinstance(v, str)]
+        if self.check is not None and self.check.unknown is not None:
+            found.append(("check.unknown.message", self.check.unknown.message))
         return found
 
     def _check_name(self, where: str, name: str) -> None:
@@ -920,7 +1030,7 @@ class ProviderSpec(_Strict):
         }
         if space == "format" and not rest:
             return
-        if space == "status" and not rest and where.startswith("check.messages."):
+        if space == "status" and not rest and where.startswith(("check.messages.", "check.unknown.")):
             return
         if space == "auth" and rest in AUTH_FIELDS:
             return

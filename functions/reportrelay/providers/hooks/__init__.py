@@ -16,8 +16,12 @@ import re
 from collections.abc import Callable
 from typing import Any, Literal, TypeVar, get_args
 
-#: The provider steps a hook may take over (``reportrelay.providers.base.Provider``'s methods).
-HookPoint = Literal["validate", "submit", "find_submitted", "check", "hold", "open_result", "cancel"]
+#: The provider steps a hook may take over (``reportrelay.providers.base.Provider``'s methods), and
+#: ``retry_after``: how long a throttled (429) answer's body asks to wait, for every call, when it sends
+#: no Retry-After (called as ``hook(provider, body)``, answering seconds or None).
+HookPoint = Literal[
+    "validate", "submit", "find_submitted", "check", "hold", "open_result", "cancel", "retry_after"
+]
 HOOK_POINTS: tuple[str, ...] = get_args(HookPoint)
 HOOK_NAME = r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$"
 
