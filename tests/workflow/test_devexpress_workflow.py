@@ -34,7 +34,6 @@ def open_uploads(aws):
     return aws.client("s3").list_multipart_uploads(Bucket=aws.bucket).get("Uploads", [])
 
 
-
 def test_a_report_export_is_queued_polled_fetched_and_announced(local_aws, devexpress_sim, tmp_path):
     # given a report that takes half a second to generate
     # when the job runs through the state machine
