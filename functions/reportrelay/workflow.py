@@ -1146,8 +1146,12 @@ def conclude(state: State, runtime: Runtime) -> dict[str, Any]:
     used = _invocation(runtime, runtime.step_started or time.monotonic(), 2)
     state = {**state, "job": costs.add(job, **used)}
     outcome = describe_outcome(state, runtime.settings.link_base_url)
+    pending, in_outbox = _record_outcome(runtime, outcome, state)
+    if pending is not None and pending.event_id == outcome["detail"].get("event_id"):
+        # Run again after it recorded: the recorded event is the outcome (its cost counted that run).
+        outcome = {"detail_type": pending.detail_type, "detail": pending.detail}
     detail = outcome["detail"]
-    _announce(runtime, *_record_outcome(runtime, outcome, state))
+    _announce(runtime, pending, in_outbox)
     _release_slot(state, runtime)
     if detail["status"] == "READY":
         _remember_duration(state, runtime)

@@ -12,6 +12,7 @@ from moto import mock_aws
 
 from reportrelay.claims import KEY_ATTRIBUTE
 from reportrelay.slots import LEASE_MARGIN_SECONDS, ConcurrencySlots, Waiter
+from reportrelay_cli.local.aws import atomic_dynamodb_writes
 
 TABLE = "claims"
 NOW = 1_800_000_000.0
@@ -20,7 +21,9 @@ DEADLINE = NOW + 3600
 
 @pytest.fixture
 def slots() -> Iterator[ConcurrencySlots]:
-    with mock_aws():
+    """The line on moto's DynamoDB, its conditional writes made atomic as DynamoDB's are (moto's alone
+    are not, so hand-overs on parallel threads could both pass one condition)."""
+    with mock_aws(), atomic_dynamodb_writes():
         client = boto3.client("dynamodb", region_name="us-east-1")
         client.create_table(
             TableName=TABLE,

@@ -237,7 +237,7 @@ class LambdaServiceError(LambdaClientError):
 
 
 @contextmanager
-def _atomic_dynamodb_writes() -> Iterator[None]:
+def atomic_dynamodb_writes() -> Iterator[None]:
     """Make moto's DynamoDB behave as DynamoDB does for jobs running on parallel threads here: conditional
     writes atomic, and a read never meeting an item half-way through a write (moto turns the item it
     found into its answer after the backend call, so whole requests are serialised, not just the calls)."""
@@ -343,7 +343,7 @@ class LocalAws:
     def __enter__(self) -> LocalAws:
         forget_deployed_connections()  # read before, from another emulated account
         self._mock.start()
-        self._atomic_writes = _atomic_dynamodb_writes()
+        self._atomic_writes = atomic_dynamodb_writes()
         self._atomic_writes.__enter__()
         LambdaFunction._invoke_lambda = lambda function, event: _invoke_in_process(function, event)
         LambdaFunction.invoke = lambda function, *args: self._invoke(function, *args)
