@@ -77,7 +77,8 @@ demo: demo-dev  ## Fetch a report from every simulator end to end through the st
 	$(PY) -m reportrelay_cli demo --out out/demo
 
 test: infra-dev build/.stamp-browser  ## Every test: units, provider contracts over HTTP, the executed state machine, the CDK app.
-	$(PYTEST)
+	$(PYTEST) -m "not serial"
+	$(PY) -m pytest -q -m serial
 
 # One tier each (markers from the test's folder, tests/conftest.py); `pr` is the quick set a pull request runs.
 unit: dev  ## tests/unit: the modules one by one.

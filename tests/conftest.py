@@ -43,12 +43,26 @@ TIERS = {
     "cli": "cli",
 }
 
+#: Tests whose assertions lean on wall time (a read timeout against a stall, a session's lifetime, how soon
+#: a report is seen, a fetch's time budget): marked ``serial``, so that ``make test`` runs them after the
+#: parallel run, on their own, where the other workers' load cannot make them late.
+SERIAL = (
+    "faults/",
+    "providers/test_amazon_ads.py",
+    "providers/test_metric_insights.py",
+    "workflow/test_continue_as_new.py",
+    "workflow/test_learned_waits.py",
+    "workflow/test_transfer_over_invocations.py",
+)
+
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark each test's tier, and group the tests that share state."""
+    """Mark each test's tier (and ``serial``), and group the tests that share state."""
     for item in items:
         item.add_marker(_tier(item))
+        if item.path.resolve().relative_to(TESTS).as_posix().startswith(SERIAL):
+            item.add_marker(pytest.mark.serial)
     _group_shared_fixtures(items)
     if getattr(config.option, "loadgroup", False):  # a pytest-xdist worker of a --dist loadgroup run
         _name_groups_in_node_ids(items)
