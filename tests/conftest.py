@@ -44,8 +44,9 @@ TIERS = {
 }
 
 #: Tests whose assertions lean on wall time (a read timeout against a stall, a session's lifetime, how soon
-#: a report is seen, a fetch's time budget): marked ``serial``, so that ``make test`` runs them after the
-#: parallel run, on their own, where the other workers' load cannot make them late.
+#: a report is seen, a fetch's time budget, how many one-second tokens a job outlives), by node id under
+#: tests/: marked ``serial``, so that ``make test`` runs them after the parallel run, on their own, where
+#: the other workers' load cannot make them late.
 SERIAL = (
     "faults/",
     "providers/test_amazon_ads.py",
@@ -53,6 +54,9 @@ SERIAL = (
     "workflow/test_continue_as_new.py",
     "workflow/test_learned_waits.py",
     "workflow/test_transfer_over_invocations.py",
+    "workflow/test_clinical_one_workflow.py::test_tokens_expiring_during_a_long_job_are_replaced_before_use",
+    "workflow/test_devexpress_workflow.py::test_a_token_about_to_expire_is_renewed_before_use",
+    "workflow/test_myreports_workflow.py::test_an_access_token_about_to_expire_is_refreshed_before_use",
 )
 
 
@@ -61,7 +65,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """Mark each test's tier (and ``serial``), and group the tests that share state."""
     for item in items:
         item.add_marker(_tier(item))
-        if item.path.resolve().relative_to(TESTS).as_posix().startswith(SERIAL):
+        if item.nodeid.removeprefix("tests/").startswith(SERIAL):
             item.add_marker(pytest.mark.serial)
     _group_shared_fixtures(items)
     if getattr(config.option, "loadgroup", False):  # a pytest-xdist worker of a --dist loadgroup run
