@@ -62,17 +62,18 @@ class JobExecutions:
         """Stop the execution; the status it settled on (ABORTED, or how it had ended by itself), None
         when it does not exist. An execution started a moment ago may not be stoppable yet: retried."""
         sfn = self.client("stepfunctions")
-        for attempt in range(STOP_ATTEMPTS):
+        attempt = 1
+        while True:
             try:
                 sfn.stop_execution(executionArn=execution_arn, error=error, cause=cause)
                 return settled_status(sfn, execution_arn)
             except Exception as failure:
                 if aws_error_code(failure) == "ExecutionDoesNotExist":
                     return None
-                if attempt + 1 == STOP_ATTEMPTS:
+                if attempt == STOP_ATTEMPTS:
                     raise AwsCallFailed(aws_error_code(failure)) from None
-                time.sleep(0.2 * (attempt + 1))
-        raise AssertionError("unreachable: the last attempt returns or raises")
+            time.sleep(0.2 * attempt)
+            attempt += 1
 
     def describe(self, execution_arn: str) -> dict[str, Any] | None:
         """The execution's description; None when Step Functions cannot say (the caller keeps its record)."""
