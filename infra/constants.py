@@ -56,7 +56,13 @@ FUNCTION_PLACEHOLDERS = (
     PLACEHOLDER_WAIT_FOR_SLOT,
 )
 # The container task that takes over a Fetch (reportrelay.container): its FetchInContainer state.
-CONTAINER_PLACEHOLDERS = ("FetchClusterArn", "FetchTaskDefinitionArn", "FetchSubnets", "FetchSecurityGroup")
+CONTAINER_PLACEHOLDERS = (
+    "FetchClusterArn",
+    "FetchTaskDefinitionArn",
+    "FetchSubnets",
+    "FetchSecurityGroup",
+    "FetchAssignPublicIp",
+)
 #: What they are filled with in a deployment without the container task, where Fetch never hands over.
 NO_CONTAINER = "none"
 PLACEHOLDERS = FUNCTION_PLACEHOLDERS + CONTAINER_PLACEHOLDERS

@@ -4,9 +4,9 @@ No Docker at synthesis: the task runs a public Python image whose command instal
 the Fetch function (``GetFunction``: a link to its very deployment package, and its configuration), and
 runs ``python -m reportrelay.container`` from that package with that configuration. So the code, the
 settings and the rights are the Fetch function's own: the task's role *is* the Fetch function's role,
-trusted by ECS tasks too, and nothing is granted twice. It runs in the vendor network's private subnets,
-with the provider functions' security group (``infra.network``), so it reaches vendors from the same
-static egress IPs.
+trusted by ECS tasks too, and nothing is granted twice. With a vendor network it runs in its private
+subnets, with the provider functions' security group (``infra.network``), so it reaches vendors from the
+same static egress IPs; without one, in the public subnets of a network of its own (``ContainerNetwork``).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from constructs import Construct
 
 from infra import constants
 from infra.nag import acknowledge
-from infra.network import VendorNetwork
+from infra.network import ContainerNetwork, VendorNetwork
 from infra.settings import Settings
 from reportrelay.names import FETCH_CONTAINER_ENV, IN_CONTAINER_ENV
 
@@ -54,7 +54,7 @@ class FetchContainer(Construct):
         construct_id: str,
         *,
         settings: Settings,
-        network: VendorNetwork,
+        network: VendorNetwork | ContainerNetwork,
         fetch: lambda_.Function,
     ) -> None:
         super().__init__(scope, construct_id)
@@ -125,16 +125,12 @@ class FetchContainer(Construct):
     @property
     def substitutions(self) -> dict[str, str]:
         """The FetchInContainer state's placeholders (statemachines/report.asl.json)."""
-        chosen = self._network.subnets
-        if chosen.subnets:  # an existing VPC's, by id (selecting them would ask for their zones)
-            subnets = [subnet.subnet_id for subnet in chosen.subnets]
-        else:
-            subnets = self._network.vpc.select_subnets(subnet_type=chosen.subnet_type).subnet_ids
         return {
             "FetchClusterArn": self.cluster.cluster_arn,
             "FetchTaskDefinitionArn": self.task.task_definition_arn,
-            "FetchSubnets": Fn.join(",", subnets),
+            "FetchSubnets": Fn.join(",", self._network.task_subnet_ids()),
             "FetchSecurityGroup": self._network.security_group.security_group_id,
+            "FetchAssignPublicIp": "ENABLED" if self._network.assign_public_ip else "DISABLED",
         }
 
     def grant_run(self, state_machine: iam.IGrantable) -> None:

@@ -10,7 +10,9 @@ carries them:
 - ``{"Fn::Sub": "..."}`` or ``{"Fn::Sub": ["...", {...}]}``.
 
 A reference is mapped back to its placeholder by what it points at: a Lambda function by its handler
-(``reportrelay.handlers.submit.handler`` -> ``SubmitFunctionArn``), the event bus by its type.
+(``reportrelay.handlers.submit.handler`` -> ``SubmitFunctionArn``), the event bus by its type. The
+container task's placeholders (``${FetchClusterArn}``, ``${FetchSubnets}``, ...) stay placeholders: what
+they name (a cluster, subnets) only a deployment has, and a local run fills them with its own.
 """
 
 from __future__ import annotations
@@ -75,7 +77,8 @@ def definition_from_template(template: Template) -> str:
     substitutions = {
         name: _placeholder_for(value, by_resource)
         for name, value in (properties.get("DefinitionSubstitutions") or {}).items()
-        if not isinstance(value, str)  # a literal value: the placeholder keeps its own name
+        # a literal value, or the container task's network: the placeholder keeps its own name
+        if not isinstance(value, str) and name not in constants.CONTAINER_PLACEHOLDERS
     }
     text = _render(definition, by_resource)
     # A substitution whose name differs from the placeholder it stands for is renamed to that placeholder.

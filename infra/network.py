@@ -8,6 +8,12 @@ the functions join the private subnets it names; nothing is looked up, so synthe
 
 Only the functions that talk to providers are placed here (``Step.talks_to_provider``): the others call
 AWS services only and stay outside, where they need no NAT and no network interfaces.
+
+Without a vendor network, the container task that takes over transfers too long for Lambda
+(``infra.container``) still needs subnets, as every Fargate task does: ``ContainerNetwork`` is a VPC of
+public subnets only (no NAT gateway, nothing to pay while no task runs), flow logs and the S3 and
+DynamoDB gateway endpoints, where the task gets a public IP for its way out. Either network tells the
+task where to run (``task_subnet_ids``, ``security_group``, ``assign_public_ip``).
 """
 
 from __future__ import annotations
@@ -64,6 +70,14 @@ class VendorNetwork(Construct):
             allow_all_outbound=True,
         )
 
+    assign_public_ip = False  # the private subnets go out through the NAT gateways
+
+    def task_subnet_ids(self) -> list[str]:
+        """The subnets a container task runs in: the provider functions' own."""
+        if self.subnets.subnets:  # an existing VPC's, by id (selecting them would ask for their zones)
+            return [subnet.subnet_id for subnet in self.subnets.subnets]
+        return self.vpc.select_subnets(subnet_type=self.subnets.subnet_type).subnet_ids
+
     @property
     def egress_ip_list(self) -> str | None:
         """The egress IPs, separated by ``,``, for the stack output (None: an existing VPC's, not given)."""
@@ -80,9 +94,6 @@ class VendorNetwork(Construct):
             )
             for number in range(1, count + 1)
         ]
-        flow_logs = logs.LogGroup(
-            self, "FlowLogs", retention=settings.log_retention, removal_policy=RemovalPolicy.RETAIN
-        )
         private = ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS)
         vpc = ec2.Vpc(
             self,
@@ -99,21 +110,66 @@ class VendorNetwork(Construct):
                     name="Functions", subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS, cidr_mask=22
                 ),
             ],
-            flow_logs={
-                "All": ec2.FlowLogOptions(
-                    destination=ec2.FlowLogDestination.to_cloud_watch_logs(flow_logs),
-                    traffic_type=ec2.FlowLogTrafficType.ALL,
-                )
-            },
-            gateway_endpoints={
-                name: ec2.GatewayVpcEndpointOptions(service=service, subnets=[private])
-                for name, service in (
-                    ("S3", ec2.GatewayVpcEndpointAwsService.S3),
-                    ("DynamoDB", ec2.GatewayVpcEndpointAwsService.DYNAMODB),
-                )
-            },
+            flow_logs=_flow_logs(self, settings),
+            gateway_endpoints=_gateway_endpoints(private),
         )
         return vpc, [address.attr_public_ip for address in addresses]
+
+
+class ContainerNetwork(Construct):
+    """Public subnets for the container task where the stack has no vendor network."""
+
+    assign_public_ip = True  # no NAT: the task's way out is its own public IP and the internet gateway
+
+    def __init__(self, scope: Construct, construct_id: str, *, settings: Settings) -> None:
+        super().__init__(scope, construct_id)
+        public = ec2.SubnetSelection(subnet_type=ec2.SubnetType.PUBLIC)
+        self.vpc = ec2.Vpc(
+            self,
+            "Vpc",
+            ip_addresses=ec2.IpAddresses.cidr(CIDR),
+            max_azs=2,
+            nat_gateways=0,
+            subnet_configuration=[
+                ec2.SubnetConfiguration(name="Tasks", subnet_type=ec2.SubnetType.PUBLIC, cidr_mask=24)
+            ],
+            flow_logs=_flow_logs(self, settings),
+            gateway_endpoints=_gateway_endpoints(public),
+        )
+        self.security_group = ec2.SecurityGroup(
+            self,
+            "FetchTasks",
+            vpc=self.vpc,
+            description="reportrelay fetch tasks: outbound to providers and AWS APIs, no inbound",
+            allow_all_outbound=True,
+        )
+
+    def task_subnet_ids(self) -> list[str]:
+        return self.vpc.select_subnets(subnet_type=ec2.SubnetType.PUBLIC).subnet_ids
+
+
+def _flow_logs(scope: Construct, settings: Settings) -> dict[str, ec2.FlowLogOptions]:
+    """Every packet's record, in a log group kept as long as the stack's other logs."""
+    group = logs.LogGroup(
+        scope, "FlowLogs", retention=settings.log_retention, removal_policy=RemovalPolicy.RETAIN
+    )
+    return {
+        "All": ec2.FlowLogOptions(
+            destination=ec2.FlowLogDestination.to_cloud_watch_logs(group),
+            traffic_type=ec2.FlowLogTrafficType.ALL,
+        )
+    }
+
+
+def _gateway_endpoints(subnets: ec2.SubnetSelection) -> dict[str, ec2.GatewayVpcEndpointOptions]:
+    """S3 and DynamoDB reached without the internet: whole reports go to S3, and they cost no NAT."""
+    return {
+        name: ec2.GatewayVpcEndpointOptions(service=service, subnets=[subnets])
+        for name, service in (
+            ("S3", ec2.GatewayVpcEndpointAwsService.S3),
+            ("DynamoDB", ec2.GatewayVpcEndpointAwsService.DYNAMODB),
+        )
+    }
 
 
 def _existing_subnet(scope: Construct, construct_id: str, subnet_id: str) -> ec2.ISubnet:

@@ -79,6 +79,11 @@ class Settings:
     vpc_nat_gateways: int | None = None  # "new" only: 1 (cheaper, one AZ's NAT) or 2 (default, one per AZ)
     vpc_subnet_ids: tuple[str, ...] = ()  # existing VPC only, required: its private subnets
     vpc_egress_ips: tuple[str, ...] = ()  # existing VPC only: its NAT's public IPs, for the stack outputs
+    # A transfer too long for one Lambda invocation that the vendor cannot serve in byte ranges moves to a
+    # Fargate task (docs/reliability.md). It runs in the vendor network, or without one in a VPC of public
+    # subnets the stack creates for it (no NAT gateway). False: no task and no such VPC; such a transfer
+    # then fails with TransferOutOfTime.
+    fetch_container: bool = True
 
     def __post_init__(self) -> None:
         """Settings that only make sense together: an external issuer needs its endpoints, and so on."""
@@ -387,4 +392,5 @@ _PARSERS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "vpcNatGateways": ("vpc_nat_gateways", _between(1, 2)),
     "vpcSubnetIds": ("vpc_subnet_ids", _subnets),
     "vpcEgressIps": ("vpc_egress_ips", _ipv4_addresses),
+    "fetchContainer": ("fetch_container", _bool),
 }

@@ -23,7 +23,7 @@ from infra.configuration import (
 from infra.connections import ConnectionParameters
 from infra.events import ReportEvents
 from infra.monitoring import Monitoring
-from infra.network import VendorNetwork
+from infra.network import ContainerNetwork, VendorNetwork
 from infra.people import PeopleAccess
 from infra.schedules import ReportSchedules
 from infra.settings import Settings
@@ -56,6 +56,11 @@ class ReportRelayStack(Stack):
         self.events = ReportEvents(self, "Events", settings=settings)
         # The provider-facing functions only, so vendors behind a firewall see fixed addresses.
         self.network = VendorNetwork(self, "Network", settings=settings) if settings.vpc != "none" else None
+        # Where the container task runs that takes over transfers too long for Lambda: the vendor network,
+        # or else public subnets of its own.
+        container_network: VendorNetwork | ContainerNetwork | None = None
+        if settings.fetch_container:
+            container_network = self.network or ContainerNetwork(self, "ContainerNetwork", settings=settings)
         # One SSM parameter per connection, in nested stacks; the functions are told only their path.
         self.connections = ConnectionParameters(
             self, "Connections", connections=connections, connections_file=str(settings.connections_file)
@@ -70,6 +75,7 @@ class ReportRelayStack(Stack):
             storage=self.storage,
             events=self.events,
             network=self.network,
+            container_network=container_network,
         )
         self.schedules = ReportSchedules(
             self,

@@ -23,7 +23,7 @@ from infra.container import FetchContainer
 from infra.events import ReportEvents
 from infra.functions import python_function
 from infra.nag import acknowledge
-from infra.network import VendorNetwork
+from infra.network import ContainerNetwork, VendorNetwork
 from infra.settings import Settings
 from infra.storage import ReportStorage
 from reportrelay import names
@@ -158,6 +158,7 @@ class Workflow(Construct):
         storage: ReportStorage,
         events: ReportEvents,
         network: VendorNetwork | None = None,
+        container_network: VendorNetwork | ContainerNetwork | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         self._settings = settings
@@ -176,12 +177,16 @@ class Workflow(Construct):
             self.functions[HOLD.name] = self.holder
         self.canceller = self._build_function(CANCEL)
         self.functions[CANCEL.name] = self.canceller
-        # With a vendor network, a transfer that will not fit in Lambda moves to a container task in it.
+        # A transfer that will not fit in Lambda moves to a container task, in the network given for it.
         self.container = (
             FetchContainer(
-                self, "FetchContainer", settings=settings, network=network, fetch=self.functions[FETCH.name]
+                self,
+                "FetchContainer",
+                settings=settings,
+                network=container_network,
+                fetch=self.functions[FETCH.name],
             )
-            if network is not None
+            if container_network is not None
             else None
         )
         self.state_machine = self._build_state_machine()

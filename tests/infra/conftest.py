@@ -114,7 +114,8 @@ OIDC_SETTINGS = {
 @pytest.fixture(scope="session")
 def hardened(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
     """Every setting moved off its default: KMS bucket, no versioning, no access logs, other names, the
-    IAM API limited to two accounts and an organization, people signing in at an external provider."""
+    IAM API limited to two accounts and an organization, people signing in at an external provider, and no
+    container task (so no VPC at all)."""
     return synthesize(
         tmp_path_factory.mktemp("cdk.out.hardened"),
         stackName="ReportRelayHardened",
@@ -130,6 +131,7 @@ def hardened(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
         apiThrottleBurst="10",
         apiAllowedAccounts=",".join(ALLOWED_ACCOUNTS),
         apiOrganizationId=ORGANIZATION_ID,
+        fetchContainer="false",
         **OIDC_SETTINGS,
     )
 

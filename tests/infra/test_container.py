@@ -1,6 +1,6 @@
-"""The container task that takes over a Fetch that will not fit in Lambda (infra.container): built with a
-vendor network, from a public image and the Fetch function's own package, role and settings, and started
-only by the state machine's FetchInContainer state."""
+"""The container task that takes over a Fetch that will not fit in Lambda (infra.container): built in the
+vendor network, or in public subnets of its own without one, from a public image and the Fetch function's
+own package, role and settings, and started only by the state machine's FetchInContainer state."""
 
 from __future__ import annotations
 
@@ -112,6 +112,44 @@ def test_the_state_machine_may_run_this_task_and_nothing_else_in_ecs(new_vpc: Sy
     assert SYNC_RULE in json.dumps(rules[0].resources)
 
 
-def test_without_a_vendor_network_there_is_no_container_task(synthesized: Synthesized) -> None:
-    assert synthesized.resources("AWS::ECS::TaskDefinition") == {}
-    assert synthesized.resources("AWS::ECS::Cluster") == {}
+def test_without_a_vendor_network_the_task_runs_in_public_subnets_of_its_own(
+    synthesized: Synthesized,
+) -> None:
+    # given the default deployment (no vendor network)
+    substitutions = state_machine(synthesized)["DefinitionSubstitutions"]
+    task_id, _ = task_definition(synthesized)
+    # then there is a container task all the same, and Fetch is told it may hand over
+    assert substitutions["FetchTaskDefinitionArn"] == {"Ref": task_id}
+    fetch = synthesized.template["Resources"][function_id(synthesized, FETCH)]["Properties"]
+    assert fetch["Environment"]["Variables"]["REPORTRELAY_FETCH_CONTAINER"] == "1"
+    # and it runs in a VPC of its own: public subnets only, no NAT gateway (nothing to pay while idle), the
+    # task going out through the internet gateway with a public IP of its own
+    subnets = synthesized.resources("AWS::EC2::Subnet")
+    assert subnets and all(subnet["Properties"]["MapPublicIpOnLaunch"] for subnet in subnets.values())
+    assert references(substitutions["FetchSubnets"]) == set(subnets)
+    assert substitutions["FetchAssignPublicIp"] == "ENABLED"
+    assert synthesized.resources("AWS::EC2::NatGateway") == {}
+    assert len(synthesized.resources("AWS::EC2::InternetGateway")) == 1
+    # and its security group admits nothing in; its traffic is logged, and S3 is reached without the internet
+    (group,) = references(substitutions["FetchSecurityGroup"])
+    assert "SecurityGroupIngress" not in synthesized.template["Resources"][group]["Properties"]
+    assert len(synthesized.resources("AWS::EC2::FlowLog")) == 1
+    endpoints = synthesized.resources("AWS::EC2::VPCEndpoint").values()
+    assert {json.dumps(endpoint["Properties"]["ServiceName"]).count("s3") for endpoint in endpoints} >= {1}
+    # and no function runs in that VPC: it is the task's alone
+    functions = synthesized.resources("AWS::Lambda::Function").values()
+    assert not [function for function in functions if "VpcConfig" in function["Properties"]]
+
+
+def test_with_a_vendor_network_the_task_goes_out_through_its_nat_without_a_public_ip(
+    new_vpc: Synthesized,  # noqa: F811
+) -> None:
+    substitutions = state_machine(new_vpc)["DefinitionSubstitutions"]
+    assert substitutions["FetchAssignPublicIp"] == "DISABLED"
+    assert len(new_vpc.resources("AWS::EC2::VPC")) == 1  # the vendor network's, no second one
+
+
+def test_fetch_container_false_builds_no_task_and_no_network(hardened: Synthesized) -> None:
+    assert hardened.resources("AWS::ECS::TaskDefinition") == {}
+    assert hardened.resources("AWS::ECS::Cluster") == {}
+    assert hardened.resources("AWS::EC2::VPC") == {}

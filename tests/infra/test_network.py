@@ -61,18 +61,21 @@ def subnets_routed_to(synthesized: Synthesized, target: str) -> set[str]:
     }
 
 
-def test_by_default_there_is_no_network(synthesized: Synthesized) -> None:
+def test_by_default_the_functions_run_in_no_network(synthesized: Synthesized, hardened: Synthesized) -> None:
     # given the default settings (vpc=none)
-    # then the template has no EC2 resources, no function has a VPC configuration, no egress IPs output
-    assert [
-        resource["Type"]
-        for resource in synthesized.template["Resources"].values()
-        if resource["Type"].startswith("AWS::EC2::")
-    ] == []
+    # then no function has a VPC configuration and there are no egress IPs; the only network is the
+    # container task's own (tests/infra/test_container.py), and without that task there is none at all
     assert [
         logical_id
         for logical_id, function in synthesized.resources("AWS::Lambda::Function").items()
         if "VpcConfig" in function["Properties"]
+    ] == []
+    assert synthesized.resources("AWS::EC2::NatGateway") == {}
+    assert synthesized.resources("AWS::EC2::EIP") == {}
+    assert [
+        resource["Type"]
+        for resource in hardened.template["Resources"].values()
+        if resource["Type"].startswith("AWS::EC2::")
     ] == []
     assert "EgressIps" not in synthesized.template["Outputs"]
 

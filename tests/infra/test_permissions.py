@@ -76,8 +76,12 @@ def test_every_function_has_its_own_role_without_managed_policies(
 
     # then no managed policy (AWSLambdaBasicExecutionRole would open every log group) and no sharing
     assert "ManagedPolicyArns" not in role
+    # (Fetch's role is the container task's too: ECS tasks may assume it, tests/infra/test_container.py)
+    services = "lambda.amazonaws.com"
+    if handler == "reportrelay.handlers.fetch.handler":
+        services = ["ecs-tasks.amazonaws.com", "lambda.amazonaws.com"]
     assert role["AssumeRolePolicyDocument"]["Statement"] == [
-        {"Action": "sts:AssumeRole", "Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}}
+        {"Action": "sts:AssumeRole", "Effect": "Allow", "Principal": {"Service": services}}
     ]
     others = {function_role(synthesized, other) for other in ALL_HANDLERS}
     assert len(others) == len(ALL_HANDLERS)
@@ -292,7 +296,7 @@ def test_only_conclude_the_api_and_the_sweep_put_events_on_the_bus(synthesized: 
     )
 
 
-def test_the_state_machine_role_does_only_invoke_log_delivery_and_tracing_and_continue_itself(
+def test_the_state_machine_role_does_only_invoke_log_delivery_tracing_continue_and_its_task(
     synthesized: Synthesized,
 ) -> None:
     role = state_machine_role(synthesized)
@@ -300,6 +304,14 @@ def test_the_state_machine_role_does_only_invoke_log_delivery_and_tracing_and_co
     assert {a for a in actions if not a.startswith(("logs:", "xray:"))} == {
         "lambda:InvokeFunction",
         "states:StartExecution",  # ContinueAsNew: a job near the history limit goes on in a new execution
+        # FetchInContainer, each scoped to this task (tests/infra/test_container.py)
+        "ecs:RunTask",
+        "ecs:DescribeTasks",
+        "ecs:StopTask",
+        "iam:PassRole",
+        "events:PutTargets",
+        "events:PutRule",
+        "events:DescribeRule",
     }
     # and it may start executions of itself only: its own ARN, from its fixed name
     _, machine = synthesized.resource("AWS::StepFunctions::StateMachine")

@@ -82,11 +82,19 @@ def test_each_placeholder_is_filled_with_its_own_function_and_the_bus(synthesize
         for name, value in substitutions.items()
         if name not in constants.CONTAINER_PLACEHOLDERS
     }
-    # and, with no container task deployed, its state's placeholders are filled with an inert value
+    # and the container task's placeholders are filled too (tests/infra/test_container.py says with what)
+    assert all(substitutions[name] != constants.NO_CONTAINER for name in constants.CONTAINER_PLACEHOLDERS)
+
+
+def test_without_the_container_task_its_states_placeholders_are_inert(hardened: Synthesized) -> None:
+    # given a deployment with fetchContainer=false
+    substitutions = state_machine(hardened)["DefinitionSubstitutions"]
+    # then the FetchInContainer state's placeholders are filled with an inert value, and Fetch is not told
+    # of a task, so it never hands a transfer over and that state is never entered
     assert {substitutions[name] for name in constants.CONTAINER_PLACEHOLDERS} == {constants.NO_CONTAINER}
     assert (
         "REPORTRELAY_FETCH_CONTAINER"
-        not in function(synthesized, constants.PLACEHOLDER_FETCH)["Environment"]["Variables"]
+        not in function(hardened, constants.PLACEHOLDER_FETCH)["Environment"]["Variables"]
     )
 
 

@@ -480,6 +480,7 @@ class LocalAws:
             "FetchTaskDefinitionArn": f"arn:aws:ecs:{account}:task-definition/reportrelay-fetch:1",
             "FetchSubnets": "subnet-local",
             "FetchSecurityGroup": "sg-local",
+            "FetchAssignPublicIp": "DISABLED",
         }
 
     def _create_claims_table(self) -> None:
