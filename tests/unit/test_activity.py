@@ -211,7 +211,7 @@ def test_a_store_that_fails_loses_the_entry_not_the_step():
 # ---- the bounded item
 
 
-def test_a_storm_of_retries_wrapping_the_ring_twice_keeps_the_milestones_and_the_latest_retries_within_400_kb(store):
+def test_a_retry_storm_wrapping_the_ring_twice_keeps_the_milestones_and_latest_retries_in_400_kb(store):
     # given a job queued, then more retries with long messages than twice the ring holds, then stored
     storm = 2 * ACTIVITY_CHATTER_SLOTS + 50
     recorder = Recorder(store, "job-1", "Submit")
