@@ -3,7 +3,10 @@
 Each case gets its own simulator (so one case's fault counters cannot touch another's) and its own
 connection, all in one emulated AWS, and every execution runs concurrently: the matrix takes about as
 long as its slowest case, not the sum of them all. The deadline cases do not wait out their minute: the
-functions run on a clock the matrix moves forward to that deadline once every other case has ended.
+functions run on a clock the matrix moves forward to that deadline once every other case has ended. And
+the state machine's own retry waits (a Fetch retried after its download broke: 2, 6, 18 and 54 s at most,
+with full jitter) pass at a fifth of their length, ``STATE_RETRY_SCALE``: what the matrix checks is which
+outcome each fault ends in, and a case that retries until it gives up no longer decides its length.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ STALL_SECONDS = 6.0
 FAILURE_WORDS = "Parameter 'Year' is out of range (fault matrix)"
 CANCEL_WORDS = "Cancelled by an administrator (fault matrix)"
 NEVER = 1e9  # generation seconds of a report that never finishes
+STATE_RETRY_SCALE = 0.2
 
 
 @dataclass(frozen=True)
@@ -303,6 +307,24 @@ class SkippingClock:
 
 
 @contextlib.contextmanager
+def _state_retries_scaled(scale: float) -> Iterator[None]:
+    """The emulated state machine waits ``scale`` of each Retry interval (moto's retrier sleeps in-line)."""
+    from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
+
+    class ScaledTime:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(time, name)
+
+        @staticmethod
+        def sleep(seconds: float) -> None:
+            time.sleep(seconds * scale)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(retrier_decl, "time", ScaledTime())
+        yield
+
+
+@contextlib.contextmanager
 def _functions_on(clock: SkippingClock) -> Iterator[None]:
     """Every step's ``Runtime`` (built afresh per invocation, as in Lambda) reads ``clock``."""
     built = Runtime.from_env
@@ -415,6 +437,7 @@ def run_matrix(cases: tuple[Case, ...], tmp_path: Path, timeout_seconds: float =
         capture = stack.enter_context(_captured_logs())
         clock = SkippingClock()
         stack.enter_context(_functions_on(clock))
+        stack.enter_context(_state_retries_scaled(STATE_RETRY_SCALE))
         aws = stack.enter_context(
             LocalAws({"REPORTRELAY_CONNECTIONS_FILE": str(path), "POWERTOOLS_LOG_LEVEL": "DEBUG"})
         )
