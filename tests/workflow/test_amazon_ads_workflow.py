@@ -111,31 +111,3 @@ def test_a_link_that_expired_between_check_and_fetch_is_renewed_and_the_job_succ
     assert outcome.detail["object"]["sha256"] == ads_sim.served[report_id]
     assert len(ads_sim.storage.request_log) == 1
     assert len(ads_sim.calls("GET", "/reporting/reports/{id}")) == outcome.detail["polls"] + 1
-
-
-def test_a_download_cut_half_way_is_fetched_again_and_nothing_partial_is_stored(ads_aws, ads_sim) -> None:
-    # given a file host that cuts the next download half-way (the file host shares the vendor's fault knobs)
-    ads_sim.faults.break_downloads_next = 1
-    # when the job runs
-    outcome = run_job(ads_aws, job_request())
-    # then the Fetch step was repeated and the stored object is the whole file
-    assert outcome.detail_type == "Report Ready", outcome.detail
-    (report_id,) = ads_sim.reports
-    assert outcome.detail["object"]["sha256"] == ads_sim.served[report_id]
-    assert len(ads_sim.storage.request_log) == 2
-    s3 = ads_aws.client("s3")
-    assert s3.list_objects_v2(Bucket=ads_aws.bucket)["KeyCount"] == 1
-    assert s3.list_multipart_uploads(Bucket=ads_aws.bucket).get("Uploads", []) == []
-
-
-def test_throttled_status_checks_are_waited_out_and_the_report_queued_once(ads_aws, ads_sim) -> None:
-    # given Amazon throttling the next two status checks, asking for a one-second pause
-    ads_sim.faults.only_paths = r"^/reporting/reports/"
-    ads_sim.faults.throttle_next = 2
-    # when the job runs
-    outcome = run_job(ads_aws, job_request())
-    # then both throttled answers were met, and it still completes, with one report queued at Amazon
-    assert ads_sim.faults.throttle_next == 0
-    assert outcome.detail_type == "Report Ready", outcome.detail
-    assert len(ads_sim.reports) == 1
-    assert len(ads_sim.calls("POST", "/reporting/reports")) == 1

@@ -9,8 +9,6 @@ import csv
 import hashlib
 import io
 import json
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -230,27 +228,6 @@ def test_a_document_that_says_it_failed_fails_the_job_and_stores_nothing(mr_aws,
     assert object_count(mr_aws) == 0 and open_uploads(mr_aws) == []
 
 
-def test_an_access_token_revoked_mid_job_is_refreshed_and_the_job_carries_on(mr_aws, mr_sim):
-    # given an access token that stops working as soon as the request is created
-    mr_sim.generation_seconds = 1.5
-
-    def revoke_after_creating() -> None:
-        deadline = time.monotonic() + 10
-        while not mr_sim.requests and time.monotonic() < deadline:
-            time.sleep(0.01)
-        mr_sim.revoke_tokens()
-
-    revoker = threading.Thread(target=revoke_after_creating)
-    revoker.start()
-    # when the job runs
-    outcome = run_job(mr_aws, report_request())
-    revoker.join()
-    # then it refreshed after the 401 and fetched the report, creating the request once
-    assert outcome.detail_type == "Report Ready", outcome.detail
-    assert (mr_sim.tokens_refused, mr_sim.tokens_issued) == (1, 2)
-    assert len(mr_sim.requests) == 1
-
-
 def test_an_access_token_about_to_expire_is_refreshed_before_use(mr_aws, mr_sim):
     # given access tokens that live one second, and a report that takes three
     mr_sim.token_lifetime_seconds = 1
@@ -302,31 +279,6 @@ def test_a_static_bearer_token_connection_works_without_signing_in(mr_aws, mr_si
     # then the report is stored and the login host never asked
     assert outcome.detail_type == "Report Ready", outcome.detail
     assert mr_sim.tokens_issued == 0 and mr_sim.calls("POST", "/connect/token") == []
-
-
-def test_a_429_is_honoured_and_the_request_is_created_once(mr_aws, mr_sim):
-    # given a service that throttles the create call, asking for a one-second pause
-    mr_sim.faults.throttle_next = 1
-    mr_sim.faults.throttle_retry_after = 1
-    # when the job runs
-    started = time.monotonic()
-    outcome = run_job(mr_aws, report_request())
-    # then the create call was retried after the pause, and one request exists
-    assert outcome.detail_type == "Report Ready", outcome.detail
-    assert len(mr_sim.calls("POST", "/api/v1.0/workspaces/{w}/reports/{r}/requests")) == 2
-    assert len(mr_sim.requests) == 1
-    assert time.monotonic() - started >= 1
-
-
-def test_a_download_broken_half_way_is_retried_and_leaves_nothing_partial(mr_aws, mr_sim):
-    # given a service that cuts the first download half-way
-    mr_sim.faults.break_downloads_next = 1
-    # when the job runs
-    outcome = run_job(mr_aws, report_request(format="csv"))
-    # then the second download is stored whole, once, and no upload is left open
-    assert outcome.detail_type == "Report Ready", outcome.detail
-    assert len(mr_sim.calls("GET", "/api/v1.0/workspaces/{w}/reports/{r}/results/{id}/data")) == 2
-    assert object_count(mr_aws) == 1 and open_uploads(mr_aws) == []
 
 
 def test_an_unknown_preset_fails_in_the_providers_words(mr_aws, mr_sim):
