@@ -20,6 +20,7 @@ import os
 import struct
 import time
 from pathlib import Path
+from typing import Any
 
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
@@ -54,6 +55,12 @@ def png_size(path: Path) -> tuple[int, int]:
     assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
     width, height = struct.unpack(">II", data[16:24])
     return width, height
+
+
+def page_scripts_ready(driver: Any, wait: WebDriverWait[Any]) -> None:
+    """Wait until the page's scripts have run their DOMContentLoaded set-up (the saved-request picker's
+    listener among them): an element can be present before, and a file chosen then is never read."""
+    wait.until(lambda _: driver.execute_script("return document.readyState") == "complete")
 
 
 def start(running: Deployment, person: str, **overrides: object) -> str:
@@ -111,6 +118,7 @@ def test_a_person_lists_starts_watches_downloads_and_cancels_in_the_console(site
         assert "signed in as carol" in driver.find_element(By.TAG_NAME, "header").text
 
         # when she loads the saved request into the form, picks the connection and starts it
+        page_scripts_ready(driver, wait)
         Select(driver.find_element(By.ID, "start-connection")).select_by_value("dx-finance")
         driver.find_element(By.ID, "saved-request").send_keys(str(saved))
         wait.until(
