@@ -325,7 +325,7 @@ def _state_retries_scaled(scale: float) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _functions_on(clock: SkippingClock) -> Iterator[None]:
+def functions_on(clock: SkippingClock) -> Iterator[None]:
     """Every step's ``Runtime`` (built afresh per invocation, as in Lambda) reads ``clock``."""
     built = Runtime.from_env
 
@@ -436,7 +436,7 @@ def run_matrix(cases: tuple[Case, ...], tmp_path: Path, timeout_seconds: float =
             monkeypatch.setenv(name, value)
         capture = stack.enter_context(_captured_logs())
         clock = SkippingClock()
-        stack.enter_context(_functions_on(clock))
+        stack.enter_context(functions_on(clock))
         stack.enter_context(_state_retries_scaled(STATE_RETRY_SCALE))
         aws = stack.enter_context(
             LocalAws({"REPORTRELAY_CONNECTIONS_FILE": str(path), "POWERTOOLS_LOG_LEVEL": "DEBUG"})

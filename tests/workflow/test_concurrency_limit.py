@@ -9,9 +9,11 @@ import pytest
 from reportrelay_cli.local.aws import LocalAws
 from reportrelay_cli.local.runner import run_job
 from tests.conftest import DX_PASSWORD, devexpress_connection, wait_for_executions, write_connections
+from tests.faults.matrix import SkippingClock, functions_on
 
 JOBS = 6
 LIMIT = 2
+DEADLINE_SKIPPED_SECONDS = 59
 
 
 @pytest.fixture
@@ -52,9 +54,20 @@ def test_a_job_that_finds_no_free_slot_before_its_deadline_fails_saying_so(limit
                   "expires_at": {"N": str(int(time.time()) + 3600)}},
         )  # fmt: skip
     request = {"connection": "dx", "report": {"document_id": 10}, "format": "pdf", "deadline_seconds": 60}
-    # when a job runs with a one-minute deadline
-    outcome = run_job(limited_aws, request)
-    # then it fails with DeadlineExceeded, having queued nothing at the provider
+    # when a job runs with a one-minute deadline, on a functions' clock that has already gone 59 s of it
+    # (the job is accepted at the execution's real start; the wait in line is its last second, not a minute)
+    clock = SkippingClock()
+    clock.advance_to(time.time() + DEADLINE_SKIPPED_SECONDS)
+    with functions_on(clock):
+        outcome = run_job(limited_aws, request)
+    # then it waited in line, and failed with DeadlineExceeded, having queued nothing at the provider
     assert outcome.detail["error"]["code"] == "DeadlineExceeded"
     assert "slots" in outcome.detail["error"]["message"]
+    history = limited_aws.client("stepfunctions").get_execution_history(executionArn=outcome.execution_arn)
+    entered = [
+        event["stateEnteredEventDetails"]["name"]
+        for event in history["events"]
+        if event["type"].endswith("StateEntered")
+    ]
+    assert "WaitForSlot" in entered
     assert devexpress_sim.exports == {}
