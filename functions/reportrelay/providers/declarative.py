@@ -878,9 +878,8 @@ def _path_words(path: str | tuple[str, ...]) -> str:
 
 def _found(body: Any, path: str | tuple[str, ...]) -> Any:
     """The value at the first of the paths that has one, an object or a list too (error details)."""
-    return next(
-        (at_path(body, each) for each in _alternatives(path) if at_path(body, each) is not None), None
-    )
+    found = (at_path(body, each) for each in _alternatives(path))
+    return next((value for value in found if value is not None), None)
 
 
 def vendor_words(errors: ErrorSpec, body: Any) -> str:
