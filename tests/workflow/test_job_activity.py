@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -153,8 +154,13 @@ def test_a_failed_job_ends_its_story_with_the_reason_and_another_team_cannot_rea
     # when a job runs to the end
     job_id = job_api.start({"connection": "dx", "report": {"document_id": 10}, "format": "pdf"})
     failed = job_api.wait(job_id, timeout=60)
-    # then the last entry says it failed, in the error's own words
-    last = events(job_api, job_id)["events"][-1]
+    # then the last entry says it failed, in the error's own words (Conclude writes it just after the
+    # outcome, so a reader that saw "failed" may have to look once more)
+    deadline = time.monotonic() + 10
+    while (last := events(job_api, job_id)["events"][-1])[
+        "step"
+    ] != "Conclude" and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert failed["state"] == "failed", failed
     assert (last["step"], last["kind"]) == ("Conclude", "state")
     assert last["message"] == f"failed: {failed['error']['message']}"
