@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import Select, WebDriverWait
@@ -44,6 +45,8 @@ DOCS = REPO / "docs"
 EXAMPLE_REQUEST = REPO / "examples" / "devexpress-report.json"
 SLOW_SECONDS = 600.0
 QUICK_SECONDS = 0.2
+#: The console's pages redraw as the job moves: an element found a moment ago may be replaced by now.
+LIVE_PAGE = (NoSuchElementException, StaleElementReferenceException)
 
 
 def screenshots_folder(tmp_path: Path) -> Path:
@@ -100,7 +103,7 @@ def test_a_person_lists_starts_watches_downloads_and_cancels_in_the_console(site
             "Emulation.setDeviceMetricsOverride",
             {"width": WINDOW[0], "height": WINDOW[1], "deviceScaleFactor": 1, "mobile": False},
         )
-        wait = WebDriverWait(driver, WAIT_SECONDS)
+        wait = WebDriverWait(driver, WAIT_SECONDS, ignored_exceptions=LIVE_PAGE)
         # when carol, signed out, opens the console
         driver.get(f"{site.people_url}/console")
         # then she is asked to sign in at the issuer, and comes back to the list once she has
@@ -201,7 +204,7 @@ def test_the_console_works_on_reportrelay_serve(tmp_path):
         password = json.loads((state / "person.json").read_text(encoding="utf-8"))["password"]
         assert f"The console: {people_url}/console (sign in as local, password {password}" in served.greeting
         with chromium(tmp_path / "browser") as (driver, downloads):
-            wait = WebDriverWait(driver, WAIT_SECONDS)
+            wait = WebDriverWait(driver, WAIT_SECONDS, ignored_exceptions=LIVE_PAGE)
             # when the local person opens the console it printed and signs in at serve's issuer
             driver.get(f"{people_url}/console")
             wait.until(expected_conditions.presence_of_element_located((By.ID, "sign-in")))
