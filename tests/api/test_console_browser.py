@@ -213,6 +213,7 @@ def test_the_console_works_on_reportrelay_serve(tmp_path):
             driver.find_element(By.ID, "sign-in").click()
             wait.until(expected_conditions.presence_of_element_located((By.ID, "start-form")))
             # and starts the README's example request, loaded as a saved request
+            page_scripts_ready(driver, wait)
             driver.find_element(By.ID, "saved-request").send_keys(str(EXAMPLE_REQUEST))
             wait.until(
                 lambda _: (
