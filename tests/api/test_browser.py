@@ -87,12 +87,17 @@ def ready(site: Deployment) -> dict[str, Any]:
         assert time.monotonic() < deadline, job
         time.sleep(0.1)
     assert job["state"] == "ready", job
-    event = next(
-        event
-        for event in site.aws.events()
-        if event["detail-type"] == "Report Ready" and event["detail"]["job_id"] == job_id
-    )
-    return {"job": job, "event": event}
+    # the job store reads ready once Conclude recorded the outcome; the event is put a moment later
+    while not (
+        announced := [
+            event
+            for event in site.aws.events()
+            if event["detail-type"] == "Report Ready" and event["detail"]["job_id"] == job_id
+        ]
+    ):
+        assert time.monotonic() < deadline, f"{job_id} is ready but no Report Ready was announced"
+        time.sleep(0.1)
+    return {"job": job, "event": announced[0]}
 
 
 @contextlib.contextmanager

@@ -7,6 +7,7 @@ catches, S3 and EventBridge all behave as deployed while the Python runs in this
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
@@ -21,11 +22,15 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import botocore.loaders
+import botocore.session
 from moto import mock_aws
 from moto.awslambda.exceptions import LambdaClientError
 from moto.awslambda.models import LambdaFunction
 from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.responses import DynamoHandler
+from moto.kms import models as kms_models
+from moto.stepfunctions.parser.asl.component.state.exec.state_task import lambda_eval_utils
 from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_ecs import (
     StateTaskServiceEcs,
 )
@@ -34,6 +39,8 @@ from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state
 )
 from moto.stepfunctions.parser.asl.eval.environment import Environment as SfnEnvironment
 from moto.stepfunctions.parser.asl.eval.program_state import ProgramStopped
+from moto.stepfunctions.parser.asl.parse.asl_parser import AmazonStateLanguageParser
+from moto.stepfunctions.parser.asl.parse.preprocessor import Preprocessor
 from moto.stepfunctions.parser.backend.execution import Execution as SfnExecution
 
 from reportrelay import jobs
@@ -48,6 +55,8 @@ from reportrelay.runtime import (
 )
 
 REGION = "us-east-1"
+#: How long the emulation waits, as it ends, for functions still running (see LocalAws.__exit__).
+FUNCTIONS_RETURN_SECONDS = 10.0
 #: Where ``LocalAws(connections_in_parameter_store=...)`` puts the connections, as a deployment would.
 LOCAL_CONNECTIONS_PATH = "/reportrelay/local/connections"
 STATE_MACHINE_FILE = Path(__file__).resolve().parents[3] / "statemachines" / "report.asl.json"
@@ -206,6 +215,7 @@ def _stop_waking_callbacks(self: Any, *args: Any, **kwargs: Any) -> None:
 
 _ORIGINAL_SFN_SET_ERROR = SfnEnvironment.set_error
 _ORIGINAL_SFN_SET_TIMED_OUT = SfnEnvironment.set_timed_out
+_ORIGINAL_ASL_PARSE = AmazonStateLanguageParser.parse
 
 
 def _error_unless_stopped(self: Any, *args: Any, **kwargs: Any) -> None:
@@ -262,6 +272,83 @@ def atomic_dynamodb_writes() -> Iterator[None]:
         for name, original in originals.items():
             setattr(DynamoDBBackend, name, original)
         DynamoHandler.call_action = original_action  # type: ignore[method-assign]
+
+
+# ---- Emulated AWS at the cost of the work, not of its set-up
+#
+# Every mock start gives boto3 a new default session, and moto's interpreter makes a new client for every
+# Lambda task it runs. A new session decodes botocore's endpoint and service files again (about 0.1 s, and
+# 50 ms a client), so the sessions here share one loader, and the interpreter keeps its Lambda client.
+
+_data_loader = botocore.loaders.create_loader()
+_local_clients: dict[str, Any] = {}
+_local_clients_lock = threading.Lock()
+
+
+def _session_sharing_the_loader() -> botocore.session.Session:
+    session = botocore.session.get_session()
+    session.register_component("data_loader", _data_loader)
+    return session
+
+
+def local_client(service: str) -> Any:
+    """The process's client for ``service`` on emulated AWS (moto answers every client, whichever mock is
+    active), made once, with the local credentials."""
+    with _local_clients_lock:
+        if service not in _local_clients:
+            global _local_session
+            if _local_session is None:
+                _local_session = boto3.session.Session(
+                    aws_access_key_id=_FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                    aws_secret_access_key=_FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+                    aws_session_token=_FAKE_CREDENTIALS["AWS_SESSION_TOKEN"],
+                    region_name=REGION,
+                    botocore_session=_session_sharing_the_loader(),
+                )
+            _local_clients[service] = _local_session.client(service)
+        return _local_clients[service]
+
+
+_ORIGINAL_INTERPRETER_CLIENT = lambda_eval_utils.boto_client_for
+_interpreter_clients: dict[tuple[str, str], Any] = {}
+
+
+def _interpreter_client(region: str, service: str, state_credentials: Any = None) -> Any:
+    """moto's interpreter's client for a Lambda task (its credentials are fixed, ``state_credentials``
+    unused), made once per region."""
+    with _local_clients_lock:
+        if (region, service) not in _interpreter_clients:
+            _interpreter_clients[region, service] = _ORIGINAL_INTERPRETER_CLIENT(region, service)
+        return _interpreter_clients[region, service]
+
+
+_local_session: boto3.session.Session | None = None
+_parse_trees: dict[str, Any] = {}
+
+
+def _parse_once(definition: str) -> tuple[Any, Any]:
+    """moto parses a state machine's ASL at its creation and again at every execution's start (about
+    0.3 s of ANTLR each time). The parse tree of a definition is read, never changed, so it is kept; the
+    evaluation components, which executions do change, are built afresh from it each time."""
+    tree = _parse_trees.get(definition)
+    if tree is None:
+        _, tree = _ORIGINAL_ASL_PARSE(definition)
+        _parse_trees[definition] = tree
+    return Preprocessor().visit(tree), tree
+
+
+_ORIGINAL_KMS_PRIVATE_KEY = kms_models.generate_private_key
+_symmetric_keys_private_key: list[Any] = []
+
+
+def _kms_private_key(key_spec: str) -> Any:
+    """moto gives every KMS key an RSA-2048 private key, a symmetric one too (60 ms of key generation),
+    where it is never used; symmetric keys share one. An asymmetric key still gets its own."""
+    if key_spec != "SYMMETRIC_DEFAULT":
+        return _ORIGINAL_KMS_PRIVATE_KEY(key_spec)
+    if not _symmetric_keys_private_key:
+        _symmetric_keys_private_key.append(_ORIGINAL_KMS_PRIVATE_KEY(key_spec))
+    return _symmetric_keys_private_key[0]
 
 
 @contextmanager
@@ -336,6 +423,9 @@ class LocalAws:
         self._original_invoke_lambda = LambdaFunction._invoke_lambda
         self._original_invoke = LambdaFunction.invoke
         self._background: list[threading.Thread] = []
+        self._functions_running = 0
+        self._ending = False
+        self._functions_running_changed = threading.Condition()
         #: Fault-injection seam: called with the function's name after each synchronous invocation has
         #: run; a hook that raises LambdaServiceError makes that error the Invoke call's answer.
         self.after_invoke: list[Callable[[str], None]] = []
@@ -343,9 +433,10 @@ class LocalAws:
     def __enter__(self) -> LocalAws:
         forget_deployed_connections()  # read before, from another emulated account
         self._mock.start()
+        boto3.setup_default_session(botocore_session=_session_sharing_the_loader())
         self._atomic_writes = atomic_dynamodb_writes()
         self._atomic_writes.__enter__()
-        LambdaFunction._invoke_lambda = lambda function, event: _invoke_in_process(function, event)
+        LambdaFunction._invoke_lambda = lambda function, event: self._run_function(function, event)
         LambdaFunction.invoke = lambda function, *args: self._invoke(function, *args)
         StateTaskServiceEcs._eval_service_task = _ecs_task_in_process  # type: ignore[method-assign]
         StateTaskServiceEcs._build_sync_resolver = _ecs_sync_in_process  # type: ignore[method-assign]
@@ -353,6 +444,9 @@ class LocalAws:
         SfnExecution.stop = _stop_waking_callbacks  # type: ignore[method-assign]
         SfnEnvironment.set_error = _error_unless_stopped  # type: ignore[method-assign]
         SfnEnvironment.set_timed_out = _timed_out_unless_stopped  # type: ignore[method-assign]
+        AmazonStateLanguageParser.parse = staticmethod(_parse_once)  # type: ignore[method-assign]
+        kms_models.generate_private_key = _kms_private_key
+        lambda_eval_utils.boto_client_for = _interpreter_client
         self._env = _patched_env(_FAKE_CREDENTIALS)
         self._env.__enter__()
         try:
@@ -367,6 +461,7 @@ class LocalAws:
     def __exit__(self, *exc_info: object) -> None:
         for thread in self._background:
             thread.join(timeout=5)
+        self._end_executions()
         LambdaFunction._invoke_lambda = self._original_invoke_lambda
         LambdaFunction.invoke = self._original_invoke
         StateTaskServiceEcs._eval_service_task = _ORIGINAL_ECS_TASK  # type: ignore[method-assign]
@@ -375,12 +470,53 @@ class LocalAws:
         SfnExecution.stop = _ORIGINAL_SFN_STOP  # type: ignore[method-assign]
         SfnEnvironment.set_error = _ORIGINAL_SFN_SET_ERROR  # type: ignore[method-assign]
         SfnEnvironment.set_timed_out = _ORIGINAL_SFN_SET_TIMED_OUT  # type: ignore[method-assign]
+        AmazonStateLanguageParser.parse = staticmethod(_ORIGINAL_ASL_PARSE)  # type: ignore[method-assign]
+        kms_models.generate_private_key = _ORIGINAL_KMS_PRIVATE_KEY
+        lambda_eval_utils.boto_client_for = _ORIGINAL_INTERPRETER_CLIENT
         if hasattr(self, "_function_env"):
             self._function_env.__exit__(None, None, None)
         self._env.__exit__(None, None, None)
         self._atomic_writes.__exit__(None, None, None)
         self._mock.stop()
         forget_deployed_connections()
+
+    def _run_function(self, function: LambdaFunction, event: Any) -> tuple[str, bool, str]:
+        with self._functions_running_changed:
+            if self._ending:
+                error = {"errorType": "Runtime.ExitError", "errorMessage": "the emulation has ended"}
+                return json.dumps(error), True, ""
+            self._functions_running += 1
+        try:
+            return _invoke_in_process(function, event)
+        finally:
+            with self._functions_running_changed:
+                self._functions_running -= 1
+                self._functions_running_changed.notify_all()
+
+    def _end_executions(self) -> None:
+        """Executions still running stop, and the emulation ends once their functions have returned.
+
+        moto's executions run on threads of their own, which outlive the emulation: one left running went
+        on invoking its functions in the next emulation, whose tables have the same names. A function
+        running at a stop goes on to its end, as in Lambda, so that is waited for (up to
+        ``FUNCTIONS_RETURN_SECONDS``), and none starts any more."""
+        with self._functions_running_changed:
+            self._ending = True
+        if self.state_machine_arn:
+            sfn = self.client("stepfunctions")
+            with contextlib.suppress(Exception):  # moto's own errors: nothing more to stop then
+                for page in sfn.get_paginator("list_executions").paginate(
+                    stateMachineArn=self.state_machine_arn, statusFilter="RUNNING"
+                ):
+                    for execution in page["executions"]:
+                        with contextlib.suppress(Exception):  # one that ended meanwhile
+                            sfn.stop_execution(
+                                executionArn=execution["executionArn"], cause="emulation ended"
+                            )
+        with self._functions_running_changed:
+            self._functions_running_changed.wait_for(
+                lambda: self._functions_running == 0, timeout=FUNCTIONS_RETURN_SECONDS
+            )
 
     def _invoke(
         self, function: LambdaFunction, body: str, request_headers: Any, response_headers: Any
@@ -392,13 +528,13 @@ class LocalAws:
                 hook(function.function_name)
             return answer
         event = json.loads(body) if body else {}
-        thread = threading.Thread(target=_invoke_in_process, args=(function, event), daemon=True)
+        thread = threading.Thread(target=self._run_function, args=(function, event), daemon=True)
         self._background.append(thread)
         thread.start()
         return b""
 
     def client(self, service: str) -> Any:
-        return boto3.client(service, region_name=REGION)
+        return local_client(service)
 
     def _deploy(self) -> None:
         iam = self.client("iam")
