@@ -15,11 +15,19 @@ export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 # Local targets run offline against emulated AWS; deploy/diff/destroy use your AWS profile's region.
 demo test unit contract workflow infra faults pr test-infra synth lint-infra: export AWS_REGION ?= us-east-1
 
-# The tests run on pytest-xdist workers. They mostly wait (on sockets, simulators, sleeps), so more workers
-# than cores pays: four on two cores (README has the time measured). Tests that share a fixture instance (a
-# synthesized stack, a fault matrix, a served site) go to one worker together (tests/conftest.py).
+# The tests run on pytest-xdist workers. They wait as much as they compute (on sockets, simulators, the
+# state machine's waits), so more workers than cores pays: four on two cores (six is slower: the CPU is
+# then the limit; README has the time measured). Tests that share a fixture instance (a synthesized stack,
+# a fault matrix, a served site) go to one worker together (tests/conftest.py).
 WORKERS ?= 4
 PYTEST := $(PY) -m pytest -q -n $(WORKERS) --dist loadgroup
+
+# Where PYTHONDONTWRITEBYTECODE is set (as on some machines), every worker would compile the project and
+# rewrite every test module's asserts again, about 8 s of CPU each: bytecode is written (in __pycache__,
+# which git ignores), the project's compiled before the workers start, and their test modules' rewritten
+# asserts kept from the first run on.
+unexport PYTHONDONTWRITEBYTECODE
+COMPILE := $(PY) -m compileall -q -j 0 functions cli infra scripts tests app.py
 
 # One virtualenv, two stamps: the demo's set first (requirements-demo.txt: the Lambda runtime and moto), then
 # everything else on top of it (tests, linters, benchmarks, the CDK app and its validators), so `make demo`
@@ -77,8 +85,8 @@ demo: demo-dev  ## Fetch a report from every simulator end to end through the st
 	$(PY) -m reportrelay_cli demo --out out/demo
 
 test: infra-dev build/.stamp-browser  ## Every test: units, provider contracts over HTTP, the executed state machine, the CDK app.
-	$(PYTEST) -m "not serial"
-	$(PY) -m pytest -q -m serial
+	$(COMPILE)
+	$(PYTEST)
 
 # One tier each (markers from the test's folder, tests/conftest.py); `pr` is the quick set a pull request runs.
 unit: dev  ## tests/unit: the modules one by one.

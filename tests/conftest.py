@@ -43,30 +43,12 @@ TIERS = {
     "cli": "cli",
 }
 
-#: Tests whose assertions lean on wall time (a read timeout against a stall, a session's lifetime, how soon
-#: a report is seen, a fetch's time budget, how many one-second tokens a job outlives), by node id under
-#: tests/: marked ``serial``, so that ``make test`` runs them after the parallel run, on their own, where
-#: the other workers' load cannot make them late.
-SERIAL = (
-    "faults/",
-    "providers/test_amazon_ads.py",
-    "providers/test_metric_insights.py",
-    "workflow/test_continue_as_new.py",
-    "workflow/test_learned_waits.py",
-    "workflow/test_transfer_over_invocations.py",
-    "workflow/test_clinical_one_workflow.py::test_tokens_expiring_during_a_long_job_are_replaced_before_use",
-    "workflow/test_devexpress_workflow.py::test_a_token_about_to_expire_is_renewed_before_use",
-    "workflow/test_myreports_workflow.py::test_an_access_token_about_to_expire_is_refreshed_before_use",
-)
-
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark each test's tier (and ``serial``), and group the tests that share state."""
+    """Mark each test's tier, and group the tests that share state."""
     for item in items:
         item.add_marker(_tier(item))
-        if item.nodeid.removeprefix("tests/").startswith(SERIAL):
-            item.add_marker(pytest.mark.serial)
     _group_shared_fixtures(items)
     if getattr(config.option, "loadgroup", False):  # a pytest-xdist worker of a --dist loadgroup run
         _name_groups_in_node_ids(items)
@@ -222,16 +204,29 @@ def wait_for_executions(aws: LocalAws, executions: list[str], timeout_seconds: f
 def describe_when_ended(
     aws: LocalAws, executions: list[str], timeout_seconds: float = 240
 ) -> dict[str, dict[str, Any]]:
-    """Each execution's description, taken once it ended (or, for those still running, when time is up)."""
+    """Each execution's description, taken once it ended (or, for those still running, when time is up).
+
+    Each look is one ListExecutions of what is still running, however many executions are waited for: a
+    DescribeExecution of each, every half second, kept a fifth of a core busy while the fault matrix's
+    hundred-odd jobs ran."""
     sfn = aws.client("stepfunctions")
     deadline = time.monotonic() + timeout_seconds
-    ended: dict[str, dict[str, Any]] = {}
+    machines = {_state_machine_of(arn) for arn in executions}
     while True:
-        for arn in executions:
-            if arn not in ended:
-                description = sfn.describe_execution(executionArn=arn)
-                if description["status"] != "RUNNING" or time.monotonic() >= deadline:
-                    ended[arn] = description
-        if len(ended) == len(executions):
-            return ended
+        running = {
+            execution["executionArn"]
+            for machine in machines
+            for page in sfn.get_paginator("list_executions").paginate(
+                stateMachineArn=machine, statusFilter="RUNNING"
+            )
+            for execution in page["executions"]
+        }
+        if running.isdisjoint(executions) or time.monotonic() >= deadline:
+            return {arn: sfn.describe_execution(executionArn=arn) for arn in executions}
         time.sleep(0.5)
+
+
+def _state_machine_of(execution_arn: str) -> str:
+    """``arn:aws:states:<region>:<account>:execution:<machine>:<name>`` -> the machine's ARN."""
+    prefix, _, rest = execution_arn.partition(":execution:")
+    return f"{prefix}:stateMachine:{rest.rpartition(':')[0]}"

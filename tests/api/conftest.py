@@ -17,6 +17,9 @@ from tests.conftest import DX_PASSWORD, devexpress_connection, write_connections
 FINISHED = ("ready", "failed", "cancelled")
 
 
+MAX_LOOK_INTERVAL = 0.5
+
+
 class JobApi:
     """Speaks to the API as an IAM-signed client would, through LocalAws.api."""
 
@@ -48,7 +51,10 @@ class JobApi:
     def wait_for(
         self, job_id: str, condition: Any, timeout: float = 30, interval: float = 0.05
     ) -> dict[str, Any]:
-        """The job once ``condition(job)`` holds; after ``timeout`` the test fails, showing the job."""
+        """The job once ``condition(job)`` holds; after ``timeout`` the test fails, showing the job.
+
+        Each look is a whole API request (validation, DynamoDB): the looks start ``interval`` apart and
+        grow to ``MAX_LOOK_INTERVAL`` apart, so a long wait does not take the CPU from the job it waits on."""
         deadline = time.monotonic() + timeout
         while True:
             job = self("GET", f"/reports/{job_id}").json()
@@ -56,6 +62,7 @@ class JobApi:
                 assert condition(job), job
                 return dict(job)
             time.sleep(interval)
+            interval = min(interval * 1.5, MAX_LOOK_INTERVAL)
 
 
 def report_request(**overrides: Any) -> dict[str, Any]:

@@ -274,3 +274,11 @@ def references(value: Any) -> set[str]:
         for item in value:
             found |= references(item)
     return found
+
+
+def cfn_lint(template_file: Path) -> list[str]:
+    """cfn-lint's findings on a template, as it prints them. Imported when first used: cfn-lint brings
+    sympy (0.8 s of imports), which every test worker would otherwise pay at collection."""
+    from cfnlint.api import lint_file
+
+    return [str(match) for match in lint_file(template_file)]

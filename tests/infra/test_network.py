@@ -6,11 +6,10 @@ from typing import Any
 
 import pytest
 from aws_cdk import App, Stack
-from cfnlint.api import lint_file
 
 from infra.network import NETWORK_INTERFACE_ACTIONS, VendorNetwork
 from infra.settings import Settings, SettingsError
-from tests.infra.conftest import Synthesized, references, synthesize
+from tests.infra.conftest import Synthesized, cfn_lint, references, synthesize
 from tests.infra.policies import function_id, function_role, role_actions, role_grants
 from tests.infra.test_compliance import acknowledgements, violations
 
@@ -226,7 +225,7 @@ def test_both_kinds_of_network_pass_cdk_nag_and_cfn_lint(
 ) -> None:
     synthesized: Synthesized = request.getfixturevalue(variant)
     assert violations(synthesized) == []
-    assert [str(match) for match in lint_file(synthesized.template_file)] == []
+    assert cfn_lint(synthesized.template_file) == []
 
 
 def test_the_network_settings_from_the_command_line() -> None:

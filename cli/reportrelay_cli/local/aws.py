@@ -8,6 +8,7 @@ catches, S3 and EventBridge all behave as deployed while the Python runs in this
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import json
 import os
@@ -24,12 +25,14 @@ from typing import Any
 import boto3
 import botocore.loaders
 import botocore.session
+import jsonpath_ng.ext
 from moto import mock_aws
 from moto.awslambda.exceptions import LambdaClientError
 from moto.awslambda.models import LambdaFunction
 from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.responses import DynamoHandler
 from moto.kms import models as kms_models
+from moto.stepfunctions.parser.asl.component.common.path import result_path
 from moto.stepfunctions.parser.asl.component.state.exec.state_task import lambda_eval_utils
 from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_ecs import (
     StateTaskServiceEcs,
@@ -41,6 +44,7 @@ from moto.stepfunctions.parser.asl.eval.environment import Environment as SfnEnv
 from moto.stepfunctions.parser.asl.eval.program_state import ProgramStopped
 from moto.stepfunctions.parser.asl.parse.asl_parser import AmazonStateLanguageParser
 from moto.stepfunctions.parser.asl.parse.preprocessor import Preprocessor
+from moto.stepfunctions.parser.asl.utils import json_path
 from moto.stepfunctions.parser.backend.execution import Execution as SfnExecution
 
 from reportrelay import jobs
@@ -337,6 +341,17 @@ def _parse_once(definition: str) -> tuple[Any, Any]:
     return Preprocessor().visit(tree), tree
 
 
+#: moto's interpreter (each path a state reads or writes) and its EventBridge (each input path) parse every
+#: JSONPath anew, a new PLY parser each time; a parsed path is only ever read, so each is parsed once.
+_JSON_PATH_PARSERS = (
+    (json_path, "parse", functools.lru_cache(maxsize=1024)(json_path.parse)),
+    (result_path, "parse", functools.lru_cache(maxsize=1024)(result_path.parse)),
+    (jsonpath_ng.ext, "parse", functools.lru_cache(maxsize=1024)(jsonpath_ng.ext.parse)),
+)
+_ORIGINAL_JSON_PATH_PARSERS = tuple(
+    (module, name, getattr(module, name)) for module, name, _ in _JSON_PATH_PARSERS
+)
+
 _ORIGINAL_KMS_PRIVATE_KEY = kms_models.generate_private_key
 _symmetric_keys_private_key: list[Any] = []
 
@@ -447,6 +462,8 @@ class LocalAws:
         AmazonStateLanguageParser.parse = staticmethod(_parse_once)  # type: ignore[method-assign]
         kms_models.generate_private_key = _kms_private_key
         lambda_eval_utils.boto_client_for = _interpreter_client
+        for module, name, parse in _JSON_PATH_PARSERS:
+            setattr(module, name, parse)
         self._env = _patched_env(_FAKE_CREDENTIALS)
         self._env.__enter__()
         try:
@@ -473,6 +490,8 @@ class LocalAws:
         AmazonStateLanguageParser.parse = staticmethod(_ORIGINAL_ASL_PARSE)  # type: ignore[method-assign]
         kms_models.generate_private_key = _ORIGINAL_KMS_PRIVATE_KEY
         lambda_eval_utils.boto_client_for = _ORIGINAL_INTERPRETER_CLIENT
+        for module, name, parse in _ORIGINAL_JSON_PATH_PARSERS:
+            setattr(module, name, parse)
         if hasattr(self, "_function_env"):
             self._function_env.__exit__(None, None, None)
         self._env.__exit__(None, None, None)
