@@ -27,6 +27,8 @@ settings.register_profile("reportrelay", deadline=None)
 settings.load_profile("reportrelay")
 
 DX_PASSWORD = "dx-Secret-Passw0rd-1f9c"
+#: The share of each state machine Retry interval the fault tests wait (``state_retries_scaled``).
+STATE_RETRY_SCALE = 0.2
 TESTS = Path(__file__).resolve().parent
 
 #: Each folder's tier (markers registered in pyproject.toml; `make unit`, `make pr`, ... select by them).
@@ -230,3 +232,22 @@ def _state_machine_of(execution_arn: str) -> str:
     """``arn:aws:states:<region>:<account>:execution:<machine>:<name>`` -> the machine's ARN."""
     prefix, _, rest = execution_arn.partition(":execution:")
     return f"{prefix}:stateMachine:{rest.rpartition(':')[0]}"
+
+
+@contextmanager
+def state_retries_scaled(scale: float) -> Iterator[None]:
+    """The emulated state machine waits ``scale`` of each Retry interval (moto's retrier sleeps in-line), for
+    tests that check which outcome a fault ends in, not how long the state machine's backoff lasts."""
+    from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
+
+    class ScaledTime:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(time, name)
+
+        @staticmethod
+        def sleep(seconds: float) -> None:
+            time.sleep(seconds * scale)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(retrier_decl, "time", ScaledTime())
+        yield

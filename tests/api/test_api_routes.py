@@ -30,7 +30,7 @@ from reportrelay_cli.local.apigateway import rest_event
 from reportrelay_cli.local.aws import LambdaContext
 from reportrelay_cli.local.runner import run_job
 from tests.api.conftest import report_request
-from tests.conftest import DX_PASSWORD
+from tests.conftest import DX_PASSWORD, STATE_RETRY_SCALE, state_retries_scaled
 
 OTHER_CALLER = "arn:aws:iam::123456789012:role/another-service"
 
@@ -570,8 +570,9 @@ def test_a_job_store_that_is_gone_fails_the_job_before_anything_is_queued_and_sa
     # where Submit keeps its intent, so without it a report cannot be queued exactly once
     monkeypatch.setenv("REPORTRELAY_JOBS_TABLE", "no-such-table")
     exports_before = len(devexpress_sim.exports)
-    # when a job runs through the state machine
-    outcome = run_job(api_aws, report_request())
+    # when a job runs through the state machine (its retries' waits shortened: what counts is where it ends)
+    with state_retries_scaled(STATE_RETRY_SCALE):
+        outcome = run_job(api_aws, report_request())
     # then it fails, after its retries, naming the table, with nothing queued at the vendor, and the
     # failure is announced all the same (straight onto the bus, as no outbox can hold it)
     assert outcome.detail_type == "Report Failed", outcome.detail

@@ -36,7 +36,7 @@ from tests.aws_faults import (
     held_at,
     lambda_error_after_invoke,
 )
-from tests.conftest import describe_when_ended, write_connections
+from tests.conftest import STATE_RETRY_SCALE, describe_when_ended, state_retries_scaled, write_connections
 from tests.faults.kits import KITS
 from tests.iam.recording import recording
 
@@ -249,6 +249,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
             patch.setenv(name, value)
         path = write_connections(directory, connections)
         stack.enter_context(recording())  # names the function making each AWS call, for the faults
+        stack.enter_context(state_retries_scaled(STATE_RETRY_SCALE))
         aws = stack.enter_context(
             LocalAws(
                 {

@@ -30,7 +30,7 @@ from reportrelay.runtime import Runtime
 from reportrelay_cli.local.aws import LocalAws
 from reportrelay_cli.local.runner import completion_event
 from reportrelay_cli.sandbox.server import Simulator
-from tests.conftest import describe_when_ended, write_connections
+from tests.conftest import STATE_RETRY_SCALE, describe_when_ended, state_retries_scaled, write_connections
 from tests.faults.kits import KITS, Kit
 
 DEADLINE_SECONDS = 60  # the shortest deadline a request or connection may ask for
@@ -39,7 +39,6 @@ STALL_SECONDS = 6.0
 FAILURE_WORDS = "Parameter 'Year' is out of range (fault matrix)"
 CANCEL_WORDS = "Cancelled by an administrator (fault matrix)"
 NEVER = 1e9  # generation seconds of a report that never finishes
-STATE_RETRY_SCALE = 0.2
 
 
 @dataclass(frozen=True)
@@ -307,24 +306,6 @@ class SkippingClock:
 
 
 @contextlib.contextmanager
-def _state_retries_scaled(scale: float) -> Iterator[None]:
-    """The emulated state machine waits ``scale`` of each Retry interval (moto's retrier sleeps in-line)."""
-    from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
-
-    class ScaledTime:
-        def __getattr__(self, name: str) -> Any:
-            return getattr(time, name)
-
-        @staticmethod
-        def sleep(seconds: float) -> None:
-            time.sleep(seconds * scale)
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(retrier_decl, "time", ScaledTime())
-        yield
-
-
-@contextlib.contextmanager
 def functions_on(clock: SkippingClock) -> Iterator[None]:
     """Every step's ``Runtime`` (built afresh per invocation, as in Lambda) reads ``clock``."""
     built = Runtime.from_env
@@ -437,7 +418,7 @@ def run_matrix(cases: tuple[Case, ...], tmp_path: Path, timeout_seconds: float =
         capture = stack.enter_context(_captured_logs())
         clock = SkippingClock()
         stack.enter_context(functions_on(clock))
-        stack.enter_context(_state_retries_scaled(STATE_RETRY_SCALE))
+        stack.enter_context(state_retries_scaled(STATE_RETRY_SCALE))
         aws = stack.enter_context(
             LocalAws({"REPORTRELAY_CONNECTIONS_FILE": str(path), "POWERTOOLS_LOG_LEVEL": "DEBUG"})
         )
