@@ -499,17 +499,22 @@ class LocalAws:
         self._mock.stop()
         forget_deployed_connections()
 
-    def _run_function(self, function: LambdaFunction, event: Any) -> tuple[str, bool, str]:
+    def _run_function(
+        self, function: LambdaFunction, event: Any, *, waited_for: bool = True
+    ) -> tuple[str, bool, str]:
+        """``waited_for``: False for an asynchronous invocation, which the end of the emulation joins for
+        a moment only (its thread, see ``__exit__``): one may by design wait on a vendor until the vendor
+        answers (the Metric Insights holder), and the vendors' simulators close after the emulation."""
         with self._functions_running_changed:
             if self._ending:
                 error = {"errorType": "Runtime.ExitError", "errorMessage": "the emulation has ended"}
                 return json.dumps(error), True, ""
-            self._functions_running += 1
+            self._functions_running += waited_for
         try:
             return _invoke_in_process(function, event)
         finally:
             with self._functions_running_changed:
-                self._functions_running -= 1
+                self._functions_running -= waited_for
                 self._functions_running_changed.notify_all()
 
     def _end_executions(self) -> None:
@@ -547,7 +552,9 @@ class LocalAws:
                 hook(function.function_name)
             return answer
         event = json.loads(body) if body else {}
-        thread = threading.Thread(target=self._run_function, args=(function, event), daemon=True)
+        thread = threading.Thread(
+            target=self._run_function, args=(function, event), kwargs={"waited_for": False}, daemon=True
+        )
         self._background.append(thread)
         thread.start()
         return b""
