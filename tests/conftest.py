@@ -44,13 +44,19 @@ TIERS = {
     "api": "api",
     "cli": "cli",
 }
+#: Tiers whose tests all go to one pytest-xdist worker: each worker that synthesizes a CDK app starts a
+#: jsii kernel (node, loading aws-cdk-lib: about 3 s of CPU), so the CDK tests share one.
+ONE_WORKER_TIERS = {"infra"}
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark each test's tier, and group the tests that share state."""
     for item in items:
-        item.add_marker(_tier(item))
+        tier = _tier(item)
+        item.add_marker(tier)
+        if tier in ONE_WORKER_TIERS:
+            item.add_marker(pytest.mark.xdist_group(tier))
     _group_shared_fixtures(items)
     if getattr(config.option, "loadgroup", False):  # a pytest-xdist worker of a --dist loadgroup run
         _name_groups_in_node_ids(items)
@@ -210,10 +216,12 @@ def describe_when_ended(
 
     Each look is one ListExecutions of what is still running, however many executions are waited for: a
     DescribeExecution of each, every half second, kept a fifth of a core busy while the fault matrix's
-    hundred-odd jobs ran."""
+    hundred-odd jobs ran. The looks start a tenth of a second apart, for short jobs, and grow to half a
+    second apart."""
     sfn = aws.client("stepfunctions")
     deadline = time.monotonic() + timeout_seconds
     machines = {_state_machine_of(arn) for arn in executions}
+    pause = 0.1
     while True:
         running = {
             execution["executionArn"]
@@ -225,7 +233,8 @@ def describe_when_ended(
         }
         if running.isdisjoint(executions) or time.monotonic() >= deadline:
             return {arn: sfn.describe_execution(executionArn=arn) for arn in executions}
-        time.sleep(0.5)
+        time.sleep(pause)
+        pause = min(pause * 1.5, 0.5)
 
 
 def _state_machine_of(execution_arn: str) -> str:

@@ -23,8 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-import botocore.loaders
-import botocore.session
 import jsonpath_ng.ext
 from moto import mock_aws
 from moto.awslambda.exceptions import LambdaClientError
@@ -280,19 +278,12 @@ def atomic_dynamodb_writes() -> Iterator[None]:
 
 # ---- Emulated AWS at the cost of the work, not of its set-up
 #
-# Every mock start gives boto3 a new default session, and moto's interpreter makes a new client for every
-# Lambda task it runs. A new session decodes botocore's endpoint and service files again (about 0.1 s, and
-# 50 ms a client), so the sessions here share one loader, and the interpreter keeps its Lambda client.
+# moto's interpreter makes a new client for every Lambda task it runs (and this module's callers asked for
+# one at every turn): each is about 10 ms of building, so both are made once. (The sessions share one
+# loader of botocore's files: reportrelay_cli.local.)
 
-_data_loader = botocore.loaders.create_loader()
 _local_clients: dict[str, Any] = {}
 _local_clients_lock = threading.Lock()
-
-
-def _session_sharing_the_loader() -> botocore.session.Session:
-    session = botocore.session.get_session()
-    session.register_component("data_loader", _data_loader)
-    return session
 
 
 def local_client(service: str) -> Any:
@@ -307,7 +298,6 @@ def local_client(service: str) -> Any:
                     aws_secret_access_key=_FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
                     aws_session_token=_FAKE_CREDENTIALS["AWS_SESSION_TOKEN"],
                     region_name=REGION,
-                    botocore_session=_session_sharing_the_loader(),
                 )
             _local_clients[service] = _local_session.client(service)
         return _local_clients[service]
@@ -448,7 +438,6 @@ class LocalAws:
     def __enter__(self) -> LocalAws:
         forget_deployed_connections()  # read before, from another emulated account
         self._mock.start()
-        boto3.setup_default_session(botocore_session=_session_sharing_the_loader())
         self._atomic_writes = atomic_dynamodb_writes()
         self._atomic_writes.__enter__()
         LambdaFunction._invoke_lambda = lambda function, event: self._run_function(function, event)
