@@ -16,10 +16,11 @@ export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 demo test unit contract workflow infra faults pr test-infra synth lint-infra: export AWS_REGION ?= us-east-1
 
 # The tests run on pytest-xdist workers. They wait as much as they compute (on sockets, simulators, the
-# state machine's waits), so more workers than cores pays: four on two cores (six is slower: the CPU is
+# state machine's waits), so more workers than cores pays: five on two cores (six is slower: the CPU is
 # then the limit; README has the time measured). Tests that share a fixture instance (a synthesized stack,
-# a fault matrix, a served site) go to one worker together (tests/conftest.py).
-WORKERS ?= 4
+# a fault matrix, a served site) go to one worker together, and the long tiers start first
+# (tests/conftest.py).
+WORKERS ?= 5
 PYTEST := $(PY) -m pytest -q -n $(WORKERS) --dist loadgroup
 
 # Where PYTHONDONTWRITEBYTECODE is set (as on some machines), every worker would compile the project and

@@ -47,16 +47,21 @@ TIERS = {
 #: Tiers whose tests all go to one pytest-xdist worker: each worker that synthesizes a CDK app starts a
 #: jsii kernel (node, loading aws-cdk-lib: about 3 s of CPU), so the CDK tests share one.
 ONE_WORKER_TIERS = {"infra"}
+#: The order the tiers start in: pytest-xdist hands out work in collection order, so the long ones (a
+#: fault matrix, an executed job) go first and the many short unit tests fill the workers in at the end,
+#: instead of a minute-long test starting last on one worker while the others are done.
+TIER_ORDER = ("faults", "workflow", "infra", "api", "cli", "contract", "unit")
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark each test's tier, and group the tests that share state."""
+    """Mark each test's tier, group the tests that share state, and start the long tiers first."""
     for item in items:
         tier = _tier(item)
         item.add_marker(tier)
         if tier in ONE_WORKER_TIERS:
             item.add_marker(pytest.mark.xdist_group(tier))
+    items.sort(key=lambda item: TIER_ORDER.index(_tier(item)))  # stable: a module's tests stay together
     _group_shared_fixtures(items)
     if getattr(config.option, "loadgroup", False):  # a pytest-xdist worker of a --dist loadgroup run
         _name_groups_in_node_ids(items)
