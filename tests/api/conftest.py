@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 from collections.abc import Iterator
@@ -108,17 +107,7 @@ def api_aws(tmp_path, devexpress_sim, monkeypatch) -> Iterator[LocalAws]:
             "POWERTOOLS_LOG_LEVEL": "WARNING",
         }
     ) as aws:
-        yield aws
-        stop_running_executions(aws)
-
-
-def stop_running_executions(aws: LocalAws) -> None:
-    """Jobs a test left running stop with it, instead of calling handlers after the emulation is gone."""
-    sfn = aws.client("stepfunctions")
-    running = sfn.list_executions(stateMachineArn=aws.state_machine_arn, statusFilter="RUNNING")
-    for execution in running["executions"]:
-        with contextlib.suppress(Exception):  # one that ended meanwhile, or was not yet stoppable
-            sfn.stop_execution(executionArn=execution["executionArn"])
+        yield aws  # jobs a test left running stop with the emulation (LocalAws ends its executions)
 
 
 @pytest.fixture

@@ -132,8 +132,6 @@ def _invoke_in_process(function: LambdaFunction, event: Any) -> tuple[str, bool,
 # moto's own ECS integration is bypassed: it hands boto3 the ASL's parameter names and its Fargate tasks
 # need network interfaces moto's EC2 cannot describe.
 
-_ORIGINAL_ECS_TASK = StateTaskServiceEcs._eval_service_task
-_ORIGINAL_ECS_SYNC = StateTaskServiceEcs._build_sync_resolver
 
 
 def _ecs_task_in_process(self: Any, **arguments: Any) -> None:
@@ -291,16 +289,18 @@ def local_client(service: str) -> Any:
     active), made once, with the local credentials."""
     with _local_clients_lock:
         if service not in _local_clients:
-            global _local_session
-            if _local_session is None:
-                _local_session = boto3.session.Session(
-                    aws_access_key_id=_FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-                    aws_secret_access_key=_FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-                    aws_session_token=_FAKE_CREDENTIALS["AWS_SESSION_TOKEN"],
-                    region_name=REGION,
-                )
-            _local_clients[service] = _local_session.client(service)
+            _local_clients[service] = _local_session().client(service)
         return _local_clients[service]
+
+
+@functools.cache
+def _local_session() -> boto3.session.Session:
+    return boto3.session.Session(
+        aws_access_key_id=_FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=_FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        aws_session_token=_FAKE_CREDENTIALS["AWS_SESSION_TOKEN"],
+        region_name=REGION,
+    )
 
 
 _ORIGINAL_INTERPRETER_CLIENT = lambda_eval_utils.boto_client_for
@@ -316,7 +316,6 @@ def _interpreter_client(region: str, service: str, state_credentials: Any = None
         return _interpreter_clients[region, service]
 
 
-_local_session: boto3.session.Session | None = None
 _parse_trees: dict[str, Any] = {}
 
 
@@ -338,12 +337,8 @@ _JSON_PATH_PARSERS = (
     (result_path, "parse", functools.lru_cache(maxsize=1024)(result_path.parse)),
     (jsonpath_ng.ext, "parse", functools.lru_cache(maxsize=1024)(jsonpath_ng.ext.parse)),
 )
-_ORIGINAL_JSON_PATH_PARSERS = tuple(
-    (module, name, getattr(module, name)) for module, name, _ in _JSON_PATH_PARSERS
-)
 
 _ORIGINAL_KMS_PRIVATE_KEY = kms_models.generate_private_key
-_symmetric_keys_private_key: list[Any] = []
 
 
 def _kms_private_key(key_spec: str) -> Any:
@@ -351,9 +346,29 @@ def _kms_private_key(key_spec: str) -> Any:
     where it is never used; symmetric keys share one. An asymmetric key still gets its own."""
     if key_spec != "SYMMETRIC_DEFAULT":
         return _ORIGINAL_KMS_PRIVATE_KEY(key_spec)
-    if not _symmetric_keys_private_key:
-        _symmetric_keys_private_key.append(_ORIGINAL_KMS_PRIVATE_KEY(key_spec))
-    return _symmetric_keys_private_key[0]
+    return _symmetric_keys_private_key()
+
+
+@functools.cache
+def _symmetric_keys_private_key() -> Any:
+    return _ORIGINAL_KMS_PRIVATE_KEY("SYMMETRIC_DEFAULT")
+
+
+#: What LocalAws replaces in moto while it is open: (owner, attribute, replacement), each explained in its
+#: section above. The originals are put back as it ends.
+_MOTO_PATCHES: tuple[tuple[Any, str, Any], ...] = (
+    (StateTaskServiceEcs, "_eval_service_task", _ecs_task_in_process),
+    (StateTaskServiceEcs, "_build_sync_resolver", _ecs_sync_in_process),
+    (StateTaskServiceSfn, "_eval_service_task", _sfn_task_with_api_names),
+    (SfnExecution, "stop", _stop_waking_callbacks),
+    (SfnEnvironment, "set_error", _error_unless_stopped),
+    (SfnEnvironment, "set_timed_out", _timed_out_unless_stopped),
+    (AmazonStateLanguageParser, "parse", staticmethod(_parse_once)),
+    (kms_models, "generate_private_key", _kms_private_key),
+    (lambda_eval_utils, "boto_client_for", _interpreter_client),
+    *_JSON_PATH_PARSERS,
+)
+_MOTO_ORIGINALS = tuple((owner, name, vars(owner)[name]) for owner, name, _ in _MOTO_PATCHES)
 
 
 @contextmanager
@@ -442,17 +457,8 @@ class LocalAws:
         self._atomic_writes.__enter__()
         LambdaFunction._invoke_lambda = lambda function, event: self._run_function(function, event)
         LambdaFunction.invoke = lambda function, *args: self._invoke(function, *args)
-        StateTaskServiceEcs._eval_service_task = _ecs_task_in_process  # type: ignore[method-assign]
-        StateTaskServiceEcs._build_sync_resolver = _ecs_sync_in_process  # type: ignore[method-assign]
-        StateTaskServiceSfn._eval_service_task = _sfn_task_with_api_names  # type: ignore[method-assign]
-        SfnExecution.stop = _stop_waking_callbacks  # type: ignore[method-assign]
-        SfnEnvironment.set_error = _error_unless_stopped  # type: ignore[method-assign]
-        SfnEnvironment.set_timed_out = _timed_out_unless_stopped  # type: ignore[method-assign]
-        AmazonStateLanguageParser.parse = staticmethod(_parse_once)  # type: ignore[method-assign]
-        kms_models.generate_private_key = _kms_private_key
-        lambda_eval_utils.boto_client_for = _interpreter_client
-        for module, name, parse in _JSON_PATH_PARSERS:
-            setattr(module, name, parse)
+        for owner, name, replacement in _MOTO_PATCHES:
+            setattr(owner, name, replacement)
         self._env = _patched_env(_FAKE_CREDENTIALS)
         self._env.__enter__()
         try:
@@ -470,17 +476,8 @@ class LocalAws:
         self._end_executions()
         LambdaFunction._invoke_lambda = self._original_invoke_lambda
         LambdaFunction.invoke = self._original_invoke
-        StateTaskServiceEcs._eval_service_task = _ORIGINAL_ECS_TASK  # type: ignore[method-assign]
-        StateTaskServiceEcs._build_sync_resolver = _ORIGINAL_ECS_SYNC  # type: ignore[method-assign]
-        StateTaskServiceSfn._eval_service_task = _ORIGINAL_SFN_TASK  # type: ignore[method-assign]
-        SfnExecution.stop = _ORIGINAL_SFN_STOP  # type: ignore[method-assign]
-        SfnEnvironment.set_error = _ORIGINAL_SFN_SET_ERROR  # type: ignore[method-assign]
-        SfnEnvironment.set_timed_out = _ORIGINAL_SFN_SET_TIMED_OUT  # type: ignore[method-assign]
-        AmazonStateLanguageParser.parse = staticmethod(_ORIGINAL_ASL_PARSE)  # type: ignore[method-assign]
-        kms_models.generate_private_key = _ORIGINAL_KMS_PRIVATE_KEY
-        lambda_eval_utils.boto_client_for = _ORIGINAL_INTERPRETER_CLIENT
-        for module, name, parse in _ORIGINAL_JSON_PATH_PARSERS:
-            setattr(module, name, parse)
+        for owner, name, original in _MOTO_ORIGINALS:
+            setattr(owner, name, original)
         if hasattr(self, "_function_env"):
             self._function_env.__exit__(None, None, None)
         self._env.__exit__(None, None, None)
