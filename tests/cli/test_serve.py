@@ -44,33 +44,10 @@ class Served:
 def serving(state: Path, *, kill: bool = False) -> Iterator[Served]:
     """``reportrelay serve --state STATE --sandbox`` on a free port, until it has said how to call it;
     stopped with Ctrl-C (SIGINT) at the end, or killed (SIGKILL) when ``kill``."""
-    port = free_port()
-    environment = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(str(path) for path in (REPO / "functions", REPO / "cli", REPO)),
-    }
-    command = [
-        sys.executable,
-        "-m",
-        "reportrelay_cli.main",
-        "serve",
-        "--state",
-        str(state),
-        "--port",
-        str(port),
-    ]
-    process = subprocess.Popen(
-        [*command, "--sandbox"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment
-    )
+    process, port, greeting = _started(state)
     try:
-        lines = []
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while not lines or not lines[-1].strip().startswith("reportrelay jobs list"):
-            line = process.stdout.readline() if process.stdout else ""
-            assert line and time.monotonic() < deadline, f"serve did not start: {process.stderr.read()}"
-            lines.append(line)
         identity = next(iter(LocalIdentities.from_file(state / "identities.json")))
-        served = Served(process, f"http://127.0.0.1:{port}/v1", "".join(lines), identity)
+        served = Served(process, f"http://127.0.0.1:{port}/v1", greeting, identity)
         yield served
     finally:
         if process.poll() is None:
@@ -78,6 +55,38 @@ def serving(state: Path, *, kill: bool = False) -> Iterator[Served]:
         _, err = process.communicate(timeout=60)
         if "served" in locals():
             served.err = err
+
+
+def _started(state: Path, tries: int = 3) -> tuple[subprocess.Popen[str], int, str]:
+    """serve on a port free a moment ago, and its greeting. Another test's server may take the port
+    between that moment and serve's own bind; serve then says the port is in use, and another is tried."""
+    environment = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(str(path) for path in (REPO / "functions", REPO / "cli", REPO)),
+    }
+    for _ in range(tries):
+        port = free_port()
+        command = [sys.executable, "-m", "reportrelay_cli.main", "serve", "--state", str(state)]
+        process = subprocess.Popen(
+            [*command, "--port", str(port), "--sandbox"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=environment,
+        )
+        lines: list[str] = []
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while not lines or not lines[-1].strip().startswith("reportrelay jobs list"):
+            line = process.stdout.readline() if process.stdout else ""
+            if not line:
+                break
+            assert time.monotonic() < deadline, "serve did not start in time"
+            lines.append(line)
+        else:
+            return process, port, "".join(lines)
+        _, err = process.communicate(timeout=60)
+        assert f"port {port} is in use" in err, f"serve did not start: {err}"
+    raise AssertionError(f"serve found no free port in {tries} tries")
 
 
 def wait_until_saved(state: Path, job_id: str, timeout: float = 10) -> None:
