@@ -18,6 +18,7 @@ from hypothesis import settings
 from reportrelay.auth import forget_cached_tokens
 from reportrelay_cli.local.aws import LocalAws
 from reportrelay_cli.sandbox.devexpress import DevExpressSimulator
+from tests.clock import SkippingClock
 
 pytest_plugins = ("tests.s3server",)  # the s3_server and s3_bucket fixtures (SeaweedFS)
 
@@ -156,8 +157,16 @@ def _fresh_token_cache():
 
 
 @pytest.fixture
-def devexpress_sim():
-    with DevExpressSimulator(users={"api": DX_PASSWORD}, generation_seconds=0.5) as simulator:
+def vendor_clock() -> SkippingClock:
+    """The simulators' wall clock, which a test moves on past a report's generation instead of sleeping."""
+    return SkippingClock()
+
+
+@pytest.fixture
+def devexpress_sim(vendor_clock: SkippingClock):
+    with DevExpressSimulator(
+        users={"api": DX_PASSWORD}, generation_seconds=0.5, clock=vendor_clock
+    ) as simulator:
         yield simulator
 
 

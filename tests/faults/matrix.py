@@ -30,6 +30,7 @@ from reportrelay.runtime import Runtime
 from reportrelay_cli.local.aws import LocalAws
 from reportrelay_cli.local.runner import completion_event
 from reportrelay_cli.sandbox.server import Simulator
+from tests.clock import SkippingClock
 from tests.conftest import STATE_RETRY_SCALE, describe_when_ended, state_retries_scaled, write_connections
 from tests.faults.kits import KITS, Kit
 
@@ -289,20 +290,6 @@ class CaseResult:
     event: dict[str, Any] | None
     objects: list[dict[str, Any]]
     seconds: float  # from start to stop on the functions' clock (real time plus what the matrix skipped)
-
-
-class SkippingClock:
-    """Wall time the matrix can move forward at once: the deadline cases' minute passes without waiting."""
-
-    def __init__(self) -> None:
-        self.skipped = 0.0
-
-    def __call__(self) -> float:
-        return time.time() + self.skipped
-
-    def advance_to(self, moment: float) -> None:
-        """From now on, read ``moment`` at least (never backwards)."""
-        self.skipped = max(self.skipped, moment - time.time())
 
 
 @contextlib.contextmanager

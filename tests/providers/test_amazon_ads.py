@@ -6,7 +6,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,6 +18,7 @@ from reportrelay.providers import open_provider, provider_class
 from reportrelay.providers.base import ReportState
 from reportrelay.providers.declarative import DeclarativeProvider
 from reportrelay_cli.sandbox.amazon_ads import CREATE_TYPE, AmazonAdsSimulator
+from tests.clock import SkippingClock
 
 CLIENT_ID = "amzn1.application-oa2-client.test0001"
 CLIENT_SECRET = "ads-client-Secret-5b1e"
@@ -29,8 +29,9 @@ API_HEADERS = ("Authorization", "Amazon-Advertising-API-ClientId", "Amazon-Adver
 
 
 @pytest.fixture
-def ads_sim() -> Iterator[AmazonAdsSimulator]:
+def ads_sim(vendor_clock: SkippingClock) -> Iterator[AmazonAdsSimulator]:
     with AmazonAdsSimulator(
+        clock=vendor_clock,
         clients={CLIENT_ID: CLIENT_SECRET},
         refresh_tokens=[REFRESH_TOKEN],
         profiles=[PROFILE],
@@ -92,7 +93,7 @@ def request(**overrides: Any) -> JobRequest:
 def ready(provider: DeclarativeProvider, simulator: AmazonAdsSimulator, job: JobRequest) -> dict[str, Any]:
     """Queue the report, wait out its generation, and return the handle with the link the status gave."""
     submitted = provider.submit(job)
-    time.sleep(simulator.generation_seconds + 0.1)
+    simulator.clock.advance(simulator.generation_seconds)
     status = provider.check(job, submitted.handle)
     assert status.state is ReportState.READY, status
     return {**submitted.handle, **(status.handle or {})}
@@ -160,16 +161,16 @@ def test_an_optional_field_left_out_is_left_out_of_the_body(ads_sim, provider) -
     assert "filters" not in report["_body"]["configuration"]
 
 
-def test_the_documented_statuses_are_read_until_the_report_is_completed(ads_sim, provider) -> None:
+def test_the_documented_statuses_are_read_until_the_report_is_completed(ads_sim, provider, vendor_clock):
     # given a report that takes a second to generate
     ads_sim.generation_seconds = 1.0
     job = request()
     submitted = provider.submit(job)
     # when its status is checked early, midway and after generation
     seen = [provider.check(job, submitted.handle).state]
-    time.sleep(0.5)
+    vendor_clock.advance(0.5)
     seen.append(provider.check(job, submitted.handle).state)
-    time.sleep(0.6)
+    vendor_clock.advance(0.5)
     done = provider.check(job, submitted.handle)
     # then PENDING, PROCESSING and COMPLETED read as pending, running and ready
     assert seen == [ReportState.PENDING, ReportState.RUNNING]
@@ -177,7 +178,7 @@ def test_the_documented_statuses_are_read_until_the_report_is_completed(ads_sim,
     # and the ready status carries the link and when it expires (about an hour away)
     assert done.handle is not None
     assert done.handle["download_url"].startswith(ads_sim.storage.base_url + "/")
-    assert 3500 < done.handle["download_url_expires_at"] - time.time() <= 3600
+    assert 3500 < done.handle["download_url_expires_at"] - vendor_clock() <= 3600
 
 
 def test_the_file_is_the_served_gzip_json_fetched_without_any_of_our_credentials(ads_sim, provider) -> None:
@@ -240,12 +241,12 @@ def test_a_link_to_a_host_neither_the_spec_nor_the_connection_names_is_refused(a
     assert ads_sim.storage.request_log == []
 
 
-def test_a_failed_report_carries_amazons_failure_reason(ads_sim, provider) -> None:
+def test_a_failed_report_carries_amazons_failure_reason(ads_sim, provider, vendor_clock) -> None:
     # given reports that fail to generate
     ads_sim.fail_reports = "Report generation failed due to an internal error. Please retry."
     job = request()
     submitted = provider.submit(job)
-    time.sleep(ads_sim.generation_seconds + 0.1)
+    vendor_clock.advance(ads_sim.generation_seconds)
     # when the status is checked
     status = provider.check(job, submitted.handle)
     # then it failed, in Amazon's words, naming the report

@@ -34,6 +34,7 @@ from reportrelay_cli.sandbox.clinical_one import (
     sandbox_simulator,
 )
 from reportrelay_cli.sandbox.server import Faults, json_response
+from tests.clock import SkippingClock
 
 PASSWORD = "c1-User-Passw0rd-7d1e"
 CLIENT_SECRET = "c1-Client-Secret-4b2a"
@@ -49,8 +50,9 @@ SITE_FILTER = {
 
 
 @pytest.fixture
-def sim() -> Iterator[ClinicalOneSimulator]:
+def sim(vendor_clock: SkippingClock) -> Iterator[ClinicalOneSimulator]:
     with ClinicalOneSimulator(
+        clock=vendor_clock,
         users={"api": PASSWORD},
         clients={"reportrelay": CLIENT_SECRET},
         generation_seconds=0.2,
@@ -298,7 +300,9 @@ def test_the_job_id_is_read_from_a_bare_or_wrapped_execution_log(
 # ---- finding the run in the download list
 
 
-def test_a_run_is_followed_from_submitted_to_ready(sim: ClinicalOneSimulator) -> None:
+def test_a_run_is_followed_from_submitted_to_ready(
+    sim: ClinicalOneSimulator, vendor_clock: SkippingClock
+) -> None:
     # given a started job that takes 1.5 s (SUBMITTED for its first third)
     sim.generation_seconds = 1.5
     provider = adapter(sim)
@@ -306,9 +310,9 @@ def test_a_run_is_followed_from_submitted_to_ready(sim: ClinicalOneSimulator) ->
     handle = dict(provider.submit(request).handle or {})
     # when it is checked at once, then past the first third, then at the end
     early = provider.check(request, handle)
-    time.sleep(0.7)
+    vendor_clock.advance(0.7)
     middle = provider.check(request, handle)
-    time.sleep(0.9)
+    vendor_clock.advance(0.8)
     done = provider.check(request, handle)
     # then it goes SUBMITTED -> IN PROGRESS -> COMPLETED, and the entry's name and kickoff are learned
     assert [early.state, middle.state, done.state] == [
@@ -373,7 +377,7 @@ def test_other_runs_of_the_same_report_are_never_taken(sim: ClinicalOneSimulator
     )
 
 
-def test_a_run_not_listed_yet_is_pending(sim: ClinicalOneSimulator) -> None:
+def test_a_run_not_listed_yet_is_pending(sim: ClinicalOneSimulator, vendor_clock: SkippingClock) -> None:
     # given a service that lists finished runs only
     sim.list_only_finished = True
     sim.generation_seconds = 0.6
@@ -382,7 +386,7 @@ def test_a_run_not_listed_yet_is_pending(sim: ClinicalOneSimulator) -> None:
     handle = dict(provider.submit(request).handle or {})
     # when it is checked before and after generation
     before = provider.check(request, handle)
-    time.sleep(0.65)
+    vendor_clock.advance(0.6)
     after = provider.check(request, handle)
     # then it waits, saying why, and is ready once listed
     assert before.state is ReportState.PENDING and "not in the download list yet" in (before.message or "")

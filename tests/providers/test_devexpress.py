@@ -33,7 +33,8 @@ def request(**overrides) -> JobRequest:
 
 
 def wait_until_complete(simulator) -> None:
-    time.sleep(simulator.generation_seconds + 0.1)
+    """Move the simulator's clock past the export's generation."""
+    simulator.clock.advance(simulator.generation_seconds)
 
 
 @pytest.mark.parametrize("form", ["object", "string", "integer"])

@@ -13,14 +13,15 @@ import requests
 
 from reportrelay_cli.sandbox.devexpress import DevExpressSimulator
 from reportrelay_cli.sandbox.server import run_simulators
+from tests.clock import SkippingClock
 
 EXPORT_SALES = "/api/documents/export/report/10"
 PDF = {"exportOptions": {"exportFormat": "pdf"}, "documentParameters": [{"name": "year", "value": 2024}]}
 
 
 @pytest.fixture
-def sim() -> Iterator[DevExpressSimulator]:
-    with DevExpressSimulator(generation_seconds=0.5, report_size=4096) as simulator:
+def sim(vendor_clock: SkippingClock) -> Iterator[DevExpressSimulator]:
+    with DevExpressSimulator(clock=vendor_clock, generation_seconds=0.5, report_size=4096) as simulator:
         yield simulator
 
 
@@ -96,17 +97,19 @@ def test_api_needs_a_live_token(sim: DevExpressSimulator) -> None:
     assert api(sim, "POST", EXPORT_SALES, sign_in(sim), json=PDF).status_code == 200
 
 
-def test_token_expires_after_its_lifetime(sim: DevExpressSimulator) -> None:
-    # given tokens that live a quarter of a second
-    sim.token_lifetime_seconds = 0.25
+def test_token_expires_after_its_lifetime(sim: DevExpressSimulator, vendor_clock: SkippingClock) -> None:
+    # given tokens that live 1,199 seconds, as the vendor's do
+    sim.token_lifetime_seconds = 1199
     token = sign_in(sim)
     # when one is used after that
-    time.sleep(0.3)
+    vendor_clock.advance(1199)
     # then it is refused
     assert api(sim, "POST", EXPORT_SALES, token, json=PDF).status_code == 401
 
 
-def test_report_export_runs_from_queue_to_download(sim: DevExpressSimulator) -> None:
+def test_report_export_runs_from_queue_to_download(
+    sim: DevExpressSimulator, vendor_clock: SkippingClock
+) -> None:
     # given a signed-in client that queued a PDF export of report 10
     token = sign_in(sim)
     export_id = queue_export(sim, token)
@@ -116,7 +119,7 @@ def test_report_export_runs_from_queue_to_download(sim: DevExpressSimulator) -> 
     # when it polls and downloads before and after generation
     early_status = api(sim, "GET", status_path, token).json()
     early_result = api(sim, "GET", result_path, token)
-    time.sleep(0.55)
+    vendor_clock.advance(0.5)
     late_status = api(sim, "GET", status_path, token).json()
     result = api(sim, "GET", result_path, token)
     again = api(sim, "GET", result_path, token)
@@ -149,7 +152,11 @@ def test_report_export_runs_from_queue_to_download(sim: DevExpressSimulator) -> 
     ],
 )
 def test_each_status_form(
-    sim: DevExpressSimulator, status_form: str, in_progress: object, complete: object
+    sim: DevExpressSimulator,
+    vendor_clock: SkippingClock,
+    status_form: str,
+    in_progress: object,
+    complete: object,
 ) -> None:
     # given a server answering the status in one of its known shapes
     sim.status_form = status_form  # type: ignore[assignment]
@@ -157,7 +164,7 @@ def test_each_status_form(
     export_id = queue_export(sim, token)
     # when the status is read before and after generation
     before = api(sim, "GET", f"/api/documents/export/status/{export_id}", token).json()
-    time.sleep(0.55)
+    vendor_clock.advance(0.5)
     after = api(sim, "GET", f"/api/documents/export/status/{export_id}", token).json()
     # then it has that shape
     assert (before, after) == (in_progress, complete)

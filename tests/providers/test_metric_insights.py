@@ -27,6 +27,7 @@ from reportrelay.providers.base import Handle, ReportState
 from reportrelay.providers.declarative import DeclarativeProvider, packaged_provider
 from reportrelay_cli.sandbox.metric_insights import MetricInsightsSimulator, sandbox_simulator
 from reportrelay_cli.sandbox.server import Faults, json_response
+from tests.clock import SkippingClock
 
 APP_KEY = "mi-App-Key-7d21"
 API_TOKEN = "mi-personal-api-token-9f3e"
@@ -36,8 +37,9 @@ MetricInsights = packaged_provider("metric_insights")
 
 
 @pytest.fixture
-def sim() -> Iterator[MetricInsightsSimulator]:
+def sim(vendor_clock: SkippingClock) -> Iterator[MetricInsightsSimulator]:
     with MetricInsightsSimulator(
+        clock=vendor_clock,
         applications={"reportrelay": APP_KEY},
         api_tokens={API_TOKEN: "api"},
         generation_seconds=0.3,
@@ -47,7 +49,8 @@ def sim() -> Iterator[MetricInsightsSimulator]:
 
 
 def provider(sim: MetricInsightsSimulator, auth: str = "app_token", **settings: Any) -> DeclarativeProvider:
-    """An adapter for the simulator, signed in with an application key or a personal API token."""
+    """An adapter for the simulator, signed in with an application key or a personal API token, on the
+    simulator's clock."""
     auths = {
         "app_token": {
             "type": "app_token",
@@ -66,7 +69,8 @@ def provider(sim: MetricInsightsSimulator, auth: str = "app_token", **settings: 
             **settings,
         }
     )
-    adapter = open_provider(connection, SecretResolver({"MI_KEY": APP_KEY, "MI_TOKEN": API_TOKEN}))
+    secrets = SecretResolver({"MI_KEY": APP_KEY, "MI_TOKEN": API_TOKEN})
+    adapter = open_provider(connection, secrets, clock=sim.clock)
     assert isinstance(adapter, MetricInsights)
     return adapter
 
@@ -143,11 +147,13 @@ def test_the_simulator_accepts_only_the_exact_token(sim: MetricInsightsSimulator
     assert exact.status_code == 200 and exact.json() == {"status": "IN PROGRESS"}
 
 
-def test_generation_happens_only_while_run_is_held_open(sim: MetricInsightsSimulator) -> None:
+def test_generation_happens_only_while_run_is_held_open(
+    sim: MetricInsightsSimulator, vendor_clock: SkippingClock
+) -> None:
     # given an open session and more than the generation time passing without a run
     token = app_token(sim)
     session = unquote(call(sim, f"{SALES}/init", token).json()["token"])
-    time.sleep(0.4)
+    vendor_clock.advance(0.4)
     idle = call(sim, f"{SALES}/check", token, params={"token": session}).json()
     early_get = call(sim, f"{SALES}/get", token, params={"token": session, "format": "pdf"})
     # when run is called
@@ -180,13 +186,15 @@ def test_get_serves_the_file_once_named_after_the_element(sim: MetricInsightsSim
     assert sim.session_list()[0].state == "consumed"
 
 
-def test_a_session_expires_after_its_lifetime(sim: MetricInsightsSimulator) -> None:
-    # given sessions that live a quarter of a second
-    sim.session_lifetime_seconds = 0.25
+def test_a_session_expires_after_its_lifetime(
+    sim: MetricInsightsSimulator, vendor_clock: SkippingClock
+) -> None:
+    # given sessions that live five minutes
+    sim.session_lifetime_seconds = 300
     token = app_token(sim)
     session = unquote(call(sim, f"{SALES}/init", token).json()["token"])
     # when the session is used after that
-    time.sleep(0.3)
+    vendor_clock.advance(300)
     check = call(sim, f"{SALES}/check", token, params={"token": session})
     # then it answers the document's "Download failed"
     assert check.status_code == 400 and check.json() == {"status": "ERROR", "message": "Download failed"}
@@ -373,12 +381,14 @@ def test_the_session_token_reaches_the_server_exactly_as_issued(sim: MetricInsig
         assert logged.query["token"] == session.token
 
 
-def test_submit_only_opens_the_session_and_hold_generates_the_file(sim: MetricInsightsSimulator) -> None:
+def test_submit_only_opens_the_session_and_hold_generates_the_file(
+    sim: MetricInsightsSimulator, vendor_clock: SkippingClock
+) -> None:
     # given a submitted report and more than its generation time passing
     adapter = provider(sim)
     handle = adapter.submit(job()).handle
     assert handle is not None
-    time.sleep(0.4)
+    vendor_clock.advance(0.4)
     # when it is checked before and after the holder runs
     before = adapter.check(job(), handle)
     holder = held(adapter, job(), handle)
@@ -419,7 +429,6 @@ def test_a_run_that_times_out_is_not_repeated(sim: MetricInsightsSimulator) -> N
     with pytest.raises(ProviderTimeout):
         adapter.hold(job(), handle)
     # then it gave up without starting a second generation on the same session
-    time.sleep(0.1)
     assert sim.session_list()[0].run_calls == 1
 
 
@@ -500,7 +509,7 @@ def test_filename_and_content_type_follow_the_element_and_the_format_table(
 
 @pytest.mark.parametrize("adapter_knows_the_lifetime", [True, False])
 def test_an_expired_session_is_a_clear_failure(
-    sim: MetricInsightsSimulator, adapter_knows_the_lifetime: bool
+    sim: MetricInsightsSimulator, vendor_clock: SkippingClock, adapter_knows_the_lifetime: bool
 ) -> None:
     # given sessions that expire after 0.3 s, before the 1 s generation ends
     sim.session_lifetime_seconds = 0.3
@@ -511,7 +520,7 @@ def test_an_expired_session_is_a_clear_failure(
     assert handle is not None
     holder = held(adapter, job(), handle)
     # when the status is checked after the expiry
-    time.sleep(0.4)
+    vendor_clock.advance(0.4)
     with pytest.raises(ReportGenerationFailed) as raised:
         adapter.check(job(), handle)
     holder.join(timeout=10)
@@ -527,25 +536,27 @@ def test_an_expired_session_is_a_clear_failure(
 
 
 def test_a_session_still_in_progress_past_its_lifetime_fails_instead_of_polling_on(
-    sim: MetricInsightsSimulator,
+    sim: MetricInsightsSimulator, vendor_clock: SkippingClock
 ) -> None:
     # given a server that keeps answering IN PROGRESS (no run was ever made) and a 0.3 s session lifetime
     adapter = provider(sim, session_lifetime_seconds=0.3)
     handle = adapter.submit(job()).handle
     assert handle is not None
     # when it is checked after the lifetime
-    time.sleep(0.35)
+    vendor_clock.advance(0.35)
     # then the job fails naming the expiry rather than waiting for its deadline
     with pytest.raises(ReportGenerationFailed, match="expired: the server still answered IN PROGRESS"):
         adapter.check(job(), handle)
 
 
-def test_a_ready_file_fetched_after_the_session_expired_says_so(sim: MetricInsightsSimulator) -> None:
+def test_a_ready_file_fetched_after_the_session_expired_says_so(
+    sim: MetricInsightsSimulator, vendor_clock: SkippingClock
+) -> None:
     # given a generated file whose 0.5 s session has run out before the download
     sim.session_lifetime_seconds = 0.5
     adapter = provider(sim, session_lifetime_seconds=0.5)
     handle = generated(adapter, job())
-    time.sleep(0.5)
+    vendor_clock.advance(0.5)
     # when it is opened, then the failure names the expiry and the late download, and no file is served
     late = pytest.raises(ReportGenerationFailed, match="expired: the server answered 'Download failed'")
     with late as raised, adapter.open_result(job(), handle):

@@ -8,8 +8,9 @@ import pytest
 
 from reportrelay_cli.local.aws import LocalAws
 from reportrelay_cli.local.runner import run_job
+from tests.clock import SkippingClock
 from tests.conftest import DX_PASSWORD, devexpress_connection, wait_for_executions, write_connections
-from tests.faults.matrix import SkippingClock, functions_on
+from tests.faults.matrix import functions_on
 
 JOBS = 6
 LIMIT = 2

@@ -1,10 +1,10 @@
 """Running reportrelay on one machine: emulated AWS, the job runner and the CLI's building blocks.
 
 Every botocore session made in a process that imports this package (the CLI, the tests) shares one
-loader of botocore's data files, set up here, before moto is imported by anything below. moto makes sessions as it is imported
-(three, each decoding EC2's service file) and boto3 gets a new default session at every mock start, whose
-first clients decoded the endpoint and service files again: about 0.1 s a session and 50 ms a client. The
-files never change while the process runs, so they are read once.
+loader of botocore's data files, set up here, before moto is imported by anything below. moto makes
+sessions as it is imported (three, each decoding EC2's service file) and boto3 gets a new default session
+at every mock start, whose first clients decoded the endpoint and service files again: about 0.1 s a
+session and 50 ms a client. The files never change while the process runs, so they are read once.
 """
 
 from __future__ import annotations

@@ -133,7 +133,6 @@ def _invoke_in_process(function: LambdaFunction, event: Any) -> tuple[str, bool,
 # need network interfaces moto's EC2 cannot describe.
 
 
-
 def _ecs_task_in_process(self: Any, **arguments: Any) -> None:
     parameters = arguments["normalised_parameters"]
     environment = {

@@ -40,7 +40,7 @@ import re
 import secrets
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, date, datetime
 from typing import Any, Self
 from xml.sax.saxutils import escape
@@ -107,6 +107,7 @@ class AmazonAdsSimulator(TokenIssuingSimulator):
         port: int = 0,
         storage_port: int = 0,
         faults: Faults | None = None,
+        clock: Callable[[], float] = time.time,
         clients: Mapping[str, str] | None = None,
         refresh_tokens: Iterable[str] = (DEFAULT_REFRESH_TOKEN,),
         profiles: Iterable[str] = (DEFAULT_PROFILE,),
@@ -116,7 +117,7 @@ class AmazonAdsSimulator(TokenIssuingSimulator):
         url_lifetime_seconds: float = 3600,
         rows: int = 50,
     ) -> None:
-        super().__init__(port=port, faults=faults)
+        super().__init__(port=port, faults=faults, clock=clock)
         self.clients: dict[str, str] = dict(clients if clients is not None else DEFAULT_CLIENTS)
         self.refresh_tokens: set[str] = set(refresh_tokens)
         self.profiles: set[str] = set(profiles)
@@ -125,7 +126,7 @@ class AmazonAdsSimulator(TokenIssuingSimulator):
         self.fail_reports = fail_reports
         self.url_lifetime_seconds = url_lifetime_seconds
         self.rows = rows
-        #: reportId -> the AsyncReport as stored, plus "_created" (time.time()), "_profile", "_body".
+        #: reportId -> the AsyncReport as stored, plus "_created" (on the clock), "_profile", "_body".
         self.reports: dict[str, dict[str, Any]] = {}
         self.deleted: set[str] = set()
         self.storage = ReportStorage(self, port=storage_port)
@@ -190,7 +191,7 @@ class AmazonAdsSimulator(TokenIssuingSimulator):
             raise HttpError(415, f"Content-Type must be {CREATE_TYPE}")
         body = request.json()
         configuration = _checked_request(body)
-        now = time.time()
+        now = self.clock()
         with self.lock:
             for report_id, existing in self.reports.items():
                 same = existing["_body"] == body and existing["_profile"] == profile
@@ -222,7 +223,7 @@ class AmazonAdsSimulator(TokenIssuingSimulator):
     def get_report(self, request: Request) -> Response:
         profile = self._authorize(request)
         report = self._report(request.params["reportId"], profile)
-        now = time.time()
+        now = self.clock()
         with self.lock:
             status = self._status(report, now)
             report["status"] = status
@@ -246,7 +247,7 @@ class AmazonAdsSimulator(TokenIssuingSimulator):
         report_id = request.params["reportId"]
         report = self._report(report_id, profile)
         with self.lock:
-            status = self._status(report, time.time())
+            status = self._status(report, self.clock())
             if status != "PENDING":
                 raise HttpError(400, f"Report {report_id} is {status}; only a PENDING report can be deleted")
             del self.reports[report_id]
@@ -375,7 +376,7 @@ class ReportStorage(Simulator):
     )
 
     def __init__(self, api: AmazonAdsSimulator, *, port: int = 0) -> None:
-        super().__init__(port=port, faults=api.faults)
+        super().__init__(port=port, faults=api.faults, clock=api.clock)
         self.api = api
         self.lock = api.lock  # one lock for the counters both servers share
         self.credentials_seen = 0
@@ -387,7 +388,7 @@ class ReportStorage(Simulator):
 
     def link(self, report_id: str, lifetime: float) -> tuple[str, float]:
         """A presigned link to the report's file, and when it expires (epoch seconds)."""
-        issued = int(time.time())
+        issued = int(self.clock())
         expires_in = max(1, int(lifetime))
         amz_date = datetime.fromtimestamp(issued, UTC).strftime("%Y%m%dT%H%M%SZ")
         key = f"{report_id}.json.gz"
@@ -438,7 +439,7 @@ class ReportStorage(Simulator):
                 403, "The request signature we calculated does not match the signature you provided"
             )
         issued = datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC).timestamp()
-        if time.time() > issued + int(expires):
+        if self.clock() > issued + int(expires):
             raise HttpError(403, "Request has expired")
         report_id = key.removesuffix(".json.gz")
         if report_id not in self.api.reports:

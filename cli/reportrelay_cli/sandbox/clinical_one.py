@@ -137,6 +137,7 @@ class ClinicalOneSimulator(TokenIssuingSimulator):
         *,
         port: int = 0,
         faults: Faults | None = None,
+        clock: Callable[[], float] = time.time,
         users: Mapping[str, str] | None = None,
         clients: Mapping[str, str] | None = None,
         required_scope: str | None = None,
@@ -159,7 +160,7 @@ class ClinicalOneSimulator(TokenIssuingSimulator):
         require_run_details: bool = False,
         retry_after_header: bool = True,
     ) -> None:
-        super().__init__(port=port, faults=faults)
+        super().__init__(port=port, faults=faults, clock=clock)
         self.users = dict(users if users is not None else DEFAULT_USERS)
         self.clients = dict(clients if clients is not None else DEFAULT_CLIENTS)
         self.required_scope = required_scope
@@ -511,7 +512,7 @@ class ClinicalOneSimulator(TokenIssuingSimulator):
         with self.lock:
             # Strictly increasing times, so "newest first" is well defined even for runs made together.
             latest = max((run["created_at"] for run in self.runs.values()), default=0.0)
-            created_at = max(time.time(), latest + 0.001)
+            created_at = max(self.clock(), latest + 0.001)
             self.runs[job_id] = {
                 "id": job_id,
                 "report_id": report_id.upper(),
@@ -538,7 +539,7 @@ class ClinicalOneSimulator(TokenIssuingSimulator):
         Seeded runs keep the state they were given. Call with the lock held.
         """
         if not run["seeded"] and run["state"] in ("queued", "running"):
-            elapsed = time.time() - run["created_at"]
+            elapsed = self.clock() - run["created_at"]
             if elapsed >= self.generation_seconds:
                 if self.fail_reports:
                     run["state"], run["reason"] = "failed", self.fail_reports

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal, NamedTuple
 
 from reportrelay_cli.sandbox.server import (
@@ -93,6 +93,7 @@ class DevExpressSimulator(TokenIssuingSimulator):
         *,
         port: int = 0,
         faults: Faults | None = None,
+        clock: Callable[[], float] = time.time,
         users: Mapping[str, str] | None = None,
         allow_guest: bool = True,
         documents: Mapping[int, Mapping[str, str]] | None = None,
@@ -103,7 +104,7 @@ class DevExpressSimulator(TokenIssuingSimulator):
         report_size: int = 64 * 1024,
         dashboard_seconds: float = 0.0,
     ) -> None:
-        super().__init__(port=port, faults=faults)
+        super().__init__(port=port, faults=faults, clock=clock)
         if status_form not in STATUS_FORMS:
             raise ValueError(f"status_form must be one of {', '.join(STATUS_FORMS)}, not {status_form!r}")
         self.users: dict[str, str] = dict(users if users is not None else DEFAULT_USERS)
@@ -171,7 +172,7 @@ class DevExpressSimulator(TokenIssuingSimulator):
                 "options": options,
                 "parameters": parameters,
                 "size": self.report_size,
-                "created_at": time.time(),
+                "created_at": self.clock(),
                 "status": "InProgress",
                 "error": None,
             }
@@ -276,7 +277,7 @@ class DevExpressSimulator(TokenIssuingSimulator):
             export = self.exports.get(export_id)
             if export is None:
                 raise HttpError(404, f"Export task {export_id} was not found.")
-            generated = time.time() - export["created_at"] >= self.generation_seconds
+            generated = self.clock() - export["created_at"] >= self.generation_seconds
             if export["status"] == "InProgress" and generated:
                 if self.fail_reports:
                     export["status"], export["error"] = "Fault", self.fail_reports

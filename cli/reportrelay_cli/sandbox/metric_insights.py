@@ -40,7 +40,7 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, NamedTuple
@@ -143,6 +143,7 @@ class MetricInsightsSimulator(Simulator):
         *,
         port: int = 0,
         faults: Faults | None = None,
+        clock: Callable[[], float] = time.time,
         applications: Mapping[str, str] | None = None,
         users: Iterable[str] = DEFAULT_USERS,
         api_tokens: Mapping[str, str] | None = None,
@@ -153,7 +154,7 @@ class MetricInsightsSimulator(Simulator):
         fail_reports: str | None = None,
         report_size: int = 64 * 1024,
     ) -> None:
-        super().__init__(port=port, faults=faults)
+        super().__init__(port=port, faults=faults, clock=clock)
         self.applications = dict(applications if applications is not None else DEFAULT_APPLICATIONS)
         self.users = set(users)
         source = elements if elements is not None else DEFAULT_ELEMENTS
@@ -214,7 +215,7 @@ class MetricInsightsSimulator(Simulator):
         if user not in self.users:
             raise HttpError(401, f"User '{user}' not found")
         token = secrets.token_urlsafe(24)
-        expires_at = time.time() + self.token_lifetime_seconds
+        expires_at = self.clock() + self.token_lifetime_seconds
         with self.lock:
             self._api_tokens[token] = (user, expires_at)
             self.tokens_issued += 1
@@ -236,7 +237,7 @@ class MetricInsightsSimulator(Simulator):
         with self.lock:
             number = len(self.sessions) + 1
             self.sessions[token] = DownloadSession(
-                number, token, user, element_id, int(request.params["dimensionId"]), time.time()
+                number, token, user, element_id, int(request.params["dimensionId"]), self.clock()
             )
         return json_response({"status": "OK", "token": quote(token, safe="")})
 
@@ -252,7 +253,7 @@ class MetricInsightsSimulator(Simulator):
             session.run_calls += 1
             if session.state == "initialized":
                 session.state, session.format = "running", export_format
-                session.run_started_at = time.time()
+                session.run_started_at = self.clock()
         while True:
             with self.lock:
                 if session.state != "running":
@@ -260,7 +261,7 @@ class MetricInsightsSimulator(Simulator):
                 if self._expired(session):
                     session.state, session.error = "error", "Download failed"  # the file is discarded
                     break
-                if time.time() - session.run_started_at >= self.generation_seconds:
+                if self.clock() - session.run_started_at >= self.generation_seconds:
                     if self.fail_reports:
                         session.state, session.error = "error", self.fail_reports
                     else:
@@ -321,7 +322,7 @@ class MetricInsightsSimulator(Simulator):
             if known is None:
                 raise HttpError(401, "Invalid API token")
             user, expires_at = known
-            if time.time() >= expires_at:
+            if self.clock() >= expires_at:
                 self.expired_refusals += 1
                 raise HttpError(412, "Session expired")
         return user
@@ -370,7 +371,7 @@ class MetricInsightsSimulator(Simulator):
         return export_format
 
     def _expired(self, session: DownloadSession) -> bool:
-        return time.time() >= session.created_at + self.session_lifetime_seconds
+        return self.clock() >= session.created_at + self.session_lifetime_seconds
 
 
 def _session_token() -> str:

@@ -36,7 +36,7 @@ import random
 import secrets
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -99,6 +99,7 @@ class MyReportsSimulator(TokenIssuingSimulator):
         *,
         port: int = 0,
         faults: Faults | None = None,
+        clock: Callable[[], float] = time.time,
         clients: Mapping[str, str] | None = None,
         refresh_tokens: Iterable[str] = (DEFAULT_REFRESH_TOKEN,),
         rotate_refresh_tokens: bool = False,
@@ -121,7 +122,7 @@ class MyReportsSimulator(TokenIssuingSimulator):
         gzip_data: bool = False,
         record_csv: bool = False,
     ) -> None:
-        super().__init__(port=port, faults=faults)
+        super().__init__(port=port, faults=faults, clock=clock)
         self.clients: dict[str, str] = dict(clients if clients is not None else DEFAULT_CLIENTS)
         self.rotate_refresh_tokens = rotate_refresh_tokens
         self.static_tokens: set[str] = set(static_tokens)
@@ -238,7 +239,7 @@ class MyReportsSimulator(TokenIssuingSimulator):
                 "workspace_id": workspace_id,
                 "report_id": report_id,
                 "body": body,
-                "created_at": time.time(),
+                "created_at": self.clock(),
                 "date_created": _timestamp(now),
                 "checks": 0,
                 "status": self._progress_word(0),
@@ -365,7 +366,7 @@ class MyReportsSimulator(TokenIssuingSimulator):
         """
         if record["document"] is not None or self._ended_without_data(record):
             return True
-        if time.time() - record["created_at"] < self.generation_seconds:
+        if self.clock() - record["created_at"] < self.generation_seconds:
             return False
         if self.fail_reports:
             record["status"], record["status_message"] = self.failed_status, self.fail_reports

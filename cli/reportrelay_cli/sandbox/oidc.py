@@ -27,7 +27,6 @@ import html
 import json
 import re
 import secrets
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
@@ -230,7 +229,7 @@ class OidcIssuer(Simulator):
         ``claims`` override or extend the defaults (``iss="https://elsewhere"``, ``exp=...``); a claim
         given as None is left out. A negative ``lifetime_seconds`` makes a token that has already expired.
         """
-        now = int(time.time())
+        now = int(self.clock())
         lifetime = self.token_lifetime_seconds if lifetime_seconds is None else lifetime_seconds
         body = self._claims(user, audience=audience, token_use="id", lifetime=lifetime, auth_time=now)
         body.update(claims)
@@ -339,9 +338,7 @@ class OidcIssuer(Simulator):
             return _html_response(401, page)
         self._record_sign_in(username, wanted.client_id, "form", succeeded=True)
         code = secrets.token_urlsafe(32)
-        pending = _PendingCode(
-            username, wanted, int(time.time()), time.monotonic() + self.code_lifetime_seconds
-        )
+        pending = _PendingCode(username, wanted, int(self.clock()), self.clock() + self.code_lifetime_seconds)
         with self.lock:
             self._codes[code] = pending
         answer = {"code": code, "state": wanted.state, "iss": self.issuer}
@@ -438,7 +435,7 @@ class OidcIssuer(Simulator):
             return oauth_error("invalid_request", "code is required")
         with self.lock:
             pending = self._codes.pop(code, None)  # single use: even a failed exchange spends it
-        if pending is None or time.monotonic() > pending.expires_at:
+        if pending is None or self.clock() > pending.expires_at:
             return oauth_error("invalid_grant", "the code is unknown, expired or already used")
         wanted = pending.request
         if wanted.client_id != client_id:
@@ -466,7 +463,7 @@ class OidcIssuer(Simulator):
         self._record_sign_in(username, client_id, "password", succeeded=succeeded)
         if not succeeded:
             return oauth_error("invalid_grant", WRONG_CREDENTIALS)
-        return self._tokens(username, client_id, scope, int(time.time()), None)
+        return self._tokens(username, client_id, scope, int(self.clock()), None)
 
     def _tokens(
         self, username: str, client_id: str, scope: str, auth_time: int, nonce: str | None
@@ -502,7 +499,7 @@ class OidcIssuer(Simulator):
         if user is None:
             known = ", ".join(sorted(self.users)) or "none"
             raise ValueError(f"no user {username!r} at this issuer (known: {known}); add_user() first")
-        now = int(time.time())
+        now = int(self.clock())
         claims: dict[str, Any] = {
             "iss": self.issuer,
             "sub": username,

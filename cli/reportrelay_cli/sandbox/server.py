@@ -268,15 +268,22 @@ class Simulator:
     Use it as a context manager (``with DevExpressSimulator() as sim: sim.base_url``) or call
     ``start()`` / ``stop()``. Everything tests read or change (``faults``, ``served``, the request log,
     a subclass's knobs) may be touched from another thread while it runs.
+
+    ``clock`` is the vendor's wall clock (seconds since the epoch): every simulated lifetime (a report's
+    generation, a token's, a session's, a link's) is measured on it, so a test can move it forward instead
+    of sleeping. Only the pacing of slow links keeps to real time, as a network would.
     """
 
     name = "simulator"
     #: Headers copied into the request log (only those present). Subclasses add their own.
     logged_headers: tuple[str, ...] = ("Authorization", "Content-Type", "Accept", "Range", "If-Range")
 
-    def __init__(self, *, port: int = 0, faults: Faults | None = None) -> None:
+    def __init__(
+        self, *, port: int = 0, faults: Faults | None = None, clock: Callable[[], float] = time.time
+    ) -> None:
         self.port = port
         self.faults = faults if faults is not None else Faults()
+        self.clock = clock
         #: id or filename -> SHA-256 hex of the content served under it.
         self.served: dict[str, str] = {}
         #: Body bytes written for download routes' files (200 and 206), cut bodies counting what was sent.
@@ -552,17 +559,19 @@ class TokenIssuingSimulator(Simulator):
     """A simulator whose sign-in route issues random bearer tokens that expire (DevExpress, Clinical One,
     myreports): ``new_token`` when signing in, ``token_is_live`` when authorizing a call."""
 
-    def __init__(self, *, port: int = 0, faults: Faults | None = None) -> None:
-        super().__init__(port=port, faults=faults)
+    def __init__(
+        self, *, port: int = 0, faults: Faults | None = None, clock: Callable[[], float] = time.time
+    ) -> None:
+        super().__init__(port=port, faults=faults, clock=clock)
         self.tokens_issued = 0
         self.tokens_refused = 0  # live-looking tokens refused as unknown, expired or revoked
-        self._issued_tokens: dict[str, float] = {}  # bearer token -> expiry (time.time())
+        self._issued_tokens: dict[str, float] = {}  # bearer token -> expiry on ``clock``
 
     def new_token(self, lifetime: float) -> str:
         """A random bearer token, live for ``lifetime`` seconds unless revoked first."""
         token = secrets.token_urlsafe(32)
         with self.lock:
-            self._issued_tokens[token] = time.time() + lifetime
+            self._issued_tokens[token] = self.clock() + lifetime
             self.tokens_issued += 1
         return token
 
@@ -570,7 +579,7 @@ class TokenIssuingSimulator(Simulator):
         """True for a token issued here that has neither expired nor been revoked; a refusal is counted."""
         with self.lock:
             expires_at = self._issued_tokens.get(token)
-            if expires_at is not None and time.time() < expires_at:
+            if expires_at is not None and self.clock() < expires_at:
                 return True
             self.tokens_refused += 1
             return False
@@ -581,7 +590,7 @@ class TokenIssuingSimulator(Simulator):
 
     @property
     def valid_tokens(self) -> set[str]:
-        now = time.time()
+        now = self.clock()
         with self.lock:
             return {token for token, expires_at in self._issued_tokens.items() if expires_at > now}
 

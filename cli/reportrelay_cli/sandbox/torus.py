@@ -33,7 +33,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 from urllib.parse import quote
@@ -95,6 +95,7 @@ class TorusSimulator(Simulator):
         *,
         port: int = 0,
         faults: Faults | None = None,
+        clock: Callable[[], float] = time.time,
         tokens: Mapping[str, str] | None = None,
         auth_header: str | None = None,
         tenants: Mapping[int, str] | None = None,
@@ -114,7 +115,7 @@ class TorusSimulator(Simulator):
         report_size: int = 32 * 1024,
         older_runs: Iterable[Mapping[str, Any]] = (),
     ) -> None:
-        super().__init__(port=port, faults=faults)
+        super().__init__(port=port, faults=faults, clock=clock)
         #: bearer token (or custom-header value) -> the user it signs in
         self.tokens: dict[str, str] = dict(tokens if tokens is not None else DEFAULT_TOKENS)
         self.auth_header = auth_header
@@ -173,7 +174,7 @@ class TorusSimulator(Simulator):
         when a client queues the same report, and finish before the client's own run does.
         """
         report = self.reports[int(report_id)]
-        created = time.time() - age_seconds
+        created = self.clock() - age_seconds
         with self.lock:
             run_id = self._next_id
             self._next_id += 1
@@ -219,7 +220,7 @@ class TorusSimulator(Simulator):
 
     def server_time(self, epoch: float | None = None) -> datetime:
         """The server's clock, as it writes dates: no time zone, ``clock_offset_seconds`` from ours."""
-        moment = datetime.fromtimestamp(time.time() if epoch is None else epoch, UTC).replace(tzinfo=None)
+        moment = datetime.fromtimestamp(self.clock() if epoch is None else epoch, UTC).replace(tzinfo=None)
         return moment + timedelta(seconds=self.clock_offset_seconds)
 
     def run_for(self, file_guid: str) -> dict[str, Any] | None:
@@ -267,7 +268,7 @@ class TorusSimulator(Simulator):
         with self.lock:
             run = self.runs[run_id]
             run["_visible_at"] = (
-                float("inf") if self.drop_queued else time.time() + self.listing_delay_seconds
+                float("inf") if self.drop_queued else self.clock() + self.listing_delay_seconds
             )
             self.queued.append(run_id)
             self._throttle_lists = self.throttle_list_after_queue
@@ -286,7 +287,7 @@ class TorusSimulator(Simulator):
                 raise HttpError(429, "Too many requests; slow down", {"Retry-After": "1"})
         user = self._user(request)
         keep = _date_filter(request.query.get("$filter"))
-        now = time.time()
+        now = self.clock()
         oldest = self.server_time(now) - DEFAULT_WINDOW
         with self.lock:
             listed = [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 
 import requests
 
@@ -57,11 +58,12 @@ def open_provider(
     ends_at: float | None = None,
     adapter: type[Provider] | None = None,
     session: requests.Session | None = None,
+    clock: Callable[[], float] | None = None,
 ) -> Provider:
     """An adapter for the connection, signed in with its (resolved) credentials, and the claim store;
     ``ends_at`` is when the calling function will be stopped (``time.monotonic()``), if known.
     ``adapter`` replaces the connection's provider (``reportrelay vendor check`` tries a spec with it),
-    ``session`` the HTTP session its calls and sign-ins go through."""
+    ``session`` the HTTP session its calls and sign-ins go through, ``clock`` its wall clock."""
     cls = adapter or provider_class(connection.provider)
     session = session or requests.Session()
     verify = tls_verification(connection, secrets)
@@ -76,6 +78,8 @@ def open_provider(
     provider = cls(connection, http)
     if claims is not None:
         provider.claims = claims
+    if clock is not None:
+        provider.clock = clock
     return provider
 
 

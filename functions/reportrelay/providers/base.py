@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import mimetypes
 import re
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
@@ -110,6 +111,9 @@ class Provider(ABC):
     - ``single_use_result``: the result can be downloaded once; if storing it fails, the workflow
       starts the job again from ``submit`` (a bounded number of times) instead of retrying the download.
 
+    ``clock`` is the wall clock (epoch seconds) the adapter measures the vendor's lifetimes on: a download
+    session's age, a link's expiry, how long a queued report may stay unlisted. Tests move it on.
+
     ``claims`` is the shared claim store (``reportrelay.claims``) for vendors whose queue hands back no id,
     so that concurrent jobs can agree which queue entry is whose; None where none was given.
 
@@ -126,6 +130,7 @@ class Provider(ABC):
     holds_request: ClassVar[bool] = False
     single_use_result: ClassVar[bool] = False
     claims: ClaimStore | None = None
+    clock: Callable[[], float] = staticmethod(time.time)
     before_queue: Callable[[Handle], None] | None = None
     """Set by the workflow: records the submit intent's hint; raising stops the queue call."""
 

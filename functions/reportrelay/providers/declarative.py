@@ -18,7 +18,6 @@ import functools
 import json
 import logging
 import re
-import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -161,7 +160,7 @@ class DeclarativeProvider(Provider):
             self.queuing({"owner": uuid.uuid4().hex} if spec.submit.owner else {})
         action = spec.submit.action or "queue report"
         response = self._call(spec.submit, self._context(request, {}), action)
-        queued: Handle = {spec.submit.queued_at_field: time.time()} if spec.submit.queued_at_field else {}
+        queued: Handle = {spec.submit.queued_at_field: self.clock()} if spec.submit.queued_at_field else {}
         if spec.submit.id is None:
             return ReportStatus(ReportState.PENDING, handle=queued)
         found = self._extract(response, spec.submit.id, action)
@@ -628,7 +627,7 @@ class DeclarativeProvider(Provider):
         """The file at the status's link: a fresh link when the stored one is gone, expiring or refused."""
         refresh = spec.download.refresh_statuses
         url, expires = handle.get(LINK_FIELD), handle.get(LINK_EXPIRY_FIELD)
-        fresh = not url or (isinstance(expires, int | float) and expires - time.time() < LINK_MARGIN_SECONDS)
+        fresh = not url or (isinstance(expires, int | float) and expires - self.clock() < LINK_MARGIN_SECONDS)
         if fresh:
             url = self._fresh_link(request, handle)
         html_ok = request.format in spec.download.html_formats

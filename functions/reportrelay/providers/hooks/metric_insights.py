@@ -10,7 +10,6 @@ JSON status instead of the file when there is none: that is a failure, never the
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from typing import TYPE_CHECKING
@@ -122,7 +121,7 @@ def _instead_of_the_file(
 def _age(provider: DeclarativeProvider, handle: Handle) -> float:
     """Seconds since ``init`` (the handle's ``submit.queued_at_field``); 0 for a handle without it."""
     opened = handle.get(provider.spec.submit.queued_at_field)
-    return time.time() - float(opened) if isinstance(opened, int | float) else 0.0
+    return provider.clock() - float(opened) if isinstance(opened, int | float) else 0.0
 
 
 def _lifetime(provider: DeclarativeProvider) -> float:

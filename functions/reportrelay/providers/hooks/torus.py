@@ -15,7 +15,6 @@ owner are the submit intent's hint, so ``find_submitted`` finds a run exactly as
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -63,7 +62,7 @@ def queue_and_find_own_run(
             f"{error}; Torus may have queued the report all the same, so reportrelay does not queue it "
             "again: look for the run in Torus's download queue before retrying the job"
         ) from None
-    handle["queued_at"] = time.time()
+    handle["queued_at"] = provider.clock()
     try:
         return _submitted(provider, request, handle)
     except ReportRelayError:
@@ -101,7 +100,7 @@ def check_own_run(
     if status is not None:
         return status
     grace = provider.settings.queue_entry_grace_seconds  # type: ignore[attr-defined]
-    if time.time() - float(handle.get("queued_at") or 0) > grace:
+    if provider.clock() - float(handle.get("queued_at") or 0) > grace:
         raise ProviderProtocolError(
             f"Torus accepted the queue call for merged report {handle['report_id']} "
             f"'{handle['report_name']}', but no new run of it appeared in the download queue within "
