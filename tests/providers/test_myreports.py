@@ -38,6 +38,7 @@ from reportrelay_cli.sandbox.myreports import (
     sandbox_simulator,
 )
 from reportrelay_cli.sandbox.server import Faults
+from tests.clock import SkippingClock
 
 CLIENT_ID = "reportrelay"
 CLIENT_SECRET = "mr-client-Secret-5b1d"
@@ -54,8 +55,9 @@ MyReports: type[DeclarativeProvider] = provider_class("myreports")  # type: igno
 
 
 @pytest.fixture
-def sim() -> Iterator[MyReportsSimulator]:
+def sim(vendor_clock: SkippingClock) -> Iterator[MyReportsSimulator]:
     with MyReportsSimulator(
+        clock=vendor_clock,
         clients={CLIENT_ID: CLIENT_SECRET},
         refresh_tokens=[REFRESH_TOKEN],
         static_tokens=[STATIC_TOKEN],
@@ -175,11 +177,10 @@ def test_login_host_refuses_a_wrong_client_grant_or_refresh_token(sim):
     assert basic.status_code == 200
 
 
-def test_api_answers_401_without_a_body_when_the_token_is_missing_invalid_or_expired(sim):
-    # given no token, a made-up token, and a token that lived a quarter of a second
-    sim.token_lifetime_seconds = 0.25
+def test_api_answers_401_without_a_body_when_the_token_is_missing_invalid_or_expired(sim, vendor_clock):
+    # given no token, a made-up token, and a token that lived its hour
     expired = token(sim).json()["access_token"]
-    time.sleep(0.3)
+    vendor_clock.advance(sim.token_lifetime_seconds)
     body = {"reportId": DEFAULT_REPORT, "dateFilter": {"presetName": "ThisQuarter"}}
     # when each creates a report request
     answers = [
@@ -191,14 +192,14 @@ def test_api_answers_401_without_a_body_when_the_token_is_missing_invalid_or_exp
     assert sim.requests == {}
 
 
-def test_a_request_is_created_polled_and_its_data_document_downloaded(sim):
+def test_a_request_is_created_polled_and_its_data_document_downloaded(sim, vendor_clock):
     # given a static bearer token
     body = {"reportId": DEFAULT_REPORT, "dateFilter": {"presetName": "ThisYear"}, "additionalConditions": []}
     # when a request is created and polled before and after generation, and its data downloaded
     created = api(sim, "POST", f"{API}/requests", STATIC_TOKEN, json=body).json()
     request_id = created["data"]["requestId"]
     early = api(sim, "GET", f"{API}/results/{request_id}", STATIC_TOKEN).json()
-    time.sleep(0.25)
+    vendor_clock.advance(sim.generation_seconds)
     late = api(sim, "GET", f"{API}/results/{request_id}", STATIC_TOKEN).json()
     data = api(sim, "GET", f"{API}/results/{request_id}/data", STATIC_TOKEN)
     # then the answers have the documents' envelope and the document is the seed's shape

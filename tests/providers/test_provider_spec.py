@@ -8,7 +8,7 @@ import hashlib
 import json
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jsonschema
@@ -40,6 +40,7 @@ from reportrelay_cli.sandbox.server import (
     empty_response,
     route,
 )
+from tests.clock import SkippingClock
 
 SCHEMA_FILE = REPO_ROOT / "schemas" / "provider-spec.schema.json"
 
@@ -197,8 +198,10 @@ class PlaintextExports(Simulator):
 
     name = "plaintext"
 
-    def __init__(self) -> None:
-        super().__init__()
+    generation_seconds = 0.3
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        super().__init__(clock=clock)
         self.exports: dict[str, dict[str, Any]] = {}
         #: The next N status calls answer 429 with the wait in the body, and no Retry-After header.
         self.throttle_in_body_next = 0
@@ -208,7 +211,7 @@ class PlaintextExports(Simulator):
         if request.header("x-api-key") != "plain-key":
             raise HttpError(401, "no key")
         export_id = uuid.uuid4().hex[:12]
-        self.exports[export_id] = {"query": dict(request.query), "at": time.time()}
+        self.exports[export_id] = {"query": dict(request.query), "at": self.clock()}
         return empty_response(201, {"Location": f"/exports/{export_id}"})
 
     @route("GET", "/exports/{id}/state")
@@ -218,7 +221,7 @@ class PlaintextExports(Simulator):
                 429, b'{"error": "slow down", "retryAfterSeconds": 42}', {"Content-Type": "application/json"}
             )
         export = self.exports[request.params["id"]]
-        word = "done\n" if time.time() - export["at"] > 0.3 else "working (42%)\n"
+        word = "done\n" if self.clock() - export["at"] >= self.generation_seconds else "working (42%)\n"
         return Response(200, word.encode(), {"Content-Type": "text/plain"})
 
     @route("GET", "/exports/{id}/file", download=True)
@@ -229,8 +232,8 @@ class PlaintextExports(Simulator):
 
 
 @pytest.fixture
-def plaintext() -> Iterator[PlaintextExports]:
-    with PlaintextExports() as simulator:
+def plaintext(vendor_clock: SkippingClock) -> Iterator[PlaintextExports]:
+    with PlaintextExports(vendor_clock) as simulator:
         yield simulator
 
 
@@ -251,7 +254,7 @@ def plain_request(**overrides: Any) -> JobRequest:
     )
 
 
-def test_a_vendor_written_in_the_test_runs_end_to_end_from_its_spec(plaintext) -> None:
+def test_a_vendor_written_in_the_test_runs_end_to_end_from_its_spec(plaintext, vendor_clock) -> None:
     # given a provider made from a spec written above, and a request it accepts
     provider = plaintext_provider(plaintext, PLAIN_SPEC)
     job = plain_request(parameters={"x": 1})
@@ -259,7 +262,7 @@ def test_a_vendor_written_in_the_test_runs_end_to_end_from_its_spec(plaintext) -
     # when it is submitted, checked until done and downloaded
     submitted = provider.submit(job)
     running = provider.check(job, submitted.handle)
-    time.sleep(0.4)
+    vendor_clock.advance(plaintext.generation_seconds)
     done = provider.check(job, submitted.handle)
     with provider.open_result(job, submitted.handle) as result:
         content = b"".join(result.chunks)

@@ -6,7 +6,6 @@ on the same service, an id read at either of two paths, an entry with no status,
 from __future__ import annotations
 
 import hashlib
-import time
 from typing import Any
 
 from reportrelay.config import JobRequest
@@ -20,6 +19,7 @@ from reportrelay_cli.sandbox.clinical_one import (
     SUBJECT_DATA_EXTRACT,
     ClinicalOneSimulator,
 )
+from tests.clock import SkippingClock
 from tests.providers.test_clinical_one import SECRETS, connection, sim
 
 __all__ = ["sim"]  # the simulator fixture, as test_clinical_one starts it
@@ -107,7 +107,7 @@ def test_pages_are_read_by_what_came_back_until_the_jobs_entry_is_found(sim: Cli
 
 
 def test_has_more_false_as_text_ends_the_list_and_an_unlisted_job_is_pending(
-    sim: ClinicalOneSimulator,
+    sim: ClinicalOneSimulator, vendor_clock: SkippingClock
 ) -> None:
     # given a one-page list of finished runs that holds another run but not yet the job's
     sim.list_only_finished = True
@@ -117,7 +117,7 @@ def test_has_more_false_as_text_ends_the_list_and_an_unlisted_job_is_pending(
     handle = dict(adapter.submit(job()).handle or {})
     # when it is checked before and after generation
     before = adapter.check(job(), handle)
-    time.sleep(0.6)
+    vendor_clock.advance(sim.generation_seconds)
     after = adapter.check(job(), handle)
     # then one page was read at first ("false" is not more), the job waited saying why, and was then ready
     assert before.state is ReportState.PENDING

@@ -26,6 +26,7 @@ from reportrelay.providers.base import Handle, ReportState, ReportStatus
 from reportrelay.providers.declarative import DeclarativeProvider
 from reportrelay.providers.spec import percent
 from reportrelay_cli.sandbox.torus import API_USER, XLSX_CONTENT_TYPE, TorusSimulator
+from tests.clock import SkippingClock
 
 TOKEN = "torus-api-token-5b2e7c"
 REPORT_LIST = "/api/tenant/mergedreport/list/get/{tenantId}"
@@ -36,8 +37,11 @@ BOBS = 'Bob\'s "Q3" Sales & Returns'
 
 
 @pytest.fixture
-def sim() -> Iterator[TorusSimulator]:
-    with TorusSimulator(tokens={TOKEN: API_USER}, generation_seconds=0.3, report_size=4096) as simulator:
+def sim(vendor_clock: SkippingClock) -> Iterator[TorusSimulator]:
+    simulator = TorusSimulator(
+        tokens={TOKEN: API_USER}, generation_seconds=0.3, report_size=4096, clock=vendor_clock
+    )
+    with simulator:
         yield simulator
 
 
@@ -465,14 +469,16 @@ def test_the_oldest_new_run_is_claimed_first_so_a_later_job_is_not_starved(sim: 
     assert (y_check.handle or {}).get("run_id") == run_b
 
 
-def test_without_a_claim_store_several_new_runs_are_not_guessed_at(sim: TorusSimulator) -> None:
+def test_without_a_claim_store_several_new_runs_are_not_guessed_at(
+    sim: TorusSimulator, vendor_clock: SkippingClock
+) -> None:
     # given two jobs of the same report queued at once, and no claim store anywhere
     sim.listing_delay_seconds = 0.2
     first = open_provider(connection(sim), SecretResolver({"TORUS_TOKEN": TOKEN}))
     request = job()
     status = first.submit(request)
     adapter(sim).submit(request)
-    time.sleep(0.3)
+    vendor_clock.advance(0.2)
     # when the first checks
     with pytest.raises(ConfigurationError) as raised:
         first.check(request, dict(status.handle or {}))
