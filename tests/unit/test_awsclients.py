@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from reportrelay.awsclients import aws_client
+from reportrelay_cli.local.aws import local_client
 
 
 @pytest.fixture(autouse=True)
@@ -46,3 +47,18 @@ def test_another_region_endpoint_or_signature_gets_its_own_client(monkeypatch: p
     assert elsewhere.meta.region_name == "ap-southeast-2"
     assert local.meta.endpoint_url == "http://127.0.0.1:8333"
     assert sigv4.meta.config.signature_version == "s3v4"
+
+
+def test_the_local_emulations_client_follows_the_endpoint_it_was_made_for(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # given the emulation's S3 client made while S3 was aimed at a server of a test's own
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:8333")
+    aimed = local_client("s3")
+    # when that setting is gone again (the server with it)
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3")
+    plain = local_client("s3")
+    # then the next client is not the one aimed at the gone server, and each is kept for its endpoint
+    assert aimed.meta.endpoint_url == "http://127.0.0.1:8333"
+    assert plain.meta.endpoint_url == "https://s3.amazonaws.com"
+    assert local_client("s3") is plain

@@ -279,17 +279,24 @@ def atomic_dynamodb_writes() -> Iterator[None]:
 # one at every turn): each is about 10 ms of building, so both are made once. (The sessions share one
 # loader of botocore's files: reportrelay_cli.local.)
 
-_local_clients: dict[str, Any] = {}
+_local_clients: dict[tuple[str, str | None, str | None], Any] = {}
 _local_clients_lock = threading.Lock()
 
 
 def local_client(service: str) -> Any:
     """The process's client for ``service`` on emulated AWS (moto answers every client, whichever mock is
-    active), made once, with the local credentials."""
+    active), made once per endpoint, with the local credentials. A client made while an
+    ``AWS_ENDPOINT_URL`` (or ``AWS_ENDPOINT_URL_<SERVICE>``) was set keeps that endpoint, so the endpoint
+    is part of the key, as in ``reportrelay.awsclients``: a server that has gone is never called again."""
+    key = (
+        service,
+        os.environ.get("AWS_ENDPOINT_URL"),
+        os.environ.get(f"AWS_ENDPOINT_URL_{service.upper()}"),
+    )
     with _local_clients_lock:
-        if service not in _local_clients:
-            _local_clients[service] = _local_session().client(service)
-        return _local_clients[service]
+        if key not in _local_clients:
+            _local_clients[key] = _local_session().client(service)
+        return _local_clients[key]
 
 
 @functools.cache
