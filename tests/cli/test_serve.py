@@ -52,9 +52,22 @@ def serving(state: Path, *, kill: bool = False) -> Iterator[Served]:
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGKILL if kill else signal.SIGINT)
-        _, err = process.communicate(timeout=60)
+        err = _stopped(process)
         if "served" in locals():
             served.err = err
+
+
+def _stopped(process: subprocess.Popen[str], timeout: float = 60) -> str:
+    """What serve printed on stderr once it has exited; a serve that does not stop in ``timeout`` is asked
+    for its threads' stacks (SIGUSR1), killed, and the test fails showing them."""
+    try:
+        return process.communicate(timeout=timeout)[1]
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGUSR1)
+        time.sleep(2)
+        process.kill()
+        err = process.communicate()[1]
+        raise AssertionError(f"serve did not stop in {timeout:g} s; stderr ends:\n{err[-12000:]}") from None
 
 
 def _started(state: Path, tries: int = 3) -> tuple[subprocess.Popen[str], int, str]:

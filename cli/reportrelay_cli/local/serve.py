@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import faulthandler
 import hmac
 import json
 import os
@@ -91,6 +92,8 @@ def command_serve(args: argparse.Namespace) -> int:
     # Ctrl-C even when started in the background (which ignores SIGINT), and a service manager's stop, alike.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _interrupt)
+    # A stop that hangs can be asked where it is: SIGUSR1 prints every thread's stack on stderr.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     with LocalServer(
         args.state, port=args.port, sandbox=args.sandbox, connections_file=args.connections
     ) as server:
