@@ -23,7 +23,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from reportrelay import links, outbox
 from reportrelay.access import NotAllowed, Principal
 from reportrelay.activity import KINDS, Kind, Recorder, failed_words
-from reportrelay.awsclients import aws_client
 from reportrelay.config import Connection, JobRequest
 from reportrelay.errors import BadRequest, ConfigurationError, ReportRelayError
 from reportrelay.executions import AtProvider, AwsCallFailed, JobExecutions, StoredObjectGone
@@ -644,18 +643,7 @@ def _execution_of(job: Job, runtime: Runtime) -> str:
 
 def _executions(runtime: Runtime) -> JobExecutions:
     settings = runtime.settings
-    return JobExecutions(settings.state_machine_arn, settings.cancel_function, client=_client_of(runtime))
-
-
-def _client_of(runtime: Runtime) -> Any:
-    """The runtime's AWS clients, with S3's SigV4 presigning client beside them."""
-
-    def client(service: str, *, signature_version: str | None = None) -> Any:
-        if signature_version is not None:
-            return aws_client(service, signature_version=signature_version)
-        return runtime.client(service)
-
-    return client
+    return JobExecutions(settings.state_machine_arn, settings.cancel_function, client=runtime.client)
 
 
 def _start_execution(job: Job, runtime: Runtime, store: DynamoDbJobs, *, keep_for_retry: bool) -> None:

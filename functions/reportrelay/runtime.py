@@ -317,8 +317,9 @@ class Runtime:
             ),
         )
 
-    def client(self, service: str) -> Any:
-        return aws_client(service)
+    def client(self, service: str, *, signature_version: str | None = None) -> Any:
+        """The shared client for ``service`` (S3's presigning one when a ``signature_version`` is given)."""
+        return aws_client(service, signature_version=signature_version)
 
     @property
     def s3(self) -> Any:
