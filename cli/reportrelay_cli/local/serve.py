@@ -60,6 +60,7 @@ LOCAL_PERSON = "local"
 PEOPLE_STAGE = "people/v1"
 CONSOLE_CLIENT = "reportrelay-console"
 SAVE_INTERVAL_SECONDS = 1.0
+SIGNAL_CHECK_SECONDS = 0.2
 S3_PATH = "/_s3/"
 _UNFINISHED = ("queued", "running")
 
@@ -237,8 +238,12 @@ class LocalServer:
         self._stack.close()
 
     def wait(self) -> None:
-        """Until Ctrl-C (KeyboardInterrupt)."""
-        while not self._stop.wait(3600):
+        """Until Ctrl-C or SIGTERM (KeyboardInterrupt).
+
+        The wait is cut into short ones: Linux may hand the signal to any thread, and then only wakes the
+        main thread's Python handler when the main thread next runs, which a wait of an hour postponed by
+        an hour (a fresh-clone run met a serve that ignored Ctrl-C, its main thread in that wait)."""
+        while not self._stop.wait(SIGNAL_CHECK_SECONDS):
             pass
 
     def _connections(self) -> dict[str, Any]:
