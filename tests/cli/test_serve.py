@@ -10,16 +10,19 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 import requests
 
 from reportrelay_cli.jobs import JobApi, SigV4
 from reportrelay_cli.local.identities import LocalIdentities, LocalIdentity
+from reportrelay_cli.local.serve import LocalServer
 from tests.cli.conftest import free_port, reportrelay, schema_problems, signed_as
 
 REPO = Path(__file__).resolve().parents[2]
@@ -268,3 +271,26 @@ def test_state_files_hold_no_secret_for_others(tmp_path, capsys):
         assert (state / name).stat().st_mode & 0o077 == 0, name
     saved = json.loads((state / "objects.json").read_text())["objects"]
     assert [entry["etag"] for entry in saved.values()]
+
+
+def test_a_ctrl_c_the_system_hands_to_another_thread_still_stops_serve_at_once(tmp_path):
+    # given serve's main thread waiting to be stopped, with Ctrl-C's handler as serve installs it
+    assert threading.current_thread() is threading.main_thread()
+    server = LocalServer(tmp_path / "state")
+    bystander = threading.Thread(target=time.sleep, args=(3,), daemon=True)
+    bystander.start()
+    giving_up = threading.Timer(5, server._stop.set)  # a wait that never noticed ends here, too late
+    giving_up.start()
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        # when the SIGINT is delivered to another of its threads, as Linux may do
+        threading.Timer(0.3, signal.pthread_kill, (bystander.ident, signal.SIGINT)).start()
+        started = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            server.wait()
+        waited = time.monotonic() - started
+    finally:
+        giving_up.cancel()
+        signal.signal(signal.SIGINT, previous)
+    # then the main thread heard it within a moment, not when its wait ran out
+    assert waited < 2, f"serve heard Ctrl-C only after {waited:.1f} s"
