@@ -362,7 +362,10 @@ def _submit(state: State, runtime: Runtime, recorder: Recorder) -> State:
             return {**state, "job": _waiting_for_slot(job, now)}
         job["slot"] = slot
     provider = _opened(
-        open_provider(connection, runtime.secrets, runtime.claims, ends_at=runtime.ends_at), recorder
+        open_provider(
+            connection, runtime.secrets, runtime.claims, ends_at=runtime.ends_at, clock=runtime.clock
+        ),
+        recorder,
     )
     job = {**job, "handle": {}, "polls": job.get("polls", 0), "queued_at": iso_timestamp(now)}
     expected = _expected(runtime, request)
@@ -943,7 +946,9 @@ def resume(
         raise BadRequest("the workflow state has no provider handle: the job was never submitted")
     connection = runtime.connections.get(request.connection)
     handle = runtime.sealer.unseal(job["handle"], job["job_id"])
-    provider = open_provider(connection, runtime.secrets, runtime.claims, ends_at=runtime.ends_at)
+    provider = open_provider(
+        connection, runtime.secrets, runtime.claims, ends_at=runtime.ends_at, clock=runtime.clock
+    )
     return request, job, _opened(provider, recorder), handle
 
 

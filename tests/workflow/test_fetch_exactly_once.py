@@ -22,6 +22,7 @@ from reportrelay.timestamps import iso_timestamp
 from reportrelay_cli.local.aws import LocalAws
 from reportrelay_cli.sandbox.devexpress import DevExpressSimulator
 from reportrelay_cli.sandbox.metric_insights import MetricInsightsSimulator
+from tests.clock import SkippingClock
 from tests.conftest import DX_PASSWORD, devexpress_connection, write_connections
 from tests.workflow.test_metric_insights_workflow import APP_KEY, mi_connection
 
@@ -281,3 +282,20 @@ def test_a_container_fetch_that_fails_is_reported_by_the_next_fetch(
     with pytest.raises(DownloadInterrupted, match="in the container task: download broke off"):
         workflow.fetch(handed, Runtime.from_env())
     assert objects(aws) == [] and open_uploads(aws) == []
+
+
+def test_the_adapters_a_step_opens_measure_the_vendors_lifetimes_on_the_steps_clock(aws: LocalAws) -> None:
+    # given a submitted job, and a step whose runtime's clock is a test's
+    state = workflow.submit(
+        {
+            "request": DX_REQUEST,
+            "job": {"job_id": str(uuid.uuid4()), "accepted_at": iso_timestamp(time.time())},
+        },
+        Runtime.from_env(),
+    )
+    runtime = Runtime.from_env()
+    runtime.clock = SkippingClock()
+    # when the step opens the job's adapter
+    _, _, provider, _ = workflow.resume(state, runtime)
+    # then the adapter reads that clock (a session's age, a link's expiry), not a clock of its own
+    assert provider.clock is runtime.clock
