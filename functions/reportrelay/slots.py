@@ -155,7 +155,9 @@ class ConcurrencySlots:
             if waiter is None:  # it left the line on its own, or is joining it right now
                 self._remove_from_line(connection, 0, head)
                 continue
-            number = self.acquire(connection, limit, head, now=now, lease_until=waiter.lease_until)
+            number = self.held(connection, limit, head)
+            if number is None:  # another hand-over may have taken one for it already: reuse that one
+                number = self.acquire(connection, limit, head, now=now, lease_until=waiter.lease_until)
             if number is None:
                 break
             if not self._remove_from_line(connection, 0, head):
@@ -209,6 +211,14 @@ class ConcurrencySlots:
             raise ClaimsUnavailable(
                 f"the line for a slot of '{connection}' could not be changed: {type(error).__name__}"
             ) from None
+
+    def give_back(self, connection: str, limit: int, job_id: str) -> None:
+        """Leave the line and give back every slot ``job_id`` holds. Hand-overs racing for the same head
+        (or for one leaving the line) can each take a slot for it; only one is told, so the job can hold
+        one it never heard of until it concludes, not until its lease runs out."""
+        self.leave_line(connection, job_id)
+        for number in range(limit):
+            self.release(connection, number, job_id)
 
     def release(self, connection: str, number: int, job_id: str) -> None:
         """Give the slot back, if it is still ours (a lease that ran out may have passed to another job)."""

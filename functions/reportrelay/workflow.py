@@ -1111,16 +1111,8 @@ def _give_back_slots_of_stopped(job: Job, runtime: Runtime) -> None:
         limit = runtime.connections.get(name).max_concurrent_jobs
     except ReportRelayError:
         return
-    if not limit:
-        return
-    try:
-        slot = runtime.slots.held(name, limit, job.job_id)
-    except ReportRelayError as error:
-        logger.warning("concurrency slot not released", extra={"job_id": job.job_id, "error": str(error)})
-        return
-    if slot is not None:
-        _give_back_slot(name, limit, job.job_id, slot, runtime)
-    _give_back_slot(name, limit, job.job_id, None, runtime)
+    if limit:
+        _give_back_slot(name, limit, job.job_id, runtime)
 
 
 def _abandon(request: JobRequest, job: dict[str, Any], handle: Handle, provider: Provider) -> None:
@@ -1199,17 +1191,12 @@ def _release_slot(state: State, runtime: Runtime) -> None:
     job = state.get("job") or {}
     if not job.get("slot_limit") or (job.get("slot") is None and not job.get("slot_waits")):
         return
-    _give_back_slot(job["connection"], int(job["slot_limit"]), job["job_id"], job.get("slot"), runtime)
+    _give_back_slot(job["connection"], int(job["slot_limit"]), job["job_id"], runtime)
 
 
-def _give_back_slot(
-    connection_name: str, limit: int, job_id: str, slot: int | None, runtime: Runtime
-) -> None:
+def _give_back_slot(connection_name: str, limit: int, job_id: str, runtime: Runtime) -> None:
     try:
-        if slot is None:
-            runtime.slots.leave_line(connection_name, job_id)
-        else:
-            runtime.slots.release(connection_name, slot, job_id)
+        runtime.slots.give_back(connection_name, limit, job_id)
         _hand_over_slots(connection_name, limit, runtime)
     except ReportRelayError as error:
         # The lease runs out on its own, and waiters wake to look again; the outcome must not depend on it.

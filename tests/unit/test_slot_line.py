@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -10,7 +10,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from reportrelay.claims import KEY_ATTRIBUTE
+from reportrelay.claims import KEY_ATTRIBUTE, TTL_ATTRIBUTE
 from reportrelay.slots import LEASE_MARGIN_SECONDS, ConcurrencySlots, Waiter
 from reportrelay_cli.local.aws import atomic_dynamodb_writes
 
@@ -20,9 +20,9 @@ DEADLINE = NOW + 3600
 
 
 @pytest.fixture
-def slots() -> Iterator[ConcurrencySlots]:
-    """The line on moto's DynamoDB, its conditional writes made atomic as DynamoDB's are (moto's alone
-    are not, so hand-overs on parallel threads could both pass one condition)."""
+def dynamodb() -> Iterator[Any]:
+    """moto's DynamoDB with the claims table, its conditional writes made atomic as DynamoDB's are
+    (moto's alone are not, so hand-overs on parallel threads could both pass one condition)."""
     with mock_aws(), atomic_dynamodb_writes():
         client = boto3.client("dynamodb", region_name="us-east-1")
         client.create_table(
@@ -31,7 +31,43 @@ def slots() -> Iterator[ConcurrencySlots]:
             KeySchema=[{"AttributeName": KEY_ATTRIBUTE, "KeyType": "HASH"}],
             BillingMode="PAY_PER_REQUEST",
         )
-        yield ConcurrencySlots(TABLE, lambda: client)
+        yield client
+
+
+@pytest.fixture
+def slots(dynamodb: Any) -> ConcurrencySlots:
+    return ConcurrencySlots(TABLE, lambda: dynamodb)
+
+
+class PausedBeforeLeavingTheLine:
+    """A DynamoDB client that runs ``meanwhile`` once, just before the first change that takes a job out
+    of the line: a hand-over has then taken a slot for the head and not yet claimed the head."""
+
+    def __init__(self, client: Any, meanwhile: Callable[[], None]) -> None:
+        self._client = client
+        self._meanwhile: Callable[[], None] | None = meanwhile
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def update_item(self, **arguments: Any) -> Any:
+        if self._meanwhile and str(arguments.get("UpdateExpression", "")).startswith("REMOVE"):
+            meanwhile, self._meanwhile = self._meanwhile, None
+            meanwhile()
+        return self._client.update_item(**arguments)
+
+
+def owned(dynamodb: Any, limit: int, job_id: str) -> list[int]:
+    """The slots the table says ``job_id`` holds, read straight from the items."""
+    return [
+        number
+        for number in range(limit)
+        if dynamodb.get_item(TableName=TABLE, Key={KEY_ATTRIBUTE: {"S": f"slot#dx#{number}"}})
+        .get("Item", {})
+        .get("owner", {})
+        .get("S")
+        == job_id
+    ]
 
 
 class Tokens:
@@ -166,3 +202,63 @@ def test_hand_overs_at_once_give_each_waiter_one_slot_and_never_exceed_the_limit
     assert sorted(slot for _, slot in handed) == [0, 1, 2]
     assert sorted(tokens.told) == handed
     assert slots.line("dx") == line[3:]
+
+
+def test_two_hand_overs_racing_for_one_head_leave_it_holding_one_slot(dynamodb: Any) -> None:
+    # given slot 0 held by x, slot 1 just given back by y, and w waiting
+    slots = ConcurrencySlots(TABLE, lambda: dynamodb)
+    fill(slots, 2, "x", "y")
+    slots.join_line("dx", waiter("w"))
+    slots.release("dx", 1, "y")
+    tokens = Tokens()
+
+    def x_gives_back_and_hands_over() -> None:
+        slots.release("dx", 0, "x")
+        slots.hand_over("dx", 2, now=NOW, send=tokens.send)
+
+    # when y's hand-over has taken slot 1 for w, and x gives slot 0 back and hands over before y claims w
+    paused = ConcurrencySlots(
+        TABLE, lambda: PausedBeforeLeavingTheLine(dynamodb, x_gives_back_and_hands_over)
+    )
+    paused.hand_over("dx", 2, now=NOW, send=tokens.send)
+    # then w was told one slot, and holds that one only: slot 0 is free for the next job
+    assert tokens.told == [("w", 1)]
+    assert owned(dynamodb, 2, "w") == [1]
+    assert slots.take("dx", 2, "next", now=NOW, lease_until=DEADLINE) == 0
+
+
+def test_a_job_that_leaves_the_line_while_a_hand_over_takes_it_a_slot_holds_none(dynamodb: Any) -> None:
+    # given a full connection and w waiting
+    slots = ConcurrencySlots(TABLE, lambda: dynamodb)
+    fill(slots, 1, "x")
+    slots.join_line("dx", waiter("w"))
+    slots.release("dx", 0, "x")
+    tokens = Tokens()
+    # when a hand-over takes the slot for w, and w gives up (its deadline, a cancel) before being claimed
+    paused = ConcurrencySlots(
+        TABLE, lambda: PausedBeforeLeavingTheLine(dynamodb, lambda: slots.give_back("dx", 1, "w"))
+    )
+    paused.hand_over("dx", 1, now=NOW, send=tokens.send)
+    # then nobody was told, w holds nothing and is out of line, and the slot is free at once (not when a
+    # lease runs out)
+    assert tokens.told == []
+    assert owned(dynamodb, 1, "w") == [] and slots.line("dx") == []
+    assert slots.take("dx", 1, "next", now=NOW, lease_until=DEADLINE) == 0
+
+
+def test_giving_back_frees_every_slot_the_job_holds(dynamodb: Any, slots: ConcurrencySlots) -> None:
+    # given a job holding two slots (one taken for it by a hand-over it never heard of) and others waiting
+    fill(slots, 3, "w", "other")
+    dynamodb.put_item(
+        TableName=TABLE,
+        Item={
+            KEY_ATTRIBUTE: {"S": "slot#dx#2"},
+            "owner": {"S": "w"},
+            TTL_ATTRIBUTE: {"N": str(int(DEADLINE))},
+        },
+    )
+    # when it concludes and gives back
+    slots.give_back("dx", 3, "w")
+    # then both are free, and the other job's slot is untouched
+    assert owned(dynamodb, 3, "w") == []
+    assert owned(dynamodb, 3, "other") == [1]
