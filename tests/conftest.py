@@ -57,12 +57,14 @@ TIER_ORDER = ("faults", "workflow", "infra", "api", "cli", "contract", "unit")
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark each test's tier, group the tests that share state, and start the long tiers first."""
+    start: dict[int, int] = {}
     for item in items:
         tier = _tier(item)
         item.add_marker(tier)
         if tier in ONE_WORKER_TIERS:
             item.add_marker(pytest.mark.xdist_group(tier))
-    items.sort(key=lambda item: TIER_ORDER.index(_tier(item)))  # stable: a module's tests stay together
+        start[id(item)] = TIER_ORDER.index(tier)
+    items.sort(key=lambda item: start[id(item)])  # stable: a module's tests stay together
     _group_shared_fixtures(items)
     if getattr(config.option, "loadgroup", False):  # a pytest-xdist worker of a --dist loadgroup run
         _name_groups_in_node_ids(items)

@@ -37,28 +37,33 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from reportrelay import names
 from reportrelay.awsclients import aws_client, aws_error_code
 from reportrelay.errors import BadRequest, ReportRelayError
 from reportrelay.names import (
+    ANNOUNCE_ATTEMPTS_ATTRIBUTE,
+    ANNOUNCE_DETAIL_ATTRIBUTE,
+    ANNOUNCE_DETAIL_TYPE_ATTRIBUTE,
+    ANNOUNCE_EVENT_ATTRIBUTE,
+    ANNOUNCE_RESOURCES_ATTRIBUTE,
     ANNOUNCE_SINCE_ATTRIBUTE,
     CONNECTION_INDEX,
+    JOB_CONNECTION_ATTRIBUTE,
+    JOB_CREATED_ATTRIBUTE,
+    JOB_INDEXES,
+    JOB_KEY_ATTRIBUTE,
+    JOB_KIND_ATTRIBUTE,
+    JOB_TEAM_ATTRIBUTE,
+    JOB_TTL_ATTRIBUTE,
     JOBS_TABLE_ENV,
     OUTBOX_ATTRIBUTE,
     OUTBOX_INDEX,
+    OUTBOX_PROJECTED,
     RECENT_INDEX,
     TEAM_INDEX,
 )
 from reportrelay.poll_policy import HISTORY_LENGTH
 from reportrelay.timestamps import iso_timestamp
 
-KEY_ATTRIBUTE = names.JOB_KEY_ATTRIBUTE
-TTL_ATTRIBUTE = names.JOB_TTL_ATTRIBUTE
-KIND_ATTRIBUTE = names.JOB_KIND_ATTRIBUTE
-CREATED_ATTRIBUTE = names.JOB_CREATED_ATTRIBUTE
-CONNECTION_ATTRIBUTE = names.JOB_CONNECTION_ATTRIBUTE
-TEAM_ATTRIBUTE = names.JOB_TEAM_ATTRIBUTE
-INDEXES = names.JOB_INDEXES
 KIND_JOB = "job"
 OUTBOX_PENDING = "pending"
 TOKEN_PREFIX = "client-token#"
@@ -180,7 +185,7 @@ class DynamoDbJobs:
                     "TableName": self.table_name,
                     "Item": item,
                     "ConditionExpression": "attribute_not_exists(#key)",
-                    "ExpressionAttributeNames": {"#key": KEY_ATTRIBUTE},
+                    "ExpressionAttributeNames": {"#key": JOB_KEY_ATTRIBUTE},
                 }
             }
         ]
@@ -191,13 +196,13 @@ class DynamoDbJobs:
                     "Put": {
                         "TableName": self.table_name,
                         "Item": {
-                            KEY_ATTRIBUTE: {"S": token.key},
+                            JOB_KEY_ATTRIBUTE: {"S": token.key},
                             "job_id": {"S": job.job_id},
                             "fingerprint": {"S": token.fingerprint},
-                            TTL_ATTRIBUTE: {"N": str(self._expiry())},
+                            JOB_TTL_ATTRIBUTE: {"N": str(self._expiry())},
                         },
                         "ConditionExpression": "attribute_not_exists(#key)",
-                        "ExpressionAttributeNames": {"#key": KEY_ATTRIBUTE},
+                        "ExpressionAttributeNames": {"#key": JOB_KEY_ATTRIBUTE},
                     }
                 },
             )
@@ -232,7 +237,7 @@ class DynamoDbJobs:
 
     def get(self, job_id: str) -> Job | None:
         found = self._get_item(job_id)
-        if not found or found.get(KIND_ATTRIBUTE, {}).get("S") != KIND_JOB:
+        if not found or found.get(JOB_KIND_ATTRIBUTE, {}).get("S") != KIND_JOB:
             return None
         return _job(found)
 
@@ -268,7 +273,7 @@ class DynamoDbJobs:
         for team, start in starts.items():
             found, resumes[team] = self._query(TEAM_INDEX, team, filters, limit, start)
             candidates += [(team, job, item) for job, item in found]
-        candidates.sort(key=lambda entry: entry[2][CREATED_ATTRIBUTE]["S"], reverse=True)
+        candidates.sort(key=lambda entry: entry[2][JOB_CREATED_ATTRIBUTE]["S"], reverse=True)
         taken = candidates[:limit]
         positions: dict[str, dict[str, Any] | None] = {}
         for team, start in starts.items():
@@ -295,7 +300,7 @@ class DynamoDbJobs:
             "IndexName": index,
             "ScanIndexForward": False,
             "Limit": max(limit, 25),
-            "ExpressionAttributeNames": {"#pk": INDEXES[index]},
+            "ExpressionAttributeNames": {"#pk": JOB_INDEXES[index]},
             "ExpressionAttributeValues": {":pk": {"S": partition}},
             "KeyConditionExpression": "#pk = :pk",
         }
@@ -329,8 +334,8 @@ class DynamoDbJobs:
     def put_link(self, record: Mapping[str, Any]) -> None:
         """A share link's record (see reportrelay.links); it expires from the table with the link."""
         item = {
-            KEY_ATTRIBUTE: {"S": LINK_PREFIX + str(record["link_id"])},
-            TTL_ATTRIBUTE: {"N": str(int(record["expires_at"]) + 86400)},
+            JOB_KEY_ATTRIBUTE: {"S": LINK_PREFIX + str(record["link_id"])},
+            JOB_TTL_ATTRIBUTE: {"N": str(int(record["expires_at"]) + 86400)},
         }
         for name, value in record.items():
             encoded = _encode(name, value)
@@ -354,10 +359,10 @@ class DynamoDbJobs:
             self._call(
                 "update_item",
                 TableName=self.table_name,
-                Key={KEY_ATTRIBUTE: {"S": LINK_PREFIX + link_id}},
+                Key={JOB_KEY_ATTRIBUTE: {"S": LINK_PREFIX + link_id}},
                 UpdateExpression="SET #revoked = :when",
                 ConditionExpression="attribute_exists(#key)",
-                ExpressionAttributeNames={"#revoked": "link_revoked_at", "#key": KEY_ATTRIBUTE},
+                ExpressionAttributeNames={"#revoked": "link_revoked_at", "#key": JOB_KEY_ATTRIBUTE},
                 ExpressionAttributeValues={":when": {"S": when}},
             )
         except _Conditional:
@@ -397,7 +402,7 @@ class DynamoDbJobs:
             self._call(
                 "update_item",
                 TableName=self.table_name,
-                Key={KEY_ATTRIBUTE: {"S": job_id}},
+                Key={JOB_KEY_ATTRIBUTE: {"S": job_id}},
                 UpdateExpression=(
                     "SET #announced = :at REMOVE #outbox, #since, #type, #detail, #resources, #error"
                 ),
@@ -422,7 +427,7 @@ class DynamoDbJobs:
             self._call(
                 "update_item",
                 TableName=self.table_name,
-                Key={KEY_ATTRIBUTE: {"S": job_id}},
+                Key={JOB_KEY_ATTRIBUTE: {"S": job_id}},
                 UpdateExpression="SET #attempts = if_not_exists(#attempts, :zero) + :one, #error = :error",
                 ConditionExpression="#outbox = :pending AND #event = :event",
                 ExpressionAttributeNames={
@@ -474,7 +479,7 @@ class DynamoDbJobs:
             self._call(
                 "update_item",
                 TableName=self.table_name,
-                Key={KEY_ATTRIBUTE: {"S": job_id}},
+                Key={JOB_KEY_ATTRIBUTE: {"S": job_id}},
                 UpdateExpression=(
                     "SET #attempt = :attempt, #opened = :at "
                     "REMOVE #queuing, #hint, #outcome, #closed, #result"
@@ -502,7 +507,7 @@ class DynamoDbJobs:
             self._call(
                 "update_item",
                 TableName=self.table_name,
-                Key={KEY_ATTRIBUTE: {"S": job_id}},
+                Key={JOB_KEY_ATTRIBUTE: {"S": job_id}},
                 UpdateExpression="SET #queuing = :at, #hint = :hint",
                 ConditionExpression=(
                     "#attempt = :attempt AND attribute_not_exists(#queuing) "
@@ -546,7 +551,7 @@ class DynamoDbJobs:
             self._call(
                 "update_item",
                 TableName=self.table_name,
-                Key={KEY_ATTRIBUTE: {"S": job_id}},
+                Key={JOB_KEY_ATTRIBUTE: {"S": job_id}},
                 UpdateExpression="SET " + ", ".join(sets),
                 ConditionExpression="#attempt = :attempt",
                 ExpressionAttributeNames=names,
@@ -563,7 +568,7 @@ class DynamoDbJobs:
         answer = self._call(
             "update_item",
             TableName=self.table_name,
-            Key={KEY_ATTRIBUTE: {"S": job_id}},
+            Key={JOB_KEY_ATTRIBUTE: {"S": job_id}},
             UpdateExpression="SET #key = if_not_exists(#key, :key)",
             ExpressionAttributeNames={"#key": "object_key"},
             ExpressionAttributeValues={":key": {"S": key}},
@@ -584,7 +589,7 @@ class DynamoDbJobs:
             self._call(
                 "update_item",
                 TableName=self.table_name,
-                Key={KEY_ATTRIBUTE: {"S": job_id}},
+                Key={JOB_KEY_ATTRIBUTE: {"S": job_id}},
                 UpdateExpression="SET #pending = list_append(if_not_exists(#pending, :none), :entry)",
                 ConditionExpression=f"attribute_not_exists(#state) OR NOT (#state IN ({', '.join(done)}))",
                 ExpressionAttributeNames={"#pending": "pending_objects", "#state": "state"},
@@ -622,12 +627,12 @@ class DynamoDbJobs:
         self._call(
             "update_item",
             TableName=self.table_name,
-            Key={KEY_ATTRIBUTE: {"S": _DURATIONS_PREFIX + key}},
+            Key={JOB_KEY_ATTRIBUTE: {"S": _DURATIONS_PREFIX + key}},
             UpdateExpression="SET #durations = :durations, #earliest = :earliest, #expires = :expires",
             ExpressionAttributeNames={
                 "#durations": "durations",
                 "#earliest": "earliest",
-                "#expires": TTL_ATTRIBUTE,
+                "#expires": JOB_TTL_ATTRIBUTE,
             },
             ExpressionAttributeValues={
                 ":durations": {"L": [{"N": f"{duration:.3f}"} for _, duration in recent]},
@@ -646,14 +651,14 @@ class DynamoDbJobs:
         keeps messages short; a longer one is refused rather than let the item grow).
         """
         ring, slots = ("m", ACTIVITY_MILESTONE_SLOTS) if milestone else ("c", ACTIVITY_CHATTER_SLOTS)
-        key = {KEY_ATTRIBUTE: {"S": ACTIVITY_PREFIX + job_id}}
+        key = {JOB_KEY_ATTRIBUTE: {"S": ACTIVITY_PREFIX + job_id}}
         answer = self._call(
             "update_item",
             TableName=self.table_name,
             Key=key,
             UpdateExpression="SET #seq = if_not_exists(#seq, :zero) + :one, "
             "#ring = if_not_exists(#ring, :zero) + :one, #expires = :expires",
-            ExpressionAttributeNames={"#seq": "seq", "#ring": f"{ring}seq", "#expires": TTL_ATTRIBUTE},
+            ExpressionAttributeNames={"#seq": "seq", "#ring": f"{ring}seq", "#expires": JOB_TTL_ATTRIBUTE},
             ExpressionAttributeValues={
                 ":zero": {"N": "0"},
                 ":one": {"N": "1"},
@@ -693,7 +698,7 @@ class DynamoDbJobs:
     def count_step_failure(self, job_id: str, step: str, visit: str) -> int:
         """How many times in a row ``step`` has now failed on this ``visit`` (the same input state, which
         the state machine's Retry sends again unchanged); a new visit counts from 1."""
-        key = {KEY_ATTRIBUTE: {"S": ACTIVITY_PREFIX + job_id}}
+        key = {JOB_KEY_ATTRIBUTE: {"S": ACTIVITY_PREFIX + job_id}}
         names = {"#failed": f"failed_{step}"}
         try:
             self._call(
@@ -702,7 +707,7 @@ class DynamoDbJobs:
                 Key=key,
                 UpdateExpression="SET #failed = :first, #expires = :expires",
                 ConditionExpression="attribute_not_exists(#failed) OR #failed.#visit <> :visit",
-                ExpressionAttributeNames={**names, "#visit": "visit", "#expires": TTL_ATTRIBUTE},
+                ExpressionAttributeNames={**names, "#visit": "visit", "#expires": JOB_TTL_ATTRIBUTE},
                 ExpressionAttributeValues={
                     ":first": {"M": {"visit": {"S": visit}, "count": {"N": "1"}}},
                     ":visit": {"S": visit},
@@ -733,7 +738,7 @@ class DynamoDbJobs:
         only_if_unfinished: bool,
         created_at: str | None = None,
     ) -> bool:
-        names = {"#updated": "updated_at", "#expires": TTL_ATTRIBUTE}
+        names = {"#updated": "updated_at", "#expires": JOB_TTL_ATTRIBUTE}
         values: dict[str, Any] = {
             ":updated": {"S": iso_timestamp(self.clock())},
             ":expires": {"N": str(self._expiry())},
@@ -749,7 +754,9 @@ class DynamoDbJobs:
                 values[f":f{position}"] = encoded
                 sets.append(f"#f{position} = :f{position}")
         if created_at is not None:
-            names.update({"#kind": KIND_ATTRIBUTE, "#created": "created_at", "#ckey": CREATED_ATTRIBUTE})
+            names.update(
+                {"#kind": JOB_KIND_ATTRIBUTE, "#created": "created_at", "#ckey": JOB_CREATED_ATTRIBUTE}
+            )
             values.update(
                 {
                     ":kind": {"S": KIND_JOB},
@@ -769,7 +776,7 @@ class DynamoDbJobs:
         expression = "SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removes) if removes else "")
         request: dict[str, Any] = {
             "TableName": self.table_name,
-            "Key": {KEY_ATTRIBUTE: {"S": job_id}},
+            "Key": {JOB_KEY_ATTRIBUTE: {"S": job_id}},
             "UpdateExpression": expression,
             "ExpressionAttributeNames": names,
             "ExpressionAttributeValues": values,
@@ -780,7 +787,7 @@ class DynamoDbJobs:
             finished = ", ".join(f":done{n}" for n in range(len(FINISHED)))
             request["ConditionExpression"] = f"attribute_not_exists(#state) OR NOT (#state IN ({finished}))"
         else:
-            names["#key"] = KEY_ATTRIBUTE
+            names["#key"] = JOB_KEY_ATTRIBUTE
             request["ConditionExpression"] = "attribute_exists(#key)"
         try:
             self._call("update_item", **request)
@@ -790,10 +797,10 @@ class DynamoDbJobs:
 
     def _item(self, job: Job) -> dict[str, Any]:
         item: dict[str, Any] = {
-            KEY_ATTRIBUTE: {"S": job.job_id},
-            KIND_ATTRIBUTE: {"S": KIND_JOB},
-            CREATED_ATTRIBUTE: {"S": f"{job.created_at}#{job.job_id}"},
-            TTL_ATTRIBUTE: {"N": str(self._expiry())},
+            JOB_KEY_ATTRIBUTE: {"S": job.job_id},
+            JOB_KIND_ATTRIBUTE: {"S": KIND_JOB},
+            JOB_CREATED_ATTRIBUTE: {"S": f"{job.created_at}#{job.job_id}"},
+            JOB_TTL_ATTRIBUTE: {"N": str(self._expiry())},
         }
         for name in _FIELDS:
             encoded = _encode(name, getattr(job, name))
@@ -803,7 +810,7 @@ class DynamoDbJobs:
 
     def _get_item(self, key: str) -> dict[str, Any] | None:
         answer = self._call(
-            "get_item", TableName=self.table_name, Key={KEY_ATTRIBUTE: {"S": key}}, ConsistentRead=True
+            "get_item", TableName=self.table_name, Key={JOB_KEY_ATTRIBUTE: {"S": key}}, ConsistentRead=True
         )
         item: dict[str, Any] | None = answer.get("Item")
         return item
@@ -967,11 +974,11 @@ def _job(item: Mapping[str, Any]) -> Job:
     created = values.get("created_at") or ""
     values.setdefault("created_at", created)
     values.setdefault("updated_at", created)
-    return Job(job_id=item[KEY_ATTRIBUTE]["S"], **values)
+    return Job(job_id=item[JOB_KEY_ATTRIBUTE]["S"], **values)
 
 
 def _index_key(item: Mapping[str, Any], index: str) -> dict[str, Any]:
-    return {name: item[name] for name in (KEY_ATTRIBUTE, INDEXES[index], CREATED_ATTRIBUTE)}
+    return {name: item[name] for name in (JOB_KEY_ATTRIBUTE, JOB_INDEXES[index], JOB_CREATED_ATTRIBUTE)}
 
 
 def _encode_cursor(index: str, key: Mapping[str, Any]) -> str:
@@ -991,15 +998,15 @@ def _decode_cursor(cursor: str, index: str, partition_value: str) -> dict[str, A
 
 
 def _checked_key(plain: Any, index: str, partition_value: str) -> dict[str, Any]:
-    partition = INDEXES[index]
+    partition = JOB_INDEXES[index]
     if (
         not isinstance(plain, dict)
-        or set(plain) != {KEY_ATTRIBUTE, partition, CREATED_ATTRIBUTE}
+        or set(plain) != {JOB_KEY_ATTRIBUTE, partition, JOB_CREATED_ATTRIBUTE}
         or not all(isinstance(value, str) and 0 < len(value) <= 1024 for value in plain.values())
         or plain[partition] != partition_value
     ):
         raise BadRequest(_INVALID_CURSOR)
-    return {name: {"S": plain[name]} for name in (KEY_ATTRIBUTE, partition, CREATED_ATTRIBUTE)}
+    return {name: {"S": plain[name]} for name in (JOB_KEY_ATTRIBUTE, partition, JOB_CREATED_ATTRIBUTE)}
 
 
 def _cursor_document(cursor: str) -> Any:
@@ -1044,15 +1051,14 @@ def _decode_team_cursor(
 _ANNOUNCE_NAMES = {
     "#outbox": OUTBOX_ATTRIBUTE,
     "#since": ANNOUNCE_SINCE_ATTRIBUTE,
-    "#event": names.ANNOUNCE_EVENT_ATTRIBUTE,
-    "#type": names.ANNOUNCE_DETAIL_TYPE_ATTRIBUTE,
-    "#detail": names.ANNOUNCE_DETAIL_ATTRIBUTE,
-    "#resources": names.ANNOUNCE_RESOURCES_ATTRIBUTE,
-    "#attempts": names.ANNOUNCE_ATTEMPTS_ATTRIBUTE,
+    "#event": ANNOUNCE_EVENT_ATTRIBUTE,
+    "#type": ANNOUNCE_DETAIL_TYPE_ATTRIBUTE,
+    "#detail": ANNOUNCE_DETAIL_ATTRIBUTE,
+    "#resources": ANNOUNCE_RESOURCES_ATTRIBUTE,
+    "#attempts": ANNOUNCE_ATTEMPTS_ATTRIBUTE,
     "#error": "announce_error",
 }
 #: What the ``outbox`` index projects besides the keys: all an announcement needs to be sent.
-OUTBOX_PROJECTED = names.OUTBOX_PROJECTED
 
 
 @dataclass(frozen=True)
@@ -1099,7 +1105,7 @@ def _announcement(item: Mapping[str, Any]) -> Announcement | None:
         return None
     resources = text("#resources")
     return Announcement(
-        job_id=item[KEY_ATTRIBUTE]["S"],
+        job_id=item[JOB_KEY_ATTRIBUTE]["S"],
         event_id=event_id,
         detail_type=text("#type") or "",
         detail=json.loads(detail),
@@ -1215,26 +1221,26 @@ def create_table_request(table_name: str) -> dict[str, Any]:
         "AttributeDefinitions": [
             {"AttributeName": name, "AttributeType": "S"}
             for name in (
-                KEY_ATTRIBUTE,
-                KIND_ATTRIBUTE,
-                CONNECTION_ATTRIBUTE,
-                TEAM_ATTRIBUTE,
-                CREATED_ATTRIBUTE,
+                JOB_KEY_ATTRIBUTE,
+                JOB_KIND_ATTRIBUTE,
+                JOB_CONNECTION_ATTRIBUTE,
+                JOB_TEAM_ATTRIBUTE,
+                JOB_CREATED_ATTRIBUTE,
                 OUTBOX_ATTRIBUTE,
                 ANNOUNCE_SINCE_ATTRIBUTE,
             )
         ],
-        "KeySchema": [{"AttributeName": KEY_ATTRIBUTE, "KeyType": "HASH"}],
+        "KeySchema": [{"AttributeName": JOB_KEY_ATTRIBUTE, "KeyType": "HASH"}],
         "GlobalSecondaryIndexes": [
             {
                 "IndexName": index,
                 "KeySchema": [
                     {"AttributeName": partition, "KeyType": "HASH"},
-                    {"AttributeName": CREATED_ATTRIBUTE, "KeyType": "RANGE"},
+                    {"AttributeName": JOB_CREATED_ATTRIBUTE, "KeyType": "RANGE"},
                 ],
                 "Projection": {"ProjectionType": "ALL"},
             }
-            for index, partition in INDEXES.items()
+            for index, partition in JOB_INDEXES.items()
         ]
         + [
             {

@@ -8,7 +8,7 @@ from typing import Any
 
 from infra import constants
 from infra.api import JOB_ROUTES, STAGE_NAME
-from reportrelay import jobs
+from reportrelay import jobs, names
 from tests.infra.conftest import (
     ALLOWED_ACCOUNTS,
     ORGANIZATION_ID,
@@ -96,11 +96,11 @@ def test_the_job_table_has_an_index_per_team(synthesized: Synthesized) -> None:
     # given the job table / then the listing of a team's jobs reads its own index, newest first
     _, table = job_table(synthesized)
     indexes = {index["IndexName"]: index for index in table["Properties"]["GlobalSecondaryIndexes"]}
-    assert indexes[jobs.TEAM_INDEX]["KeySchema"] == [
-        {"AttributeName": jobs.TEAM_ATTRIBUTE, "KeyType": "HASH"},
-        {"AttributeName": jobs.CREATED_ATTRIBUTE, "KeyType": "RANGE"},
+    assert indexes[names.TEAM_INDEX]["KeySchema"] == [
+        {"AttributeName": names.JOB_TEAM_ATTRIBUTE, "KeyType": "HASH"},
+        {"AttributeName": names.JOB_CREATED_ATTRIBUTE, "KeyType": "RANGE"},
     ]
-    assert indexes[jobs.TEAM_INDEX]["Projection"] == {"ProjectionType": "ALL"}
+    assert indexes[names.TEAM_INDEX]["Projection"] == {"ProjectionType": "ALL"}
     assert set(indexes) == {"recent", "by-connection", "by-team", "outbox"}
 
 
@@ -112,13 +112,13 @@ def test_the_job_table_has_a_sparse_outbox_index_of_pending_announcements(synthe
     ]
     # then it is keyed by attributes only a pending announcement has, oldest first
     assert outbox["KeySchema"] == [
-        {"AttributeName": jobs.OUTBOX_ATTRIBUTE, "KeyType": "HASH"},
-        {"AttributeName": jobs.ANNOUNCE_SINCE_ATTRIBUTE, "KeyType": "RANGE"},
+        {"AttributeName": names.OUTBOX_ATTRIBUTE, "KeyType": "HASH"},
+        {"AttributeName": names.ANNOUNCE_SINCE_ATTRIBUTE, "KeyType": "RANGE"},
     ]
     # and it projects what an announcement needs, not whole jobs, exactly as the local table does
     assert outbox["Projection"] == {
         "ProjectionType": "INCLUDE",
-        "NonKeyAttributes": list(jobs.OUTBOX_PROJECTED),
+        "NonKeyAttributes": list(names.OUTBOX_PROJECTED),
     }
     (local,) = [
         index
@@ -139,7 +139,10 @@ def test_the_job_table_has_the_layout_the_store_reads(synthesized: Synthesized) 
     assert sorted(properties["AttributeDefinitions"], key=str) == sorted(
         expected["AttributeDefinitions"], key=str
     )
-    assert properties["TimeToLiveSpecification"] == {"AttributeName": jobs.TTL_ATTRIBUTE, "Enabled": True}
+    assert properties["TimeToLiveSpecification"] == {
+        "AttributeName": names.JOB_TTL_ATTRIBUTE,
+        "Enabled": True,
+    }
     assert properties["BillingMode"] == "PAY_PER_REQUEST"
     assert properties["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
     assert table["DeletionPolicy"] == "Retain"
