@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import threading
 import time
 from datetime import UTC, datetime
@@ -22,6 +23,7 @@ from infra import constants
 from reportrelay import api
 from reportrelay.access import Principal
 from reportrelay.awsclients import aws_client
+from reportrelay.config import JobRequest
 from reportrelay.handlers import start_scheduled
 from reportrelay.jobs import DynamoDbJobs
 from reportrelay.providers.devexpress import DevExpress
@@ -29,7 +31,7 @@ from reportrelay.runtime import Runtime
 from reportrelay_cli.local.apigateway import rest_event
 from reportrelay_cli.local.aws import LambdaContext
 from reportrelay_cli.local.runner import run_job
-from tests.api.conftest import report_request
+from tests.api.conftest import FINANCE_CALLER, SALES_CALLER, report_request
 from tests.conftest import DX_PASSWORD, STATE_RETRY_SCALE, state_retries_scaled
 
 OTHER_CALLER = "arn:aws:iam::123456789012:role/another-service"
@@ -159,14 +161,18 @@ def test_the_idempotency_key_header_is_the_same_token(job_api, api_aws):
 
 
 def test_concurrent_posts_with_one_token_start_one_execution(job_api, api_aws, devexpress_sim):
-    # given eight clients retrying the same request with the same token at the same moment
-    request = report_request(client_token="storm")
+    # given eight clients retrying the same request with the same token at the same moment, each answered
+    # by a Lambda environment of its own (here: each its own Runtime, starting the job at once; through
+    # LocalAws.api they would wait for its one environment in turn)
+    request = JobRequest.model_validate(report_request(client_token="storm"))
+    caller = api.Caller(Principal(FINANCE_CALLER, "iam", frozenset({"finance"})), api_aws.api_url)
     answers: list = []
     barrier = threading.Barrier(8)
 
     def post() -> None:
+        runtime = Runtime.from_env()
         barrier.wait()
-        answers.append(job_api("POST", "/reports", body=request))
+        answers.append(api.start_job(request, caller, runtime))
 
     threads = [threading.Thread(target=post) for _ in range(8)]
     for thread in threads:
@@ -174,15 +180,49 @@ def test_concurrent_posts_with_one_token_start_one_execution(job_api, api_aws, d
     for thread in threads:
         thread.join()
     # then every one was told about the same job, exactly one of them as its creator
-    assert [answer.status for answer in answers] == [202] * 8
-    job_ids = {answer.json()["job_id"] for answer in answers}
+    assert len(answers) == 8
+    job_ids = {job.job_id for job, _ in answers}
     assert len(job_ids) == 1
-    assert sorted(answer.json()["replayed"] for answer in answers) == [False] + [True] * 7
+    assert sorted(created for _, created in answers) == [False] * 7 + [True]
     # and one execution ran, queuing one report
     (job_id,) = job_ids
     assert job_api.wait(job_id)["state"] == "ready"
     assert len(executions(api_aws)) == 1
     assert len(devexpress_sim.exports) == 1
+
+
+def test_callers_asking_at_once_are_each_answered_as_themselves(job_api, api_aws, devexpress_sim):
+    # given a job of finance's and a job of sales'
+    finance_job = job_api.start(report_request())
+    sales_job = job_api.start(report_request(connection="dx-sales"), identity=SALES_CALLER)
+    expected = {FINANCE_CALLER: [finance_job], SALES_CALLER: [sales_job]}
+    answers: list = []
+    barrier = threading.Barrier(6)
+
+    def list_jobs(caller: str) -> None:
+        barrier.wait()
+        answer = job_api("GET", "/reports", identity=caller)
+        answers.append((caller, answer.status, answer.body))
+
+    # when three of each team's callers list their jobs at the same moment, round after round, with the
+    # threads switching every microsecond so that their requests interleave as under load
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for _ in range(15):
+            threads = [threading.Thread(target=list_jobs, args=(caller,)) for caller in list(expected) * 3]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    # then every one was answered as itself (as in Lambda, where one environment answers one request at a
+    # time): a 200 listing its own team's job and not the other's
+    assert len(answers) == 90
+    for caller, status, body in answers:
+        assert status == 200, body
+        assert [job["job_id"] for job in json.loads(body)["jobs"]] == expected[caller], (caller, body)
 
 
 def test_a_token_reused_for_a_different_request_is_refused(job_api, api_aws):

@@ -445,6 +445,7 @@ class LocalAws:
         self._events_queue_url = ""
         self._events_seen: list[dict[str, Any]] = []
         self._events_lock = threading.Lock()
+        self._api_environment = threading.Lock()
         self._mock = mock_aws(config={"stepfunctions": {"execute_state_machine": True}})
         self._original_invoke_lambda = LambdaFunction._invoke_lambda
         self._original_invoke = LambdaFunction.invoke
@@ -662,11 +663,17 @@ class LocalAws:
             self.function_environment["REPORTRELAY_PEOPLE_URL"] = ""
 
     def api(self, event: dict[str, Any]) -> dict[str, Any]:
-        """Call the job API's handler in-process with an API Gateway REST proxy event; returns its answer."""
+        """Call the job API's handler in-process with an API Gateway REST proxy event; returns its answer.
+
+        One request at a time, as one Lambda environment answers them: powertools' resolver keeps the
+        request it is answering on its class (``BaseRouter.current_event``), so two at once in this
+        process would read each other's event and caller. Requests arriving together (a browser loading
+        a page's scripts, the serve console's users) wait their turn here."""
         module_name, _, attribute = API_FUNCTION[1].rpartition(".")
         handler = getattr(importlib.import_module(module_name), attribute)
         arn = f"arn:aws:lambda:{REGION}:123456789012:function:{API_FUNCTION[0]}"
-        result: dict[str, Any] = handler(event, LambdaContext(API_FUNCTION[0], arn, str(uuid.uuid4())))
+        with self._api_environment:
+            result: dict[str, Any] = handler(event, LambdaContext(API_FUNCTION[0], arn, str(uuid.uuid4())))
         return result
 
     def start(self, request: Any, job_id: str | None = None) -> str:
