@@ -29,9 +29,9 @@ MiB = 1024 * 1024
 REPORT_SIZE = 40 * MiB
 RATE = 8 * MiB  # the vendor's link: 5 s for the whole file, a part a second
 READ_TIMEOUT = 2
-# Fetch stops one read timeout plus FETCH_STOP_MARGIN_SECONDS before its function's end: about 2 s of work,
-# so a loaded machine still stores a part or two in each invocation (three that store nothing end the job).
-FETCH_TIMEOUT = int(READ_TIMEOUT + workflow.FETCH_STOP_MARGIN_SECONDS + 2)
+# Fetch stops one read timeout plus FETCH_STOP_MARGIN_SECONDS before its function's end: WORK_SECONDS of work
+# in each invocation, so a loaded machine still stores a part or two (three that store nothing end the job).
+WORK_SECONDS = 2
 REQUEST = {"connection": "dx", "report": {"document_id": 10}, "format": "pdf", "team": "finance"}
 FETCH = "reportrelay-fetch"
 
@@ -53,8 +53,10 @@ def local_aws(tmp_path: Path, dx_sim: DevExpressSimulator, monkeypatch: pytest.M
     return LocalAws(environment, **options)
 
 
-def with_short_fetch(aws: LocalAws) -> LocalAws:
-    aws.client("lambda").update_function_configuration(FunctionName=FETCH, Timeout=FETCH_TIMEOUT)
+def with_short_fetch(aws: LocalAws, work_seconds: int = WORK_SECONDS) -> LocalAws:
+    """The Fetch function's timeout cut to leave ``work_seconds`` of transfer in each invocation."""
+    timeout = int(READ_TIMEOUT + workflow.FETCH_STOP_MARGIN_SECONDS + work_seconds)
+    aws.client("lambda").update_function_configuration(FunctionName=FETCH, Timeout=timeout)
     return aws
 
 
@@ -125,7 +127,9 @@ def test_a_file_that_changed_between_invocations_is_fetched_again_from_the_start
     # file (another ETag, the same size) from the moment the first Fetch invocation has ended
     dx_sim.faults.serve_ranges = True
     with local_aws(tmp_path, dx_sim, monkeypatch, fetch_container=False) as aws:
-        with_short_fetch(aws)
+        # (a second more of work each: the refused resume restarts the file, and under load two seconds
+        # could end three invocations in a row before one more part was stored)
+        with_short_fetch(aws, work_seconds=WORK_SECONDS + 1)
         first_uploads: list[str] = []
 
         def change_the_file(function: str) -> None:
