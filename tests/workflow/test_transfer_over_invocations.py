@@ -1,7 +1,7 @@
 """A report larger than one Fetch invocation can carry: served in byte ranges, it is fetched over several
 invocations from checkpoints (the state machine loops Fetch); not served in ranges, it moves to the container
 task. Run on emulated AWS through the real state machine, against the DevExpress simulator over HTTP, with
-the Fetch function's timeout cut so that each invocation has about a second to work with."""
+the Fetch function's timeout cut so that each invocation has a few seconds to work with (WORK_SECONDS)."""
 
 from __future__ import annotations
 
